@@ -1,0 +1,80 @@
+"""Publishing simulated gateway traffic to a broker (QoS 1), paced or as fast as the broker takes it."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from gateways.simulator import Emitted, Zone
+
+log = logging.getLogger(__name__)
+
+
+class Publisher:
+    def __init__(self, host: str, port: int, client_id: str = "smartzone-simulator",
+                 username: str | None = None, password: str | None = None, max_inflight: int = 1000) -> None:
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+        if username:
+            self.client.username_pw_set(username, password)
+        self.client.max_inflight_messages_set(max_inflight)
+        self.client.max_queued_messages_set(0)
+        self._acked = 0
+        self.client.on_publish = self._on_publish
+        self.client.connect(host, port, keepalive=30)
+        self.client.loop_start()
+        self.sent = 0
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        self._acked += 1
+
+    @property
+    def acked(self) -> int:
+        return self._acked
+
+    def publish(self, messages: Iterable[Emitted], rate: float = 0.0, stop: threading.Event | None = None,
+                max_pending: int = 20_000) -> int:
+        """Publish at ``rate`` messages/s (0: as fast as possible); return how many were sent."""
+        interval = 1.0 / rate if rate > 0 else 0.0
+        next_at = time.monotonic()
+        n = 0
+        for m in messages:
+            if stop is not None and stop.is_set():
+                break
+            if interval:
+                delay = next_at - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                next_at += interval
+            while self.sent - self._acked > max_pending:  # bound paho's own queue
+                time.sleep(0.001)
+            self.client.publish(m.topic, m.payload, qos=1)
+            self.sent += 1
+            n += 1
+        return n
+
+    def wait_acked(self, timeout: float = 60.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while self._acked < self.sent and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self._acked >= self.sent
+
+    def close(self) -> None:
+        self.wait_acked(10)
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def live(zone: Zone, rate: float, duration: float, stop: threading.Event) -> Iterable[Emitted]:
+    """Rounds stamped with the current time, paced so the zone sends about ``rate`` messages/s in all."""
+    step = max(1, len(zone.sensors)) / rate if rate > 0 else 1.0
+    started = time.monotonic()
+    i = 0
+    while not stop.is_set() and (duration <= 0 or time.monotonic() - started < duration):
+        yield from zone.messages(datetime.now(UTC), 1, step=step, first_round=i)
+        i += 1

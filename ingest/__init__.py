@@ -1,0 +1,1 @@
+"""Ingestion: MQTT messages from gateways and network servers -> validated Readings -> InfluxDB."""

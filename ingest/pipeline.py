@@ -1,0 +1,200 @@
+"""From one MQTT message to line protocol and, for whatever is wrong with it, one dead letter.
+
+The steps, in order: size limit, route (topic filter -> decoder), decode, resolve each device
+against the registry, map the field to a quantity (decoder table, then the sensor's own ``fields``),
+check type, finiteness, range and time. Good readings become lines; every problem in the message
+becomes part of a single dead letter that keeps the whole payload, so a replay after the cause is
+fixed re-processes the message as a whole (re-writing its good readings is idempotent).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from paho.mqtt.client import topic_matches_sub
+
+from ingest.decoders import DECODERS, Decoder
+from smartzone.errors import ConfigurationError, DecodeError
+from smartzone.model import DeadLetter, Message, Reading, to_ns
+from smartzone.quantities import QUANTITIES, Quantity
+from smartzone.registry import Registry, SensorInfo
+from smartzone.settings import Route
+from storage.lineprotocol import LineProtocolError, escape_key, format_value, tag_set
+
+_ROUTE_CACHE_MAX = 100_000
+
+
+@dataclass
+class PipelineStats:
+    """Counters owned by the thread that runs the pipeline."""
+
+    received: int = 0
+    decoded: int = 0  # messages that produced at least one line
+    readings: int = 0
+    dead_lettered: int = 0
+    reasons: Counter = field(default_factory=Counter)  # every problem, by reason
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    lines: list[str]
+    letter: DeadLetter | None
+
+
+class Pipeline:
+    def __init__(
+        self,
+        registry: Registry,
+        routes: list[Route],
+        *,
+        max_payload_bytes: int,
+        max_future: timedelta,
+        max_age: timedelta,
+    ) -> None:
+        unknown = sorted({r.decoder for r in routes} - set(DECODERS))
+        if unknown:
+            raise ConfigurationError(f"routes name unknown decoders {unknown}; known: {sorted(DECODERS)}")
+        self.registry = registry
+        self.routes = [(r.filter, r.decoder, DECODERS[r.decoder]) for r in routes]
+        self.max_payload_bytes = max_payload_bytes
+        self.max_future = max_future
+        self.max_age = max_age
+        self.stats = PipelineStats()
+        self._route_cache: dict[str, tuple[str, Decoder] | None] = {}
+        self._tags: dict[tuple[str, str | None], str] = {}
+
+    # -- public -----------------------------------------------------------------------------------
+    def message(self, topic: str, payload: bytes, received_at: datetime) -> Message:
+        gateway_id, native = None, topic
+        if topic.startswith("gw/"):
+            parts = topic.split("/", 2)
+            if len(parts) == 3:
+                gateway_id, native = parts[1], parts[2]
+        tz = self.registry.timezone(gateway_id)
+        return Message(topic, payload, received_at, gateway_id, native, tz)
+
+    def process(self, msg: Message) -> Outcome:
+        self.stats.received += 1
+        if len(msg.payload) > self.max_payload_bytes:
+            return self._reject(msg, [DecodeError(
+                "oversized", f"{len(msg.payload)} bytes, limit is {self.max_payload_bytes}")])
+        route = self._route(msg.topic)
+        if route is None:
+            return self._reject(msg, [DecodeError("no_route", f"no decoder is configured for topic {msg.topic!r}")])
+        source, decode = route
+        try:
+            readings = decode(msg)
+        except DecodeError as exc:
+            return self._reject(msg, [exc])
+        except Exception as exc:  # a decoder bug must not crash the worker nor lose the message
+            return self._reject(msg, [DecodeError("decoder_error", f"{source}: {type(exc).__name__}: {exc}")])
+        if not readings:
+            return self._reject(msg, [DecodeError("no_readings", f"{source} found no values in the payload")])
+        return self._validate(msg, readings)
+
+    # -- internals --------------------------------------------------------------------------------
+    def _route(self, topic: str) -> tuple[str, Decoder] | None:
+        try:
+            return self._route_cache[topic]
+        except KeyError:
+            pass
+        found = next(((name, dec) for flt, name, dec in self.routes if topic_matches_sub(flt, topic)), None)
+        if len(self._route_cache) >= _ROUTE_CACHE_MAX:
+            self._route_cache.clear()
+        self._route_cache[topic] = found
+        return found
+
+    def _validate(self, msg: Message, readings: list[Reading]) -> Outcome:
+        problems: list[DecodeError] = []
+        points: dict[tuple[str, str, int], list[tuple[str, float | int | bool]]] = {}
+        received = msg.received_at
+        for r in readings:
+            info = self.registry.resolve(msg.gateway_id, r.sensor_id)
+            if info is None:
+                problems.append(DecodeError("unknown_device", f"device {r.sensor_id!r} on gateway "
+                                                              f"{msg.gateway_id!r} is not in the registry"))
+                continue
+            q = QUANTITIES.get(r.quantity) or QUANTITIES.get(info.fields.get(r.quantity, ""))
+            if q is None:
+                problems.append(DecodeError("unknown_field", f"{r.quantity!r} of {info.id} is not a known "
+                                                             "quantity and the registry maps it to none"))
+                continue
+            try:
+                value = _coerce(q, r.value)
+            except DecodeError as exc:
+                problems.append(DecodeError(exc.reason, f"{q.key} of {info.id}: {exc.detail}"))
+                continue
+            if r.time - received > self.max_future:
+                problems.append(DecodeError("future_timestamp", f"{r.time.isoformat()} is more than "
+                                            f"{self.max_future} after receipt ({received.isoformat()})"))
+                continue
+            if received - r.time > self.max_age:
+                problems.append(DecodeError("too_old", f"{r.time.isoformat()} is older than the raw "
+                                            f"retention ({self.max_age}) at receipt"))
+                continue
+            key = (q.category, self._tag_set(info, msg.gateway_id), to_ns(r.time))
+            points.setdefault(key, []).append((q.field, value))
+        lines = []
+        for (measurement, tags, ns), fields in points.items():
+            try:
+                body = ",".join(f"{escape_key(k)}={format_value(v)}" for k, v in fields)
+            except LineProtocolError as exc:  # unreachable for vocabulary fields; kept as a guard
+                problems.append(DecodeError("unencodable", str(exc)))
+                continue
+            lines.append(f"{measurement}{tags} {body} {ns}")
+        if lines:
+            self.stats.decoded += 1
+            self.stats.readings += sum(len(f) for f in points.values())
+        letter = self._letter(msg, problems) if problems else None
+        return Outcome(lines, letter)
+
+    def _tag_set(self, info: SensorInfo, gateway_id: str | None) -> str:
+        key = (info.id, gateway_id)
+        tags = self._tags.get(key)
+        if tags is None:
+            tags = tag_set({
+                "sensor": info.id,
+                "gateway": info.gateway_id or gateway_id,
+                "technology": info.technology,
+                "category": info.category,
+                "cell": info.cell,
+            })
+            self._tags[key] = tags
+        return tags
+
+    def _reject(self, msg: Message, problems: list[DecodeError]) -> Outcome:
+        return Outcome([], self._letter(msg, problems))
+
+    def _letter(self, msg: Message, problems: list[DecodeError]) -> DeadLetter:
+        self.stats.dead_lettered += 1
+        for p in problems:
+            self.stats.reasons[p.reason] += 1
+        detail = "; ".join(f"{p.reason}: {p.detail}" for p in problems[:20])
+        if len(problems) > 20:
+            detail += f"; ... {len(problems) - 20} more"
+        return DeadLetter(msg.received_at, msg.topic, msg.payload, problems[0].reason, detail)
+
+
+def _coerce(q: Quantity, value: object) -> float | int | bool:
+    """The value in the quantity's kind, or DecodeError(invalid_value | not_finite | out_of_range)."""
+    if q.kind == "bool":
+        if isinstance(value, bool):
+            return value
+        raise DecodeError("invalid_value", f"{value!r} is not true/false")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise DecodeError("invalid_value", f"{value!r} is not a number")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise DecodeError("not_finite", f"{value!r}")
+    if q.kind == "int":
+        if isinstance(value, float):
+            if not value.is_integer():
+                raise DecodeError("invalid_value", f"{value!r} is not a whole count")
+            value = int(value)
+    else:
+        value = float(value)
+    if (q.min is not None and value < q.min) or (q.max is not None and value > q.max):
+        raise DecodeError("out_of_range", f"{value!r} {q.unit} is outside [{q.min}, {q.max}]")
+    return value

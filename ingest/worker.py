@@ -1,0 +1,315 @@
+"""The ingest worker: MQTT v5 shared subscription -> pipeline -> batched durable write -> ack.
+
+The loop (Telegraf's mqtt_consumer, in paho terms):
+
+1. paho's network thread calls ``_on_message``; the message gets its receipt time (or, when it is a
+   redelivery, the time recorded in the receipt journal), goes through the pipeline, and its lines,
+   dead letter and ``(mid, qos)`` join the open batch;
+2. the batch is handed to the writing thread when it holds ``batch_size`` messages or the broker's
+   receive window, or when it is ``flush_interval`` seconds old (a ticker thread checks);
+3. the writing thread journals receipt times, writes dead letters and lines durably (InfluxDB or
+   the spool), and only then acks each message, in arrival order.
+
+Messages of a connection that has since dropped are written but not acked: the broker redelivers
+them on the persistent session and the rewrite is idempotent. A ``ConfigurationError`` (e.g.
+InfluxDB refusing our credentials) stops the worker; bad input never does.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import statistics
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from ingest.journal import ReceiptJournal, message_key
+from ingest.pipeline import Pipeline
+from smartzone.errors import ConfigurationError, WriteError
+from smartzone.model import EPOCH, DeadLetter
+from smartzone.names import parse_duration
+from smartzone.registry import Registry
+from smartzone.settings import Settings
+from storage.deadletters import DeadLetterStore
+from storage.influx import Influx
+from storage.lineprotocol import escape_key, tag_set
+from storage.spool import Spool
+from storage.writer import Writer
+
+log = logging.getLogger(__name__)
+
+SESSION_EXPIRY_S = 7 * 24 * 3600  # the broker keeps our session (and queues for it) this long
+
+
+@dataclass
+class Batch:
+    generation: int
+    started: float = field(default_factory=time.monotonic)
+    lines: list[str] = field(default_factory=list)
+    letters: list[DeadLetter] = field(default_factory=list)
+    acks: list[tuple[int, int]] = field(default_factory=list)
+    journal: list[tuple[int, int]] = field(default_factory=list)
+    nbytes: int = 0
+
+
+def ensure_databases(influx: Influx, settings: Settings) -> None:
+    influx.ensure_database(settings.influx.raw_database, settings.influx.raw_retention)
+    influx.ensure_database(settings.influx.ops_database, settings.influx.ops_retention)
+
+
+class Worker:
+    def __init__(self, settings: Settings, registry: Registry | None = None) -> None:
+        self.settings = settings
+        self.registry = registry or Registry.load(settings.registry)
+        ing = settings.ingest
+        self.pipeline = Pipeline(
+            self.registry,
+            ing.routes,
+            max_payload_bytes=ing.max_payload_bytes,
+            max_future=timedelta(seconds=ing.max_future),
+            max_age=timedelta(seconds=parse_duration(settings.influx.raw_retention)),
+        )
+        data = settings.data_dir / "worker" / settings.mqtt.client_id
+        self.influx = Influx(settings.influx)
+        self.deadletters = DeadLetterStore(settings.sql_url)
+        self.journal = ReceiptJournal(data / "receipts.journal")
+        self.stopping = threading.Event()
+        self.writer = Writer(
+            self.influx,
+            settings.influx.raw_database,
+            Spool(data / "spool"),
+            self.deadletters,
+            spool_after=ing.spool_after,
+            max_buffer_bytes=ing.max_buffer_bytes,
+            ensure_databases=lambda: ensure_databases(self.influx, settings),
+            backlog_bytes=lambda: self._backlog_bytes,
+            stopping=self.stopping,
+        )
+        self._flush_at = min(ing.batch_size, settings.mqtt.receive_maximum)
+        self._lock = threading.Lock()
+        self._generation = 0
+        self._batch = Batch(0)
+        self._queue: queue.Queue[Batch | None] = queue.Queue(maxsize=4)
+        self._backlog_bytes = 0
+        self._unacked = 0
+        self._acked = 0
+        self._connected = threading.Event()
+        self._fatal: BaseException | None = None
+        self._threads: list[threading.Thread] = []
+        self.client = self._make_client()
+
+    # -- MQTT ---------------------------------------------------------------------------------------
+    def _make_client(self) -> mqtt.Client:
+        m = self.settings.mqtt
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=m.client_id, protocol=mqtt.MQTTv5, manual_ack=True
+        )
+        if m.username:
+            client.username_pw_set(m.username, m.password.get_secret_value() if m.password else None)
+        if m.tls:
+            client.tls_set(ca_certs=str(m.ca_file) if m.ca_file else None)
+        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        client.max_queued_messages_set(0)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        return client
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            log.error("MQTT connection refused: %s", reason_code)
+            if reason_code.value in (0x86, 0x87, 0x8C):  # bad credentials / not authorised
+                self._fail(ConfigurationError(f"MQTT broker refused us: {reason_code}"))
+            return
+        opts = mqtt.SubscribeOptions(qos=1)
+        group = self.settings.mqtt.share_group
+        topics = [(f"$share/{group}/{r.filter}", opts) for r in self.settings.ingest.routes]
+        client.subscribe(topics)
+        log.info("MQTT connected session_present=%s subscriptions=%d", flags.session_present, len(topics))
+        self._connected.set()
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        self._connected.clear()
+        with self._lock:
+            self._generation += 1
+            self._flush_locked()  # written, not acked: the broker redelivers, the rewrite is idempotent
+            self._batch = Batch(self._generation)
+        if not self.stopping.is_set():
+            log.warning("MQTT connection lost: %s; reconnecting", reason_code)
+
+    def _on_message(self, client, userdata, m: mqtt.MQTTMessage) -> None:
+        now_ns = time.time_ns()
+        topic_b = m._topic  # bytes; m.topic decodes on every access
+        payload = m.payload
+        key = message_key(topic_b, payload)
+        if m.dup:
+            recorded = self.journal.get(key)
+            if recorded is not None:
+                now_ns = recorded
+        try:
+            topic = topic_b.decode()
+        except UnicodeDecodeError:
+            topic = topic_b.decode(errors="replace")
+        received = EPOCH + timedelta(microseconds=now_ns // 1000)
+        try:
+            out = self.pipeline.process(self.pipeline.message(topic, payload, received))
+        except Exception as exc:  # never crash on input: the message is kept as a dead letter
+            log.exception("pipeline failure topic=%s", topic)
+            out = None
+            letter = DeadLetter(received, topic, payload, "internal_error", f"{type(exc).__name__}: {exc}")
+        with self._lock:
+            b = self._batch
+            if out is None:
+                b.letters.append(letter)
+            else:
+                if out.lines:
+                    b.lines.extend(out.lines)
+                    b.nbytes += sum(len(x) for x in out.lines) + len(out.lines)
+                if out.letter is not None:
+                    b.letters.append(out.letter)
+                    b.nbytes += len(payload)
+            b.acks.append((m.mid, m.qos))
+            b.journal.append((key, now_ns // 1000 * 1000))
+            self._unacked += 1
+            if len(b.acks) >= self._flush_at:
+                self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        b = self._batch
+        if not b.acks and not b.letters:
+            return
+        self._batch = Batch(self._generation)
+        self._backlog_bytes += b.nbytes
+        while self._fatal is None:  # a full queue blocks the network thread: backpressure to the broker
+            try:
+                self._queue.put(b, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    # -- threads ------------------------------------------------------------------------------------
+    def _write_loop(self) -> None:
+        while True:
+            b = self._queue.get()
+            if b is None:
+                return
+            try:
+                self.journal.record(b.journal)
+                self.writer.write(b.lines, b.letters)
+            except ConfigurationError as exc:
+                self._fail(exc)
+                return
+            except Exception as exc:  # e.g. the dead-letter database failing: keep the batch unacked
+                log.exception("write failed; the batch stays unacknowledged and will be redelivered")
+                self._fail(exc)
+                return
+            self._backlog_bytes -= b.nbytes
+            if b.generation == self._generation:
+                for mid, qos in b.acks:
+                    self.client.ack(mid, qos)
+                self._acked += len(b.acks)
+            self._unacked -= len(b.acks)
+
+    def _tick_loop(self) -> None:
+        ing = self.settings.ingest
+        next_metrics = time.monotonic() + ing.metrics_interval
+        while not self.stopping.wait(min(ing.flush_interval / 4, 0.05)):
+            with self._lock:
+                if self._batch.acks and time.monotonic() - self._batch.started >= ing.flush_interval:
+                    self._flush_locked()
+            if time.monotonic() >= next_metrics:
+                next_metrics += ing.metrics_interval
+                self.report_metrics()
+
+    def report_metrics(self) -> None:
+        """Write the pipeline's self-metrics (cumulative counters) to the ops database."""
+        p, w = self.pipeline.stats, self.writer.stats
+        latencies, w.latencies = w.latencies, []
+        worker = tag_set({"worker": self.settings.mqtt.client_id})
+        ns = time.time_ns()
+        fields = {
+            "received": p.received, "decoded": p.decoded, "readings": p.readings,
+            "dead_lettered": p.dead_lettered, "lines_written": w.lines_written,
+            "lines_rejected": w.lines_rejected, "batches": w.batches, "batches_spooled": w.batches_spooled,
+            "batches_unspooled": w.batches_unspooled, "spool_files": self.writer.spooled_batches,
+            "retries": w.retries, "acked": self._acked, "queue_depth": self._unacked,
+            "backlog_bytes": self._backlog_bytes,
+        }
+        body = ",".join(f"{k}={v}i" for k, v in fields.items())
+        if latencies:
+            body += (f",write_latency_ms_p50={statistics.median(latencies) * 1000:.3f}"
+                     f",write_latency_ms_max={max(latencies) * 1000:.3f}")
+        lines = [f"ingest{worker} {body} {ns}"]
+        lines += [f"deadletters{worker},reason={escape_key(r)} count={n}i {ns}" for r, n in p.reasons.items()]
+        try:
+            self.influx.write(self.settings.influx.ops_database, "\n".join(lines).encode())
+        except (WriteError, ConfigurationError) as exc:
+            log.debug("metrics not written: %s", exc)
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+    def start(self) -> None:
+        try:
+            ensure_databases(self.influx, self.settings)
+        except WriteError as exc:
+            log.warning("InfluxDB not reachable at start-up (%s); writes will wait or spool", exc)
+        for target, name in ((self._write_loop, "writer"), (self._tick_loop, "ticker")):
+            t = threading.Thread(target=target, name=f"ingest-{name}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        m = self.settings.mqtt
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = SESSION_EXPIRY_S
+        props.ReceiveMaximum = m.receive_maximum
+        self.client.connect_async(m.host, m.port, keepalive=m.keepalive, clean_start=False, properties=props)
+        self.client.loop_start()
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self._connected.wait(timeout)
+
+    def run_forever(self) -> None:
+        """Start, then block until stopped (SIGINT/SIGTERM via ``stop``) or a fatal error."""
+        self.start()
+        try:
+            while not self.stopping.wait(0.5):
+                pass
+        finally:
+            self.stop()
+        if self._fatal is not None:
+            raise self._fatal
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._fatal is None:
+            self._fatal = exc
+            log.error("ingest worker stopping: %s", exc)
+        self.stopping.set()
+
+    def stop(self) -> None:
+        """Flush what is in hand, write (or spool) it, ack it, then disconnect."""
+        self.stopping.set()
+        self.client.on_message = lambda *a: None  # take nothing new; unacked messages get redelivered
+        with self._lock:
+            self._flush_locked()
+        if self._fatal is None:
+            self._queue.put(None)
+        for t in self._threads:
+            t.join(timeout=60)
+        if self._fatal is None:
+            self.report_metrics()
+        time.sleep(0.1)  # let the network thread send the last acks
+        self.client.disconnect()
+        self.client.loop_stop()
+        self.journal.close()
+        self.influx.close()
+        self.deadletters.close()
+
+    @property
+    def fatal(self) -> BaseException | None:
+        return self._fatal
+

@@ -1,0 +1,5 @@
+import sys
+
+from smartzone.cli import main
+
+sys.exit(main())

@@ -1,0 +1,246 @@
+"""The ``smartzone`` command line.
+
+    smartzone up [--demo]            start local mosquitto + influxd if missing, the ingest worker (+ simulator)
+    smartzone ingest                 run the ingest worker against the configured broker and InfluxDB
+    smartzone simulate               publish the simulated smart zone
+    smartzone status                 the pipeline's self-metrics from the ops database
+    smartzone deadletters list       dead letters by reason, and the latest ones
+    smartzone deadletters replay     re-process pending dead letters (after registering a device, ...)
+    smartzone registry check         validate the sensor registry file
+    smartzone config show            the effective settings (secrets masked)
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+
+from smartzone.errors import ConfigurationError
+from smartzone.log import setup_logging
+from smartzone.settings import Settings, get_settings
+
+log = logging.getLogger("smartzone")
+
+
+def _registry(settings: Settings):
+    from smartzone.registry import Registry
+
+    return Registry.load(settings.registry)
+
+
+def _pipeline(settings: Settings):
+    from ingest.pipeline import Pipeline
+    from smartzone.names import parse_duration
+
+    return Pipeline(
+        _registry(settings), settings.ingest.routes,
+        max_payload_bytes=settings.ingest.max_payload_bytes,
+        max_future=timedelta(seconds=settings.ingest.max_future),
+        max_age=timedelta(seconds=parse_duration(settings.influx.raw_retention)),
+    )
+
+
+def _on_signals(stop: threading.Event) -> None:
+    def handler(signum, frame):
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+# -- commands ---------------------------------------------------------------------------------------
+def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
+    from ingest.worker import Worker
+
+    worker = Worker(settings)
+    stop = threading.Event()
+    _on_signals(stop)
+    worker.start()
+    log.info("ingest worker %s running: broker %s:%d, InfluxDB %s", settings.mqtt.client_id,
+             settings.mqtt.host, settings.mqtt.port, settings.influx.url)
+    while not stop.wait(0.5) and worker.fatal is None:
+        pass
+    worker.stop()
+    if worker.fatal is not None:
+        raise worker.fatal
+    return 0
+
+
+def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
+    from gateways.publisher import Publisher, live
+    from gateways.simulator import Zone
+
+    zone = Zone(_registry(settings), seed=args.seed if args.seed is not None else settings.simulator.seed)
+    pub = Publisher(settings.mqtt.host, settings.mqtt.port, client_id=args.client_id,
+                    username=settings.mqtt.username,
+                    password=settings.mqtt.password.get_secret_value() if settings.mqtt.password else None)
+    stop = threading.Event()
+    _on_signals(stop)
+    started = time.monotonic()
+    if args.rounds:
+        start = (datetime.fromisoformat(args.start) if args.start
+                 else datetime.now(UTC) - timedelta(seconds=args.rounds * args.step))
+        n = pub.publish(zone.messages(start.astimezone(UTC), args.rounds, args.step, args.shape), rate=args.rate,
+                        stop=stop)
+    else:
+        rate = args.rate if args.rate is not None else settings.simulator.rate
+        duration = args.duration if args.duration is not None else settings.simulator.duration
+        n = pub.publish(live(zone, rate, duration, stop), rate=rate, stop=stop)
+    pub.close()
+    print(f"simulate: sent={n} acked={pub.acked} seconds={time.monotonic() - started:.1f}")
+    return 0
+
+
+def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    from storage.deadletters import DeadLetterStore
+    from storage.influx import Influx
+
+    with Influx(settings.influx) as influx:
+        if not influx.ping():
+            print(f"InfluxDB at {settings.influx.url} is not reachable")
+            return 1
+        rows = influx.rows('SELECT * FROM "ingest" WHERE time > now() - 1h GROUP BY "worker" '
+                           'ORDER BY time DESC LIMIT 2', settings.influx.ops_database)
+        reasons = influx.rows('SELECT last("count") AS "count" FROM "deadletters" WHERE time > now() - 1h '
+                              'GROUP BY "worker", "reason"', settings.influx.ops_database)
+    by_worker: dict[str, list[dict]] = {}
+    for r in rows:
+        by_worker.setdefault(r["worker"], []).append(r)
+    if not by_worker:
+        print("no ingest worker reported in the last hour")
+    for worker, (last, *prev) in sorted(by_worker.items()):
+        age = time.time() - last["time"] / 1e9
+        print(f"worker {worker} (last report {age:.0f} s ago)")
+        rate = ""
+        if prev:
+            dt = (last["time"] - prev[0]["time"]) / 1e9
+            if dt > 0:
+                rate = (f"  rates: {(last['received'] - prev[0]['received']) / dt:.1f} msg/s received, "
+                        f"{(last['lines_written'] - prev[0]['lines_written']) / dt:.1f} lines/s written")
+        for key in ("received", "decoded", "readings", "dead_lettered", "lines_written", "lines_rejected",
+                    "queue_depth", "backlog_bytes", "batches_spooled", "batches_unspooled", "spool_files",
+                    "retries", "write_latency_ms_p50", "write_latency_ms_max"):
+            if last.get(key) is not None:
+                print(f"  {key:<22} {last[key]}")
+        if rate:
+            print(rate)
+    for r in reasons:
+        print(f"  dead letters reason={r['reason']:<18} {r['count']} (worker {r['worker']}, since start)")
+    store = DeadLetterStore(settings.sql_url)
+    pending = store.counts()
+    store.close()
+    print(f"dead-letter store: {sum(pending.values())} pending" +
+          (": " + ", ".join(f"{k}={v}" for k, v in sorted(pending.items())) if pending else ""))
+    return 0
+
+
+def cmd_deadletters(settings: Settings, args: argparse.Namespace) -> int:
+    from storage.deadletters import DeadLetterStore
+
+    store = DeadLetterStore(settings.sql_url)
+    try:
+        if args.action == "list":
+            status = None if args.status == "all" else args.status
+            counts = store.counts(status)
+            print(f"{sum(counts.values())} {args.status} dead letters" +
+                  ("".join(f"\n  {k:<22} {v}" for k, v in sorted(counts.items())) if counts else ""))
+            for d in store.list(reason=args.reason, status=status, limit=args.limit):
+                payload = d.payload[:args.payload_chars].decode(errors="replace")
+                print(f"#{d.id} {d.received_at.isoformat()} [{d.status}] {d.reason} topic={d.topic}\n"
+                      f"    detail: {d.detail}\n    payload: {payload}"
+                      f"{'...' if len(d.payload) > args.payload_chars else ''}")
+            return 0
+        from ingest.replay import replay
+        from storage.influx import Influx
+
+        with Influx(settings.influx) as influx:
+            result = replay(store, _pipeline(settings), influx, settings.influx.raw_database,
+                            reason=args.reason, ids=args.id or None)
+        print(f"replayed={result.replayed} still_failing={result.still_failing} lines_written={result.lines_written}")
+        return 0
+    finally:
+        store.close()
+
+
+def cmd_registry(settings: Settings, args: argparse.Namespace) -> int:
+    reg = _registry(settings)
+    print(f"{settings.registry}: zone {reg.doc.zone.name!r}, {len(reg.gateways)} gateways, "
+          f"{len(reg.sensors)} sensors, {len(reg.cells)} H3 cells at resolution {reg.doc.zone.h3_resolution}")
+    return 0
+
+
+def cmd_config(settings: Settings, args: argparse.Namespace) -> int:
+    print(settings.model_dump_json(indent=2))
+    return 0
+
+
+def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
+    from smartzone.up import up
+
+    return up(settings, demo=args.demo, rate=args.rate)
+
+
+# -- parser -----------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="smartzone", description="Smart Zone living-lab data pipeline")
+    p.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (default: settings.log_level)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="start local services (if missing) and the ingest worker")
+    up.add_argument("--demo", action="store_true", help="also run the simulated smart zone")
+    up.add_argument("--rate", type=float, default=None, help="demo messages per second (default: settings)")
+    up.set_defaults(func=cmd_up)
+
+    sub.add_parser("ingest", help="run the ingest worker").set_defaults(func=cmd_ingest)
+
+    sim = sub.add_parser("simulate", help="publish the simulated smart zone")
+    sim.add_argument("--seed", type=int, default=None)
+    sim.add_argument("--rate", type=float, default=None, help="messages per second; 0 = as fast as possible")
+    sim.add_argument("--duration", type=float, default=None, help="seconds for live mode; 0 = until Ctrl-C")
+    sim.add_argument("--rounds", type=int, default=0, help="batch mode: this many rounds of every sensor")
+    sim.add_argument("--step", type=float, default=60.0, help="batch mode: simulated seconds between rounds")
+    sim.add_argument("--start", default=None, help="batch mode: ISO time of the first round (default: so the "
+                                                   "last round is now)")
+    sim.add_argument("--shape", default="native", choices=("native", "single", "senml"))
+    sim.add_argument("--client-id", default="smartzone-simulator")
+    sim.set_defaults(func=cmd_simulate)
+
+    sub.add_parser("status", help="pipeline self-metrics").set_defaults(func=cmd_status)
+
+    dl = sub.add_parser("deadletters", help="list or replay dead letters")
+    dl.add_argument("action", choices=("list", "replay"))
+    dl.add_argument("--reason", default=None)
+    dl.add_argument("--status", default="pending", choices=("pending", "replayed", "all"))
+    dl.add_argument("--id", type=int, action="append", help="only this letter (repeatable)")
+    dl.add_argument("--limit", type=int, default=20)
+    dl.add_argument("--payload-chars", type=int, default=200)
+    dl.set_defaults(func=cmd_deadletters)
+
+    reg = sub.add_parser("registry", help="sensor registry")
+    reg.add_argument("action", choices=("check",))
+    reg.set_defaults(func=cmd_registry)
+
+    cfg = sub.add_parser("config", help="settings")
+    cfg.add_argument("action", choices=("show",))
+    cfg.set_defaults(func=cmd_config)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = get_settings()
+        setup_logging(args.log_level or settings.log_level)
+        return args.func(settings, args)
+    except ConfigurationError as exc:
+        print(f"smartzone: configuration error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""The canonical model that flows through every stage.
+
+- ``Message``: one MQTT message as the worker received it, before decoding.
+- ``Reading``: one value of one quantity from one sensor at one instant.
+- ``DeadLetter``: input that could not become Readings, kept whole with the reason.
+
+Plain frozen dataclasses inside; pydantic only at the edges (settings, registry file, API).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+
+
+def to_ns(t: datetime) -> int:
+    """Aware datetime -> integer nanoseconds since the epoch (exact to the microsecond)."""
+    return (t - EPOCH) // _US * 1000
+
+
+def from_ns(ns: int) -> datetime:
+    return EPOCH + timedelta(microseconds=ns // 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One MQTT message. ``received_at`` is set once by the worker (and kept across redelivery)."""
+
+    topic: str
+    payload: bytes
+    received_at: datetime
+    gateway_id: str | None = None  # from gw/<gateway_id>/...
+    native_topic: str = ""  # the topic below gw/<gateway_id>/, as the gateway software published it
+    tz: ZoneInfo | None = None  # the gateway's time zone, from the registry (Tasmota reports local time)
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One quantity from one sensor at one instant.
+
+    Decoders fill ``sensor_id`` with the gateway-local device key they saw (zigbee2mqtt friendly
+    name or IEEE address, BLE MAC, Tasmota topic, SenML base name ...) and ``quantity`` with a key
+    of ``smartzone.quantities.QUANTITIES``, or with the native field name when they have no
+    mapping for it. The ingest pipeline then resolves both against the sensor registry, so every
+    Reading that reaches storage names a registered sensor and a known quantity.
+    """
+
+    time: datetime  # aware, UTC: device time, else broker receipt; set once, in the decoder
+    sensor_id: str
+    quantity: str
+    value: float | int | bool
+    gateway_id: str | None = None
+    source: str = ""  # decoder NAME
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """Input that could not be written, kept whole so it can be replayed once the cause is fixed."""
+
+    received_at: datetime
+    topic: str
+    payload: bytes
+    reason: str  # stable code: malformed, unknown_device, unknown_field, out_of_range, ...
+    detail: str
+    stage: str = "decode"  # decode | write
+    extra: dict[str, str] = field(default_factory=dict)

@@ -1,0 +1,118 @@
+"""The vocabulary of quantities every decoder maps into.
+
+A quantity key is ``<category>.<leaf>``. Storage writes it to the measurement named after the
+category and the field named after the leaf, so the unit lives here and never in a Reading: no
+Reading can carry a wrong unit. Units are SenML symbols (RFC 8428 / RFC 8798) or, where SenML has
+none, UCUM case-sensitive codes (``ug/m3``, ``hPa``, ``km/h``, ``ppb``).
+
+Adding a quantity means adding a row (Home Assistant's and TTN's ``payload.json`` way).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+CATEGORIES: tuple[str, ...] = (
+    "air_quality",
+    "noise",
+    "traffic",
+    "parking",
+    "pedestrian_flow",
+    "energy",
+    "weather",
+    "gateway_health",
+)
+
+Kind = Literal["float", "int", "bool"]
+
+
+@dataclass(frozen=True, slots=True)
+class Quantity:
+    key: str
+    unit: str
+    min: float | None
+    max: float | None
+    kind: Kind = "float"
+    description: str = ""
+
+    @property
+    def category(self) -> str:
+        return self.key.split(".", 1)[0]
+
+    @property
+    def field(self) -> str:
+        return self.key.split(".", 1)[1]
+
+
+def _q(key: str, unit: str, lo: float | None, hi: float | None, kind: Kind = "float", description: str = ""):
+    return Quantity(key, unit, lo, hi, kind, description)
+
+
+_ROWS: tuple[Quantity, ...] = (
+    # air quality
+    _q("air_quality.co2", "ppm", 0, 40_000, description="carbon dioxide mole fraction"),
+    _q("air_quality.pm1", "ug/m3", 0, 2_000, description="particulate matter below 1 µm"),
+    _q("air_quality.pm2_5", "ug/m3", 0, 2_000, description="particulate matter below 2.5 µm"),
+    _q("air_quality.pm10", "ug/m3", 0, 2_000, description="particulate matter below 10 µm"),
+    _q("air_quality.no2", "ug/m3", 0, 2_000, description="nitrogen dioxide"),
+    _q("air_quality.o3", "ug/m3", 0, 2_000, description="ozone"),
+    _q("air_quality.voc", "ppb", 0, 100_000, description="total volatile organic compounds"),
+    _q("air_quality.voc_index", "/", 0, 500, description="Sensirion VOC index (dimensionless)"),
+    # weather (also measured by air-quality and BLE thermometers)
+    _q("weather.temperature", "Cel", -50, 70, description="air temperature"),
+    _q("weather.relative_humidity", "%RH", 0, 100, description="relative humidity"),
+    _q("weather.pressure", "hPa", 800, 1_100, description="barometric pressure"),
+    _q("weather.illuminance", "lx", 0, 200_000, description="illuminance"),
+    _q("weather.wind_speed", "m/s", 0, 100, description="wind speed"),
+    _q("weather.rain_rate", "mm/h", 0, 500, description="precipitation rate"),
+    # noise
+    _q("noise.laeq", "dB", 0, 194, description="A-weighted equivalent continuous sound level (dB(A))"),
+    _q("noise.lamax", "dB", 0, 194, description="A-weighted maximum sound level (dB(A))"),
+    _q("noise.lamin", "dB", 0, 194, description="A-weighted minimum sound level (dB(A))"),
+    # traffic (Telraam-style classes, counts per reporting interval)
+    _q("traffic.cars", "count", 0, 100_000, "int", "cars counted in the interval"),
+    _q("traffic.heavy_vehicles", "count", 0, 100_000, "int", "vans, lorries and buses counted"),
+    _q("traffic.cyclists", "count", 0, 100_000, "int", "cyclists counted"),
+    _q("traffic.pedestrians", "count", 0, 100_000, "int", "pedestrians counted"),
+    _q("traffic.speed_mean", "km/h", 0, 250, description="mean vehicle speed"),
+    # parking
+    _q("parking.occupied", "/", None, None, "bool", "single bay: a vehicle is present"),
+    _q("parking.occupied_spaces", "count", 0, 10_000, "int", "zone counter: occupied spaces"),
+    _q("parking.free_spaces", "count", 0, 10_000, "int", "zone counter: free spaces"),
+    # pedestrian flows (WiFi/BLE probe counters, people counters)
+    _q("pedestrian_flow.devices", "count", 0, 1_000_000, "int", "distinct devices seen in the interval"),
+    _q("pedestrian_flow.randomised_devices", "count", 0, 1_000_000, "int",
+       "distinct devices with a randomised (locally administered) MAC"),
+    _q("pedestrian_flow.people", "count", 0, 1_000_000, "int", "people counted crossing a line"),
+    # energy
+    _q("energy.power", "W", -10_000_000, 10_000_000, description="active power"),
+    _q("energy.total", "kWh", 0, 1e12, description="energy meter reading"),
+    _q("energy.voltage", "V", 0, 1_000, description="mains voltage"),
+    _q("energy.current", "A", 0, 10_000, description="current"),
+    _q("energy.power_factor", "/", -1, 1, description="power factor"),
+    # device and gateway health
+    _q("gateway_health.battery", "%EL", 0, 100, description="battery level"),
+    _q("gateway_health.battery_voltage", "V", 0, 60, description="battery voltage"),
+    _q("gateway_health.link_quality", "/", 0, 255, "int", "Zigbee link quality indicator (LQI)"),
+    _q("gateway_health.rssi", "dBm", -200, 30, description="received signal strength"),
+    _q("gateway_health.uptime", "s", 0, 1e10, description="uptime"),
+    _q("gateway_health.cpu_temperature", "Cel", -40, 125, description="CPU temperature"),
+    _q("gateway_health.cpu_load", "%", 0, 100, description="CPU load"),
+    _q("gateway_health.backlog", "count", 0, 1e9, "int", "messages waiting on the gateway"),
+)
+
+QUANTITIES: dict[str, Quantity] = {q.key: q for q in _ROWS}
+
+
+def _check_vocabulary() -> None:
+    fields: set[tuple[str, str]] = set()
+    for q in _ROWS:
+        if q.category not in CATEGORIES:
+            raise ValueError(f"quantity {q.key}: unknown category {q.category}")
+        if (q.category, q.field) in fields:
+            raise ValueError(f"quantity {q.key}: duplicate field")
+        fields.add((q.category, q.field))
+
+
+_check_vocabulary()

@@ -1,0 +1,214 @@
+"""The sensor registry: which gateway-local device is which sensor, where it is, what it measures.
+
+Loaded from a YAML file the operator edits (``gateways/registry/antwerp.yaml`` is the demo's).
+A device is found by its gateway-local key: a zigbee2mqtt friendly name or IEEE address, a BLE MAC,
+a Tasmota topic, an ESPHome node name, a SenML base name, a generic-JSON device id. Keys are
+looked up on the gateway the message came through first, then among keys valid on any gateway
+(BLE tags heard by several gateways).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import h3
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from smartzone.errors import ConfigurationError
+from smartzone.quantities import CATEGORIES, QUANTITIES
+
+_ID = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
+TECHNOLOGIES = ("ble", "zigbee", "wifi", "lora", "wired", "cellular")
+_MAC = re.compile(r"(?:[0-9A-Fa-f]{2}[:-]?){5}[0-9A-Fa-f]{2}")
+
+
+def normalise_key(key: str) -> str:
+    """Canonical form of a device key: MAC addresses upper-case with colons, the rest as is."""
+    k = key.strip()
+    if _MAC.fullmatch(k):
+        hexdigits = re.sub(r"[:-]", "", k).upper()
+        return ":".join(hexdigits[i : i + 2] for i in range(0, 12, 2))
+    return k
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Position(_Strict):
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+
+
+class Zone(_Strict):
+    name: str
+    city: str
+    timezone: str = "UTC"
+    h3_resolution: int = Field(10, ge=0, le=15)
+    description: str = ""
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {v!r}") from exc
+        return v
+
+
+class Gateway(_Strict):
+    id: str
+    name: str = ""
+    position: Position
+    timezone: str | None = None  # defaults to the zone's
+    technologies: tuple[str, ...] = ()
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        if not _ID.fullmatch(v):
+            raise ValueError(f"gateway id {v!r}: use lower-case letters, digits, '-', '_' or '.'")
+        return v
+
+    @field_validator("technologies")
+    @classmethod
+    def _techs(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [t for t in v if t not in TECHNOLOGIES]
+        if bad:
+            raise ValueError(f"unknown technologies {bad}; known: {', '.join(TECHNOLOGIES)}")
+        return v
+
+
+class Sensor(_Strict):
+    id: str
+    gateway: str | None = None  # None: its keys are valid on any gateway
+    keys: tuple[str, ...] = Field(min_length=1)
+    technology: str
+    category: str
+    format: str = ""  # the decoder its messages arrive in (zigbee2mqtt, tasmota, ...): informative
+    model: str = ""
+    description: str = ""
+    position: Position | None = None
+    mobile: bool = False
+    fields: dict[str, str] = Field(default_factory=dict)  # native field name -> quantity key
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        if not _ID.fullmatch(v):
+            raise ValueError(f"sensor id {v!r}: use lower-case letters, digits, '-', '_' or '.'")
+        return v
+
+    @field_validator("technology")
+    @classmethod
+    def _tech(cls, v: str) -> str:
+        if v not in TECHNOLOGIES:
+            raise ValueError(f"unknown technology {v!r}; known: {', '.join(TECHNOLOGIES)}")
+        return v
+
+    @field_validator("category")
+    @classmethod
+    def _cat(cls, v: str) -> str:
+        if v not in CATEGORIES:
+            raise ValueError(f"unknown category {v!r}; known: {', '.join(CATEGORIES)}")
+        return v
+
+    @field_validator("fields")
+    @classmethod
+    def _fields(cls, v: dict[str, str]) -> dict[str, str]:
+        bad = {k: q for k, q in v.items() if q not in QUANTITIES}
+        if bad:
+            raise ValueError(f"fields map to unknown quantities: {bad}")
+        return v
+
+    @model_validator(mode="after")
+    def _where(self) -> Sensor:
+        if self.mobile == (self.position is not None):
+            raise ValueError(f"sensor {self.id}: give either a fixed position or mobile: true")
+        return self
+
+
+class RegistryFile(_Strict):
+    zone: Zone
+    gateways: list[Gateway]
+    sensors: list[Sensor]
+
+
+@dataclass(frozen=True, slots=True)
+class SensorInfo:
+    """A resolved sensor as the pipeline needs it: everything for the tag set, precomputed."""
+
+    id: str
+    gateway_id: str | None
+    technology: str
+    category: str
+    cell: str  # H3 cell at the zone's resolution, "" for mobile sensors
+    fields: dict[str, str]
+
+
+class Registry:
+    """The loaded registry with its look-up index. Immutable; reload by loading the file again."""
+
+    def __init__(self, doc: RegistryFile, path: Path | None = None) -> None:
+        self.doc = doc
+        self.path = path
+        self.gateways = {g.id: g for g in doc.gateways}
+        self.sensors = {s.id: s for s in doc.sensors}
+        self._zone_tz = ZoneInfo(doc.zone.timezone)
+        self._index: dict[tuple[str | None, str], SensorInfo] = {}
+        problems: list[str] = []
+        if len(self.gateways) != len(doc.gateways):
+            problems.append("duplicate gateway ids")
+        if len(self.sensors) != len(doc.sensors):
+            problems.append("duplicate sensor ids")
+        for s in doc.sensors:
+            if s.gateway is not None and s.gateway not in self.gateways:
+                problems.append(f"sensor {s.id}: unknown gateway {s.gateway!r}")
+            info = SensorInfo(
+                id=s.id,
+                gateway_id=s.gateway,
+                technology=s.technology,
+                category=s.category,
+                cell=h3.latlng_to_cell(s.position.lat, s.position.lon, doc.zone.h3_resolution) if s.position else "",
+                fields=dict(s.fields),
+            )
+            for key in s.keys:
+                k = (s.gateway, normalise_key(key))
+                if k in self._index:
+                    problems.append(f"sensor {s.id}: key {key!r} already belongs to {self._index[k].id}")
+                self._index[k] = info
+        if problems:
+            raise ConfigurationError(f"registry {path or ''}: " + "; ".join(problems))
+
+    @classmethod
+    def load(cls, path: Path) -> Registry:
+        try:
+            raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigurationError(f"cannot read registry {path}: {exc}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigurationError(f"registry {path} is not valid YAML: {exc}") from exc
+        try:
+            return cls(RegistryFile.model_validate(raw), Path(path))
+        except ValidationError as exc:
+            raise ConfigurationError(f"registry {path}: {exc}") from exc
+
+    def resolve(self, gateway_id: str | None, key: str) -> SensorInfo | None:
+        """The sensor behind a gateway-local device key, or None if nobody registered it."""
+        return self._index.get((gateway_id, key)) or self._index.get((None, key)) or (
+            self._index.get((gateway_id, normalise_key(key))) or self._index.get((None, normalise_key(key)))
+        )
+
+    def timezone(self, gateway_id: str | None) -> ZoneInfo:
+        gw = self.gateways.get(gateway_id or "")
+        return ZoneInfo(gw.timezone) if gw and gw.timezone else self._zone_tz
+
+    @cached_property
+    def cells(self) -> set[str]:
+        return {info.cell for info in self._index.values() if info.cell}

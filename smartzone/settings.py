@@ -1,0 +1,145 @@
+"""Settings: environment variables over ``smartzone.toml`` over defaults.
+
+Every field is documented in ``smartzone.example.toml`` (a test checks that file covers them all).
+Build settings with ``get_settings()`` and pass them in; nothing is read at import time.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from smartzone.errors import ConfigurationError
+from smartzone.names import check_identifier, parse_duration
+
+EXAMPLE_SECRET = "changethis"
+
+
+class MqttSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = Field(1883, ge=1, le=65535)
+    username: str | None = None
+    password: SecretStr | None = None
+    tls: bool = False
+    ca_file: Path | None = None
+    client_id: str = "smartzone-ingest-1"
+    share_group: str = "ingest"
+    keepalive: int = Field(30, ge=5, le=3600)
+    receive_maximum: int = Field(10_000, ge=1, le=65535)
+
+
+class InfluxSettings(BaseModel):
+    url: str = "http://127.0.0.1:8086"
+    username: str | None = None
+    password: SecretStr | None = None
+    raw_database: str = "smartzone_raw"
+    ops_database: str = "smartzone_ops"
+    raw_retention: str = "30d"
+    ops_retention: str = "90d"
+    timeout: float = Field(10.0, gt=0)
+    gzip: bool = True
+
+    @field_validator("raw_database", "ops_database")
+    @classmethod
+    def _identifier(cls, v: str) -> str:
+        return check_identifier(v)
+
+    @field_validator("raw_retention", "ops_retention")
+    @classmethod
+    def _duration(cls, v: str) -> str:
+        parse_duration(v)
+        return v
+
+
+class Route(BaseModel):
+    filter: str
+    decoder: str
+
+
+DEFAULT_ROUTES = [
+    Route(filter="gw/+/zigbee2mqtt/#", decoder="zigbee2mqtt"),
+    Route(filter="gw/+/tele/+/SENSOR", decoder="tasmota"),
+    Route(filter="gw/+/+/+/BTtoMQTT/+", decoder="ble_gateway"),
+    Route(filter="gw/+/senml/#", decoder="senml"),
+    Route(filter="gw/+/+/sensor/+/state", decoder="esphome"),
+    Route(filter="gw/+/+/binary_sensor/+/state", decoder="esphome"),
+    Route(filter="gw/+/json/#", decoder="generic_json"),
+]
+
+
+class IngestSettings(BaseModel):
+    routes: list[Route] = Field(default_factory=lambda: list(DEFAULT_ROUTES))
+    batch_size: int = Field(5_000, ge=1)
+    flush_interval: float = Field(0.2, gt=0)
+    max_payload_bytes: int = Field(65_536, ge=64)
+    max_future: float = Field(300.0, ge=0)
+    max_buffer_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    spool_after: float = Field(10.0, ge=0)
+    metrics_interval: float = Field(5.0, gt=0)
+
+
+class StorageSettings(BaseModel):
+    sql_url: str = ""  # default: sqlite:///<data_dir>/smartzone.db
+
+
+class SimulatorSettings(BaseModel):
+    seed: int = 42
+    rate: float = Field(50.0, ge=0)
+    duration: float = Field(0.0, ge=0)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="SMARTZONE_", env_nested_delimiter="__", extra="forbid", toml_file="smartzone.toml"
+    )
+
+    environment: str = "development"
+    data_dir: Path = Path(".smartzone")
+    registry: Path = Path("gateways/registry/antwerp.yaml")
+    log_level: str = "INFO"
+    mqtt: MqttSettings = Field(default_factory=MqttSettings)
+    influx: InfluxSettings = Field(default_factory=InfluxSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    simulator: SimulatorSettings = Field(default_factory=SimulatorSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = os.environ.get("SMARTZONE_CONFIG", "smartzone.toml")
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=toml))
+
+    @model_validator(mode="after")
+    def _check_secrets(self) -> Settings:
+        if self.environment != "development":
+            for name, secret in (("mqtt.password", self.mqtt.password), ("influx.password", self.influx.password)):
+                if secret is not None and secret.get_secret_value() == EXAMPLE_SECRET:
+                    raise ValueError(f"{name} is the example value {EXAMPLE_SECRET!r}: set a real secret")
+        return self
+
+    @property
+    def sql_url(self) -> str:
+        return self.storage.sql_url or f"sqlite:///{self.data_dir / 'smartzone.db'}"
+
+
+def get_settings(**overrides: Any) -> Settings:
+    """Build settings from the environment and the TOML file; a bad value is a ConfigurationError."""
+    try:
+        return Settings(**overrides)
+    except ValueError as exc:
+        raise ConfigurationError(f"invalid settings: {exc}") from exc

@@ -1,0 +1,1 @@
+"""Storage: line protocol, the InfluxDB HTTP client, the batch writer with its disk spool, dead letters."""

@@ -1,0 +1,175 @@
+"""The dead-letter store: everything that could not become a written reading, kept whole with its reason.
+
+SQL through SQLAlchemy Core: SQLite (WAL, ``synchronous=FULL``) by default, PostgreSQL in
+docker-compose, so several workers can share one store. A letter is ``pending`` until a replay
+writes it (``replayed``); a replay that fails again keeps it pending with the new reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.engine import Engine
+
+metadata = MetaData()
+
+deadletters = Table(
+    "deadletters",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("received_at", DateTime(timezone=True), nullable=False, index=True),
+    Column("topic", Text, nullable=False),
+    Column("payload", LargeBinary, nullable=False),
+    Column("reason", String(64), nullable=False, index=True),
+    Column("detail", Text, nullable=False),
+    Column("stage", String(16), nullable=False),
+    Column("status", String(16), nullable=False, index=True, default="pending"),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+PENDING = "pending"
+REPLAYED = "replayed"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredLetter:
+    id: int
+    received_at: datetime
+    topic: str
+    payload: bytes
+    reason: str
+    detail: str
+    stage: str
+    status: str
+    attempts: int
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for the store; SQLite gets WAL and full fsync so a committed letter survives a crash."""
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn, _record):  # pragma: no cover - trivial
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=FULL")
+            cur.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+class DeadLetterStore:
+    def __init__(self, url: str) -> None:
+        self.engine = make_engine(url)
+        metadata.create_all(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def add(self, letters: Iterable) -> int:
+        """Store letters (``smartzone.model.DeadLetter``) in one transaction; return how many."""
+        now = datetime.now(UTC)
+        rows = [
+            {
+                "received_at": d.received_at,
+                "topic": d.topic,
+                "payload": d.payload,
+                "reason": d.reason,
+                "detail": d.detail[:4000],
+                "stage": d.stage,
+                "status": PENDING,
+                "attempts": 0,
+                "updated_at": now,
+            }
+            for d in letters
+        ]
+        if rows:
+            with self.engine.begin() as conn:
+                conn.execute(deadletters.insert(), rows)
+        return len(rows)
+
+    def list(self, *, reason: str | None = None, status: str | None = PENDING, limit: int = 100,
+             ids: Iterable[int] | None = None) -> list[StoredLetter]:
+        q = select(deadletters).order_by(deadletters.c.id)
+        if reason:
+            q = q.where(deadletters.c.reason == reason)
+        if status:
+            q = q.where(deadletters.c.status == status)
+        if ids is not None:
+            q = q.where(deadletters.c.id.in_(list(ids)))
+        if limit:
+            q = q.limit(limit)
+        with self.engine.connect() as conn:
+            return [_letter(row) for row in conn.execute(q).mappings()]
+
+    def iter_pending(self, *, reason: str | None = None, ids: Iterable[int] | None = None,
+                     chunk: int = 1000) -> Iterator[list[StoredLetter]]:
+        """Pending letters in id order, a chunk at a time (bounded memory for large replays)."""
+        last = 0
+        wanted = list(ids) if ids is not None else None
+        while True:
+            q = (select(deadletters).where(deadletters.c.status == PENDING, deadletters.c.id > last)
+                 .order_by(deadletters.c.id).limit(chunk))
+            if reason:
+                q = q.where(deadletters.c.reason == reason)
+            if wanted is not None:
+                q = q.where(deadletters.c.id.in_(wanted))
+            with self.engine.connect() as conn:
+                batch = [_letter(row) for row in conn.execute(q).mappings()]
+            if not batch:
+                return
+            last = batch[-1].id
+            yield batch
+
+    def counts(self, status: str | None = PENDING) -> dict[str, int]:
+        q = select(deadletters.c.reason, func.count()).group_by(deadletters.c.reason)
+        if status:
+            q = q.where(deadletters.c.status == status)
+        with self.engine.connect() as conn:
+            return {reason: n for reason, n in conn.execute(q)}
+
+    def mark_replayed(self, ids: Iterable[int]) -> None:
+        ids = list(ids)
+        if ids:
+            with self.engine.begin() as conn:
+                conn.execute(update(deadletters).where(deadletters.c.id.in_(ids)).values(
+                    status=REPLAYED, attempts=deadletters.c.attempts + 1, updated_at=datetime.now(UTC)))
+
+    def mark_failed(self, letter_id: int, reason: str, detail: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(deadletters).where(deadletters.c.id == letter_id).values(
+                reason=reason, detail=detail[:4000], attempts=deadletters.c.attempts + 1,
+                updated_at=datetime.now(UTC)))
+
+
+def _letter(row) -> StoredLetter:
+    received = row["received_at"]
+    if received.tzinfo is None:  # SQLite keeps no zone; we only ever store UTC
+        received = received.replace(tzinfo=UTC)
+    return StoredLetter(
+        id=row["id"], received_at=received, topic=row["topic"], payload=bytes(row["payload"]),
+        reason=row["reason"], detail=row["detail"], stage=row["stage"], status=row["status"],
+        attempts=row["attempts"],
+    )

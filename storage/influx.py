@@ -1,0 +1,170 @@
+"""InfluxDB over the HTTP API every generation serves: ``POST /write`` (line protocol) and ``/query`` (InfluxQL).
+
+InfluxDB 1.x serves it natively, 2.x through its v1-compatibility API, 3.x Core natively. Outcomes of
+a write (sorted as Telegraf's outputs do, adapted to what influxd 1.6 really answers):
+
+- 204: written (influxd has it in its WAL, fsynced).
+- 400: InfluxDB may have written part of the batch; ``WriteError(400, retryable=False)``: the caller
+  bisects and dead-letters the lines it names.
+- 404: database not found: ``WriteError(404, retryable=True)``; the caller creates the databases.
+- 413: body too large: ``WriteError(413, retryable=False)``: the caller splits the batch.
+- 401/403: ``ConfigurationError``: credentials are wrong; retrying cannot help.
+- connection errors, 429, 5xx: ``WriteError(retryable=True, retry_after=...)``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+from typing import Any
+
+import httpx
+
+from smartzone.errors import ConfigurationError, WriteError
+from smartzone.names import check_identifier, parse_duration
+from smartzone.settings import InfluxSettings
+
+log = logging.getLogger(__name__)
+
+RETENTION_POLICY = "smartzone"
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+def quote_ident(name: str) -> str:
+    """A validated identifier, double-quoted for InfluxQL."""
+    return f'"{check_identifier(name)}"'
+
+
+class Influx:
+    """A small synchronous client for one InfluxDB server. Thread-safe (httpx.Client is)."""
+
+    def __init__(self, settings: InfluxSettings) -> None:
+        self.settings = settings
+        auth = None
+        if settings.username:
+            password = settings.password.get_secret_value() if settings.password else ""
+            auth = httpx.BasicAuth(settings.username, password)
+        self._client = httpx.Client(
+            base_url=settings.url,
+            auth=auth,
+            timeout=settings.timeout,
+            limits=httpx.Limits(max_connections=8, max_keepalive_connections=4),
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> Influx:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- health -----------------------------------------------------------------------------------
+    def ping(self) -> bool:
+        try:
+            return self._client.get("/ping", timeout=2.0).status_code == 204
+        except httpx.HTTPError:
+            return False
+
+    # -- writes -----------------------------------------------------------------------------------
+    def write(self, database: str, body: bytes) -> None:
+        """Write line protocol (ns precision) or raise WriteError / ConfigurationError."""
+        headers = {"Content-Type": "text/plain; charset=utf-8"}
+        if self.settings.gzip and len(body) > 1024:
+            body = gzip.compress(body, compresslevel=1)
+            headers["Content-Encoding"] = "gzip"
+        try:
+            r = self._client.post(
+                "/write", params={"db": database, "precision": "ns"}, content=body, headers=headers
+            )
+        except httpx.HTTPError as exc:
+            raise WriteError(None, f"cannot reach InfluxDB at {self.settings.url}: {exc}", retryable=True) from exc
+        status = r.status_code
+        if status == 204:
+            return
+        text = _error_text(r)
+        if status in (401, 403):
+            raise ConfigurationError(f"InfluxDB refused the credentials (HTTP {status}): {text}")
+        if status == 404:
+            raise WriteError(404, text, retryable=True)
+        if status in (400, 413):
+            raise WriteError(status, text, retryable=False)
+        raise WriteError(status, text, retryable=True, retry_after=_retry_after(r))
+
+    # -- queries ----------------------------------------------------------------------------------
+    def query(
+        self, q: str, database: str | None = None, params: dict[str, Any] | None = None, *, write: bool = False
+    ) -> list[dict[str, Any]]:
+        """Run InfluxQL; return the statement results. Values go in ``params`` (bound), never into ``q``."""
+        data: dict[str, str] = {"q": q, "epoch": "ns"}
+        if database:
+            data["db"] = check_identifier(database)
+        if params:
+            data["params"] = json.dumps(params)
+        try:
+            r = self._client.post("/query", data=data) if write else self._client.get("/query", params=data)
+        except httpx.HTTPError as exc:
+            raise WriteError(None, f"cannot reach InfluxDB at {self.settings.url}: {exc}", retryable=True) from exc
+        if r.status_code in (401, 403):
+            raise ConfigurationError(f"InfluxDB refused the credentials (HTTP {r.status_code}): {_error_text(r)}")
+        if r.status_code >= 400 and not r.headers.get("content-type", "").startswith("application/json"):
+            raise WriteError(r.status_code, _error_text(r), retryable=r.status_code >= 500)
+        doc = r.json()
+        if "error" in doc:
+            raise WriteError(r.status_code, doc["error"], retryable=False)
+        results = doc.get("results", [])
+        for res in results:
+            if "error" in res:
+                raise WriteError(r.status_code, res["error"], retryable=False)
+        return results
+
+    def rows(self, q: str, database: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """A SELECT's rows as dicts (tags of GROUP BY merged in), across all series."""
+        out: list[dict[str, Any]] = []
+        for res in self.query(q, database, params):
+            for series in res.get("series", []):
+                tags = series.get("tags", {})
+                cols = series["columns"]
+                for values in series["values"]:
+                    row = dict(zip(cols, values, strict=True))
+                    row.update(tags)
+                    row["_measurement"] = series.get("name")
+                    out.append(row)
+        return out
+
+    def ensure_database(self, database: str, retention: str) -> None:
+        """Create the database and its default retention policy, or bring the policy to ``retention``."""
+        parse_duration(retention)
+        db = quote_ident(database)
+        self.query(f"CREATE DATABASE {db}", write=True)
+        rp = quote_ident(RETENTION_POLICY)
+        existing = {row["name"]: row for row in self.rows(f"SHOW RETENTION POLICIES ON {db}", database)}
+        if RETENTION_POLICY in existing:
+            self.query(f"ALTER RETENTION POLICY {rp} ON {db} DURATION {retention} DEFAULT", write=True)
+        else:
+            self.query(f"CREATE RETENTION POLICY {rp} ON {db} DURATION {retention} REPLICATION 1 DEFAULT",
+                       write=True)
+
+    def drop_database(self, database: str) -> None:
+        self.query(f"DROP DATABASE {quote_ident(database)}", write=True)
+
+
+def _error_text(r: httpx.Response) -> str:
+    try:
+        doc = r.json()
+        if isinstance(doc, dict) and "error" in doc:
+            return str(doc["error"])
+    except ValueError:
+        pass
+    return r.text.strip()[:2000]

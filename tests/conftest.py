@@ -1,0 +1,190 @@
+"""Real services for the tests: Debian's mosquitto and influxd on free loopback ports in temp folders.
+
+- ``influxd``: one server for the session; each test gets its own databases (``settings``).
+- ``mosquitto``: a fresh broker per test, running the configuration we ship (started in ~0.03 s),
+  so persistent sessions and queues of one test never reach another.
+- ``settings``: Settings pointing at both, a fresh data folder and unique database names.
+- ``run_worker``: an in-process worker; ``worker_process``: one in a subprocess (to SIGKILL it).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from ingest.worker import Worker
+from smartzone import services
+from smartzone.registry import Registry
+from smartzone.settings import Settings
+from storage.influx import Influx
+
+REPO = Path(__file__).resolve().parent.parent
+REGISTRY = REPO / "gateways" / "registry" / "antwerp.yaml"
+
+
+@pytest.fixture(scope="session")
+def influxd(tmp_path_factory) -> Iterator[services.InfluxService]:
+    svc = services.influxd(tmp_path_factory.mktemp("influxd")).start()
+    try:
+        yield svc
+    finally:
+        svc.stop()
+
+
+@pytest.fixture
+def mosquitto(tmp_path) -> Iterator[services.Service]:
+    svc = services.mosquitto(tmp_path / "mosquitto").start()
+    try:
+        yield svc
+    finally:
+        svc.stop()
+
+
+@pytest.fixture
+def settings(tmp_path, mosquitto, influxd) -> Settings:
+    tag = uuid.uuid4().hex[:8]
+    return Settings(
+        data_dir=tmp_path / "data",
+        registry=REGISTRY,
+        mqtt={"host": "127.0.0.1", "port": mosquitto.port, "client_id": f"test-ingest-{tag}",
+              "share_group": f"g{tag}"},
+        influx={"url": influxd.url, "raw_database": f"raw_{tag}", "ops_database": f"ops_{tag}"},
+        ingest={"flush_interval": 0.05, "metrics_interval": 0.5},
+    )
+
+
+@pytest.fixture
+def influx(settings) -> Iterator[Influx]:
+    client = Influx(settings.influx)
+    try:
+        yield client
+    finally:
+        for db in (settings.influx.raw_database, settings.influx.ops_database):
+            try:
+                client.drop_database(db)
+            except Exception:  # noqa: S110 - cleanup of a database a test may have made unreachable
+                pass
+        client.close()
+
+
+@pytest.fixture
+def registry() -> Registry:
+    return Registry.load(REGISTRY)
+
+
+@pytest.fixture
+def run_worker(settings) -> Iterator[Callable[..., Worker]]:
+    workers: list[Worker] = []
+
+    def start(s: Settings | None = None, registry: Registry | None = None) -> Worker:
+        w = Worker(s or settings, registry)
+        w.start()
+        assert w.wait_connected(10), "worker did not connect"
+        time.sleep(0.1)  # subscriptions acknowledged
+        workers.append(w)
+        return w
+
+    yield start
+    for w in workers:
+        if not w.stopping.is_set():
+            w.stop()
+
+
+def settings_env(s: Settings) -> dict[str, str]:
+    """The environment that makes a subprocess ``smartzone`` use these settings."""
+    return {
+        **os.environ,
+        "SMARTZONE_CONFIG": "/nonexistent.toml",
+        "SMARTZONE_DATA_DIR": str(s.data_dir),
+        "SMARTZONE_REGISTRY": str(s.registry),
+        "SMARTZONE_MQTT__PORT": str(s.mqtt.port),
+        "SMARTZONE_MQTT__CLIENT_ID": s.mqtt.client_id,
+        "SMARTZONE_MQTT__SHARE_GROUP": s.mqtt.share_group,
+        "SMARTZONE_INFLUX__URL": s.influx.url,
+        "SMARTZONE_INFLUX__RAW_DATABASE": s.influx.raw_database,
+        "SMARTZONE_INFLUX__OPS_DATABASE": s.influx.ops_database,
+        "SMARTZONE_INGEST__FLUSH_INTERVAL": str(s.ingest.flush_interval),
+        "SMARTZONE_INGEST__SPOOL_AFTER": str(s.ingest.spool_after),
+        "SMARTZONE_LOG_LEVEL": "INFO",
+    }
+
+
+class WorkerProcess:
+    def __init__(self, s: Settings, log_path: Path) -> None:
+        self.settings = s
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> WorkerProcess:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
+        self.proc = subprocess.Popen([sys.executable, "-m", "smartzone", "ingest"], env=settings_env(self.settings),
+                                     stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+        return self
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(60)
+
+
+@pytest.fixture
+def worker_process(tmp_path) -> Iterator[Callable[[Settings], WorkerProcess]]:
+    procs: list[WorkerProcess] = []
+
+    def make(s: Settings) -> WorkerProcess:
+        p = WorkerProcess(s, tmp_path / f"worker-{len(procs)}.log").start()
+        procs.append(p)
+        return p
+
+    yield make
+    for p in procs:
+        if p.proc and p.proc.poll() is None:
+            p.proc.kill()
+            p.proc.wait(10)
+
+
+TAGS = ("sensor", "gateway", "technology", "category", "cell")
+
+
+def stored_readings(influx: Influx, database: str) -> list[tuple[str, str, object, int]]:
+    """Every field value in the database as ``(sensor, quantity, value, time_ns)``."""
+    out = []
+    for row in influx.rows("SELECT * FROM /.*/ GROUP BY *", database):
+        measurement = row["_measurement"]
+        for key, value in row.items():
+            if key in TAGS or key in ("time", "_measurement") or value is None:
+                continue
+            out.append((row["sensor"], f"{measurement}.{key}", value, row["time"]))
+    return out
+
+
+def count_points(influx: Influx, database: str) -> int:
+    """How many field values the database holds (fast: COUNT per measurement)."""
+    total = 0
+    for res in influx.query("SELECT COUNT(*) FROM /.*/", database):
+        for series in res.get("series", []):
+            total += sum(v for v in series["values"][0][1:] if v)
+    return total
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.2) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
