@@ -5,9 +5,15 @@ worker dies after writing but before its ack reached the broker, the broker rede
 (with MQTT's DUP flag) and a fresh receipt time would write a second point instead of overwriting
 the first. So, before each batch is written, the worker appends ``(message key, receipt time)`` for
 the batch to this journal and fsyncs it; a redelivered message looks its key up and reuses the
-recorded time. Keys are 64-bit BLAKE2b digests of topic and payload. Two generations of
-``rotate_at`` records are kept, on disk and in memory, which covers far more than the broker's
-in-flight window.
+recorded time.
+
+Keys are 64-bit BLAKE2b digests of topic, payload *and packet id*: the broker redelivers with the
+same packet id, while two different messages with the same content (an ESPHome sensor publishing
+``50.2`` twice) have different ones. A redelivered message was unacknowledged, so it is among the
+last ``receive_maximum`` messages of the session; two generations of ``rotate_at`` (set to that
+window) records are kept, on disk and in memory, and packet ids only repeat after 65,535 messages.
+In memory a key is remembered as soon as the message arrives (a redelivery after a reconnect can
+overtake the batch write); on disk when its batch is written.
 """
 
 from __future__ import annotations
@@ -20,21 +26,22 @@ from pathlib import Path
 _RECORD = struct.Struct("<QQ")
 
 
-def message_key(topic: bytes, payload: bytes) -> int:
+def message_key(topic: bytes, payload: bytes, mid: int) -> int:
     h = hashlib.blake2b(topic, digest_size=8)
-    h.update(b"\0")
+    h.update(mid.to_bytes(2, "little"))
     h.update(payload)
     return int.from_bytes(h.digest(), "little")
 
 
 class ReceiptJournal:
-    def __init__(self, path: Path, rotate_at: int = 100_000) -> None:
+    def __init__(self, path: Path, rotate_at: int = 10_000) -> None:
         self.path = Path(path)
         self.old_path = self.path.with_suffix(".old")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.rotate_at = rotate_at
         self._old: dict[int, int] = self._load(self.old_path)
         self._current: dict[int, int] = self._load(self.path)
+        self._on_disk = len(self._current)
         self._file = open(self.path, "ab")  # noqa: SIM115 - kept open for the worker's lifetime
 
     @staticmethod
@@ -50,19 +57,25 @@ class ReceiptJournal:
         t = self._current.get(key)
         return t if t is not None else self._old.get(key)
 
-    def record(self, entries: list[tuple[int, int]]) -> None:
-        """Append and fsync; called before the batch that holds these messages is written."""
+    def remember(self, key: int, time_ns: int) -> None:
+        """Keep the receipt time in memory (network thread, as the message arrives)."""
+        self._current[key] = time_ns
+        if len(self._current) >= self.rotate_at:
+            self._old, self._current = self._current, {}
+
+    def persist(self, entries: list[tuple[int, int]]) -> None:
+        """Append and fsync (writing thread, before the batch holding these messages is written)."""
         if not entries:
             return
         self._file.write(b"".join(_RECORD.pack(k, t) for k, t in entries))
         self._file.flush()
         os.fsync(self._file.fileno())
-        self._current.update(entries)
-        if len(self._current) >= self.rotate_at:
+        self._on_disk += len(entries)
+        if self._on_disk >= self.rotate_at:
             self._file.close()
             os.replace(self.path, self.old_path)
-            self._old, self._current = self._current, {}
             self._file = open(self.path, "ab")  # noqa: SIM115
+            self._on_disk = 0
 
     def close(self) -> None:
         self._file.close()

@@ -79,7 +79,7 @@ class Worker:
         data = settings.data_dir / "worker" / settings.mqtt.client_id
         self.influx = Influx(settings.influx)
         self.deadletters = DeadLetterStore(settings.sql_url)
-        self.journal = ReceiptJournal(data / "receipts.journal")
+        self.journal = ReceiptJournal(data / "receipts.journal", rotate_at=max(1_000, settings.mqtt.receive_maximum))
         self.stopping = threading.Event()
         self.writer = Writer(
             self.influx,
@@ -148,11 +148,13 @@ class Worker:
         now_ns = time.time_ns()
         topic_b = m._topic  # bytes; m.topic decodes on every access
         payload = m.payload
-        key = message_key(topic_b, payload)
+        key = message_key(topic_b, payload, m.mid)
         if m.dup:
             recorded = self.journal.get(key)
             if recorded is not None:
                 now_ns = recorded
+        now_ns = now_ns // 1000 * 1000  # microseconds: what the Reading's datetime can hold
+        self.journal.remember(key, now_ns)
         try:
             topic = topic_b.decode()
         except UnicodeDecodeError:
@@ -176,7 +178,7 @@ class Worker:
                     b.letters.append(out.letter)
                     b.nbytes += len(payload)
             b.acks.append((m.mid, m.qos))
-            b.journal.append((key, now_ns // 1000 * 1000))
+            b.journal.append((key, now_ns))
             self._unacked += 1
             if len(b.acks) >= self._flush_at:
                 self._flush_locked()
@@ -201,7 +203,7 @@ class Worker:
             if b is None:
                 return
             try:
-                self.journal.record(b.journal)
+                self.journal.persist(b.journal)
                 self.writer.write(b.lines, b.letters)
             except ConfigurationError as exc:
                 self._fail(exc)

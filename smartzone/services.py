@@ -21,7 +21,7 @@ from smartzone.errors import ConfigurationError
 
 SHIPPED_MOSQUITTO_CONF = Path(__file__).resolve().parent.parent / "ingest" / "broker" / "mosquitto.conf"
 _LOCAL_OVERRIDES = ("listener", "persistence_location", "password_file", "acl_file", "allow_anonymous",
-                    "log_dest", "protocol")
+                    "log_dest", "protocol", "user")
 
 
 def free_port() -> int:
@@ -51,6 +51,10 @@ def local_mosquitto_conf(port: int, data_dir: Path, *, extra: str = "") -> str:
         line for line in SHIPPED_MOSQUITTO_CONF.read_text().splitlines()
         if not line.strip().startswith(_LOCAL_OVERRIDES)
     ]
+    if os.geteuid() == 0:
+        # Started as root, mosquitto drops to user "mosquitto", which cannot write our data folder
+        # (its persistence autosave then fails with "Permission denied"). Locally, stay who we are.
+        kept.append("user root")
     kept += [
         f"listener {port} 127.0.0.1",
         "allow_anonymous true",

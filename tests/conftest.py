@@ -188,3 +188,38 @@ def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.
             return True
         time.sleep(interval)
     return predicate()
+
+
+def assert_exactly_once(influx: Influx, database: str, emitted) -> int:
+    """Every reading the simulator sent is stored exactly once, and nothing else is. Returns the count.
+
+    Readings with device time are matched on (sensor, quantity, time); readings stamped with the
+    receipt time are matched as a multiset of (sensor, quantity, value).
+    """
+    from collections import Counter
+
+    timed, untimed = {}, Counter()
+    for e in emitted:
+        for t in e.truth:
+            if t.time_ns is None:
+                untimed[(t.sensor_id, t.quantity, t.value)] += 1
+            else:
+                timed[(t.sensor_id, t.quantity, t.time_ns)] = t.value
+    stored = stored_readings(influx, database)
+    got_timed = {(s, q, t): v for s, q, v, t in stored if (s, q, t) in timed}
+    got_untimed = Counter((s, q, v) for s, q, v, t in stored if (s, q, t) not in timed)
+    missing = {k: v for k, v in timed.items() if k not in got_timed}
+    extra = got_untimed - untimed
+    assert not missing, (f"{len(missing)} timed readings missing: "
+                         f"{sorted({(k[0], k[2]) for k in missing})[:10]}; extra: {list(extra.items())[:10]}")
+    assert got_timed == timed, "timed readings with wrong values"
+    extra = got_untimed - untimed
+    lost = untimed - got_untimed
+    assert not extra and not lost, f"receipt-time readings: {sum(extra.values())} duplicated/extra, " \
+                                   f"{sum(lost.values())} lost"
+    assert len(stored) == len(timed) + sum(untimed.values())
+    return len(stored)
+
+
+def expected_count(emitted) -> int:
+    return sum(len(e.truth) for e in emitted)

@@ -23,11 +23,14 @@ Payload: one JSON object, or a JSON array of such objects (a batch, decoded in o
   aliases (``FIELDS``: ``temperature``, ``co2``, ``pm2_5`` ...), or any other native name, which the
   registry's per-sensor ``fields`` can map. Values are numbers or booleans in the vocabulary's units;
   ``null`` means "no value this time" and is skipped. Every other value is emitted as sent and checked by
-  the pipeline.
+  the pipeline, including the non-standard literals ``NaN`` and ``Infinity`` that firmware JSON writers
+  produce for a failed sensor read: that one value is dead-lettered as not finite, the others are kept.
 - Any other key in an object, a non-object item, or ``readings`` that is not an object is ``malformed``.
 """
 
 from __future__ import annotations
+
+import json
 
 import orjson
 
@@ -85,7 +88,10 @@ def decode(msg: Message) -> list[Reading]:
     try:
         doc = orjson.loads(msg.payload)
     except orjson.JSONDecodeError as exc:
-        raise DecodeError("malformed", f"invalid JSON: {exc}") from exc
+        try:  # the NaN / Infinity literals hand-written firmware emits: the pipeline rejects the value alone
+            doc = json.loads(msg.payload)
+        except (ValueError, RecursionError):
+            raise DecodeError("malformed", f"invalid JSON: {exc}") from exc
     levels = msg.native_topic.strip("/").split("/")
     topic_device = levels[-1] if len(levels) >= 2 else ""  # a bare "json" topic names no device
     items = doc if isinstance(doc, list) else [doc]

@@ -13,7 +13,7 @@ rejects the pack as malformed. A record of base fields only yields nothing. A re
   (``urn:dev:ow:10e2073a01080063``, ``2001:db8::2``) and the field is ``n``;
 - without one, the device key is the last level of the topic and the field is ``n`` whole;
 - a record with no ``n`` (RFC 8428 section 5.1.3 tells measurements apart by unit only) uses its unit
-  as the field: ``%RH``, ``%EL``, ``lon`` ... (``UNIT_FIELDS``). No name and no unit is malformed.
+  as the field: ``%RH``, ``%EL``, ``lon`` ... (``UNIT_FIELDS``). A value with neither is malformed.
 
 Time: the resolved time is ``bt + t`` (both default 0). Exactly 0 means "roughly now", the broker
 receipt time; below 2**28 it is relative to now (receipt time plus that many seconds, usually

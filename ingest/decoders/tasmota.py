@@ -53,6 +53,7 @@ FIELDS = {
 # Sensor fields that are derived, cumulative per day, identifiers or raw duplicates, not measurements.
 IGNORED = frozenset({
     "TotalStartTime", "Yesterday", "Today", "Period", "ApparentPower", "ReactivePower", "DewPoint", "Id",
+    "Model",
     "TotalTariff", "ExportTariff",
     # PMS5003: "CF=1" concentrations duplicate PM*, PB* are particle counts per 0.1 l
     "CF1", "CF2.5", "CF10", "PB0.3", "PB0.5", "PB1", "PB2.5", "PB5", "PB10",
@@ -63,14 +64,14 @@ _TEMP_UNITS: dict[str, Callable[[float], float]] = {"C": lambda x: x, "F": lambd
 _PRESSURE_UNITS: dict[str, Callable[[float], float]] = {
     "hPa": lambda x: x,
     "mbar": lambda x: x,
-    "mmHg": lambda x: x * 1.333223684,  # 101325 / 760 Pa
-    "inHg": lambda x: x * 33.8638866667,  # 3386.38866667 Pa
+    "mmHg": lambda x: x * 1013.25 / 760,  # 1 atm = 760 mmHg
+    "inHg": lambda x: x * 33.86389,  # 1 inHg = 3386.389 Pa
 }
 
 
 def _unit(doc: dict, key: str, table: dict[str, Callable[[float], float]], default: str):
     unit = doc.get(key, default)
-    if unit not in table:
+    if not isinstance(unit, str) or unit not in table:
         raise DecodeError("unit_mismatch", f"Tasmota {key} {unit!r} is not one of {sorted(table)}")
     return table[unit]
 

@@ -1,0 +1,142 @@
+"""Faults mid-stream. Each asserts that every reading sent is in InfluxDB exactly once, and nothing else.
+
+The simulated zone streams in a background thread while a part fails: influxd stopped for 30 s,
+the worker SIGKILLed, mosquitto restarted, one of two shared-subscription workers SIGKILLed.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from gateways.publisher import Publisher
+from gateways.simulator import Zone
+from smartzone import services
+from tests.conftest import assert_exactly_once, count_points, expected_count, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+def _stream(registry, rounds: int, *, seed: int = 11, only_device_time: bool = False):
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=6)
+    emitted = list(Zone(registry, seed=seed).messages(start, rounds=rounds, step=20))
+    if only_device_time:
+        emitted = [e for e in emitted if all(t.time_ns is not None for t in e.truth)]
+    return emitted
+
+
+class Streamer(threading.Thread):
+    """Publishes the messages at a steady rate, riding out broker restarts (paho reconnects and resends)."""
+
+    def __init__(self, port: int, emitted, rate: float) -> None:
+        super().__init__(daemon=True)
+        self.pub = Publisher("127.0.0.1", port, client_id="test-streamer")
+        self.emitted, self.rate = emitted, rate
+
+    def run(self) -> None:
+        self.pub.publish(self.emitted, rate=self.rate)
+
+    def finish(self, timeout: float = 120) -> None:
+        self.join(timeout)
+        assert not self.is_alive()
+        assert self.pub.wait_acked(60), f"broker acked {self.pub.acked} of {self.pub.sent}"
+        self.pub.close()
+
+
+def test_influxd_down_for_30s_mid_stream(settings, registry, run_worker, tmp_path):
+    own = services.influxd(tmp_path / "influxd-own").start()
+    try:
+        s = settings.model_copy(update={
+            "influx": settings.influx.model_copy(update={"url": own.url}),
+            "ingest": settings.ingest.model_copy(update={"spool_after": 5.0}),
+        })
+        worker = run_worker(s)
+        emitted = _stream(registry, rounds=300)  # ~9,900 messages, ~40 s at 250/s
+        streamer = Streamer(s.mqtt.port, emitted, rate=250)
+        streamer.start()
+        time.sleep(4)
+        own.stop()
+        time.sleep(30)
+        assert worker.writer.stats.batches_spooled > 0, "a 30 s outage with spool_after=5 s must spool"
+        own.start()
+        streamer.finish()
+        from storage.influx import Influx
+
+        with Influx(s.influx) as influx:
+            db = s.influx.raw_database
+            assert wait_for(lambda: count_points(influx, db) >= expected_count(emitted), 60)
+            time.sleep(1)
+            assert assert_exactly_once(influx, db, emitted) == expected_count(emitted)
+        assert worker.writer.spooled_batches == 0 and worker.fatal is None
+    finally:
+        own.stop()
+
+
+def test_worker_sigkill_mid_stream_and_restart(settings, influx, registry, worker_process):
+    emitted = _stream(registry, rounds=400)  # includes BLE and ESPHome readings stamped at receipt
+    proc = worker_process(settings)
+    db = settings.influx.raw_database
+    assert wait_for(lambda: _has_db(influx, db), 20)
+    streamer = Streamer(settings.mqtt.port, emitted, rate=1500)
+    streamer.start()
+    assert wait_for(lambda: count_points(influx, db) > 2_000, 30)
+    proc.kill()  # SIGKILL: batches in hand are lost to the worker, unacked at the broker
+    time.sleep(2)
+    proc2 = worker_process(settings)  # same client id: the persistent session redelivers
+    streamer.finish()
+    wait_for(lambda: count_points(influx, db) >= expected_count(emitted), 90)
+    time.sleep(1)
+    assert assert_exactly_once(influx, db, emitted) == expected_count(emitted)
+    assert proc2.stop() == 0
+
+
+def test_mosquitto_restart_mid_stream(settings, influx, registry, run_worker, mosquitto):
+    # Only readings with device time: a publisher that resends a QoS 1 message after the broker
+    # restart makes a second, new message, which a reading stamped at receipt could not be matched to.
+    emitted = _stream(registry, rounds=400, only_device_time=True)
+    worker = run_worker()
+    streamer = Streamer(settings.mqtt.port, emitted, rate=800)
+    streamer.start()
+    db = settings.influx.raw_database
+    assert wait_for(lambda: count_points(influx, db) > 1_000, 30)
+    mosquitto.stop()  # clean shutdown: the persistence file is written
+    time.sleep(2)
+    mosquitto.start()
+    streamer.finish()
+    assert wait_for(lambda: count_points(influx, db) >= expected_count(emitted), 90)
+    time.sleep(1)
+    assert assert_exactly_once(influx, db, emitted) == expected_count(emitted)
+    assert worker.fatal is None
+
+
+def test_two_shared_workers_one_killed(settings, influx, registry, worker_process):
+    emitted = _stream(registry, rounds=400)
+    a = worker_process(settings)
+    b_settings = settings.model_copy(update={"mqtt": settings.mqtt.model_copy(update={"client_id":
+                                                                                      settings.mqtt.client_id + "-b"})})
+    b = worker_process(b_settings)
+    db = settings.influx.raw_database
+    assert wait_for(lambda: _has_db(influx, db), 20)
+    time.sleep(1)
+    streamer = Streamer(settings.mqtt.port, emitted, rate=1500)
+    streamer.start()
+    assert wait_for(lambda: count_points(influx, db) > 2_000, 30)
+    b.kill()
+    before = count_points(influx, db)
+    assert wait_for(lambda: count_points(influx, db) > before + 1_000, 30), "the surviving worker keeps ingesting"
+    # Mosquitto keeps what was in flight to (or queued for) the dead member in its session: a
+    # supervisor restarts it with the same client id and it finishes its share.
+    b2 = worker_process(b_settings)
+    streamer.finish()
+    assert wait_for(lambda: count_points(influx, db) >= expected_count(emitted), 90)
+    time.sleep(1)
+    assert assert_exactly_once(influx, db, emitted) == expected_count(emitted)
+    assert a.stop() == 0 and b2.stop() == 0
+
+
+def _has_db(influx, db: str) -> bool:
+    return any(db in row for res in influx.query("SHOW DATABASES") for s in res.get("series", [])
+               for row in s.get("values", []))
