@@ -21,7 +21,7 @@ from pydantic_settings import (
 from smartzone.errors import ConfigurationError
 from smartzone.names import check_identifier, parse_duration
 
-EXAMPLE_SECRET = "changethis"
+EXAMPLE_SECRET = "changethis"  # noqa: S105 - the value we refuse, not a secret
 
 
 class MqttSettings(BaseModel):

@@ -15,6 +15,7 @@ While the spool holds anything, new batches go behind it, so InfluxDB receives b
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -180,7 +181,5 @@ class Writer:
 
     @staticmethod
     def _try(fn: Callable[[], None]) -> None:
-        try:
+        with contextlib.suppress(WriteError):
             fn()
-        except WriteError:
-            pass

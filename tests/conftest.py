@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -68,10 +69,8 @@ def influx(settings) -> Iterator[Influx]:
         yield client
     finally:
         for db in (settings.influx.raw_database, settings.influx.ops_database):
-            try:
+            with contextlib.suppress(Exception):  # cleanup of a database a test may have made unreachable
                 client.drop_database(db)
-            except Exception:  # noqa: S110 - cleanup of a database a test may have made unreachable
-                pass
         client.close()
 
 

@@ -38,7 +38,6 @@ CASES = {
     "future_timestamp": (TOPIC, _json("traffic-egmont-1", {"traffic.cars": 4}, NOW + timedelta(days=1))),
     "too_old": (TOPIC, _json("traffic-egmont-1", {"traffic.cars": 4}, NOW - timedelta(days=60))),
     "oversized": (TOPIC, _json("traffic-egmont-1", {"traffic.cars": 4}) + b" " * 70_000),
-    "no_route": ("gw/gw-egmont/unknown-software/thing", b"42"),
     "invalid_value": (TOPIC, _json("traffic-egmont-1", {"traffic.cars": "many"})),
 }
 
@@ -128,3 +127,18 @@ def test_bad_registry_is_a_clear_configuration_error(tmp_path: Path, registry_te
     path.write_text(registry_text)
     with pytest.raises(ConfigurationError, match=message):
         Registry.load(path)
+
+
+def test_pipeline_dead_letters_a_topic_no_route_matches(registry):
+    # The worker subscribes only to the routes' filters, so the broker never sends it such a topic;
+    # the pipeline still refuses it (replays and direct callers go through the same code).
+    from datetime import timedelta
+
+    from ingest.pipeline import Pipeline
+    from smartzone.settings import DEFAULT_ROUTES
+
+    p = Pipeline(registry, DEFAULT_ROUTES, max_payload_bytes=1000, max_future=timedelta(minutes=5),
+                 max_age=timedelta(days=30))
+    out = p.process(p.message("gw/gw-egmont/unknown-software/thing", b"42", NOW))
+    assert out.lines == [] and out.letter is not None and out.letter.reason == "no_route"
+    assert p.stats.reasons == {"no_route": 1}
