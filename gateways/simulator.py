@@ -93,6 +93,7 @@ class Zone:
         """
         if shape not in SHAPES:
             raise ValueError(f"shape must be one of {SHAPES}")
+        pending: dict[str, list] = {}  # senml: readings of each sensor waiting for a full pack
         for k in range(rounds):
             i = first_round + k
             t = start + timedelta(seconds=k * step)
@@ -100,9 +101,20 @@ class Zone:
             if shape == "native":
                 for s in self.sensors:
                     yield self._native(s, t, rng, step)
-            else:
-                values = [(s, q, v) for s in self.sensors for q, v in self.values(s, t, rng, step).items()]
-                yield from (self._single(values, t) if shape == "single" else self._senml(values, t))
+                continue
+            values = [(s, q, v) for s in self.sensors for q, v in self.values(s, t, rng, step).items()]
+            if shape == "single":
+                yield from self._single(values, t)
+                continue
+            for s, q, v in values:
+                rows = pending.setdefault(s.id, [])
+                rows.append((s, q, v, t))
+                if len(rows) == 10:
+                    yield self._senml_pack(rows)
+                    rows.clear()
+        for rows in pending.values():
+            if rows:
+                yield self._senml_pack(rows)
 
     # -- values -------------------------------------------------------------------------------------
     def values(self, s: Sensor, t: datetime, rng: random.Random, step: float) -> dict[str, float | int | bool]:
@@ -272,17 +284,17 @@ class Zone:
             doc = {"device": key, "time": iso, "readings": {q: x}}
             yield Emitted(f"gw/{gw}/json/{key}", orjson.dumps(doc), (_truth(s.id, q, x, ns),))
 
-    def _senml(self, values: list, t: datetime) -> Iterator[Emitted]:
-        by_sensor: dict[str, list] = {}
-        for s, q, x in values:
-            by_sensor.setdefault(s.id, []).append((s, q, x))
-        ns = to_ns(t)
-        for rows in by_sensor.values():
-            s = rows[0][0]
-            gw = s.gateway or self._nearest_gateway(s)
-            for k in range(0, len(rows), 10):
-                chunk = rows[k:k + 10]
-                pack = [{"bn": f"{s.keys[0]}:", "bt": t.timestamp(), "n": chunk[0][1], "v": chunk[0][2]}]
-                pack += [{"n": q, "v": x} for _, q, x in chunk[1:]]
-                yield Emitted(f"gw/{gw}/senml/{s.id}", orjson.dumps(pack),
-                              tuple(_truth(s.id, q, x, ns) for _, q, x in chunk))
+    def _senml_pack(self, rows: list) -> Emitted:
+        """One SenML pack of a sensor's readings: base name and base time, times relative to it."""
+        s, t0 = rows[0][0], rows[0][3]
+        gw = s.gateway or self._nearest_gateway(s)
+        pack = []
+        for j, (_, q, x, t) in enumerate(rows):
+            rec = {"n": q, "v": x}
+            if j == 0:
+                rec = {"bn": f"{s.keys[0]}:", "bt": t0.timestamp(), **rec}
+            elif t != t0:
+                rec["t"] = (t - t0).total_seconds()
+            pack.append(rec)
+        return Emitted(f"gw/{gw}/senml/{s.id}", orjson.dumps(pack),
+                       tuple(_truth(s.id, q, x, to_ns(t)) for _, q, x, t in rows))

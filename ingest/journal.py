@@ -7,7 +7,7 @@ the first. So, before each batch is written, the worker appends ``(message key, 
 the batch to this journal and fsyncs it; a redelivered message looks its key up and reuses the
 recorded time.
 
-Keys are 64-bit BLAKE2b digests of topic, payload *and packet id*: the broker redelivers with the
+Keys combine the CRC-32 of topic and payload with the payload length and the *packet id*: the broker redelivers with the
 same packet id, while two different messages with the same content (an ESPHome sensor publishing
 ``50.2`` twice) have different ones. A redelivered message was unacknowledged, so it is among the
 last ``receive_maximum`` messages of the session; two generations of ``rotate_at`` (set to that
@@ -18,19 +18,21 @@ overtake the batch write); on disk when its batch is written.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import struct
+import zlib
 from pathlib import Path
 
 _RECORD = struct.Struct("<QQ")
 
 
 def message_key(topic: bytes, payload: bytes, mid: int) -> int:
-    h = hashlib.blake2b(topic, digest_size=8)
-    h.update(mid.to_bytes(2, "little"))
-    h.update(payload)
-    return int.from_bytes(h.digest(), "little")
+    """64 bits: CRC-32 of topic and payload, payload length, packet id. Cheap: it runs per message.
+
+    A wrong match needs the same packet id, length and CRC within the journal's window: a CRC-32
+    collision among at most two windows of messages (about 1 in 200,000 for 20,000 messages).
+    """
+    return (zlib.crc32(payload, zlib.crc32(topic)) << 32) | ((len(payload) & 0xFFFF) << 16) | (mid & 0xFFFF)
 
 
 class ReceiptJournal:

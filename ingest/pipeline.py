@@ -22,7 +22,7 @@ from smartzone.model import DeadLetter, Message, Reading, to_ns
 from smartzone.quantities import QUANTITIES, Quantity
 from smartzone.registry import Registry, SensorInfo
 from smartzone.settings import Route
-from storage.lineprotocol import LineProtocolError, escape_key, format_value, tag_set
+from storage.lineprotocol import format_value, tag_set
 
 _ROUTE_CACHE_MAX = 100_000
 
@@ -65,16 +65,25 @@ class Pipeline:
         self.stats = PipelineStats()
         self._route_cache: dict[str, tuple[str, Decoder] | None] = {}
         self._tags: dict[tuple[str, str | None], str] = {}
+        self._resolved: dict[tuple[str | None, str], tuple[SensorInfo | None, str]] = {}
+        self._topics: dict[str, tuple] = {}
+        self._max_future_ns = int(max_future.total_seconds() * 1e9)
+        self._max_age_ns = int(max_age.total_seconds() * 1e9)
 
     # -- public -----------------------------------------------------------------------------------
     def message(self, topic: str, payload: bytes, received_at: datetime) -> Message:
-        gateway_id, native = None, topic
-        if topic.startswith("gw/"):
-            parts = topic.split("/", 2)
-            if len(parts) == 3:
-                gateway_id, native = parts[1], parts[2]
-        tz = self.registry.timezone(gateway_id)
-        return Message(topic, payload, received_at, gateway_id, native, tz)
+        where = self._topics.get(topic)
+        if where is None:
+            gateway_id, native = None, topic
+            if topic.startswith("gw/"):
+                parts = topic.split("/", 2)
+                if len(parts) == 3:
+                    gateway_id, native = parts[1], parts[2]
+            where = (gateway_id, native, self.registry.timezone(gateway_id))
+            if len(self._topics) >= _ROUTE_CACHE_MAX:
+                self._topics.clear()
+            self._topics[topic] = where
+        return Message(topic, payload, received_at, *where)
 
     def process(self, msg: Message) -> Outcome:
         self.stats.received += 1
@@ -108,48 +117,82 @@ class Pipeline:
         return found
 
     def _validate(self, msg: Message, readings: list[Reading]) -> Outcome:
+        # The hot path of the worker: keep it to dict look-ups and integer comparisons.
         problems: list[DecodeError] = []
-        points: dict[tuple[str, str, int], list[tuple[str, float | int | bool]]] = {}
+        points: dict[tuple[str, str, int], list[str]] = {}
         received = msg.received_at
+        received_ns = to_ns(received)
+        gateway_id = msg.gateway_id
+        resolved = self._resolved
+        ns_of: dict[datetime, int] = {}
+        n = 0
         for r in readings:
-            info = self.registry.resolve(msg.gateway_id, r.sensor_id)
+            key = (gateway_id, r.sensor_id)
+            entry = resolved.get(key)
+            if entry is None:
+                entry = self._resolve(key)
+            info, tags = entry
             if info is None:
                 problems.append(DecodeError("unknown_device", f"device {r.sensor_id!r} on gateway "
-                                                              f"{msg.gateway_id!r} is not in the registry"))
+                                                              f"{gateway_id!r} is not in the registry"))
                 continue
             q = QUANTITIES.get(r.quantity) or QUANTITIES.get(info.fields.get(r.quantity, ""))
             if q is None:
                 problems.append(DecodeError("unknown_field", f"{r.quantity!r} of {info.id} is not a known "
                                                              "quantity and the registry maps it to none"))
                 continue
-            try:
-                value = _coerce(q, r.value)
-            except DecodeError as exc:
-                problems.append(DecodeError(exc.reason, f"{q.key} of {info.id}: {exc.detail}"))
-                continue
-            if r.time - received > self.max_future:
+            value = r.value
+            tv = type(value)
+            if (tv is float or tv is int) and q.kind != "bool" and q.min <= value <= q.max:  # the common case
+                if q.kind == "float":
+                    value = float(value)
+                elif tv is float:  # a count sent as 3.0 is 3; as 3.5, _coerce below says why not
+                    value = int(value) if value.is_integer() else None
+            else:
+                value = None
+            if value is None:
+                try:
+                    value = _coerce(q, r.value)
+                except DecodeError as exc:
+                    problems.append(DecodeError(exc.reason, f"{q.key} of {info.id}: {exc.detail}"))
+                    continue
+            t = r.time
+            if t is received:
+                ns = received_ns
+            else:
+                ns = ns_of.get(t)
+                if ns is None:
+                    ns = ns_of[t] = to_ns(t)
+            if ns - received_ns > self._max_future_ns:
                 problems.append(DecodeError("future_timestamp", f"{r.time.isoformat()} is more than "
-                                            f"{self.max_future} after receipt ({received.isoformat()})"))
+                                            f"{self.max_future} after receipt ({msg.received_at.isoformat()})"))
                 continue
-            if received - r.time > self.max_age:
+            if received_ns - ns > self._max_age_ns:
                 problems.append(DecodeError("too_old", f"{r.time.isoformat()} is older than the raw "
                                             f"retention ({self.max_age}) at receipt"))
                 continue
-            key = (q.category, self._tag_set(info, msg.gateway_id), to_ns(r.time))
-            points.setdefault(key, []).append((q.field, value))
-        lines = []
-        for (measurement, tags, ns), fields in points.items():
-            try:
-                body = ",".join(f"{escape_key(k)}={format_value(v)}" for k, v in fields)
-            except LineProtocolError as exc:  # unreachable for vocabulary fields; kept as a guard
-                problems.append(DecodeError("unencodable", str(exc)))
-                continue
-            lines.append(f"{measurement}{tags} {body} {ns}")
+            # vocabulary leaves are plain identifiers: no escaping needed
+            field = f"{q.field}={repr(value) if type(value) is float else format_value(value)}"
+            group = points.get((q.category, tags, ns))
+            if group is None:
+                points[(q.category, tags, ns)] = [field]
+            else:
+                group.append(field)
+            n += 1
+        lines = [f"{m}{tags} {','.join(fields)} {ns}" for (m, tags, ns), fields in points.items()]
         if lines:
             self.stats.decoded += 1
-            self.stats.readings += sum(len(f) for f in points.values())
+            self.stats.readings += n
         letter = self._letter(msg, problems) if problems else None
         return Outcome(lines, letter)
+
+    def _resolve(self, key: tuple[str | None, str]) -> tuple[SensorInfo | None, str]:
+        info = self.registry.resolve(*key)
+        entry = (info, self._tag_set(info, key[0]) if info else "")
+        if len(self._resolved) >= _ROUTE_CACHE_MAX:
+            self._resolved.clear()
+        self._resolved[key] = entry
+        return entry
 
     def _tag_set(self, info: SensorInfo, gateway_id: str | None) -> str:
         key = (info.id, gateway_id)

@@ -171,9 +171,9 @@ class Worker:
             if out is None:
                 b.letters.append(letter)
             else:
-                if out.lines:
-                    b.lines.extend(out.lines)
-                    b.nbytes += sum(len(x) for x in out.lines) + len(out.lines)
+                for ln in out.lines:
+                    b.lines.append(ln)
+                    b.nbytes += len(ln) + 1
                 if out.letter is not None:
                     b.letters.append(out.letter)
                     b.nbytes += len(payload)

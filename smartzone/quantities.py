@@ -10,7 +10,7 @@ Adding a quantity means adding a row (Home Assistant's and TTN's ``payload.json`
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 CATEGORIES: tuple[str, ...] = (
@@ -35,14 +35,13 @@ class Quantity:
     max: float | None
     kind: Kind = "float"
     description: str = ""
+    category: str = field(init=False)  # the measurement: the part of the key before the dot
+    field: str = field(init=False)  # the InfluxDB field: the part after it
 
-    @property
-    def category(self) -> str:
-        return self.key.split(".", 1)[0]
-
-    @property
-    def field(self) -> str:
-        return self.key.split(".", 1)[1]
+    def __post_init__(self) -> None:
+        category, _, leaf = self.key.partition(".")
+        object.__setattr__(self, "category", category)
+        object.__setattr__(self, "field", leaf)
 
 
 def _q(key: str, unit: str, lo: float | None, hi: float | None, kind: Kind = "float", description: str = ""):

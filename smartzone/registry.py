@@ -161,6 +161,7 @@ class Registry:
         self.gateways = {g.id: g for g in doc.gateways}
         self.sensors = {s.id: s for s in doc.sensors}
         self._zone_tz = ZoneInfo(doc.zone.timezone)
+        self._timezones = {g.id: ZoneInfo(g.timezone) if g.timezone else self._zone_tz for g in doc.gateways}
         self._index: dict[tuple[str | None, str], SensorInfo] = {}
         problems: list[str] = []
         if len(self.gateways) != len(doc.gateways):
@@ -206,8 +207,7 @@ class Registry:
         )
 
     def timezone(self, gateway_id: str | None) -> ZoneInfo:
-        gw = self.gateways.get(gateway_id or "")
-        return ZoneInfo(gw.timezone) if gw and gw.timezone else self._zone_tz
+        return self._timezones.get(gateway_id, self._zone_tz)
 
     @cached_property
     def cells(self) -> set[str]:

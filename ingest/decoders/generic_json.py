@@ -65,8 +65,8 @@ def _decode_one(item: object, index: int, msg: Message, topic_device: str) -> li
     where = f"item {index}"
     if not isinstance(item, dict):
         raise DecodeError("malformed", f"{where} is not a JSON object")
-    unknown = set(item) - _KEYS
-    if unknown:
+    if not _KEYS.issuperset(item):
+        unknown = set(item) - _KEYS
         raise DecodeError("malformed", f"{where}: unknown keys {sorted(unknown)} (allowed: {sorted(_KEYS)})")
     device = item.get("device", topic_device)
     if not isinstance(device, str):

@@ -85,6 +85,7 @@ UNIT_FIELDS = {
 # Record labels that are pack bookkeeping, not data: base version, update time.
 IGNORED = frozenset({"bver", "ut"})
 _VALUE_LABELS = frozenset({"v", "vb", "vs", "vd", "s"})
+_KNOWN_LABELS = frozenset({"bn", "bt", "bu", "bv", "bs", "bver", "n", "u", "v", "vs", "vb", "vd", "s", "t", "ut"})
 
 _RELATIVE_LIMIT = 2**28  # RFC 8428 section 4.5.3: smaller times are relative to "now"
 
@@ -160,6 +161,7 @@ def decode(msg: Message) -> list[Reading]:
     base_value: float | None = None
     base_sum: float | None = None
     readings: list[Reading] = []
+    times: dict[float, datetime] = {}  # a pack's records usually share a few times
     for i, record in enumerate(pack):
         if not isinstance(record, dict):
             raise DecodeError("malformed", f"record {i} is not a JSON object")
@@ -175,9 +177,10 @@ def decode(msg: Message) -> list[Reading]:
         if "bs" in record:
             base_sum = _number(record, "bs", i)
 
-        for label in record:
-            if label.endswith("_"):  # RFC 8428 section 4.4: must-understand labels we do not know
-                raise DecodeError("malformed", f"record {i}: unsupported must-understand label {label!r}")
+        if not _KNOWN_LABELS.issuperset(record):
+            for label in record:
+                if label.endswith("_"):  # RFC 8428 section 4.4: must-understand labels we do not know
+                    raise DecodeError("malformed", f"record {i}: unsupported must-understand label {label!r}")
         name = _text(record, "n", i) or ""
         unit = _text(record, "u", i) or base_unit
         field = name or unit
@@ -189,9 +192,11 @@ def decode(msg: Message) -> list[Reading]:
         if not device:
             raise DecodeError("missing_device", f"record {i}: no base name and no topic level to name the device")
 
-        time = _resolve_time(base_time + (_number(record, "t", i, "bad_timestamp") or 0.0), msg.received_at)
+        seconds = base_time + (_number(record, "t", i, "bad_timestamp") or 0.0)
+        time = times.get(seconds)
+        if time is None:
+            time = times[seconds] = _resolve_time(seconds, msg.received_at)
         quantity = FIELDS.get(name) if name else UNIT_FIELDS.get(field)
-        where = f"record {i} ({base_name or ''}{name})"
 
         value: object = None
         has_value = True
@@ -210,8 +215,8 @@ def decode(msg: Message) -> list[Reading]:
         else:
             has_value = False
         if has_value:
-            if quantity is not None:
-                value = _convert(value, unit, quantity, where)
+            if quantity is not None and unit is not None:
+                value = _convert(value, unit, quantity, f"record {i} ({base_name or ''}{name})")
             readings.append(Reading(time, device, quantity or field, value, msg.gateway_id, NAME))
 
         if "s" in record:

@@ -31,8 +31,8 @@ def test_50k_burst_through_the_shipped_broker_config_loses_nothing(settings, inf
                                     N))
     assert len(emitted) == N and expected_count(emitted) == N
     worker = run_worker()
-    pub = Publisher("127.0.0.1", settings.mqtt.port, max_inflight=1000)
-    pub.publish(emitted, max_pending=N)  # as fast as paho can: the worker falls behind, the broker queues
+    pub = Publisher("127.0.0.1", settings.mqtt.port)
+    pub.publish(emitted)  # as fast as the broker acks: the worker falls behind, the broker queues
     assert pub.wait_acked(120)
     pub.close()
     db = settings.influx.raw_database
@@ -80,8 +80,8 @@ def test_negative_control_default_mosquitto_limits_drop_a_burst(tmp_path):
                               [services.which("mosquitto"), "-c", str(d / "mosquitto.conf")]).start()
     try:
         sub = SlowCounter(port)
-        pub = Publisher("127.0.0.1", port, max_inflight=1000)
-        sent = pub.publish((Emitted(f"burst/{i % 10}", b"x" * 40, ()) for i in range(20_000)), max_pending=20_000)
+        pub = Publisher("127.0.0.1", port)
+        sent = pub.publish(Emitted(f"burst/{i % 10}", b"x" * 40, ()) for i in range(20_000))
         assert pub.wait_acked(60)  # every publish was acknowledged by the broker ...
         pub.close()
         received = sub.settle()

@@ -1,0 +1,18 @@
+# Smart Zone services image: one image, one command per service (smartzone ingest, ...).
+FROM python:3.11-slim
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY smartzone ./smartzone
+COPY ingest ./ingest
+COPY storage ./storage
+COPY datacharter ./datacharter
+COPY api ./api
+COPY gateways ./gateways
+COPY dashboards ./dashboards
+RUN pip install --no-cache-dir ".[postgres]" && useradd --system --uid 10001 smartzone \
+    && mkdir -p /var/lib/smartzone && chown smartzone /var/lib/smartzone
+USER smartzone
+ENV SMARTZONE_DATA_DIR=/var/lib/smartzone SMARTZONE_REGISTRY=/app/gateways/registry/antwerp.yaml
+ENTRYPOINT ["smartzone"]
+CMD ["ingest"]

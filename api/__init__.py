@@ -1,0 +1,1 @@
+"""The open-data API (FastAPI), reading only the open database (built by the open-data API issue)."""

@@ -1,0 +1,280 @@
+"""Benchmarks, one command each, figures measured side by side in one run (medians of --repeat runs).
+
+    python bench/run.py ingest [--n 200000] [--senml-n 1000000] [--repeat 3]
+
+ingest: N readings published as the simulator does (QoS 1) in two shapes, one reading per message
+(generic JSON) and SenML packs of 10, into one worker process; sustained readings/s from the first
+publish until all are counted in InfluxDB. In the same run, the two ceilings the worker sits between:
+(a) MQTT: a paho subscriber on the same broker, same publisher and QoS, that only counts and acks;
+(b) database: the same readings as pre-built line protocol posted straight to InfluxDB in batches of
+10,000. Services are real (mosquitto with the shipped configuration, influxd) on loopback ports.
+The last line is machine-readable:
+``ingest: per_message_rps=<n> mqtt_ceiling_rps=<n> senml_rps=<n> db_ceiling_rps=<n> lost=<n> worker_rss_mb=<n>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import psutil
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from gateways.simulator import Zone  # noqa: E402
+from smartzone import services  # noqa: E402
+from smartzone.registry import Registry  # noqa: E402
+from smartzone.settings import InfluxSettings  # noqa: E402
+from storage.influx import Influx  # noqa: E402
+
+N_SENSORS = 500
+
+
+def bench_registry(folder: Path) -> Path:
+    """500 fixed sensors of every numeric kind behind 5 gateways: a district-sized zone."""
+    cats = ["air_quality", "weather", "noise", "traffic", "energy", "pedestrian_flow", "gateway_health"]
+    gateways = [{"id": f"bench-gw-{g}", "position": {"lat": 51.21 + g * 0.001, "lon": 4.395}} for g in range(5)]
+    sensors = [{
+        "id": f"bench-{i:04d}", "gateway": f"bench-gw-{i % 5}", "keys": [f"bench-{i:04d}"], "technology": "wifi",
+        "category": cats[i % len(cats)], "format": "generic_json",
+        "position": {"lat": 51.2085 + (i % 25) * 0.0004, "lon": 4.392 + (i // 25) * 0.0004},
+    } for i in range(N_SENSORS)]
+    doc = {"zone": {"name": "bench", "city": "Antwerp", "timezone": "Europe/Brussels", "h3_resolution": 10},
+           "gateways": gateways, "sensors": sensors}
+    path = folder / "bench-registry.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def make_messages(registry_path: Path, n: int, shape: str, seed: int):
+    zone = Zone(Registry.load(registry_path), seed=seed)
+    # start so that all readings are recent (inside retention, not in the future)
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
+    out, readings = [], 0
+    for e in zone.messages(start, rounds=10**9, step=1, shape=shape):
+        take = min(len(e.truth), n - readings)
+        if take < len(e.truth):
+            break
+        out.append((e.topic, e.payload, e.truth))
+        readings += take
+        if readings >= n:
+            break
+    return out
+
+
+# -- processes ------------------------------------------------------------------------------------------
+def publisher_proc(port: int, messages, go, done_q) -> None:
+    from gateways.publisher import Publisher
+    from gateways.simulator import Emitted
+
+    pub = Publisher("127.0.0.1", port, client_id=f"bench-pub-{os.getpid()}")
+    go.wait()
+    t0 = time.time()
+    pub.publish((Emitted(t, p, ()) for t, p, _ in messages))
+    ok = pub.wait_acked(600)
+    t1 = time.time()
+    pub.close()
+    done_q.put((t0, t1, ok, pub.sent))
+
+
+def counter_proc(port: int, expected: int, ready, result_q) -> None:
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    state = {"n": 0, "first": None, "last": None}
+    finished = threading.Event()
+
+    def on_message(c, u, m):
+        state["n"] += 1
+        c.ack(m.mid, m.qos)
+        if state["n"] == 1:
+            state["first"] = time.time()
+        if state["n"] >= expected:
+            state["last"] = time.time()
+            finished.set()
+
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-counter", protocol=mqtt.MQTTv5, manual_ack=True)
+    c.on_message = on_message
+    c.on_subscribe = lambda *a: ready.set()
+    c.on_connect = lambda cl, *a: cl.subscribe("$share/counter/gw/#", qos=1)
+    props = Properties(PacketTypes.CONNECT)
+    props.ReceiveMaximum = 10_000
+    c.connect("127.0.0.1", port, properties=props)
+    c.loop_start()
+    finished.wait(600)
+    c.disconnect()
+    c.loop_stop()
+    result_q.put((state["first"], state["last"], state["n"]))
+
+
+def count_points(influx: Influx, db: str) -> int:
+    total = 0
+    try:
+        for res in influx.query("SELECT COUNT(*) FROM /.*/", db):
+            for series in res.get("series", []):
+                total += sum(v for v in series["values"][0][1:] if v)
+    except Exception:
+        return 0
+    return total
+
+
+# -- measurements ---------------------------------------------------------------------------------------
+def mqtt_ceiling(port: int, messages) -> float:
+    ctx = mp.get_context("fork")
+    ready, go, q_sub, q_pub = ctx.Event(), ctx.Event(), ctx.Queue(), ctx.Queue()
+    sub = ctx.Process(target=counter_proc, args=(port, len(messages), ready, q_sub))
+    sub.start()
+    ready.wait(10)
+    pub = ctx.Process(target=publisher_proc, args=(port, messages, go, q_pub))
+    pub.start()
+    time.sleep(1.0)  # let the publisher connect before the clock starts
+    go.set()
+    t0, _, _, _ = q_pub.get(timeout=600)
+    _, last, n = q_sub.get(timeout=600)
+    pub.join()
+    sub.join()
+    return n / (last - t0)
+
+
+def db_ceiling(influx: Influx, db: str, lines: list[str]) -> float:
+    influx.ensure_database(db, "30d")
+    client = httpx.Client(base_url=influx.settings.url, timeout=60)
+    batches = ["\n".join(lines[i:i + 10_000]).encode() for i in range(0, len(lines), 10_000)]
+    t0 = time.perf_counter()
+    for body in batches:
+        r = client.post("/write", params={"db": db, "precision": "ns"}, content=body)
+        r.raise_for_status()
+    return len(lines) / (time.perf_counter() - t0)
+
+
+def worker_run(port: int, influx_url: str, db: str, registry: Path, data: Path, messages, n_readings: int,
+               tag: str) -> tuple[float, int, float]:
+    env = {**os.environ, "SMARTZONE_CONFIG": "/nonexistent.toml", "SMARTZONE_DATA_DIR": str(data / tag),
+           "SMARTZONE_REGISTRY": str(registry), "SMARTZONE_MQTT__PORT": str(port),
+           "SMARTZONE_MQTT__CLIENT_ID": f"bench-worker-{tag}", "SMARTZONE_MQTT__SHARE_GROUP": f"w{tag}",
+           "SMARTZONE_INFLUX__URL": influx_url, "SMARTZONE_INFLUX__RAW_DATABASE": db,
+           "SMARTZONE_INFLUX__OPS_DATABASE": f"{db}_ops", "SMARTZONE_LOG_LEVEL": "WARNING"}
+    proc = subprocess.Popen([sys.executable, "-m", "smartzone", "ingest"], env=env, cwd=REPO)
+    influx = Influx(InfluxSettings(url=influx_url))
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and db not in str(influx.query("SHOW DATABASES")):
+        time.sleep(0.1)
+    time.sleep(1.0)  # subscribed
+    ps = psutil.Process(proc.pid)
+    ctx = mp.get_context("fork")
+    go, q_pub = ctx.Event(), ctx.Queue()
+    pub = ctx.Process(target=publisher_proc, args=(port, messages, go, q_pub))
+    pub.start()
+    time.sleep(1.0)
+    peak = 0.0
+    go.set()
+    stored = 0
+    last_change, t_done = time.monotonic(), None
+    while time.monotonic() - last_change < 20:
+        peak = max(peak, ps.memory_info().rss / 2**20)
+        now_count = count_points(influx, db)
+        if now_count != stored:
+            stored, last_change = now_count, time.monotonic()
+        if stored >= n_readings:
+            t_done = time.time()
+            break
+        time.sleep(0.05)
+    t0, _, _, _ = q_pub.get(timeout=600)
+    pub.join()
+    proc.terminate()
+    proc.wait(60)
+    influx.close()
+    if t_done is None:
+        return 0.0, n_readings - stored, peak
+    return n_readings / (t_done - t0), n_readings - stored, peak
+
+
+def ingest(args: argparse.Namespace) -> str:
+    tmp = Path(tempfile.mkdtemp(prefix="smartzone-bench-"))
+    broker = services.mosquitto(tmp / "mosquitto").start()
+    influxd = services.influxd(tmp / "influxd").start()
+    registry = bench_registry(tmp)
+    try:
+        single = make_messages(registry, args.n, "single", seed=1)
+        packs = make_messages(registry, args.senml_n, "senml", seed=2)
+        lines = _lines(registry, single)
+        print(f"ingest bench: {args.n} readings as {len(single)} messages; {args.senml_n} readings as "
+              f"{len(packs)} SenML packs; {args.repeat} runs each", flush=True)
+        influx = Influx(InfluxSettings(url=influxd.url))
+        runs: dict[str, list[float]] = {"per_message": [], "mqtt": [], "senml": [], "db": [], "rss": []}
+        lost = 0
+        for r in range(args.repeat):
+            runs["mqtt"].append(mqtt_ceiling(broker.port, single))
+            runs["db"].append(db_ceiling(influx, f"dbceiling_{r}", lines))
+            rps, lost_1, rss_1 = worker_run(broker.port, influxd.url, f"single_{r}", registry, tmp, single, args.n,
+                                            f"s{r}")
+            rps_p, lost_p, rss_p = worker_run(broker.port, influxd.url, f"senml_{r}", registry, tmp, packs,
+                                              args.senml_n, f"p{r}")
+            runs["per_message"].append(rps)
+            runs["senml"].append(rps_p)
+            runs["rss"].append(max(rss_1, rss_p))
+            lost += lost_1 + lost_p
+            print(f"run {r + 1}: per_message={rps:,.0f} r/s  mqtt_ceiling={runs['mqtt'][-1]:,.0f} msg/s  "
+                  f"senml={rps_p:,.0f} r/s  db_ceiling={runs['db'][-1]:,.0f} points/s  "
+                  f"worker_rss={max(rss_1, rss_p):.0f} MB  lost={lost_1 + lost_p}", flush=True)
+        med = {k: statistics.median(v) for k, v in runs.items()}
+        print(f"medians: per_message={med['per_message']:,.0f} readings/s, mqtt_ceiling={med['mqtt']:,.0f} "
+              f"messages/s, senml={med['senml']:,.0f} readings/s, db_ceiling={med['db']:,.0f} points/s")
+        print(f"ratios: per_message/mqtt_ceiling={med['per_message'] / med['mqtt']:.2f} (target >= 0.80), "
+              f"senml/db_ceiling={med['senml'] / med['db']:.2f}, senml target 100,000 r/s: "
+              f"{'met' if med['senml'] >= 100_000 else 'missed'}; worker peak RSS {max(runs['rss']):.0f} MB "
+              f"(target < 250)")
+        return (f"ingest: per_message_rps={med['per_message']:.0f} mqtt_ceiling_rps={med['mqtt']:.0f} "
+                f"senml_rps={med['senml']:.0f} db_ceiling_rps={med['db']:.0f} lost={lost} "
+                f"worker_rss_mb={max(runs['rss']):.0f}")
+    finally:
+        broker.stop()
+        influxd.stop()
+
+
+def _lines(registry_path: Path, messages) -> list[str]:
+    """The same readings as the worker would write them, pre-built."""
+    from smartzone.quantities import QUANTITIES
+    from storage.lineprotocol import format_value, tag_set
+
+    reg = Registry.load(registry_path)
+    out = []
+    for _topic, _payload, truth in messages:
+        for t in truth:
+            info = reg.resolve(None, t.sensor_id) or next(reg.resolve(g, t.sensor_id) for g in reg.gateways
+                                                         if reg.resolve(g, t.sensor_id))
+            q = QUANTITIES[t.quantity]
+            tags = tag_set({"sensor": info.id, "gateway": info.gateway_id, "technology": info.technology,
+                            "category": info.category, "cell": info.cell})
+            out.append(f"{q.category}{tags} {q.field}={format_value(t.value)} {t.time_ns}")
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="bench", required=True)
+    i = sub.add_parser("ingest")
+    i.add_argument("--n", type=int, default=200_000, help="readings, one per message")
+    i.add_argument("--senml-n", type=int, default=1_000_000, help="readings in SenML packs of 10")
+    i.add_argument("--repeat", type=int, default=3)
+    args = p.parse_args()
+    print({"ingest": ingest}[args.bench](args))
+
+
+if __name__ == "__main__":
+    main()
+

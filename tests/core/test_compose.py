@@ -1,0 +1,75 @@
+"""docker-compose.yml cannot run here (no Docker engine): parse it and check it against the code."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+from smartzone.cli import build_parser
+from smartzone.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+SERVICES = COMPOSE["services"]
+
+
+def _env(service: dict) -> dict[str, str]:
+    """The service's environment with ${VAR:?...} placeholders filled like an operator's .env would."""
+    return {k: re.sub(r"\$\{[^}]+\}", "s3cret-from-env", str(v)) for k, v in service["environment"].items()}
+
+
+def test_full_stack_is_described():
+    assert {"mosquitto", "influxdb", "postgres", "ingest-1", "ingest-2", "chirpstack", "redis", "grafana"} <= set(
+        SERVICES)
+    assert SERVICES["chirpstack"]["profiles"] == ["lorawan"] and SERVICES["grafana"]["profiles"] == ["dashboards"]
+
+
+def test_broker_runs_the_shipped_config_with_persistence():
+    volumes = SERVICES["mosquitto"]["volumes"]
+    conf = next(v for v in volumes if v.endswith(":/mosquitto/config/mosquitto.conf:ro"))
+    shipped = (REPO / conf.split(":")[0]).read_text()
+    assert "persistence true" in shipped and "persistence_location /mosquitto/data/" in shipped
+    assert any(v.startswith("mosquitto-data:/mosquitto/data") for v in volumes)
+    assert "max_queued_messages 2000000" in shipped and "max_inflight_messages 10000" in shipped
+    assert "allow_anonymous false" in shipped and (REPO / "ingest/broker/acl").exists()
+
+
+def test_influxdb_serves_the_v1_api_with_auth():
+    influx = SERVICES["influxdb"]
+    assert re.fullmatch(r"influxdb:1\.\d+", influx["image"])  # line protocol /write + InfluxQL /query
+    assert influx["environment"]["INFLUXDB_HTTP_AUTH_ENABLED"] == "true"
+    assert influx["environment"]["INFLUXDB_USER"] == _env(SERVICES["ingest-1"])["SMARTZONE_INFLUX__USERNAME"]
+
+
+def test_ingest_workers_are_valid_settings_and_commands(monkeypatch):
+    commands = set(build_parser()._subparsers._group_actions[0].choices)
+    client_ids = set()
+    for name in ("ingest-1", "ingest-2"):
+        svc = SERVICES[name]
+        assert svc["command"][0] in commands
+        assert svc["restart"] == "unless-stopped"  # a killed worker comes back and finishes its session
+        monkeypatch.setenv("SMARTZONE_CONFIG", "/nonexistent.toml")
+        for k, v in _env(svc).items():
+            monkeypatch.setenv(k, v)
+        s = Settings()  # every variable is a real setting (extra="forbid" would refuse typos in a file)
+        assert all(k.startswith("SMARTZONE_") for k in svc["environment"])
+        assert s.environment == "production" and s.mqtt.host == "mosquitto" and s.influx.url == "http://influxdb:8086"
+        assert s.sql_url.startswith("postgresql+psycopg://")
+        client_ids.add(s.mqtt.client_id)
+    assert len(client_ids) == 2, "each worker needs its own client id for its persistent session"
+
+
+def test_secrets_come_from_the_environment_only():
+    text = (REPO / "docker-compose.yml").read_text()
+    for line in text.splitlines():
+        if re.search(r"PASSWORD\s*:", line):
+            assert "${" in line, line
+    assert "changethis" not in text
+
+
+def test_dockerfile_copies_every_package():
+    dockerfile = (REPO / "Dockerfile").read_text()
+    for pkg in ("smartzone", "ingest", "storage", "datacharter", "api", "gateways", "dashboards"):
+        assert f"COPY {pkg} ./{pkg}" in dockerfile

@@ -1,0 +1,53 @@
+"""The project's shape: stages talk through the model, the broker and the databases, not each other.
+
+Stages import ``smartzone`` (the core) and ``storage``; never one another. The core imports no stage,
+except its composition roots (the CLI and ``up``), which start them.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+STAGES = ("ingest", "storage", "datacharter", "api", "gateways", "dashboards")
+PACKAGES = ("smartzone", *STAGES)
+COMPOSITION_ROOTS = {"smartzone/cli.py", "smartzone/up.py"}
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.add(node.module.split(".")[0])
+    return out
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_stages_do_not_import_each_other(package):
+    allowed = {package, "smartzone", "storage"} if package != "smartzone" else {"smartzone"}
+    for path in (REPO / package).rglob("*.py"):
+        rel = path.relative_to(REPO).as_posix()
+        if rel in COMPOSITION_ROOTS:
+            continue
+        bad = (_imports(path) & set(PACKAGES)) - allowed
+        assert not bad, f"{rel} imports {sorted(bad)}"
+
+
+def test_one_wheel_holds_every_package(tmp_path):
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(tmp_path), str(REPO)], check=True)
+    wheel = next(tmp_path.glob("smartzone-*.whl"))
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for pkg in PACKAGES:
+        assert f"{pkg}/__init__.py" in names, pkg
+    assert "ingest/broker/mosquitto.conf" in names and "gateways/registry/antwerp.yaml" in names
+    assert any(n.endswith("entry_points.txt") for n in names)
