@@ -126,11 +126,14 @@ class Pipeline:
         resolved = self._resolved
         ns_of: dict[datetime, int] = {}
         n = 0
+        last_sensor, entry = None, (None, "")
         for r in readings:
-            key = (gateway_id, r.sensor_id)
-            entry = resolved.get(key)
-            if entry is None:
-                entry = self._resolve(key)
+            if r.sensor_id is not last_sensor:  # packs and multi-value messages repeat one device
+                last_sensor = r.sensor_id
+                key = (gateway_id, last_sensor)
+                entry = resolved.get(key)
+                if entry is None:
+                    entry = self._resolve(key)
             info, tags = entry
             if info is None:
                 problems.append(DecodeError("unknown_device", f"device {r.sensor_id!r} on gateway "

@@ -4,12 +4,16 @@
 - ``Reading``: one value of one quantity from one sensor at one instant.
 - ``DeadLetter``: input that could not become Readings, kept whole with the reason.
 
-Plain frozen dataclasses inside; pydantic only at the edges (settings, registry file, API).
+Immutable plain types inside; pydantic only at the edges (settings, registry file, API). ``Message``
+and ``Reading`` are NamedTuples rather than frozen dataclasses: one of each is built per message and
+per value on the worker's hot path, and a frozen dataclass takes 0.67 µs to build against 0.26 µs
+(measured here).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -26,8 +30,7 @@ def from_ns(ns: int) -> datetime:
     return EPOCH + timedelta(microseconds=ns // 1000)
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
+class Message(NamedTuple):
     """One MQTT message. ``received_at`` is set once by the worker (and kept across redelivery)."""
 
     topic: str
@@ -38,8 +41,7 @@ class Message:
     tz: ZoneInfo | None = None  # the gateway's time zone, from the registry (Tasmota reports local time)
 
 
-@dataclass(frozen=True, slots=True)
-class Reading:
+class Reading(NamedTuple):
     """One quantity from one sensor at one instant.
 
     Decoders fill ``sensor_id`` with the gateway-local device key they saw (zigbee2mqtt friendly
