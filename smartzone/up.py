@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 import time
 from urllib.parse import urlparse
@@ -48,8 +49,6 @@ def up(settings: Settings, *, demo: bool, rate: float | None = None) -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     started = _start_missing(settings)
     stop = threading.Event()
-    import signal
-
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     worker = Worker(settings)
@@ -65,7 +64,8 @@ def up(settings: Settings, *, demo: bool, rate: float | None = None) -> int:
         print(f"smart zone up: worker {settings.mqtt.client_id}, broker {settings.mqtt.host}:{settings.mqtt.port}, "
               f"InfluxDB {settings.influx.url} database {settings.influx.raw_database}"
               + (" , simulator running" if demo else ""))
-        print("look: `smartzone status` (self-metrics), `smartzone deadletters list`; "
+        print("look, from another terminal: `smartzone status` (self-metrics), `smartzone deadletters list` "
+              "(from a checkout: ./dev smartzone status); "
               f"InfluxQL: SHOW MEASUREMENTS ON {settings.influx.raw_database}. Ctrl-C stops everything.")
         while not stop.wait(5.0) and worker.fatal is None:
             p, w = worker.pipeline.stats, worker.writer.stats

@@ -1,0 +1,50 @@
+"""The main job: ``smartzone up --demo`` starts mosquitto and influxd, the worker and the simulator,
+data flows into InfluxDB, and SIGINT (Ctrl-C) stops everything cleanly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+
+from smartzone import services
+from smartzone.errors import WriteError
+from smartzone.settings import InfluxSettings
+from storage.influx import Influx
+from tests.conftest import REPO, count_points, wait_for
+
+
+def test_up_demo_runs_and_stops_cleanly(tmp_path):
+    mqtt_port, influx_port = services.free_port(), services.free_port()
+    env = {**os.environ, "SMARTZONE_CONFIG": "/nonexistent.toml", "SMARTZONE_DATA_DIR": str(tmp_path / "zone"),
+           "SMARTZONE_MQTT__PORT": str(mqtt_port), "SMARTZONE_INFLUX__URL": f"http://127.0.0.1:{influx_port}",
+           "SMARTZONE_SIMULATOR__RATE": "200", "SMARTZONE_INGEST__METRICS_INTERVAL": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "smartzone", "up", "--demo"], env=env, cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        influx = Influx(InfluxSettings(url=f"http://127.0.0.1:{influx_port}"))
+        def flowing() -> bool:
+            try:
+                return count_points(influx, "smartzone_raw") > 200
+            except WriteError:  # influxd not up yet
+                return False
+
+        assert wait_for(flowing, 30)
+        children = psutil.Process(proc.pid).children(recursive=True)
+        names = {c.name() for c in children}
+        assert {"mosquitto", "influxd"} <= names, names
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0, out
+        assert "started mosquitto" in out and "started influxd" in out and "smart zone stopped" in out
+        time.sleep(0.5)
+        assert not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children)
+        assert (tmp_path / "zone" / "mosquitto" / "mosquitto.conf").exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
