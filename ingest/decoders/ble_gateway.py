@@ -21,8 +21,7 @@ from __future__ import annotations
 
 import re
 
-import orjson
-
+from ingest.decoders._json import load_json
 from smartzone.errors import DecodeError
 from smartzone.model import Message, Reading
 from smartzone.registry import normalise_key
@@ -58,12 +57,7 @@ def decode(msg: Message) -> list[Reading]:
     last = topic.rstrip("/").rpartition("/")[2]
     if last in _NOT_READINGS:
         raise DecodeError("not_a_reading", f"BLE topic {topic!r} carries undecoded advertisements")
-    try:
-        doc = orjson.loads(msg.payload)
-    except orjson.JSONDecodeError as exc:
-        raise DecodeError("malformed", f"invalid JSON: {exc}") from exc
-    if not isinstance(doc, dict):
-        raise DecodeError("malformed", "BLE gateway payload must be a JSON object")
+    doc = load_json(msg.payload, dict, "BLE gateway payload")
     key = doc.get("id")
     if not isinstance(key, str) or not key.strip():
         key = last if _MAC_LEVEL.fullmatch(last) else ""

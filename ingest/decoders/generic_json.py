@@ -30,10 +30,7 @@ Payload: one JSON object, or a JSON array of such objects (a batch, decoded in o
 
 from __future__ import annotations
 
-import json
-
-import orjson
-
+from ingest.decoders._json import load_json
 from ingest.decoders._time import parse_time
 from smartzone.errors import DecodeError
 from smartzone.model import Message, Reading
@@ -85,13 +82,7 @@ def _decode_one(item: object, index: int, msg: Message, topic_device: str) -> li
 
 
 def decode(msg: Message) -> list[Reading]:
-    try:
-        doc = orjson.loads(msg.payload)
-    except orjson.JSONDecodeError as exc:
-        try:  # the NaN / Infinity literals hand-written firmware emits: the pipeline rejects the value alone
-            doc = json.loads(msg.payload)
-        except (ValueError, RecursionError):
-            raise DecodeError("malformed", f"invalid JSON: {exc}") from exc
+    doc = load_json(msg.payload, (dict, list), "a generic JSON payload")
     levels = msg.native_topic.strip("/").split("/")
     topic_device = levels[-1] if len(levels) >= 2 else ""  # a bare "json" topic names no device
     items = doc if isinstance(doc, list) else [doc]

@@ -38,8 +38,7 @@ import math
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-import orjson
-
+from ingest.decoders._json import load_json
 from smartzone.errors import DecodeError
 from smartzone.model import EPOCH, Message, Reading
 from smartzone.quantities import QUANTITIES
@@ -148,12 +147,7 @@ def _convert(value: object, unit: str | None, quantity: str, where: str) -> obje
 
 
 def decode(msg: Message) -> list[Reading]:
-    try:
-        pack = orjson.loads(msg.payload)
-    except orjson.JSONDecodeError as exc:
-        raise DecodeError("malformed", f"invalid JSON: {exc}") from exc
-    if not isinstance(pack, list):
-        raise DecodeError("malformed", "a SenML pack must be a JSON array of records")
+    pack = load_json(msg.payload, list, "a SenML pack")
     topic_device = msg.native_topic.rstrip("/").rpartition("/")[2]
 
     base_name: str | None = None

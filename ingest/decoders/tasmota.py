@@ -25,8 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import orjson
-
+from ingest.decoders._json import load_json
 from ingest.decoders._time import parse_time
 from smartzone.errors import DecodeError
 from smartzone.model import Message, Reading
@@ -85,12 +84,7 @@ def decode(msg: Message) -> list[Reading]:
     device = "/".join(levels[:-1])
     if not device:
         raise DecodeError("missing_device", f"Tasmota topic {topic!r} names no device")
-    try:
-        doc = orjson.loads(msg.payload)
-    except orjson.JSONDecodeError as exc:
-        raise DecodeError("malformed", f"invalid JSON: {exc}") from exc
-    if not isinstance(doc, dict):
-        raise DecodeError("malformed", "Tasmota SENSOR payload must be a JSON object")
+    doc = load_json(msg.payload, dict, "Tasmota SENSOR payload")
 
     if "Epoch" in doc:
         t = parse_time(doc["Epoch"])

@@ -13,8 +13,7 @@ it and drops ``illuminance``, which 1.x sent as a raw value for some devices. Br
 
 from __future__ import annotations
 
-import orjson
-
+from ingest.decoders._json import load_json
 from ingest.decoders._time import parse_time
 from smartzone.errors import DecodeError
 from smartzone.model import Message, Reading
@@ -55,12 +54,7 @@ def decode(msg: Message) -> list[Reading]:
     name = topic.partition("/")[2]
     if not name or name.startswith(_NOT_READINGS) or name.endswith(_COMMAND_SUFFIXES):
         raise DecodeError("not_a_reading", f"zigbee2mqtt topic {topic!r} carries no device state")
-    try:
-        doc = orjson.loads(msg.payload)
-    except orjson.JSONDecodeError as exc:
-        raise DecodeError("malformed", f"invalid JSON: {exc}") from exc
-    if not isinstance(doc, dict):
-        raise DecodeError("malformed", "zigbee2mqtt payload must be a JSON object")
+    doc = load_json(msg.payload, dict, "zigbee2mqtt payload")
     t = parse_time(doc["last_seen"]) if "last_seen" in doc else msg.received_at
     skip = IGNORED | {"illuminance"} if "illuminance_lux" in doc else IGNORED
     readings = [
