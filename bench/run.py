@@ -114,11 +114,13 @@ def counter_proc(port: int, expected: int, ready, result_q) -> None:
     props = Properties(PacketTypes.CONNECT)
     props.ReceiveMaximum = 10_000
     c.connect("127.0.0.1", port, properties=props)
+    cpu0 = sum(os.times()[:2])
     c.loop_start()
     finished.wait(600)
+    cpu = sum(os.times()[:2]) - cpu0
     c.disconnect()
     c.loop_stop()
-    result_q.put((state["first"], state["last"], state["n"]))
+    result_q.put((state["first"], state["last"], state["n"], cpu))
 
 
 def count_points(influx: Influx, db: str) -> int:
@@ -133,7 +135,8 @@ def count_points(influx: Influx, db: str) -> int:
 
 
 # -- measurements ---------------------------------------------------------------------------------------
-def mqtt_ceiling(port: int, messages) -> float:
+def mqtt_ceiling(port: int, messages) -> tuple[float, float]:
+    """(messages/s, subscriber CPU µs per message)."""
     ctx = mp.get_context("fork")
     ready, go, q_sub, q_pub = ctx.Event(), ctx.Event(), ctx.Queue(), ctx.Queue()
     sub = ctx.Process(target=counter_proc, args=(port, len(messages), ready, q_sub))
@@ -144,10 +147,10 @@ def mqtt_ceiling(port: int, messages) -> float:
     time.sleep(1.0)  # let the publisher connect before the clock starts
     go.set()
     t0, _, _, _ = q_pub.get(timeout=600)
-    _, last, n = q_sub.get(timeout=600)
+    _, last, n, cpu = q_sub.get(timeout=600)
     pub.join()
     sub.join()
-    return n / (last - t0)
+    return n / (last - t0), cpu / n * 1e6
 
 
 def db_ceiling(influx: Influx, db: str, lines: list[str]) -> float:
@@ -162,7 +165,8 @@ def db_ceiling(influx: Influx, db: str, lines: list[str]) -> float:
 
 
 def worker_run(port: int, influx_url: str, db: str, registry: Path, data: Path, messages, n_readings: int,
-               tag: str) -> tuple[float, int, float]:
+               tag: str, influxd_pid: int) -> tuple[float, int, float, float, float]:
+    """(readings/s, lost, peak RSS MB, worker CPU µs per message, influxd CPU µs per message)."""
     env = {**os.environ, "SMARTZONE_CONFIG": "/nonexistent.toml", "SMARTZONE_DATA_DIR": str(data / tag),
            "SMARTZONE_REGISTRY": str(registry), "SMARTZONE_MQTT__PORT": str(port),
            "SMARTZONE_MQTT__CLIENT_ID": f"bench-worker-{tag}", "SMARTZONE_MQTT__SHARE_GROUP": f"w{tag}",
@@ -176,6 +180,8 @@ def worker_run(port: int, influx_url: str, db: str, registry: Path, data: Path, 
         time.sleep(0.1)
     time.sleep(1.0)  # subscribed
     ps = psutil.Process(proc.pid)
+    pi = psutil.Process(influxd_pid)
+    cpu0, icpu0 = sum(ps.cpu_times()[:2]), sum(pi.cpu_times()[:2])
     ctx = mp.get_context("fork")
     go, q_pub = ctx.Event(), ctx.Queue()
     pub = ctx.Process(target=publisher_proc, args=(port, messages, go, q_pub))
@@ -197,15 +203,17 @@ def worker_run(port: int, influx_url: str, db: str, registry: Path, data: Path, 
             t_done = time.time()
             break
         time.sleep(0.05)
+    cpu, icpu = sum(ps.cpu_times()[:2]) - cpu0, sum(pi.cpu_times()[:2]) - icpu0
     t0, _, _, _ = q_pub.get(timeout=600)
     pub.join()
     proc.terminate()
     proc.wait(60)
     stored = count_points(influx, db)  # once, at the end: what InfluxDB really holds
     influx.close()
+    per_msg = 1e6 / len(messages)
     if t_done is None:
-        return 0.0, n_readings - stored, peak
-    return n_readings / (t_done - t0), n_readings - stored, peak
+        return 0.0, n_readings - stored, peak, cpu * per_msg, icpu * per_msg
+    return n_readings / (t_done - t0), n_readings - stored, peak, cpu * per_msg, icpu * per_msg
 
 
 def _acked(influx: Influx, ops_db: str) -> int:
@@ -228,22 +236,31 @@ def ingest(args: argparse.Namespace) -> str:
         print(f"ingest bench: {args.n} readings as {len(single)} messages; {args.senml_n} readings as "
               f"{len(packs)} SenML packs; {args.repeat} runs each", flush=True)
         influx = Influx(InfluxSettings(url=influxd.url))
-        runs: dict[str, list[float]] = {"per_message": [], "mqtt": [], "senml": [], "db": [], "rss": []}
+        runs: dict[str, list[float]] = {k: [] for k in ("per_message", "mqtt", "senml", "db", "rss", "cpu_counter",
+                                                         "cpu_worker", "cpu_influxd", "cpu_worker_pack")}
         lost = 0
+        pid = influxd.proc.pid
         for r in range(args.repeat):
-            runs["mqtt"].append(mqtt_ceiling(broker.port, single))
+            rate, cpu_counter = mqtt_ceiling(broker.port, single)
+            runs["mqtt"].append(rate)
+            runs["cpu_counter"].append(cpu_counter)
             runs["db"].append(db_ceiling(influx, f"dbceiling_{r}", lines))
-            rps, lost_1, rss_1 = worker_run(broker.port, influxd.url, f"single_{r}", registry, tmp, single, args.n,
-                                            f"s{r}")
-            rps_p, lost_p, rss_p = worker_run(broker.port, influxd.url, f"senml_{r}", registry, tmp, packs,
-                                              args.senml_n, f"p{r}")
+            rps, lost_1, rss_1, cpu_w, cpu_i = worker_run(broker.port, influxd.url, f"single_{r}", registry, tmp,
+                                                          single, args.n, f"s{r}", pid)
+            rps_p, lost_p, rss_p, cpu_wp, _ = worker_run(broker.port, influxd.url, f"senml_{r}", registry, tmp, packs,
+                                                         args.senml_n, f"p{r}", pid)
             runs["per_message"].append(rps)
             runs["senml"].append(rps_p)
             runs["rss"].append(max(rss_1, rss_p))
+            runs["cpu_worker"].append(cpu_w)
+            runs["cpu_influxd"].append(cpu_i)
+            runs["cpu_worker_pack"].append(cpu_wp)
             lost += lost_1 + lost_p
             print(f"run {r + 1}: per_message={rps:,.0f} r/s  mqtt_ceiling={runs['mqtt'][-1]:,.0f} msg/s  "
                   f"senml={rps_p:,.0f} r/s  db_ceiling={runs['db'][-1]:,.0f} points/s  "
-                  f"worker_rss={max(rss_1, rss_p):.0f} MB  lost={lost_1 + lost_p}", flush=True)
+                  f"worker_rss={max(rss_1, rss_p):.0f} MB  lost={lost_1 + lost_p}  | CPU per message: "
+                  f"counter {cpu_counter:.1f} µs, worker {cpu_w:.1f} µs (+influxd {cpu_i:.1f} µs), "
+                  f"worker per SenML pack {cpu_wp:.1f} µs", flush=True)
         med = {k: statistics.median(v) for k, v in runs.items()}
         print(f"medians: per_message={med['per_message']:,.0f} readings/s, mqtt_ceiling={med['mqtt']:,.0f} "
               f"messages/s, senml={med['senml']:,.0f} readings/s, db_ceiling={med['db']:,.0f} points/s")
@@ -251,6 +268,9 @@ def ingest(args: argparse.Namespace) -> str:
               f"senml/db_ceiling={med['senml'] / med['db']:.2f}, senml target 100,000 r/s: "
               f"{'met' if med['senml'] >= 100_000 else 'missed'}; worker peak RSS {max(runs['rss']):.0f} MB "
               f"(target < 250)")
+        print(f"CPU per message (medians): count-only subscriber {med['cpu_counter']:.1f} µs, worker "
+              f"{med['cpu_worker']:.1f} µs ({med['cpu_worker'] / med['cpu_counter']:.2f}x), influxd "
+              f"{med['cpu_influxd']:.1f} µs; worker per SenML pack of 10: {med['cpu_worker_pack']:.1f} µs")
         return (f"ingest: per_message_rps={med['per_message']:.0f} mqtt_ceiling_rps={med['mqtt']:.0f} "
                 f"senml_rps={med['senml']:.0f} db_ceiling_rps={med['db']:.0f} lost={lost} "
                 f"worker_rss_mb={max(runs['rss']):.0f}")

@@ -133,7 +133,10 @@ class Worker:
             return
         opts = mqtt.SubscribeOptions(qos=1)
         group = self.settings.mqtt.share_group
-        topics = [(f"$share/{group}/{r.filter}", opts) for r in self.settings.ingest.routes]
+        # With a group, workers split the load ($share/<group>/<filter>); without one, a plain
+        # subscription, which Mosquitto 2.0 restores from persistence after a restart (it does not
+        # restore shared ones: see README, "Broker restarts").
+        topics = [(f"$share/{group}/{r.filter}" if group else r.filter, opts) for r in self.settings.ingest.routes]
         client.subscribe(topics)
         log.info("MQTT connected session_present=%s subscriptions=%d", flags.session_present, len(topics))
         self._connected.set()

@@ -31,6 +31,15 @@ REPO = Path(__file__).resolve().parent.parent
 REGISTRY = REPO / "gateways" / "registry" / "antwerp.yaml"
 
 
+@pytest.fixture(autouse=True)
+def _no_smartzone_environment(monkeypatch):
+    """Tests build their settings themselves: variables of the developer's shell must not leak in."""
+    for key in list(os.environ):
+        if key.startswith("SMARTZONE_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("SMARTZONE_CONFIG", "/nonexistent.toml")
+
+
 @pytest.fixture(scope="session")
 def influxd(tmp_path_factory) -> Iterator[services.InfluxService]:
     svc = services.influxd(tmp_path_factory.mktemp("influxd")).start()

@@ -1,0 +1,47 @@
+"""Configuration errors stop the worker with a clear message; they are never retried forever."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import SecretStr
+
+from ingest.worker import Worker
+from smartzone import services
+from smartzone.cli import main
+from smartzone.errors import ConfigurationError
+from smartzone.settings import InfluxSettings, Route
+from storage.influx import Influx
+from tests.conftest import settings_env
+
+
+@pytest.fixture
+def auth_influxd(tmp_path):
+    svc = services.influxd(tmp_path / "authd", auth=True).start()
+    Influx(InfluxSettings(url=svc.url)).query("CREATE USER admin WITH PASSWORD 'adminpw' WITH ALL PRIVILEGES",
+                                              write=True)
+    yield svc
+    svc.stop()
+
+
+def test_wrong_influx_credentials_stop_the_worker(settings, auth_influxd, monkeypatch, capsys):
+    s = settings.model_copy(update={"influx": settings.influx.model_copy(
+        update={"url": auth_influxd.url, "username": "admin", "password": SecretStr("wrong")})})
+    worker = Worker(s)
+    with pytest.raises(ConfigurationError, match="HTTP 401"):
+        worker.start()
+    worker.influx.close()
+    # from the command line: exit code 2 and one clear line
+    for k, v in settings_env(s).items():
+        if k.startswith("SMARTZONE_"):
+            monkeypatch.setenv(k, v)
+    monkeypatch.setenv("SMARTZONE_INFLUX__USERNAME", "admin")
+    monkeypatch.setenv("SMARTZONE_INFLUX__PASSWORD", "wrong")
+    assert main(["ingest"]) == 2
+    assert "configuration error: InfluxDB refused the credentials (HTTP 401)" in capsys.readouterr().err
+
+
+def test_unknown_decoder_in_routes_is_refused(settings):
+    s = settings.model_copy(update={"ingest": settings.ingest.model_copy(
+        update={"routes": [Route(filter="gw/+/x/#", decoder="nope")]})})
+    with pytest.raises(ConfigurationError, match="unknown decoders"):
+        Worker(s)
