@@ -205,7 +205,17 @@ class Worker:
     # -- threads ------------------------------------------------------------------------------------
     def _write_loop(self) -> None:
         while True:
-            b = self._queue.get()
+            try:
+                b = self._queue.get(timeout=1.0)
+            except queue.Empty:
+                # idle: replay what an outage (or a previous run) left in the spool
+                if self.writer.spooled_batches:
+                    try:
+                        self.writer.drain_spool()
+                    except ConfigurationError as exc:
+                        self._fail(exc)
+                        return
+                continue
             if b is None:
                 return
             try:

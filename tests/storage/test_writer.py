@@ -15,7 +15,7 @@ from storage.deadletters import DeadLetterStore
 from storage.influx import Influx
 from storage.spool import Spool
 from storage.writer import REJECTED, Writer
-from tests.conftest import stored_readings
+from tests.conftest import stored_readings, wait_for
 
 
 def _writer(settings, influx, tmp_path, **kw) -> tuple[Writer, DeadLetterStore]:
@@ -128,3 +128,25 @@ def test_backlog_over_memory_limit_spools(settings, tmp_path):
                    backlog_bytes=lambda: 5000)
     w.write(_lines(3))
     assert len(w.spool) == 1
+
+
+def test_worker_replays_a_leftover_spool_when_idle(settings, influx, run_worker):
+    # a previous run spooled a batch and died; the new worker replays it without waiting for traffic
+    spool = Spool(settings.data_dir / "worker" / settings.mqtt.client_id / "spool")
+    spool.append(settings.influx.raw_database, "\n".join(_lines(7, sensor="leftover")).encode())
+    worker = run_worker()
+    assert wait_for(lambda: len(spool) == 0, 10)
+    stored = stored_readings(influx, settings.influx.raw_database)
+    assert len(stored) == 7 and {s for s, *_ in stored} == {"leftover"}
+    assert worker.writer.stats.batches_unspooled == 1
+
+
+def test_dead_letter_store_created_by_several_workers_at_once(tmp_path):
+    import concurrent.futures
+
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        stores = list(pool.map(lambda _: DeadLetterStore(url), range(8)))
+    assert all(s.counts() == {} for s in stores)
+    for s in stores:
+        s.close()
