@@ -51,7 +51,7 @@ def influxd(tmp_path_factory) -> Iterator[services.InfluxService]:
 
 @pytest.fixture
 def mosquitto(tmp_path) -> Iterator[services.Service]:
-    svc = services.mosquitto(tmp_path / "mosquitto").start()
+    svc = services.mosquitto(tmp_path / "mosquitto", extra_conf=os.environ.get("SZ_TEST_MOSQUITTO_EXTRA", "")).start()
     try:
         yield svc
     finally:
