@@ -96,7 +96,8 @@ class Worker:
             stopping=self.stopping,
         )
         self._flush_at = min(ing.batch_size, settings.mqtt.receive_maximum)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the open batch
+        self._counts_lock = threading.Lock()  # backlog and unacked counters, shared by two threads
         self._generation = 0
         self._batch = Batch(0)
         self._queue: queue.Queue[Batch | None] = queue.Queue(maxsize=4)
@@ -185,7 +186,8 @@ class Worker:
                     b.nbytes += len(payload)
             b.acks.append((m.mid, m.qos))
             b.journal += (key, now_ns)
-            self._unacked += 1
+            with self._counts_lock:
+                self._unacked += 1
             if len(b.acks) >= self._flush_at:
                 self._flush_locked()
 
@@ -194,7 +196,8 @@ class Worker:
         if not b.acks and not b.letters:
             return
         self._batch = Batch(self._generation)
-        self._backlog_bytes += b.nbytes
+        with self._counts_lock:
+            self._backlog_bytes += b.nbytes
         while self._fatal is None:  # a full queue blocks the network thread: backpressure to the broker
             try:
                 self._queue.put(b, timeout=0.5)
@@ -228,11 +231,12 @@ class Worker:
                 log.exception("write failed; the batch stays unacknowledged and will be redelivered")
                 self._fail(exc)
                 return
-            self._backlog_bytes -= b.nbytes
             if b.generation == self._generation:
                 self._ack(b.acks)
                 self._acked += len(b.acks)
-            self._unacked -= len(b.acks)
+            with self._counts_lock:  # never held while blocking: the network thread may wait on the queue
+                self._backlog_bytes -= b.nbytes
+                self._unacked -= len(b.acks)
 
     def _ack(self, acks: list[tuple[int, int]]) -> None:
         """PUBACK every message of a written batch, in arrival order, in one socket write.
