@@ -87,6 +87,7 @@ _VALUE_LABELS = frozenset({"v", "vb", "vs", "vd", "s"})
 _BASE_LABELS = frozenset({"bn", "bt", "bu", "bv", "bs"})
 _KNOWN_LABELS = frozenset({"bn", "bt", "bu", "bv", "bs", "bver", "n", "u", "v", "vs", "vb", "vd", "s", "t", "ut"})
 
+_ABSENT = object()
 _RELATIVE_LIMIT = 2**28  # RFC 8428 section 4.5.3: smaller times are relative to "now"
 
 # (sent unit, vocabulary unit) -> conversion
@@ -158,6 +159,7 @@ def decode(msg: Message) -> list[Reading]:
     readings: list[Reading] = []
     times: dict[float, datetime] = {}  # a pack's records usually share a few times
     device: str | None = None
+    gateway_id = msg.gateway_id
     for i, record in enumerate(pack):
         if not isinstance(record, dict):
             raise DecodeError("malformed", f"record {i} is not a JSON object")
@@ -180,8 +182,13 @@ def decode(msg: Message) -> list[Reading]:
             for label in record:
                 if label.endswith("_"):  # RFC 8428 section 4.4: must-understand labels we do not know
                     raise DecodeError("malformed", f"record {i}: unsupported must-understand label {label!r}")
-        name = _text(record, "n", i) or ""
-        unit = _text(record, "u", i) or base_unit
+        get = record.get
+        name = get("n")
+        if type(name) is not str:
+            name = _text(record, "n", i) or ""  # absent (""), or not a string (malformed)
+        unit = get("u")
+        if type(unit) is not str:
+            unit = _text(record, "u", i) or base_unit
         field = name or unit
         if not field:
             if _VALUE_LABELS.isdisjoint(record):
@@ -192,16 +199,15 @@ def decode(msg: Message) -> list[Reading]:
         if not device:
             raise DecodeError("missing_device", f"record {i}: no base name and no topic level to name the device")
 
-        seconds = base_time + (_number(record, "t", i, "bad_timestamp") or 0.0)
+        seconds = base_time + (_number(record, "t", i, "bad_timestamp") or 0.0) if "t" in record else base_time
         time = times.get(seconds)
         if time is None:
             time = times[seconds] = _resolve_time(seconds, msg.received_at)
         quantity = FIELDS.get(name) if name else UNIT_FIELDS.get(field)
 
-        value: object = None
         has_value = True
-        if "v" in record:
-            value = record["v"]
+        value = get("v", _ABSENT)
+        if value is not _ABSENT:
             if base_value is not None and _is_number(value):
                 value = base_value + value
         elif "vb" in record:
@@ -217,7 +223,7 @@ def decode(msg: Message) -> list[Reading]:
         if has_value:
             if quantity is not None and unit is not None:
                 value = _convert(value, unit, quantity, f"record {i} ({base_name or ''}{name})")
-            readings.append(Reading(time, device, quantity or field, value, msg.gateway_id, NAME))
+            readings.append(Reading(time, device, quantity or field, value, gateway_id, NAME))
 
         if "s" in record:
             total = record["s"]
