@@ -171,14 +171,18 @@ def worker_run(port: int, influx_url: str, db: str, registry: Path, data: Path, 
            "SMARTZONE_REGISTRY": str(registry), "SMARTZONE_MQTT__PORT": str(port),
            "SMARTZONE_MQTT__CLIENT_ID": f"bench-worker-{tag}", "SMARTZONE_MQTT__SHARE_GROUP": f"w{tag}",
            "SMARTZONE_INFLUX__URL": influx_url, "SMARTZONE_INFLUX__RAW_DATABASE": db,
-           "SMARTZONE_INFLUX__OPS_DATABASE": f"{db}_ops", "SMARTZONE_LOG_LEVEL": "WARNING",
+           "SMARTZONE_INFLUX__OPS_DATABASE": f"{db}_ops", "SMARTZONE_LOG_LEVEL": "INFO",
            "SMARTZONE_INGEST__METRICS_INTERVAL": "0.1"}
-    proc = subprocess.Popen([sys.executable, "-m", "smartzone", "ingest"], env=env, cwd=REPO)
+    log_path = data / f"worker-{tag}.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "smartzone", "ingest"], env=env, cwd=REPO, stdout=log,
+                                stderr=subprocess.STDOUT)
     influx = Influx(InfluxSettings(url=influx_url))
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and db not in str(influx.query("SHOW DATABASES")):
-        time.sleep(0.1)
-    time.sleep(1.0)  # subscribed
+    # publish only once the broker acknowledged the subscriptions: earlier messages match no
+    # subscriber and are dropped by the broker
+    while time.monotonic() < deadline and "MQTT subscribed" not in log_path.read_text(errors="replace"):
+        time.sleep(0.05)
     ps = psutil.Process(proc.pid)
     pi = psutil.Process(influxd_pid)
     cpu0, icpu0 = sum(ps.cpu_times()[:2]), sum(pi.cpu_times()[:2])

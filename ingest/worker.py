@@ -123,6 +123,7 @@ class Worker:
         client.max_queued_messages_set(0)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
+        client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
         return client
 
@@ -140,7 +141,14 @@ class Worker:
         topics = [(f"$share/{group}/{r.filter}" if group else r.filter, opts) for r in self.settings.ingest.routes]
         client.subscribe(topics)
         log.info("MQTT connected session_present=%s subscriptions=%d", flags.session_present, len(topics))
-        self._connected.set()
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        refused = [str(rc) for rc in reason_codes if rc.is_failure]
+        if refused:  # e.g. the broker's ACL does not let this user read the topics
+            self._fail(ConfigurationError(f"MQTT broker refused our subscriptions: {', '.join(refused)}"))
+            return
+        log.info("MQTT subscribed topics=%d", len(reason_codes))
+        self._connected.set()  # ready: the broker now routes our topics to us
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self._connected.clear()
@@ -312,6 +320,7 @@ class Worker:
         self.client.loop_start()
 
     def wait_connected(self, timeout: float) -> bool:
+        """Block until connected *and subscribed* (the broker drops what matches no subscription)."""
         return self._connected.wait(timeout)
 
     def run_forever(self) -> None:

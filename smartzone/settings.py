@@ -36,6 +36,13 @@ class MqttSettings(BaseModel):
     keepalive: int = Field(30, ge=5, le=3600)
     receive_maximum: int = Field(10_000, ge=1, le=65535)
 
+    @field_validator("share_group", "client_id")
+    @classmethod
+    def _mqtt_name(cls, v: str) -> str:
+        if any(c in v for c in "/+#") or any(ord(c) < 32 for c in v):
+            raise ValueError(f"{v!r} may not contain '/', '+', '#' or control characters")
+        return v
+
 
 class InfluxSettings(BaseModel):
     url: str = "http://127.0.0.1:8086"

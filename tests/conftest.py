@@ -95,8 +95,7 @@ def run_worker(settings) -> Iterator[Callable[..., Worker]]:
     def start(s: Settings | None = None, registry: Registry | None = None) -> Worker:
         w = Worker(s or settings, registry)
         w.start()
-        assert w.wait_connected(10), "worker did not connect"
-        time.sleep(0.1)  # subscriptions acknowledged
+        assert w.wait_connected(10), "worker did not connect and subscribe"
         workers.append(w)
         return w
 
@@ -130,12 +129,28 @@ class WorkerProcess:
         self.settings = s
         self.log_path = log_path
         self.proc: subprocess.Popen | None = None
+        self._subscribed_before = 0
 
     def start(self) -> WorkerProcess:
+        self._subscribed_before = self._subscribed_count() if self.log_path.exists() else 0
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
         self.proc = subprocess.Popen([sys.executable, "-m", "smartzone", "ingest"], env=settings_env(self.settings),
                                      stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
         return self
+
+    def wait_subscribed(self, timeout: float = 20.0) -> None:
+        """Until the worker's log says the broker acknowledged its subscriptions: publishing earlier
+        would be acknowledged to the publisher and dropped (no matching subscriber)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.log_path.exists() and self._subscribed_count() > self._subscribed_before:
+                return
+            assert self.proc is not None and self.proc.poll() is None, self.log_path.read_text()[-3000:]
+            time.sleep(0.05)
+        raise AssertionError(f"worker did not subscribe: {self.log_path.read_text()[-3000:]}")
+
+    def _subscribed_count(self) -> int:
+        return self.log_path.read_text(errors="replace").count("MQTT subscribed")
 
     def kill(self) -> None:
         assert self.proc is not None
@@ -156,6 +171,7 @@ def worker_process(tmp_path) -> Iterator[Callable[[Settings], WorkerProcess]]:
     def make(s: Settings) -> WorkerProcess:
         p = WorkerProcess(s, tmp_path / f"worker-{len(procs)}.log").start()
         procs.append(p)
+        p.wait_subscribed()
         return p
 
     yield make

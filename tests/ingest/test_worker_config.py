@@ -45,3 +45,4 @@ def test_unknown_decoder_in_routes_is_refused(settings):
         update={"routes": [Route(filter="gw/+/x/#", decoder="nope")]})})
     with pytest.raises(ConfigurationError, match="unknown decoders"):
         Worker(s)
+
