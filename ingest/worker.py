@@ -323,17 +323,6 @@ class Worker:
         """Block until connected *and subscribed* (the broker drops what matches no subscription)."""
         return self._connected.wait(timeout)
 
-    def run_forever(self) -> None:
-        """Start, then block until stopped (SIGINT/SIGTERM via ``stop``) or a fatal error."""
-        self.start()
-        try:
-            while not self.stopping.wait(0.5):
-                pass
-        finally:
-            self.stop()
-        if self._fatal is not None:
-            raise self._fatal
-
     def _fail(self, exc: BaseException) -> None:
         if self._fatal is None:
             self._fatal = exc

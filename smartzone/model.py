@@ -26,10 +26,6 @@ def to_ns(t: datetime) -> int:
     return (t - EPOCH) // _US * 1000
 
 
-def from_ns(ns: int) -> datetime:
-    return EPOCH + timedelta(microseconds=ns // 1000)
-
-
 class Message(NamedTuple):
     """One MQTT message. ``received_at`` is set once by the worker (and kept across redelivery)."""
 
