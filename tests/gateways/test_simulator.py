@@ -55,4 +55,5 @@ def test_every_category_and_native_format_is_emitted(registry):
     for marker in ("/zigbee2mqtt/", "/tele/", "/BTtoMQTT/", "/senml/", "/sensor/laeq/state", "/json/"):
         assert marker in topics
     streets = {g.name.split(" (")[0] for g in registry.gateways.values()}
-    assert {"Volkstraat", "Nationalestraat", "Kloosterstraat", "Graaf van Egmontstraat", "Sint-Andriesplaats"} == streets
+    assert streets == {"Volkstraat", "Nationalestraat", "Kloosterstraat", "Graaf van Egmontstraat",
+                       "Sint-Andriesplaats"}
