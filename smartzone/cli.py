@@ -20,7 +20,7 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 
-from smartzone.errors import ConfigurationError
+from smartzone.errors import ConfigurationError, WriteError
 from smartzone.log import setup_logging
 from smartzone.settings import Settings, get_settings
 
@@ -104,10 +104,15 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
         if not influx.ping():
             print(f"InfluxDB at {settings.influx.url} is not reachable")
             return 1
-        rows = influx.rows('SELECT * FROM "ingest" WHERE time > now() - 1h GROUP BY "worker" '
-                           'ORDER BY time DESC LIMIT 2', settings.influx.ops_database)
-        reasons = influx.rows('SELECT last("count") AS "count" FROM "deadletters" WHERE time > now() - 1h '
-                              'GROUP BY "worker", "reason"', settings.influx.ops_database)
+        try:
+            rows = influx.rows('SELECT * FROM "ingest" WHERE time > now() - 1h GROUP BY "worker" '
+                               'ORDER BY time DESC LIMIT 2', settings.influx.ops_database)
+            reasons = influx.rows('SELECT last("count") AS "count" FROM "deadletters" WHERE time > now() - 1h '
+                                  'GROUP BY "worker", "reason"', settings.influx.ops_database)
+        except WriteError as exc:
+            if "database not found" not in exc.message:
+                raise
+            rows, reasons = [], []
     by_worker: dict[str, list[dict]] = {}
     for r in rows:
         by_worker.setdefault(r["worker"], []).append(r)
@@ -240,6 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigurationError as exc:
         print(f"smartzone: configuration error: {exc}", file=sys.stderr)
         return 2
+    except WriteError as exc:
+        print(f"smartzone: InfluxDB error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -29,3 +29,28 @@ def test_simulated_zone_lands_exactly(settings, influx, registry, run_worker):
     assert DeadLetterStore(settings.sql_url).counts() == {}, "the simulator's own messages must all decode"
     assert measurements == {"air_quality", "noise", "traffic", "parking", "pedestrian_flow", "energy", "weather",
                             "gateway_health"}
+
+
+def test_status_shows_the_workers_self_metrics(settings, influx, registry, run_worker, monkeypatch, capsys):
+    from smartzone.cli import main
+    from tests.conftest import settings_env
+
+    for k, v in settings_env(settings).items():
+        if k.startswith("SMARTZONE_"):
+            monkeypatch.setenv(k, v)
+    assert main(["status"]) == 0  # before any worker reported: a clear line, no traceback
+    assert "no ingest worker reported" in capsys.readouterr().out
+    worker = run_worker()
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    emitted = list(Zone(registry, seed=1).messages(start, rounds=3, step=60))
+    pub = Publisher("127.0.0.1", settings.mqtt.port)
+    pub.publish(emitted)
+    assert pub.wait_acked(30)
+    pub.close()
+    assert wait_for(lambda: worker._acked >= len(emitted), 20)
+    worker.report_metrics()
+    assert main(["status"]) == 0
+    out = capsys.readouterr().out
+    assert f"worker {settings.mqtt.client_id}" in out
+    assert f"received               {len(emitted)}" in out
+    assert "dead-letter store: 0 pending" in out
