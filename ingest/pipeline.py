@@ -24,7 +24,7 @@ from smartzone.registry import Registry, SensorInfo
 from smartzone.settings import Route
 from storage.lineprotocol import format_value, tag_set
 
-_ROUTE_CACHE_MAX = 100_000
+_CACHE_MAX = 100_000
 
 
 @dataclass
@@ -64,7 +64,6 @@ class Pipeline:
         self.max_age = max_age
         self.stats = PipelineStats()
         self._route_cache: dict[str, tuple[str, Decoder] | None] = {}
-        self._tags: dict[tuple[str, str | None], str] = {}
         self._resolved: dict[tuple[str | None, str], tuple[SensorInfo | None, str]] = {}
         self._topics: dict[str, tuple] = {}
         self._max_future_ns = int(max_future.total_seconds() * 1e9)
@@ -79,10 +78,7 @@ class Pipeline:
                 parts = topic.split("/", 2)
                 if len(parts) == 3:
                     gateway_id, native = parts[1], parts[2]
-            where = (gateway_id, native, self.registry.timezone(gateway_id))
-            if len(self._topics) >= _ROUTE_CACHE_MAX:
-                self._topics.clear()
-            self._topics[topic] = where
+            where = _cache(self._topics, topic, (gateway_id, native, self.registry.timezone(gateway_id)))
         return Message(topic, payload, received_at, *where)
 
     def process(self, msg: Message) -> Outcome:
@@ -111,10 +107,7 @@ class Pipeline:
         except KeyError:
             pass
         found = next(((name, dec) for flt, name, dec in self.routes if topic_matches_sub(flt, topic)), None)
-        if len(self._route_cache) >= _ROUTE_CACHE_MAX:
-            self._route_cache.clear()
-        self._route_cache[topic] = found
-        return found
+        return _cache(self._route_cache, topic, found)
 
     def _validate(self, msg: Message, readings: list[Reading]) -> Outcome:
         # The hot path of the worker: keep it to dict look-ups and integer comparisons.
@@ -174,7 +167,7 @@ class Pipeline:
                 problems.append(DecodeError("too_old", f"{r.time.isoformat()} is older than the raw "
                                             f"retention ({self.max_age}) at receipt"))
                 continue
-            # vocabulary leaves are plain identifiers: no escaping needed
+            # vocabulary leaves are plain identifiers (quantities.py checks it): no escaping needed
             field = f"{q.field}={repr(value) if type(value) is float else format_value(value)}"
             group = points.get((q.category, tags, ns))
             if group is None:
@@ -191,25 +184,17 @@ class Pipeline:
 
     def _resolve(self, key: tuple[str | None, str]) -> tuple[SensorInfo | None, str]:
         info = self.registry.resolve(*key)
-        entry = (info, self._tag_set(info, key[0]) if info else "")
-        if len(self._resolved) >= _ROUTE_CACHE_MAX:
-            self._resolved.clear()
-        self._resolved[key] = entry
-        return entry
+        return _cache(self._resolved, key, (info, self._tag_set(info, key[0]) if info else ""))
 
-    def _tag_set(self, info: SensorInfo, gateway_id: str | None) -> str:
-        key = (info.id, gateway_id)
-        tags = self._tags.get(key)
-        if tags is None:
-            tags = tag_set({
-                "sensor": info.id,
-                "gateway": info.gateway_id or gateway_id,
-                "technology": info.technology,
-                "category": info.category,
-                "cell": info.cell,
-            })
-            self._tags[key] = tags
-        return tags
+    @staticmethod
+    def _tag_set(info: SensorInfo, gateway_id: str | None) -> str:
+        return tag_set({
+            "sensor": info.id,
+            "gateway": info.gateway_id or gateway_id,
+            "technology": info.technology,
+            "category": info.category,
+            "cell": info.cell,
+        })
 
     def _reject(self, msg: Message, problems: list[DecodeError]) -> Outcome:
         return Outcome([], self._letter(msg, problems))
@@ -222,6 +207,14 @@ class Pipeline:
         if len(problems) > 20:
             detail += f"; ... {len(problems) - 20} more"
         return DeadLetter(msg.received_at, msg.topic, msg.payload, problems[0].reason, detail)
+
+
+def _cache(cache: dict, key, value):
+    """Remember ``value`` under ``key`` in a cache that is emptied when it reaches its bound."""
+    if len(cache) >= _CACHE_MAX:
+        cache.clear()
+    cache[key] = value
+    return value
 
 
 def _coerce(q: Quantity, value: object) -> float | int | bool:

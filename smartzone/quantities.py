@@ -109,6 +109,8 @@ def _check_vocabulary() -> None:
     for q in _ROWS:
         if q.category not in CATEGORIES:
             raise ValueError(f"quantity {q.key}: unknown category {q.category}")
+        if not q.field.isidentifier() or not q.field.isascii():  # written to line protocol unescaped
+            raise ValueError(f"quantity {q.key}: the leaf must be a plain identifier")
         if (q.category, q.field) in fields:
             raise ValueError(f"quantity {q.key}: duplicate field")
         fields.add((q.category, q.field))
