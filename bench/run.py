@@ -289,11 +289,11 @@ def _lines(registry_path: Path, messages) -> list[str]:
     from storage.lineprotocol import format_value, tag_set
 
     reg = Registry.load(registry_path)
+    infos = {s.id: reg.resolve(s.gateway, s.keys[0]) for s in reg.sensors.values()}
     out = []
     for _topic, _payload, truth in messages:
         for t in truth:
-            info = reg.resolve(None, t.sensor_id) or next(reg.resolve(g, t.sensor_id) for g in reg.gateways
-                                                         if reg.resolve(g, t.sensor_id))
+            info = infos[t.sensor_id]
             q = QUANTITIES[t.quantity]
             tags = tag_set({"sensor": info.id, "gateway": info.gateway_id, "technology": info.technology,
                             "category": info.category, "cell": info.cell})
