@@ -1,6 +1,7 @@
 """Benchmarks, one command each, figures measured side by side in one run (medians of --repeat runs).
 
     python bench/run.py ingest [--n 200000] [--senml-n 1000000] [--repeat 3]
+    python bench/run.py lorawan [--uplinks 40000] [--generic-n 100000] [--repeat 3]
 
 ingest: N readings published as the simulator does (QoS 1) in two shapes, one reading per message
 (generic JSON) and SenML packs of 10, into one worker process; sustained readings/s from the first
@@ -10,6 +11,13 @@ publish until all are counted in InfluxDB. In the same run, the two ceilings the
 10,000. Services are real (mosquitto with the shipped configuration, influxd) on loopback ports.
 The last line is machine-readable:
 ``ingest: per_message_rps=<n> mqtt_ceiling_rps=<n> senml_rps=<n> db_ceiling_rps=<n> lost=<n> worker_rss_mb=<n>``.
+
+lorawan: ChirpStack v4 ``up`` events of 500 LoRaWAN weather nodes sending Cayenne LPP (temperature,
+humidity, pressure), heard by one to three gateways, decoded by our codec from ``data``: uplinks/s end
+to end into one worker, once with the events in JSON and once in protobuf, and in the same run the
+spine's generic-JSON figure (one reading per message) as the reference. Completion and loss as for
+ingest; every uplink also writes one radio point per receiving gateway. Last line:
+``lorawan: json_ups=<n> protobuf_ups=<n> generic_rps=<n> lost=<n>``.
 """
 
 from __future__ import annotations
@@ -283,6 +291,96 @@ def ingest(args: argparse.Namespace) -> str:
         influxd.stop()
 
 
+def lorawan_registry(folder: Path) -> Path:
+    """500 LoRaWAN weather nodes (Cayenne LPP, decoded by our codec) and 3 LoRa gateways."""
+    gateways = [{"id": f"bench-lora-gw-{g}", "position": {"lat": 51.208 + g * 0.004, "lon": 4.392 + g * 0.003},
+                 "technologies": ["lora"], "eui": f"b827ebfffe00{g:04x}"} for g in range(3)]
+    sensors = [{
+        "id": f"bench-lora-{i:04d}", "keys": [f"70b3d57ed000{i:04x}"], "technology": "lora", "category": "weather",
+        "format": "chirpstack", "lorawan": {"device_profile": "bench-lpp"},
+        "position": {"lat": 51.2085 + (i % 25) * 0.0004, "lon": 4.392 + (i // 25) * 0.0004},
+    } for i in range(N_SENSORS)]
+    doc = {"zone": {"name": "bench", "city": "Antwerp", "timezone": "Europe/Brussels", "h3_resolution": 10},
+           "gateways": gateways, "sensors": sensors,
+           "lorawan": {"device_profiles": [{"name": "bench-lpp", "codec": "cayenne_lpp"}]}}
+    path = folder / "bench-lorawan-registry.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def lorawan_messages(registry_path: Path, uplinks: int, encoding: str) -> tuple[list, int, int]:
+    """(messages, readings, radio receptions) of ``uplinks`` up events; no frame lost nor duplicated."""
+    from chirpstack_api.integration import integration_pb2 as pb
+
+    from gateways import lorawan
+
+    lorawan.LOSS_RATE, lorawan.DUPLICATE_RATE = 0.0, 0.0
+    zone = Zone(Registry.load(registry_path), seed=3, lorawan_encoding=encoding)
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
+    out, readings, receptions = [], 0, 0
+    for e in zone.messages(start, rounds=uplinks // N_SENSORS + 1, step=1):
+        if not e.topic.endswith("/event/up"):
+            continue
+        out.append((e.topic, e.payload, e.truth))
+        readings += len(e.truth)
+        ev = pb.UplinkEvent.FromString(e.payload) if encoding == "protobuf" else None
+        receptions += len(ev.rx_info) if ev is not None else e.payload.count(b'"gatewayId"')
+        if len(out) >= uplinks:
+            break
+    return out, readings, receptions
+
+
+RADIO_FIELDS = 13  # rssi snr channel frequency dr f_cnt f_port adr confirmed n_gateways bandwidth sf code_rate
+
+
+def lorawan_bench(args: argparse.Namespace) -> str:
+    tmp = Path(tempfile.mkdtemp(prefix="smartzone-bench-"))
+    broker = services.mosquitto(tmp / "mosquitto").start()
+    influxd = services.influxd(tmp / "influxd").start()
+    try:
+        lora_reg = lorawan_registry(tmp)
+        generic_reg = bench_registry(tmp)
+        events = {enc: lorawan_messages(lora_reg, args.uplinks, enc) for enc in ("json", "protobuf")}
+        generic = make_messages(generic_reg, args.generic_n, "single", seed=1)
+        for enc, (msgs, readings, receptions) in events.items():
+            size = statistics.mean(len(p) for _, p, _ in msgs)
+            print(f"lorawan bench: {len(msgs)} {enc} up events ({size:.0f} bytes each on average), {readings} "
+                  f"readings, {receptions} gateway receptions", flush=True)
+        print(f"reference: {args.generic_n} generic-JSON readings, one per message; {args.repeat} runs each",
+              flush=True)
+        runs: dict[str, list[float]] = {"json": [], "protobuf": [], "generic": [], "rss": []}
+        lost = 0
+        pid = influxd.proc.pid
+        for r in range(args.repeat):
+            line = f"run {r + 1}:"
+            for enc, (msgs, readings, receptions) in events.items():
+                values = readings + receptions * RADIO_FIELDS
+                rate, lost_1, rss, cpu_w, _ = worker_run(broker.port, influxd.url, f"lora_{enc}_{r}", lora_reg, tmp,
+                                                         msgs, values, f"l{enc[0]}{r}", pid)
+                ups = rate * len(msgs) / values
+                runs[enc].append(ups)
+                runs["rss"].append(rss)
+                lost += lost_1
+                line += f"  {enc}={ups:,.0f} uplinks/s (worker CPU {cpu_w:.0f} µs/uplink, lost {lost_1})"
+            rps, lost_g, rss_g, cpu_g, _ = worker_run(broker.port, influxd.url, f"generic_{r}", generic_reg, tmp,
+                                                      generic, args.generic_n, f"g{r}", pid)
+            runs["generic"].append(rps)
+            runs["rss"].append(rss_g)
+            lost += lost_g
+            print(f"{line}  generic={rps:,.0f} messages/s (worker CPU {cpu_g:.0f} µs/message, lost {lost_g})",
+                  flush=True)
+        med = {k: statistics.median(v) for k, v in runs.items()}
+        print(f"medians: json={med['json']:,.0f} uplinks/s, protobuf={med['protobuf']:,.0f} uplinks/s, "
+              f"generic JSON={med['generic']:,.0f} messages/s; worker peak RSS {max(runs['rss']):.0f} MB")
+        print(f"ratios to generic JSON: json {med['json'] / med['generic']:.2f}, protobuf "
+              f"{med['protobuf'] / med['generic']:.2f}; protobuf/json {med['protobuf'] / med['json']:.2f}")
+        return (f"lorawan: json_ups={med['json']:.0f} protobuf_ups={med['protobuf']:.0f} "
+                f"generic_rps={med['generic']:.0f} lost={lost}")
+    finally:
+        broker.stop()
+        influxd.stop()
+
+
 def _lines(registry_path: Path, messages) -> list[str]:
     """The same readings as the worker would write them, pre-built."""
     from smartzone.quantities import QUANTITIES
@@ -308,8 +406,12 @@ def main() -> None:
     i.add_argument("--n", type=int, default=200_000, help="readings, one per message")
     i.add_argument("--senml-n", type=int, default=1_000_000, help="readings in SenML packs of 10")
     i.add_argument("--repeat", type=int, default=3)
+    lw = sub.add_parser("lorawan")
+    lw.add_argument("--uplinks", type=int, default=40_000, help="ChirpStack up events per encoding")
+    lw.add_argument("--generic-n", type=int, default=100_000, help="generic-JSON readings, one per message")
+    lw.add_argument("--repeat", type=int, default=3)
     args = p.parse_args()
-    print({"ingest": ingest}[args.bench](args))
+    print({"ingest": ingest, "lorawan": lorawan_bench}[args.bench](args))
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
+from gateways.lorawan import LoraNetwork
 from smartzone.model import to_ns
 from smartzone.quantities import QUANTITIES
 from smartzone.registry import Registry, Sensor
@@ -74,9 +75,10 @@ def pedestrian_intensity(h: float, weekday: int) -> float:
 class Zone:
     """The simulated zone for one registry; ``messages`` yields what the gateways publish."""
 
-    def __init__(self, registry: Registry, seed: int = 42) -> None:
+    def __init__(self, registry: Registry, seed: int = 42, lorawan_encoding: str = "json") -> None:
         self.registry = registry
         self.seed = seed
+        self.lorawan = LoraNetwork(registry, seed, lorawan_encoding)
         self.tz = ZoneInfo(registry.doc.zone.timezone)
         self.sensors = list(registry.sensors.values())
         # fixed per-sensor character: street busyness, building size, bias
@@ -100,9 +102,14 @@ class Zone:
             rng = random.Random(f"{self.seed}:{i}")
             if shape == "native":
                 for s in self.sensors:
-                    yield self._native(s, t, rng, step)
+                    if s.lorawan is not None:
+                        yield from self._lorawan(s, t, i, rng, step)
+                    else:
+                        yield self._native(s, t, rng, step)
                 continue
-            values = [(s, q, v) for s in self.sensors for q, v in self.values(s, t, rng, step).items()]
+            # the benchmark shapes are generic JSON and SenML: LoRaWAN devices speak neither
+            values = [(s, q, v) for s in self.sensors if s.lorawan is None
+                      for q, v in self.values(s, t, rng, step).items()]
             if shape == "single":
                 yield from self._single(values, t)
                 continue
@@ -141,6 +148,8 @@ class Zone:
                 out["air_quality.no2"] = round(max(1.0, 12 + 48 * tr * f + g(0, 3)), 1)
             if s.format == "zigbee2mqtt":
                 out["air_quality.voc"] = round(max(0, 120 + 200 * tr + g(0, 20)))
+            if s.format == "chirpstack":
+                out["air_quality.pm1"] = round(pm25 * 0.7, 1)
             return out
         if c == "weather":
             return {
@@ -163,12 +172,15 @@ class Zone:
             }
         if c == "parking":
             p = min(0.98, 0.35 + 0.55 * _bump(h, 14, 4.5) + 0.1 * (wd >= 5))
-            if s.format == "zigbee2mqtt":
+            if s.format in ("zigbee2mqtt", "chirpstack"):  # a single bay
                 return {"parking.occupied": rng.random() < p}
             capacity = 40 if "egmont" in s.id else 25
             occ = min(capacity, max(0, round(capacity * p + g(0, 1.5))))
             return {"parking.occupied_spaces": occ, "parking.free_spaces": capacity - occ}
         if c == "pedestrian_flow":
+            if s.format == "chirpstack":  # a people counter: line crossings, both ways
+                return {"pedestrian_flow.people_in": max(0, round(ped * 130 * f * step / 300 + g(0, 2))),
+                        "pedestrian_flow.people_out": max(0, round(ped * 110 * f * step / 300 + g(0, 2)))}
             devices = max(0, round(ped * 180 * f * step / 300 + g(0, 3)))
             return {"pedestrian_flow.devices": devices,
                     "pedestrian_flow.randomised_devices": max(0, round(devices * 0.7 + g(0, 1)))}
@@ -268,6 +280,12 @@ class Zone:
             doc = {"device": key, "time": iso, "readings": v}
             return Emitted(f"gw/{gw}/json/{key}", orjson.dumps(doc), truth(v))
         raise ValueError(f"sensor {s.id}: the simulator has no format {s.format!r}")
+
+    def _lorawan(self, s: Sensor, t: datetime, i: int, rng: random.Random, step: float) -> Iterator[Emitted]:
+        values = self.values(s, t, rng, step)
+        ns = to_ns(t)
+        for topic, payload, truth in self.lorawan.events(s, t, i, rng, values):
+            yield Emitted(topic, payload, tuple(_truth(s.id, q, x, ns) for q, x in truth))
 
     def _nearest_gateway(self, s: Sensor) -> str:
         pos = s.position

@@ -16,9 +16,9 @@ from datetime import datetime, timedelta
 
 from paho.mqtt.client import topic_matches_sub
 
-from ingest.decoders import DECODERS, Decoder
+from ingest.decoders import NAMES, Decoder, bind
 from smartzone.errors import ConfigurationError, DecodeError
-from smartzone.model import DeadLetter, Message, Reading, to_ns
+from smartzone.model import DeadLetter, Decoded, Message, Reading, Record, to_ns
 from smartzone.quantities import QUANTITIES, Quantity
 from smartzone.registry import Registry, SensorInfo
 from smartzone.settings import Route
@@ -40,8 +40,9 @@ class PipelineStats:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    lines: list[str]
+    lines: list[str]  # for the raw database
     letter: DeadLetter | None
+    ops_lines: list[str] = field(default_factory=list)  # for the ops database (operational events)
 
 
 class Pipeline:
@@ -54,11 +55,12 @@ class Pipeline:
         max_future: timedelta,
         max_age: timedelta,
     ) -> None:
-        unknown = sorted({r.decoder for r in routes} - set(DECODERS))
+        unknown = sorted({r.decoder for r in routes} - set(NAMES))
         if unknown:
-            raise ConfigurationError(f"routes name unknown decoders {unknown}; known: {sorted(DECODERS)}")
+            raise ConfigurationError(f"routes name unknown decoders {unknown}; known: {NAMES}")
         self.registry = registry
-        self.routes = [(r.filter, r.decoder, DECODERS[r.decoder]) for r in routes]
+        decoders = bind(registry)
+        self.routes = [(r.filter, r.decoder, decoders[r.decoder]) for r in routes]
         self.max_payload_bytes = max_payload_bytes
         self.max_future = max_future
         self.max_age = max_age
@@ -96,6 +98,8 @@ class Pipeline:
             return self._reject(msg, [exc])
         except Exception as exc:  # a decoder bug must not crash the worker nor lose the message
             return self._reject(msg, [DecodeError("decoder_error", f"{source}: {type(exc).__name__}: {exc}")])
+        if type(readings) is Decoded:
+            return self._validate(msg, readings.readings, readings.records, readings.problems)
         if not readings:
             return self._reject(msg, [DecodeError("no_readings", f"{source} found no values in the payload")])
         return self._validate(msg, readings)
@@ -109,9 +113,10 @@ class Pipeline:
         found = next(((name, dec) for flt, name, dec in self.routes if topic_matches_sub(flt, topic)), None)
         return _cache(self._route_cache, topic, found)
 
-    def _validate(self, msg: Message, readings: list[Reading]) -> Outcome:
+    def _validate(self, msg: Message, readings: list[Reading], records: list[Record] = (),
+                  problems: list[DecodeError] = ()) -> Outcome:
         # The hot path of the worker: keep it to dict look-ups and integer comparisons.
-        problems: list[DecodeError] = []
+        problems = list(problems)
         points: dict[tuple[str, str, int], list[str]] = {}
         received = msg.received_at
         received_ns = to_ns(received)
@@ -159,13 +164,8 @@ class Pipeline:
                 ns = ns_of.get(t)
                 if ns is None:
                     ns = ns_of[t] = to_ns(t)
-            if ns - received_ns > self._max_future_ns:
-                problems.append(DecodeError("future_timestamp", f"{r.time.isoformat()} is more than "
-                                            f"{self.max_future} after receipt ({msg.received_at.isoformat()})"))
-                continue
-            if received_ns - ns > self._max_age_ns:
-                problems.append(DecodeError("too_old", f"{r.time.isoformat()} is older than the raw "
-                                            f"retention ({self.max_age}) at receipt"))
+            if ns - received_ns > self._max_future_ns or received_ns - ns > self._max_age_ns:
+                problems.append(self._time_problem(t, ns, msg.received_at, received_ns, q.key))
                 continue
             # vocabulary leaves are plain identifiers (quantities.py checks it): no escaping needed
             field = f"{q.field}={repr(value) if type(value) is float else format_value(value)}"
@@ -176,11 +176,42 @@ class Pipeline:
                 group.append(field)
             n += 1
         lines = [f"{m}{tags} {','.join(fields)} {ns}" for (m, tags, ns), fields in points.items()]
-        if lines:
+        ops_lines: list[str] = []
+        if records:
+            self._records(msg, records, lines, ops_lines, problems)
+        if lines or ops_lines:
             self.stats.decoded += 1
             self.stats.readings += n
         letter = self._letter(msg, problems) if problems else None
-        return Outcome(lines, letter)
+        return Outcome(lines, letter, ops_lines)
+
+    def _records(self, msg: Message, records: list[Record], lines: list[str], ops_lines: list[str],
+                 problems: list[DecodeError]) -> None:
+        """Radio metadata, positions and operational events: resolved, time-checked, formatted."""
+        received_ns = to_ns(msg.received_at)
+        unknown: set[str] = {p.detail for p in problems if p.reason == "unknown_device"}
+        for rec in records:
+            entry = self._resolved.get((msg.gateway_id, rec.sensor_key)) or self._resolve((msg.gateway_id,
+                                                                                           rec.sensor_key))
+            info, tags = entry
+            if info is None:
+                detail = f"device {rec.sensor_key!r} on gateway {msg.gateway_id!r} is not in the registry"
+                if detail not in unknown:
+                    unknown.add(detail)
+                    problems.append(DecodeError("unknown_device", detail))
+                continue
+            ns = to_ns(rec.time)
+            if ns - received_ns > self._max_future_ns or received_ns - ns > self._max_age_ns:
+                problems.append(self._time_problem(rec.time, ns, msg.received_at, received_ns, rec.measurement))
+                continue
+            (ops_lines if rec.ops else lines).append(f"{rec.measurement}{tags}{rec.tags} {rec.fields} {ns}")
+
+    def _time_problem(self, t: datetime, ns: int, received: datetime, received_ns: int, what: str) -> DecodeError:
+        if ns > received_ns:
+            return DecodeError("future_timestamp", f"{what} at {t.isoformat()} is more than {self.max_future} "
+                                                   f"after receipt ({received.isoformat()})")
+        return DecodeError("too_old", f"{what} at {t.isoformat()} is older than the raw retention "
+                                      f"({self.max_age}) at receipt")
 
     def _resolve(self, key: tuple[str | None, str]) -> tuple[SensorInfo | None, str]:
         info = self.registry.resolve(*key)

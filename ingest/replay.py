@@ -26,7 +26,7 @@ class ReplayResult:
 
 
 def replay(store: DeadLetterStore, pipeline: Pipeline, influx: Influx, database: str, *,
-           reason: str | None = None, ids: list[int] | None = None) -> ReplayResult:
+           reason: str | None = None, ids: list[int] | None = None, ops_database: str | None = None) -> ReplayResult:
     result = ReplayResult()
     for chunk in store.iter_pending(reason=reason, ids=ids):
         done: list[int] = []
@@ -48,6 +48,9 @@ def replay(store: DeadLetterStore, pipeline: Pipeline, influx: Influx, database:
             if out.lines:
                 influx.write(database, "\n".join(out.lines).encode())
                 result.lines_written += len(out.lines)
+            if out.ops_lines and ops_database:
+                influx.write(ops_database, "\n".join(out.ops_lines).encode())
+                result.lines_written += len(out.ops_lines)
             if out.letter is None:
                 done.append(letter.id)
             else:

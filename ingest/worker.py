@@ -56,6 +56,7 @@ class Batch:
     generation: int
     started: float = field(default_factory=time.monotonic)
     lines: list[str] = field(default_factory=list)
+    ops_lines: list[str] = field(default_factory=list)  # operational events (LoRaWAN joins, logs ...)
     letters: list[DeadLetter] = field(default_factory=list)
     acks: list[tuple[int, int]] = field(default_factory=list)
     journal: list[int] = field(default_factory=list)  # key, receipt ns, key, receipt ns, ...
@@ -189,6 +190,9 @@ class Worker:
                 for ln in out.lines:
                     b.lines.append(ln)
                     b.nbytes += len(ln) + 1
+                if out.ops_lines:
+                    b.ops_lines += out.ops_lines
+                    b.nbytes += sum(len(ln) + 1 for ln in out.ops_lines)
                 if out.letter is not None:
                     b.letters.append(out.letter)
                     b.nbytes += len(payload)
@@ -232,6 +236,8 @@ class Worker:
             try:
                 self.journal.persist(b.journal)
                 self.writer.write(b.lines, b.letters)
+                if b.ops_lines:
+                    self.writer.write(b.ops_lines, database=self.settings.influx.ops_database)
             except ConfigurationError as exc:
                 self._fail(exc)
                 return

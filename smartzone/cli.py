@@ -165,7 +165,7 @@ def cmd_deadletters(settings: Settings, args: argparse.Namespace) -> int:
 
         with Influx(settings.influx) as influx:
             result = replay(store, _pipeline(settings), influx, settings.influx.raw_database,
-                            reason=args.reason, ids=args.id or None)
+                            reason=args.reason, ids=args.id or None, ops_database=settings.influx.ops_database)
         print(f"replayed={result.replayed} still_failing={result.still_failing} lines_written={result.lines_written}")
         return 0
     finally:
@@ -181,6 +181,23 @@ def cmd_registry(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_config(settings: Settings, args: argparse.Namespace) -> int:
     print(settings.model_dump_json(indent=2))
+    return 0
+
+
+def cmd_chirpstack(settings: Settings, args: argparse.Namespace) -> int:
+    try:
+        from gateways.chirpstack import ChirpStackError, sync
+    except ImportError as exc:
+        raise ConfigurationError(f"smartzone chirpstack needs chirpstack-api and grpcio ({exc}): "
+                                 "pip install chirpstack-api grpcio") from exc
+
+    try:
+        result = sync(settings.chirpstack, _registry(settings), dry_run=args.dry_run, prune=args.prune)
+    except ChirpStackError as exc:
+        print(f"smartzone: ChirpStack error: {exc}", file=sys.stderr)
+        return 1
+    print(result.table())
+    print(result.summary())
     return 0
 
 
@@ -229,6 +246,14 @@ def build_parser() -> argparse.ArgumentParser:
     reg = sub.add_parser("registry", help="sensor registry")
     reg.add_argument("action", choices=("check",))
     reg.set_defaults(func=cmd_registry)
+
+    cs = sub.add_parser("chirpstack", help="provision ChirpStack v4 (gateways, device profiles, application, "
+                                           "devices and their keys) from the registry")
+    cs.add_argument("action", choices=("sync",))
+    cs.add_argument("--dry-run", action="store_true", help="read ChirpStack and show the plan; write nothing")
+    cs.add_argument("--prune", action="store_true", help="delete devices of the application the registry no "
+                                                         "longer has (default: only report them)")
+    cs.set_defaults(func=cmd_chirpstack)
 
     cfg = sub.add_parser("config", help="settings")
     cfg.add_argument("action", choices=("show",))

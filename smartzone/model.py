@@ -66,3 +66,30 @@ class DeadLetter:
     detail: str
     stage: str = "decode"  # decode | write
     extra: dict[str, str] = field(default_factory=dict)
+
+
+class Record(NamedTuple):
+    """A point that is not a Reading of the vocabulary: radio metadata, a device's position, an
+    operational event. The decoder owns its measurement and field set; the pipeline resolves
+    ``sensor_key`` against the registry (an unregistered device is a dead letter, as for Readings),
+    adds the sensor's tags, checks the time and routes it to the raw (``ops=False``) or ops database.
+    """
+
+    measurement: str  # a plain identifier
+    sensor_key: str  # the device key, as in Reading.sensor_id
+    tags: str  # extra tags, already in line-protocol form: ",rx_gateway=gw-1" or ""
+    fields: str  # the field set, already in line-protocol form: "rssi=-87i,snr=7.5"
+    time: datetime
+    ops: bool = False
+
+
+class Decoded(NamedTuple):
+    """What a decoder returns when a message carries more than Readings (ChirpStack events).
+
+    ``problems`` are DecodeErrors about part of the message (an undecodable frame of an uplink whose
+    radio metadata is still good): they join the message's dead letter while the rest is written.
+    """
+
+    readings: list[Reading]
+    records: list[Record]
+    problems: list = []  # noqa: RUF012 - a NamedTuple default, never mutated

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import h3
@@ -25,11 +26,14 @@ from smartzone.quantities import CATEGORIES, QUANTITIES
 _ID = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
 TECHNOLOGIES = ("ble", "zigbee", "wifi", "lora", "wired", "cellular")
 _MAC = re.compile(r"(?:[0-9A-Fa-f]{2}[:-]?){5}[0-9A-Fa-f]{2}")
+_EUI = re.compile(r"[0-9a-f]{16}")  # LoRaWAN DevEUI / JoinEUI / gateway id, as ChirpStack writes them
 
 
 def normalise_key(key: str) -> str:
     """Canonical form of a device key: MAC addresses upper-case with colons, the rest as is."""
     k = key.strip()
+    if len(k) == 16 and _EUI.fullmatch(k.lower()):  # a DevEUI: ChirpStack's lower-case hex
+        return k.lower()
     if _MAC.fullmatch(k):
         hexdigits = re.sub(r"[:-]", "", k).upper()
         return ":".join(hexdigits[i : i + 2] for i in range(0, 12, 2))
@@ -62,12 +66,24 @@ class Zone(_Strict):
         return v
 
 
+def _eui(v: str | None, what: str) -> str | None:
+    if v is not None and not _EUI.fullmatch(v):
+        raise ValueError(f"{what} {v!r}: 16 lower-case hexadecimal digits (an EUI-64)")
+    return v
+
+
 class Gateway(_Strict):
     id: str
     name: str = ""
     position: Position
     timezone: str | None = None  # defaults to the zone's
     technologies: tuple[str, ...] = ()
+    eui: str | None = None  # LoRa gateways: the gateway id (EUI-64) ChirpStack knows it by
+
+    @field_validator("eui")
+    @classmethod
+    def _gw_eui(cls, v: str | None) -> str | None:
+        return _eui(v, "gateway eui")
 
     @field_validator("id")
     @classmethod
@@ -85,6 +101,62 @@ class Gateway(_Strict):
         return v
 
 
+class DeviceProfile(_Strict):
+    """A LoRaWAN device profile: how ChirpStack talks to a kind of device, and who decodes its frames.
+
+    ``codec`` names our codec (``ingest/codecs``) for the raw ``data`` of uplinks; ``chirpstack_codec``
+    is the codec ChirpStack itself runs (``cayenne_lpp``: ChirpStack's built-in one, whose result
+    arrives as the event's ``object``). One of the two decodes the frames.
+    """
+
+    name: str
+    codec: str | None = None
+    chirpstack_codec: Literal["none", "cayenne_lpp"] = "none"
+    description: str = ""
+    vendor: str = ""
+    region: str = "EU868"
+    mac_version: str = "LORAWAN_1_0_3"
+    regional_parameters_revision: str = "RP002_1_0_3"
+    adr_algorithm: str = "default"
+    supports_otaa: bool = True
+    supports_class_c: bool = False
+    uplink_interval: int = Field(600, ge=1)  # seconds; ChirpStack marks a device inactive after it
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _ID.fullmatch(v):
+            raise ValueError(f"device profile {v!r}: use lower-case letters, digits, '-', '_' or '.'")
+        return v
+
+    @model_validator(mode="after")
+    def _decoded(self) -> DeviceProfile:
+        if self.codec is None and self.chirpstack_codec == "none":
+            raise ValueError(f"device profile {self.name}: give a codec or a chirpstack_codec")
+        return self
+
+
+class LoraDevice(_Strict):
+    """A sensor's LoRaWAN identity. Its DevEUI is its key; its AppKey is a secret kept outside the
+    registry (``chirpstack.keys_file``)."""
+
+    device_profile: str
+    join_eui: str = "0000000000000000"
+
+    @field_validator("join_eui")
+    @classmethod
+    def _join_eui(cls, v: str) -> str:
+        return _eui(v, "join_eui")
+
+
+class LoraWan(_Strict):
+    """The ChirpStack application the zone's LoRaWAN devices belong to, and their device profiles."""
+
+    application: str = "smart-zone"
+    description: str = ""
+    device_profiles: list[DeviceProfile] = Field(default_factory=list)
+
+
 class Sensor(_Strict):
     id: str
     gateway: str | None = None  # None: its keys are valid on any gateway
@@ -97,6 +169,7 @@ class Sensor(_Strict):
     position: Position | None = None
     mobile: bool = False
     fields: dict[str, str] = Field(default_factory=dict)  # native field name -> quantity key
+    lorawan: LoraDevice | None = None  # LoRaWAN sensors: keys[0] is the DevEUI
 
     @field_validator("id")
     @classmethod
@@ -131,6 +204,12 @@ class Sensor(_Strict):
     def _where(self) -> Sensor:
         if self.mobile == (self.position is not None):
             raise ValueError(f"sensor {self.id}: give either a fixed position or mobile: true")
+        if (self.technology == "lora") != (self.lorawan is not None):
+            raise ValueError(f"sensor {self.id}: LoRa sensors, and only they, need a lorawan section")
+        if self.lorawan is not None:
+            if self.gateway is not None:
+                raise ValueError(f"sensor {self.id}: a LoRaWAN device is heard by any gateway; leave gateway out")
+            _eui(self.keys[0], f"sensor {self.id}: keys[0] (the DevEUI)")
         return self
 
 
@@ -138,6 +217,7 @@ class RegistryFile(_Strict):
     zone: Zone
     gateways: list[Gateway]
     sensors: list[Sensor]
+    lorawan: LoraWan = Field(default_factory=LoraWan)
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +264,15 @@ class Registry:
                 if k in self._index:
                     problems.append(f"sensor {s.id}: key {key!r} already belongs to {self._index[k].id}")
                 self._index[k] = info
+        self.device_profiles = {p.name: p for p in doc.lorawan.device_profiles}
+        if len(self.device_profiles) != len(doc.lorawan.device_profiles):
+            problems.append("duplicate device profile names")
+        self.lora_gateways = {g.eui: g for g in doc.gateways if g.eui}
+        if len(self.lora_gateways) != len([g for g in doc.gateways if g.eui]):
+            problems.append("duplicate gateway euis")
+        for s in doc.sensors:
+            if s.lorawan is not None and s.lorawan.device_profile not in self.device_profiles:
+                problems.append(f"sensor {s.id}: unknown device profile {s.lorawan.device_profile!r}")
         if problems:
             raise ConfigurationError(f"registry {path or ''}: " + "; ".join(problems))
 
@@ -205,6 +294,13 @@ class Registry:
         return self._index.get((gateway_id, key)) or self._index.get((None, key)) or (
             self._index.get((gateway_id, normalise_key(key))) or self._index.get((None, normalise_key(key)))
         )
+
+    def device_profile(self, sensor_id: str) -> DeviceProfile | None:
+        """The LoRaWAN device profile of a registered sensor, or None for other technologies."""
+        sensor = self.sensors.get(sensor_id)
+        if sensor is None or sensor.lorawan is None:
+            return None
+        return self.device_profiles[sensor.lorawan.device_profile]
 
     def timezone(self, gateway_id: str | None) -> ZoneInfo:
         return self._timezones.get(gateway_id, self._zone_tz)

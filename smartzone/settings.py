@@ -80,6 +80,7 @@ DEFAULT_ROUTES = [
     Route(filter="gw/+/+/sensor/+/state", decoder="esphome"),
     Route(filter="gw/+/+/binary_sensor/+/state", decoder="esphome"),
     Route(filter="gw/+/json/#", decoder="generic_json"),
+    Route(filter="application/+/device/+/event/+", decoder="chirpstack"),
 ]
 
 
@@ -92,6 +93,17 @@ class IngestSettings(BaseModel):
     max_buffer_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     spool_after: float = Field(10.0, ge=0)
     metrics_interval: float = Field(5.0, gt=0)
+
+
+class ChirpStackSettings(BaseModel):
+    """ChirpStack v4's gRPC API, for ``smartzone chirpstack sync`` (the worker needs none of it)."""
+
+    api_url: str = "127.0.0.1:8080"  # host:port of ChirpStack's gRPC API (its [api] bind)
+    api_token: SecretStr | None = None  # an API key made in ChirpStack's web interface (tenant or admin)
+    tls: bool = False
+    tenant_id: str = ""  # the tenant (UUID) the zone's gateways, profiles and application belong to
+    keys_file: Path | None = None  # YAML: <dev_eui>: {nwk_key: <32 hex>, app_key: <32 hex>}; never in the repo
+    timeout: float = Field(10.0, gt=0)
 
 
 class StorageSettings(BaseModel):
@@ -118,6 +130,7 @@ class Settings(BaseSettings):
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     simulator: SimulatorSettings = Field(default_factory=SimulatorSettings)
+    chirpstack: ChirpStackSettings = Field(default_factory=ChirpStackSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -134,7 +147,8 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _check_secrets(self) -> Settings:
         if self.environment != "development":
-            for name, secret in (("mqtt.password", self.mqtt.password), ("influx.password", self.influx.password)):
+            for name, secret in (("mqtt.password", self.mqtt.password), ("influx.password", self.influx.password),
+                                 ("chirpstack.api_token", self.chirpstack.api_token)):
                 if secret is not None and secret.get_secret_value() == EXAMPLE_SECRET:
                     raise ValueError(f"{name} is the example value {EXAMPLE_SECRET!r}: set a real secret")
         return self

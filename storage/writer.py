@@ -79,20 +79,21 @@ class Writer:
     def spooled_batches(self) -> int:
         return self._spool_count
 
-    def write(self, lines: list[str], letters: list[DeadLetter] = ()) -> None:
-        """Make ``lines`` and ``letters`` durable; return only when they are."""
+    def write(self, lines: list[str], letters: list[DeadLetter] = (), database: str | None = None) -> None:
+        """Make ``lines`` (for ``database``, by default the writer's) and ``letters`` durable; return
+        only when they are."""
         if letters:
             self.deadletters.add(letters)
         if not lines:
             return
         self.stats.batches += 1
         if self._spool_count and not self.drain_spool():
-            self._to_spool(lines)
+            self._to_spool(lines, database)
             return
         delay = 0.1
         while True:
             try:
-                self._write_bisect(lines)
+                self._write_bisect(lines, database)
                 self._recovered()
                 return
             except WriteError as exc:
@@ -100,7 +101,7 @@ class Writer:
                     self._try(self.ensure_databases)
                 self._outage(exc)
                 if self._should_spool():
-                    self._to_spool(lines)
+                    self._to_spool(lines, database)
                     return
                 wait = exc.retry_after if exc.retry_after is not None else delay
                 self.stats.retries += 1
@@ -157,8 +158,8 @@ class Writer:
             self._split(lines[:mid], database, rejected)
             self._split(lines[mid:], database, rejected)
 
-    def _to_spool(self, lines: list[str]) -> None:
-        self.spool.append(self.database, join(lines))
+    def _to_spool(self, lines: list[str], database: str | None = None) -> None:
+        self.spool.append(database or self.database, join(lines))
         self._spool_count += 1
         self.stats.batches_spooled += 1
 

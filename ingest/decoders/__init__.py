@@ -7,17 +7,29 @@ the native field name when the module's ``FIELDS`` table has no row for it. The 
 resolves the device, maps leftover names through the registry's per-sensor ``fields``, and checks
 types and ranges, so a decoder does not repeat those checks. Routes in the settings choose the
 decoder by topic filter.
+
+A decoder that needs the sensor registry (ChirpStack events: the device's codec comes from its
+registry entry) exports ``make(registry) -> decode`` instead, and its ``decode`` may return a
+``Decoded`` (readings, records such as radio metadata and operational events, and partial problems).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from ingest.decoders import ble_gateway, esphome, generic_json, senml, tasmota, zigbee2mqtt
-from smartzone.model import Message, Reading
+from ingest.decoders import ble_gateway, chirpstack, esphome, generic_json, senml, tasmota, zigbee2mqtt
+from smartzone.model import Decoded, Message, Reading
+from smartzone.registry import Registry
 
-Decoder = Callable[[Message], list[Reading]]
+Decoder = Callable[[Message], list[Reading] | Decoded]
 
 DECODERS: dict[str, Decoder] = {
     m.NAME: m.decode for m in (senml, zigbee2mqtt, tasmota, ble_gateway, esphome, generic_json)
 }
+REGISTRY_DECODERS: dict[str, Callable[[Registry], Decoder]] = {chirpstack.NAME: chirpstack.make}
+NAMES: list[str] = sorted(DECODERS.keys() | REGISTRY_DECODERS.keys())
+
+
+def bind(registry: Registry) -> dict[str, Decoder]:
+    """Every decoder, the registry-bound ones bound to ``registry``."""
+    return DECODERS | {name: make(registry) for name, make in REGISTRY_DECODERS.items()}

@@ -52,8 +52,8 @@ def test_every_category_and_native_format_is_emitted(registry):
     assert categories == {"air_quality", "noise", "traffic", "parking", "pedestrian_flow", "energy", "weather",
                           "gateway_health"}
     topics = " ".join(m.topic for m in msgs)
-    for marker in ("/zigbee2mqtt/", "/tele/", "/BTtoMQTT/", "/senml/", "/sensor/laeq/state", "/json/"):
+    for marker in ("/zigbee2mqtt/", "/tele/", "/BTtoMQTT/", "/senml/", "/sensor/laeq/state", "/json/", "/event/up"):
         assert marker in topics
     streets = {g.name.split(" (")[0] for g in registry.gateways.values()}
     assert streets == {"Volkstraat", "Nationalestraat", "Kloosterstraat", "Graaf van Egmontstraat",
-                       "Sint-Andriesplaats"}
+                       "Sint-Andriesplaats", "KMSKA roof"}
