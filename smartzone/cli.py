@@ -7,6 +7,8 @@
     smartzone deadletters list       dead letters by reason, and the latest ones
     smartzone deadletters replay     re-process pending dead letters (after registering a device, ...)
     smartzone registry check         validate the sensor registry file
+    smartzone chirpstack sync        create/update ChirpStack's gateways, profiles, application, devices
+    smartzone lorawan loss           per-device LoRaWAN packet loss from the frame counters
     smartzone config show            the effective settings (secrets masked)
 """
 
@@ -75,7 +77,8 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
     from gateways.publisher import Publisher, live
     from gateways.simulator import Zone
 
-    zone = Zone(_registry(settings), seed=args.seed if args.seed is not None else settings.simulator.seed)
+    zone = Zone(_registry(settings), seed=args.seed if args.seed is not None else settings.simulator.seed,
+                lorawan_encoding=args.lorawan_encoding)
     pub = Publisher(settings.mqtt.host, settings.mqtt.port, client_id=args.client_id,
                     username=settings.mqtt.username,
                     password=settings.mqtt.password.get_secret_value() if settings.mqtt.password else None)
@@ -201,6 +204,28 @@ def cmd_chirpstack(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lorawan(settings: Settings, args: argparse.Namespace) -> int:
+    from smartzone.names import parse_duration
+    from storage.influx import Influx
+    from storage.lorawan import packet_loss
+
+    until = datetime.now(UTC)
+    seconds = parse_duration(args.since)
+    since = until - timedelta(seconds=seconds) if seconds != float("inf") else datetime(1970, 1, 1, tzinfo=UTC)
+    with Influx(settings.influx) as influx:
+        devices = packet_loss(influx, settings.influx.raw_database, since, until)
+    if not devices:
+        print(f"no LoRaWAN uplinks in the last {args.since}")
+        return 0
+    print(f"{'sensor':36} {'received':>9} {'expected':>9} {'lost':>6} {'loss':>7} {'sessions':>8}")
+    for d in devices:
+        print(f"{d.sensor:36} {d.received:9d} {d.expected:9d} {d.lost:6d} {d.loss:7.2%} {d.sessions:8d}")
+    received, expected = sum(d.received for d in devices), sum(d.expected for d in devices)
+    print(f"all {len(devices)} devices: {expected - received} of {expected} frames lost "
+          f"({(expected - received) / expected:.2%}) in the last {args.since}")
+    return 0
+
+
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     from smartzone.up import up
 
@@ -230,6 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "last round is now)")
     sim.add_argument("--shape", default="native", choices=("native", "single", "senml"))
     sim.add_argument("--client-id", default="smartzone-simulator")
+    sim.add_argument("--lorawan-encoding", default="json", choices=("json", "protobuf", "mixed"),
+                     help="how the simulated ChirpStack marshals its events ([integration.mqtt] json)")
     sim.set_defaults(func=cmd_simulate)
 
     sub.add_parser("status", help="pipeline self-metrics").set_defaults(func=cmd_status)
@@ -254,6 +281,11 @@ def build_parser() -> argparse.ArgumentParser:
     cs.add_argument("--prune", action="store_true", help="delete devices of the application the registry no "
                                                          "longer has (default: only report them)")
     cs.set_defaults(func=cmd_chirpstack)
+
+    lw = sub.add_parser("lorawan", help="LoRaWAN network figures from the raw database")
+    lw.add_argument("action", choices=("loss",))
+    lw.add_argument("--since", default="24h", help="window ending now (InfluxQL duration: 1h, 24h, 7d)")
+    lw.set_defaults(func=cmd_lorawan)
 
     cfg = sub.add_parser("config", help="settings")
     cfg.add_argument("action", choices=("show",))

@@ -7,8 +7,10 @@ received ones are frames lost on air (or in a backhaul): per device, over a time
     expected = sum over sessions of (last f_cnt - first f_cnt + 1),   received = distinct f_cnt,
     lost = expected - received,   loss = lost / expected.
 
-A counter that goes *down* starts a new session (the device rejoined, or was reset, and counts from 0
-again): frames before and after are counted separately and the drop itself is not a loss. Frames
+A counter that drops below the first one of the current session starts a new session (the device
+rejoined, or was reset, and counts from 0 again): frames before and after are counted separately and
+the drop itself is not a loss. A counter that goes back but stays inside the session is a late frame
+filling its own gap. Frames
 lost before the first received one of the window cannot be seen; neither can a session that lost
 everything. The figure is computed when asked, from stored points, so it does not depend on the
 order in which events arrived nor on which worker took them, and re-delivered uplinks (same
@@ -49,7 +51,7 @@ def frame_loss(counters: list[int]) -> tuple[int, int, int]:
     seen: set[int] = set()
     first = last = counters[0]
     for c in counters:
-        if c < last and c not in seen:  # the counter went back: a new session
+        if c < first:  # below where this session began: the device rejoined or was reset
             expected += last - first + 1
             received += len(seen)
             seen = set()

@@ -73,3 +73,36 @@ def test_dockerfile_copies_every_package():
     dockerfile = (REPO / "Dockerfile").read_text()
     for pkg in ("smartzone", "ingest", "storage", "datacharter", "api", "gateways", "dashboards"):
         assert f"COPY {pkg} ./{pkg}" in dockerfile
+
+
+def test_chirpstack_publishes_where_the_workers_read():
+    """ChirpStack's configuration (mounted by compose) parses, and its MQTT integration matches our
+    route, the broker's ACL and the worker's at-least-once needs. ChirpStack cannot run here: this
+    checks the files against the code, not a running ChirpStack."""
+    import tomllib
+
+    from paho.mqtt.client import topic_matches_sub
+
+    from smartzone.settings import DEFAULT_ROUTES
+
+    chirp = SERVICES["chirpstack"]
+    mount = next(v for v in chirp["volumes"] if v.split(":")[1] == "/etc/chirpstack")
+    folder = REPO / mount.split(":")[0]
+    conf = tomllib.loads((folder / "chirpstack.toml").read_text())
+    region = tomllib.loads((folder / "region_eu868.toml").read_text())
+    assert conf["network"]["enabled_regions"] == [r["id"] for r in region["regions"]]
+    mqtt = conf["integration"]["mqtt"]
+    assert conf["integration"]["enabled"] == ["mqtt"] and mqtt["qos"] == 1 and mqtt["clean_session"] is False
+    topic = mqtt["event_topic"].replace("{{application_id}}", "1de53b8a-8ccc-5d2d-a04a-b8a453e14f91").replace(
+        "{{dev_eui}}", "a81758fffe0312ab")
+    routes = [r for r in DEFAULT_ROUTES if r.decoder == "chirpstack"]
+    for event in ("up", "join", "ack", "txack", "log", "status", "location", "integration"):
+        assert any(topic_matches_sub(r.filter, topic.replace("{{event}}", event)) for r in routes)
+    acl = (REPO / "ingest/broker/acl").read_text()
+    assert f"user {mqtt['username']}\ntopic write application/#" in acl
+    assert mqtt["server"] == "tcp://$MQTT_BROKER_HOST:1883/" and chirp["environment"]["MQTT_BROKER_HOST"] == "mosquitto"
+    for var in ("CHIRPSTACK_DB_PASSWORD", "CHIRPSTACK_API_SECRET", "CHIRPSTACK_MQTT_PASSWORD"):
+        assert var in chirp["environment"] and var in (REPO / ".env.example").read_text()
+    assert "$CHIRPSTACK_API_SECRET" in conf["api"]["secret"] and conf["api"]["bind"].endswith(":8080")
+    init = next(v for v in SERVICES["postgres"]["volumes"] if "docker-entrypoint-initdb.d" in v)
+    assert "CREATE DATABASE chirpstack" in (REPO / init.split(":")[0] / "10-chirpstack.sh").read_text()

@@ -71,7 +71,7 @@ def test_chirpstack_events_land_exactly_once(settings, influx, registry, run_wor
     assert DeadLetterStore(settings.sql_url).counts() == {}
 
 
-def test_packet_loss_equals_the_frames_lost_on_air(settings, influx, registry, run_worker):
+def test_packet_loss_equals_the_frames_lost_on_air(settings, influx, registry, run_worker, monkeypatch, capsys):
     worker = run_worker()
     start, emitted = _lorawan_messages(registry, "protobuf", rounds=120, seed=5)
     _publish(settings, emitted)
@@ -91,6 +91,20 @@ def test_packet_loss_equals_the_frames_lost_on_air(settings, influx, registry, r
     overall = sum(d.lost for d in got) / sum(d.expected for d in got)
     assert 0.005 < overall < 0.05, overall  # the simulator's 2 % loss rate
     assert lorawan.LOSS_RATE == 0.02
+    # the same figures, as city staff and network researchers see them
+    from smartzone.cli import main
+    from tests.conftest import settings_env
+
+    for k, v in settings_env(settings).items():
+        if k.startswith("SMARTZONE_"):
+            monkeypatch.setenv(k, v)
+    assert main(["lorawan", "loss", "--since", "4h"]) == 0
+    out = capsys.readouterr().out
+    lost, expected = sum(d.lost for d in got), sum(d.expected for d in got)
+    assert f"all {len(got)} devices: {lost} of {expected} frames lost" in out
+    tracker = next(d for d in got if d.sensor == "aq-lora-tracker-1")
+    assert any(ln.split()[:4] == ["aq-lora-tracker-1", str(tracker.received), str(tracker.expected),
+                                  str(tracker.lost)] for ln in out.splitlines())
 
 
 def test_operational_events_and_bad_events(settings, influx, registry, run_worker):
