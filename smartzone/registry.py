@@ -66,6 +66,12 @@ class Zone(_Strict):
         return v
 
 
+def _identifier(v: str, what: str) -> str:
+    if not _ID.fullmatch(v):
+        raise ValueError(f"{what} {v!r}: use lower-case letters, digits, '-', '_' or '.'")
+    return v
+
+
 def _eui(v: str | None, what: str) -> str | None:
     if v is not None and not _EUI.fullmatch(v):
         raise ValueError(f"{what} {v!r}: 16 lower-case hexadecimal digits (an EUI-64)")
@@ -88,9 +94,7 @@ class Gateway(_Strict):
     @field_validator("id")
     @classmethod
     def _id(cls, v: str) -> str:
-        if not _ID.fullmatch(v):
-            raise ValueError(f"gateway id {v!r}: use lower-case letters, digits, '-', '_' or '.'")
-        return v
+        return _identifier(v, "gateway id")
 
     @field_validator("technologies")
     @classmethod
@@ -125,9 +129,7 @@ class DeviceProfile(_Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not _ID.fullmatch(v):
-            raise ValueError(f"device profile {v!r}: use lower-case letters, digits, '-', '_' or '.'")
-        return v
+        return _identifier(v, "device profile")
 
     @model_validator(mode="after")
     def _decoded(self) -> DeviceProfile:
@@ -174,9 +176,7 @@ class Sensor(_Strict):
     @field_validator("id")
     @classmethod
     def _id(cls, v: str) -> str:
-        if not _ID.fullmatch(v):
-            raise ValueError(f"sensor id {v!r}: use lower-case letters, digits, '-', '_' or '.'")
-        return v
+        return _identifier(v, "sensor id")
 
     @field_validator("technology")
     @classmethod
