@@ -408,30 +408,30 @@ class ChirpStackDecoder:
         return Decoded([], [_position(dev_eui, t or msg.received_at, pos,
                                       _LOCATION_SOURCES.get(loc.source, "unknown"))])
 
-    def _ops(self, msg: Message, ev, dev_eui: str, event: str, fields: dict, t, tags: str = "") -> Decoded:
+    def _ops(self, msg: Message, dev_eui: str, event: str, fields: dict, t, tags: str = "") -> Decoded:
         body = ",".join(f"{k}={format_value(v)}" for k, v in fields.items())
         return Decoded([], [Record("lorawan_events", dev_eui, f",event={event}{tags}", body, t or msg.received_at,
                                    ops=True)])
 
     def _join(self, msg, ev: pb.JoinEvent, dev_eui, sensor_id, t) -> Decoded:
-        return self._ops(msg, ev, dev_eui, "join", {"dev_addr": ev.dev_addr or "", "count": 1}, t)
+        return self._ops(msg, dev_eui, "join", {"dev_addr": ev.dev_addr or "", "count": 1}, t)
 
     def _ack(self, msg, ev: pb.AckEvent, dev_eui, sensor_id, t) -> Decoded:
-        return self._ops(msg, ev, dev_eui, "ack", {"acknowledged": ev.acknowledged, "f_cnt_down": ev.f_cnt_down,
+        return self._ops(msg, dev_eui, "ack", {"acknowledged": ev.acknowledged, "f_cnt_down": ev.f_cnt_down,
                                                    "queue_item_id": ev.queue_item_id, "count": 1}, t)
 
     def _txack(self, msg, ev: pb.TxAckEvent, dev_eui, sensor_id, t) -> Decoded:
         gw = ev.gateway_id.lower()
         tags = self._gateway_tags.get(gw) or (f",rx_gateway={escape_key(gw)}" if gw else "")
-        return self._ops(msg, ev, dev_eui, "txack", {"f_cnt_down": ev.f_cnt_down, "downlink_id": ev.downlink_id,
+        return self._ops(msg, dev_eui, "txack", {"f_cnt_down": ev.f_cnt_down, "downlink_id": ev.downlink_id,
                                                      "frequency": ev.tx_info.frequency, "count": 1}, t, tags)
 
     def _log(self, msg, ev: pb.LogEvent, dev_eui, sensor_id, t) -> Decoded:
         tags = f",level={_LOG_LEVELS.get(ev.level, 'info')},code={_LOG_CODES.get(ev.code, 'unknown')}"
-        return self._ops(msg, ev, dev_eui, "log", {"description": ev.description[:1000], "count": 1}, t, tags)
+        return self._ops(msg, dev_eui, "log", {"description": ev.description[:1000], "count": 1}, t, tags)
 
     def _integration(self, msg, ev, dev_eui, sensor_id, t) -> Decoded:
-        return self._ops(msg, ev, dev_eui, "integration", {
+        return self._ops(msg, dev_eui, "integration", {
             "integration_name": ev.integration_name[:200], "event_type": ev.event_type[:200], "count": 1}, t)
 
 
