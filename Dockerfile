@@ -11,7 +11,8 @@ COPY api ./api
 COPY gateways ./gateways
 COPY dashboards ./dashboards
 RUN pip install --no-cache-dir ".[postgres]" && useradd --system --uid 10001 smartzone \
-    && mkdir -p /var/lib/smartzone && chown smartzone /var/lib/smartzone
+    && mkdir -p /var/lib/smartzone/peppers && chown -R smartzone /var/lib/smartzone \
+    && chmod 700 /var/lib/smartzone/peppers
 USER smartzone
 ENV SMARTZONE_DATA_DIR=/var/lib/smartzone SMARTZONE_REGISTRY=/app/gateways/registry/antwerp.yaml
 ENTRYPOINT ["smartzone"]

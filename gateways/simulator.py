@@ -11,10 +11,24 @@ exactly these land in InfluxDB. Readings of formats without device time (BLE gat
 Shapes: ``native`` (each sensor in its own software's format: zigbee2mqtt, Tasmota, Theengs BLE
 gateway, ESPHome, SenML, generic JSON), ``single`` (one reading per generic-JSON message) and
 ``senml`` (SenML packs of up to 10 readings); the last two serve the ingest benchmark.
+
+Passers-by (``native`` only): every pedestrian-flow sensor on WiFi or BLE is also a probe sniffer and
+publishes, each round, one ``sightings`` message (``ingest/decoders/sightings.py``) with the phones it
+saw since the previous round. The phones are a seeded population of ``POPULATION`` devices: each has a
+stable WiFi MAC and BLE address from a phone maker's OUI, except the ``RANDOMISED_SHARE`` that
+randomise, presenting a new locally administered address every 5 to 15 minutes; some people pass often,
+most rarely (Pareto activity weights). Walks start in each minute of wall-clock time at a rate of
+``pedestrian_intensity`` x the sensor's busyness, enter at one sniffer and may walk on to the next ones
+(sorted south to north) at walking speed; each sniffer on the way catches the phone with probability
+``DETECTION``. Everything is a function of the seed and absolute time, so rounds asked for one at a
+time (live) and in a batch agree. Sightings carry no ground truth (``truth`` is empty): they are not
+readings of the vocabulary.
 """
 
 from __future__ import annotations
 
+import bisect
+import hashlib
 import math
 import random
 from collections.abc import Iterator
@@ -25,11 +39,26 @@ from zoneinfo import ZoneInfo
 import orjson
 
 from gateways.lorawan import LoraNetwork
-from smartzone.model import to_ns
+from smartzone.model import EPOCH, to_ns
 from smartzone.quantities import QUANTITIES
 from smartzone.registry import Registry, Sensor
 
 SHAPES = ("native", "single", "senml")
+
+# passers-by seen by the WiFi/BLE probe sniffers
+POPULATION = 3_000  # phones that ever walk through the zone
+RANDOMISED_SHARE = 0.6  # phones that randomise their MAC address
+ROTATION_S = (300.0, 900.0)  # a randomising phone's new address every 5 to 15 minutes
+PASSERS_PER_5MIN = 180  # phones passing one sniffer in 5 minutes at peak intensity, busyness 1 (as ``devices``)
+CONTINUE = 0.35  # chance a walker goes on to the next sniffer
+DETECTION = 0.85  # chance a sniffer catches a passing phone
+WALK_SPEED = (1.0, 1.6)  # m/s
+DETOUR = 1.3  # streets are not straight lines
+SLOT_S = 60  # walks are drawn per minute of wall-clock time
+MAX_SIGHTINGS = 400  # per message: about 35 kB, well under the worker's max_payload_bytes
+# OUIs of phone makers (Apple, Samsung, Huawei, Xiaomi, Google, OnePlus): globally administered addresses
+_OUIS = ((0xF0, 0x18, 0x98), (0x3C, 0x22, 0xFB), (0xA4, 0x83, 0xE7), (0x8C, 0x85, 0x90), (0xDC, 0xA6, 0x32),
+         (0x5C, 0x0A, 0x5B), (0x84, 0x38, 0x35), (0x28, 0x6C, 0x07), (0x3C, 0x28, 0x6D), (0x94, 0x65, 0x2D))
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +88,31 @@ def _bump(h: float, centre: float, width: float) -> float:
     return math.exp(-0.5 * (d / width) ** 2)
 
 
+def _distance_m(a: Sensor, b: Sensor) -> float:
+    if a.position is None or b.position is None:
+        return 300.0
+    lat = math.radians((a.position.lat + b.position.lat) / 2)
+    dy = (a.position.lat - b.position.lat) * 111_320
+    dx = (a.position.lon - b.position.lon) * 111_320 * math.cos(lat)
+    return math.hypot(dx, dy)
+
+
+def _poisson(rng: random.Random, lam: float) -> int:
+    if lam <= 0:
+        return 0
+    if lam > 30:
+        return max(0, round(rng.gauss(lam, math.sqrt(lam))))
+    limit, k, p = math.exp(-lam), 0, rng.random()
+    while p > limit:
+        k += 1
+        p *= rng.random()
+    return k
+
+
+def _iso_ms(ms: int) -> str:
+    return (EPOCH + timedelta(milliseconds=ms)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def traffic_intensity(h: float, weekday: int) -> float:
     """0..1 share of peak traffic at local hour ``h``."""
     peak = 1.0 if weekday < 5 else 0.55
@@ -85,6 +139,16 @@ class Zone:
         r = random.Random(seed)
         self._factor = {s.id: 0.6 + 0.8 * r.random() for s in self.sensors}
         self._uptime0 = {s.id: r.randrange(3_600, 2_000_000) for s in self.sensors}
+        # probe sniffers (not the LoRaWAN people counters), south to north: the order walkers pass them in
+        self._probes = sorted((s for s in self.sensors if s.category == "pedestrian_flow" and s.lorawan is None
+                               and s.technology in ("wifi", "ble")),
+                              key=lambda s: (s.position.lat, s.position.lon) if s.position else (0.0, 0.0))
+        self._probe_index = {s.id: j for j, s in enumerate(self._probes)}
+        self._legs = [_distance_m(a, b) * DETOUR for a, b in zip(self._probes, self._probes[1:], strict=False)]
+        self._max_walk_s = sum(self._legs) / WALK_SPEED[0] + SLOT_S
+        self._slots: dict[int, list[tuple[int, int, int, int]]] = {}  # slot -> (probe, time ms, phone, rssi)
+        self._phones: list[tuple[bool, float, float, bytes, bytes]] | None = None
+        self._phone_weights: list[float] = []
 
     def messages(self, start: datetime, rounds: int, step: float = 60.0, shape: str = "native",
                  first_round: int = 0) -> Iterator[Emitted]:
@@ -106,6 +170,8 @@ class Zone:
                         yield from self._lorawan(s, t, i, rng, step)
                     else:
                         yield self._native(s, t, rng, step)
+                        if s.id in self._probe_index:
+                            yield from self._sightings(s, t, step)
                 continue
             # the benchmark shapes are generic JSON and SenML: LoRaWAN devices speak neither
             values = [(s, q, v) for s in self.sensors if s.lorawan is None
@@ -286,6 +352,82 @@ class Zone:
         ns = to_ns(t)
         for topic, payload, truth in self.lorawan.events(s, t, i, rng, values):
             yield Emitted(topic, payload, tuple(_truth(s.id, q, x, ns) for q, x in truth))
+
+    # -- passers-by -----------------------------------------------------------------------------------
+    def _sightings(self, s: Sensor, t: datetime, step: float) -> Iterator[Emitted]:
+        """The phones sniffer ``s`` saw in (t - step, t], in as few messages as fit (usually one)."""
+        j = self._probe_index[s.id]
+        end_ms = to_ns(t) // 1_000_000
+        start_ms = end_ms - round(step * 1000)
+        seen = sorted((ms, phone, rssi) for first in range((start_ms - round(self._max_walk_s * 1000)) // 1000
+                                                           // SLOT_S, end_ms // 1000 // SLOT_S + 1)
+                      for k, ms, phone, rssi in self._slot(first) if k == j and start_ms < ms <= end_ms)
+        kind = s.technology
+        rows = [{"mac": self._mac(phone, kind, ms), "kind": kind, "rssi": rssi, "time": _iso_ms(ms)}
+                for ms, phone, rssi in seen]
+        gw = s.gateway or self._nearest_gateway(s)
+        key = s.keys[0]
+        iso = t.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        for c in range(0, max(1, len(rows)), MAX_SIGHTINGS):
+            doc = {"device": key, "time": iso, "sightings": rows[c:c + MAX_SIGHTINGS]}
+            yield Emitted(f"gw/{gw}/sightings/{key}", orjson.dumps(doc), ())
+
+    def _slot(self, slot: int) -> list[tuple[int, int, int, int]]:
+        """Sightings (probe, time in ms, phone, rssi) of the walks that start in minute ``slot``."""
+        found = self._slots.get(slot)
+        if found is not None:
+            return found
+        if self._phones is None:
+            self._populate()
+        rng = random.Random(f"{self.seed}:walks:{slot}")
+        t0 = slot * SLOT_S
+        local = datetime.fromtimestamp(t0, self.tz)
+        ped = pedestrian_intensity(local.hour + local.minute / 60, local.weekday())
+        cum, total = self._phone_weights, self._phone_weights[-1]
+        share = 1 / (1 + CONTINUE)  # walks entering at a sniffer; the others come from its neighbours
+        out = []
+        for j, s in enumerate(self._probes):
+            lam = ped * PASSERS_PER_5MIN * self._factor[s.id] * SLOT_S / 300 * share
+            for _ in range(_poisson(rng, lam)):
+                phone = bisect.bisect_right(cum, rng.random() * total)
+                ms = t0 * 1000 + rng.randrange(SLOT_S * 1000)
+                speed = rng.uniform(*WALK_SPEED)
+                way = rng.choice((-1, 1))
+                k = j
+                while True:
+                    if rng.random() < DETECTION:
+                        out.append((k, ms, phone, max(-100, min(-35, round(rng.gauss(-72, 9))))))
+                    nxt = k + way
+                    if not 0 <= nxt < len(self._probes) or rng.random() >= CONTINUE:
+                        break
+                    ms += round(self._legs[min(k, nxt)] / speed * 1000)
+                    k = nxt
+        if len(self._slots) >= 4096:
+            self._slots.clear()
+        self._slots[slot] = out
+        return out
+
+    def _populate(self) -> None:
+        r = random.Random(f"{self.seed}:phones")
+        phones, weights, acc = [], [], 0.0
+        for _ in range(POPULATION):
+            wifi = bytes(r.choice(_OUIS)) + r.randbytes(3)
+            ble = bytes(r.choice(_OUIS)) + r.randbytes(3)
+            rotation = r.uniform(*ROTATION_S)
+            phones.append((r.random() < RANDOMISED_SHARE, rotation, r.uniform(0, rotation), wifi, ble))
+            acc += r.paretovariate(1.2)  # a few regulars, many occasional passers-by
+            weights.append(acc)
+        self._phones, self._phone_weights = phones, weights
+
+    def _mac(self, phone: int, kind: str, ms: int) -> str:
+        randomised, rotation, phase, wifi, ble = self._phones[phone]
+        if randomised:
+            epoch = math.floor((ms / 1000 + phase) / rotation)
+            raw = hashlib.blake2b(f"{self.seed}:{phone}:{kind}:{epoch}".encode(), digest_size=6).digest()
+            raw = bytes([(raw[0] & 0xFC) | 0x02]) + raw[1:]  # locally administered, unicast
+        else:
+            raw = wifi if kind == "wifi" else ble
+        return ":".join(f"{b:02X}" for b in raw)
 
     def _nearest_gateway(self, s: Sensor) -> str:
         pos = s.position

@@ -4,15 +4,19 @@ The steps, in order: size limit, route (topic filter -> decoder), decode, resolv
 against the registry, map the field to a quantity (decoder table, then the sensor's own ``fields``),
 check type, finiteness, range and time. Good readings become lines; every problem in the message
 becomes part of a single dead letter that keeps the whole payload, so a replay after the cause is
-fixed re-processes the message as a whole (re-writing its good readings is idempotent).
+fixed re-processes the message as a whole (re-writing its good readings is idempotent). The exception:
+a message routed to a private decoder (identifiers of passers-by, see ``ingest.decoders``) is kept as
+the decoder's scrubbed copy, with pseudonyms in place of identifiers, whatever went wrong with it.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from paho.mqtt.client import topic_matches_sub
 
@@ -24,7 +28,13 @@ from smartzone.registry import Registry, SensorInfo
 from smartzone.settings import Route
 from storage.lineprotocol import format_value, tag_set
 
+if TYPE_CHECKING:
+    from datacharter.pepper import Pseudonymiser
+
+log = logging.getLogger(__name__)
+
 _CACHE_MAX = 100_000
+WITHHELD_PAYLOAD = b'{"<withheld>": "the payload could not be scrubbed of identifiers, so it is not kept"}'
 
 
 @dataclass
@@ -43,6 +53,7 @@ class Outcome:
     lines: list[str]  # for the raw database
     letter: DeadLetter | None
     ops_lines: list[str] = field(default_factory=list)  # for the ops database (operational events)
+    pseudo_lines: list[str] = field(default_factory=list)  # for the pseudonymous database (sightings)
 
 
 class Pipeline:
@@ -54,13 +65,16 @@ class Pipeline:
         max_payload_bytes: int,
         max_future: timedelta,
         max_age: timedelta,
+        pseudonymiser: Pseudonymiser | None = None,
     ) -> None:
         unknown = sorted({r.decoder for r in routes} - set(NAMES))
         if unknown:
             raise ConfigurationError(f"routes name unknown decoders {unknown}; known: {NAMES}")
         self.registry = registry
-        decoders = bind(registry)
+        decoders = bind(registry, pseudonymiser)
         self.routes = [(r.filter, r.decoder, decoders[r.decoder]) for r in routes]
+        # decoder name -> scrub(msg) -> bytes: what a dead letter keeps of its messages' payloads
+        self._scrubbers = {name: dec.scrub for name, dec in decoders.items() if hasattr(dec, "scrub")}
         self.max_payload_bytes = max_payload_bytes
         self.max_future = max_future
         self.max_age = max_age
@@ -177,15 +191,16 @@ class Pipeline:
             n += 1
         lines = [f"{m}{tags} {','.join(fields)} {ns}" for (m, tags, ns), fields in points.items()]
         ops_lines: list[str] = []
+        pseudo_lines: list[str] = []
         if records:
-            self._records(msg, records, lines, ops_lines, problems)
-        if lines or ops_lines:
+            self._records(msg, records, {"raw": lines, "ops": ops_lines, "pseudonymous": pseudo_lines}, problems)
+        if lines or ops_lines or pseudo_lines:
             self.stats.decoded += 1
             self.stats.readings += n
         letter = self._letter(msg, problems) if problems else None
-        return Outcome(lines, letter, ops_lines)
+        return Outcome(lines, letter, ops_lines, pseudo_lines)
 
-    def _records(self, msg: Message, records: list[Record], lines: list[str], ops_lines: list[str],
+    def _records(self, msg: Message, records: list[Record], stores: dict[str, list[str]],
                  problems: list[DecodeError]) -> None:
         """Radio metadata, positions and operational events: resolved, time-checked, formatted."""
         received_ns = to_ns(msg.received_at)
@@ -204,7 +219,12 @@ class Pipeline:
             if ns - received_ns > self._max_future_ns or received_ns - ns > self._max_age_ns:
                 problems.append(self._time_problem(rec.time, ns, msg.received_at, received_ns, rec.measurement))
                 continue
-            (ops_lines if rec.ops else lines).append(f"{rec.measurement}{tags}{rec.tags} {rec.fields} {ns}")
+            out = stores.get(rec.store)
+            if out is None:
+                problems.append(DecodeError("decoder_error", f"{rec.measurement} record names no database "
+                                                             f"({rec.store!r}; known: {', '.join(stores)})"))
+                continue
+            out.append(f"{rec.measurement}{tags}{rec.tags} {rec.fields} {ns}")
 
     def _time_problem(self, t: datetime, ns: int, received: datetime, received_ns: int, what: str) -> DecodeError:
         if ns > received_ns:
@@ -237,7 +257,18 @@ class Pipeline:
         detail = "; ".join(f"{p.reason}: {p.detail}" for p in problems[:20])
         if len(problems) > 20:
             detail += f"; ... {len(problems) - 20} more"
-        return DeadLetter(msg.received_at, msg.topic, msg.payload, problems[0].reason, detail)
+        return DeadLetter(msg.received_at, msg.topic, self.kept_payload(msg), problems[0].reason, detail)
+
+    def kept_payload(self, msg: Message) -> bytes:
+        """The payload a dead letter of ``msg`` keeps: the payload itself, or, for a private decoder's
+        message, its scrubbed copy (never the raw identifiers, even when scrubbing fails)."""
+        try:
+            route = self._route(msg.topic)
+            scrub = self._scrubbers.get(route[0]) if route is not None else None
+            return msg.payload if scrub is None else scrub(msg)
+        except Exception:
+            log.exception("scrubbing failed; the dead letter keeps no payload topic=%s", msg.topic)
+            return WITHHELD_PAYLOAD
 
 
 def _cache(cache: dict, key, value):

@@ -4,7 +4,7 @@ A decode-stage letter goes through the pipeline again with the current registry 
 its original receipt time, so readings without device time land exactly where they would have. A
 write-stage letter (a line InfluxDB refused) is posted again as it is. A letter that fails again
 stays pending with its new reason; good readings of a partly bad message are written either way
-(idempotently).
+(idempotently). Lines for the ops and pseudonymous databases are written only when those are given.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ class ReplayResult:
 
 
 def replay(store: DeadLetterStore, pipeline: Pipeline, influx: Influx, database: str, *,
-           reason: str | None = None, ids: list[int] | None = None, ops_database: str | None = None) -> ReplayResult:
+           reason: str | None = None, ids: list[int] | None = None, ops_database: str | None = None,
+           pseudonymous_database: str | None = None) -> ReplayResult:
     result = ReplayResult()
     for chunk in store.iter_pending(reason=reason, ids=ids):
         done: list[int] = []
@@ -51,6 +52,9 @@ def replay(store: DeadLetterStore, pipeline: Pipeline, influx: Influx, database:
             if out.ops_lines and ops_database:
                 influx.write(ops_database, "\n".join(out.ops_lines).encode())
                 result.lines_written += len(out.ops_lines)
+            if out.pseudo_lines and pseudonymous_database:
+                influx.write(pseudonymous_database, "\n".join(out.pseudo_lines).encode())
+                result.lines_written += len(out.pseudo_lines)
             if out.letter is None:
                 done.append(letter.id)
             else:

@@ -10,6 +10,9 @@ The loop (Telegraf's mqtt_consumer, in paho terms):
 3. the writing thread journals receipt times, writes dead letters and lines durably (InfluxDB or
    the spool), and only then acks each message, in arrival order.
 
+Lines go to three databases: raw readings, ops (operational events) and pseudonymous (sightings of
+passers-by, pseudonymised with the daily peppers kept in ``<data_dir>/peppers``).
+
 Messages of a connection that has since dropped are written but not acked: the broker redelivers
 them on the persistent session and the rewrite is idempotent. A ``ConfigurationError`` (e.g.
 InfluxDB refusing our credentials) stops the worker; bad input never does.
@@ -32,11 +35,12 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from datacharter.charter import Charter
+from datacharter.pepper import PepperStore, Pseudonymiser
 from ingest.journal import ReceiptJournal, message_key
 from ingest.pipeline import Pipeline
 from smartzone.errors import ConfigurationError, WriteError
-from smartzone.model import EPOCH, DeadLetter
-from smartzone.names import parse_duration
+from smartzone.model import EPOCH, DeadLetter, Message
 from smartzone.registry import Registry
 from smartzone.settings import Settings
 from storage.deadletters import DeadLetterStore
@@ -57,15 +61,26 @@ class Batch:
     started: float = field(default_factory=time.monotonic)
     lines: list[str] = field(default_factory=list)
     ops_lines: list[str] = field(default_factory=list)  # operational events (LoRaWAN joins, logs ...)
+    pseudo_lines: list[str] = field(default_factory=list)  # sightings of passers-by, pseudonymised
     letters: list[DeadLetter] = field(default_factory=list)
     acks: list[tuple[int, int]] = field(default_factory=list)
     journal: list[int] = field(default_factory=list)  # key, receipt ns, key, receipt ns, ...
     nbytes: int = 0
 
 
-def ensure_databases(influx: Influx, settings: Settings) -> None:
-    influx.ensure_database(settings.influx.raw_database, settings.influx.raw_retention)
+def ensure_databases(influx: Influx, settings: Settings, charter: Charter | None = None) -> None:
+    """The databases, with the retention policies the data charter sets for raw and pseudonymised data."""
+    charter = charter or Charter.load(settings.charter.path)
+    influx.ensure_database(settings.influx.raw_database, charter.doc.retention.raw)
     influx.ensure_database(settings.influx.ops_database, settings.influx.ops_retention)
+    influx.ensure_database(settings.influx.pseudonymous_database, charter.doc.retention.pseudonymous)
+
+
+def pseudonymiser(settings: Settings, charter: Charter) -> Pseudonymiser:
+    """Pseudonyms under peppers in ``<data_dir>/peppers``, rotated as the charter says and destroyed once
+    the pseudonymous retention of their period has passed (a late message gets no pepper: dead letter)."""
+    return Pseudonymiser(PepperStore(settings.data_dir / "peppers", rotation_s=int(charter.pepper_rotation_s),
+                                     grace_s=charter.pepper_grace_s))
 
 
 class Worker:
@@ -73,12 +88,15 @@ class Worker:
         self.settings = settings
         self.registry = registry or Registry.load(settings.registry)
         ing = settings.ingest
+        self.charter = Charter.load(settings.charter.path)
+        max_age = timedelta(seconds=self.charter.retention_s["raw"])
         self.pipeline = Pipeline(
             self.registry,
             ing.routes,
             max_payload_bytes=ing.max_payload_bytes,
             max_future=timedelta(seconds=ing.max_future),
-            max_age=timedelta(seconds=parse_duration(settings.influx.raw_retention)),
+            max_age=max_age,
+            pseudonymiser=pseudonymiser(settings, self.charter),
         )
         data = settings.data_dir / "worker" / settings.mqtt.client_id
         self.influx = Influx(settings.influx)
@@ -92,7 +110,7 @@ class Worker:
             self.deadletters,
             spool_after=ing.spool_after,
             max_buffer_bytes=ing.max_buffer_bytes,
-            ensure_databases=lambda: ensure_databases(self.influx, settings),
+            ensure_databases=lambda: ensure_databases(self.influx, settings, self.charter),
             backlog_bytes=lambda: self._backlog_bytes,
             stopping=self.stopping,
         )
@@ -181,7 +199,8 @@ class Worker:
         except Exception as exc:  # never crash on input: the message is kept as a dead letter
             log.exception("pipeline failure topic=%s", topic)
             out = None
-            letter = DeadLetter(received, topic, payload, "internal_error", f"{type(exc).__name__}: {exc}")
+            kept = self.pipeline.kept_payload(Message(topic, payload, received))  # scrubbed where it must be
+            letter = DeadLetter(received, topic, kept, "internal_error", f"{type(exc).__name__}: {exc}")
         with self._lock:
             b = self._batch
             if out is None:
@@ -193,6 +212,9 @@ class Worker:
                 if out.ops_lines:
                     b.ops_lines += out.ops_lines
                     b.nbytes += sum(len(ln) + 1 for ln in out.ops_lines)
+                if out.pseudo_lines:
+                    b.pseudo_lines += out.pseudo_lines
+                    b.nbytes += sum(len(ln) + 1 for ln in out.pseudo_lines)
                 if out.letter is not None:
                     b.letters.append(out.letter)
                     b.nbytes += len(payload)
@@ -238,6 +260,8 @@ class Worker:
                 self.writer.write(b.lines, b.letters)
                 if b.ops_lines:
                     self.writer.write(b.ops_lines, database=self.settings.influx.ops_database)
+                if b.pseudo_lines:
+                    self.writer.write(b.pseudo_lines, database=self.settings.influx.pseudonymous_database)
             except ConfigurationError as exc:
                 self._fail(exc)
                 return
@@ -311,7 +335,7 @@ class Worker:
     # -- lifecycle ----------------------------------------------------------------------------------
     def start(self) -> None:
         try:
-            ensure_databases(self.influx, self.settings)
+            ensure_databases(self.influx, self.settings, self.charter)
         except WriteError as exc:
             log.warning("InfluxDB not reachable at start-up (%s); writes will wait or spool", exc)
         for target, name in ((self._write_loop, "writer"), (self._tick_loop, "ticker")):

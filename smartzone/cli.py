@@ -9,6 +9,10 @@
     smartzone registry check         validate the sensor registry file
     smartzone chirpstack sync        create/update ChirpStack's gateways, profiles, application, devices
     smartzone lorawan loss           per-device LoRaWAN packet loss from the frame counters
+    smartzone charter check          validate the data charter
+    smartzone charter explain [ds]   the charter in plain language (all datasets, or one)
+    smartzone charter run            apply the charter: raw -> open database (--once, or --every 1m)
+    smartzone charter audit          what the charter job published and suppressed, per window
     smartzone config show            the effective settings (secrets masked)
 """
 
@@ -36,14 +40,18 @@ def _registry(settings: Settings):
 
 
 def _pipeline(settings: Settings):
+    from datacharter.charter import Charter
     from ingest.pipeline import Pipeline
-    from smartzone.names import parse_duration
+    from ingest.worker import pseudonymiser
 
+    charter = Charter.load(settings.charter.path)
+    max_age = timedelta(seconds=charter.retention_s["raw"])
     return Pipeline(
         _registry(settings), settings.ingest.routes,
         max_payload_bytes=settings.ingest.max_payload_bytes,
         max_future=timedelta(seconds=settings.ingest.max_future),
-        max_age=timedelta(seconds=parse_duration(settings.influx.raw_retention)),
+        max_age=max_age,
+        pseudonymiser=pseudonymiser(settings, charter),
     )
 
 
@@ -79,6 +87,12 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
 
     zone = Zone(_registry(settings), seed=args.seed if args.seed is not None else settings.simulator.seed,
                 lorawan_encoding=args.lorawan_encoding)
+    if args.backfill:
+        result = _backfill(settings, zone, args.backfill, args.step)
+        print(f"simulate: backfilled {args.backfill}: messages={result.messages} raw_lines={result.raw_lines} "
+              f"pseudonymous_lines={result.pseudo_lines} ops_lines={result.ops_lines} "
+              f"dead_letters={result.dead_letters}")
+        return 0
     pub = Publisher(settings.mqtt.host, settings.mqtt.port, client_id=args.client_id,
                     username=settings.mqtt.username,
                     password=settings.mqtt.password.get_secret_value() if settings.mqtt.password else None)
@@ -97,6 +111,19 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
     pub.close()
     print(f"simulate: sent={n} acked={pub.acked} seconds={time.monotonic() - started:.1f}")
     return 0
+
+
+def _backfill(settings: Settings, zone, span: str, step: float = 60.0):
+    from gateways.backfill import backfill
+    from ingest.worker import ensure_databases
+    from smartzone.names import parse_duration
+    from storage.influx import Influx
+
+    rounds = int(parse_duration(span) // step)
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=rounds * step)
+    with Influx(settings.influx) as influx:
+        ensure_databases(influx, settings)
+        return backfill(zone, _pipeline(settings), influx, settings, start, rounds, step)
 
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
@@ -168,7 +195,8 @@ def cmd_deadletters(settings: Settings, args: argparse.Namespace) -> int:
 
         with Influx(settings.influx) as influx:
             result = replay(store, _pipeline(settings), influx, settings.influx.raw_database,
-                            reason=args.reason, ids=args.id or None, ops_database=settings.influx.ops_database)
+                            reason=args.reason, ids=args.id or None, ops_database=settings.influx.ops_database,
+                            pseudonymous_database=settings.influx.pseudonymous_database)
         print(f"replayed={result.replayed} still_failing={result.still_failing} lines_written={result.lines_written}")
         return 0
     finally:
@@ -226,10 +254,83 @@ def cmd_lorawan(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_charter(settings: Settings, args: argparse.Namespace) -> int:
+    from datacharter.charter import Charter
+
+    charter = Charter.load(settings.charter.path)
+    if args.action == "check":
+        from datacharter.noise import laplace_scale, spent_epsilon
+
+        for name, ds in charter.datasets.items():
+            if ds.noise:  # the budget, by OpenDP's accounting
+                n = ds.noise
+                spent = spent_epsilon(laplace_scale(n.epsilon_per_day, n.max_bins_per_subject_per_day),
+                                      n.max_bins_per_subject_per_day)
+                print(f"{name}: noise spends epsilon {spent:g} per subject per day (budget {n.epsilon_per_day:g})")
+        print(f"{settings.charter.path}: valid charter version {charter.version}, {len(charter.datasets)} datasets "
+              f"({', '.join(charter.datasets)}); raw data kept {charter.doc.retention.raw}, pseudonymised "
+              f"sightings {charter.doc.retention.pseudonymous}")
+        return 0
+    if args.action == "explain":
+        from datacharter.explain import explain
+
+        if args.dataset and args.dataset not in charter.datasets:
+            print(f"smartzone: the charter has no dataset {args.dataset!r}; it has: {', '.join(charter.datasets)}. "
+                  "Anything else is not published.", file=sys.stderr)
+            return 2
+        print(explain(charter, args.dataset))
+        return 0
+    if args.action == "audit":
+        from datacharter.store import CharterStore
+
+        store = CharterStore(settings.sql_url)
+        rows = store.audit(args.dataset, args.limit)
+        store.close()
+        if not rows:
+            print("no charter runs recorded yet (smartzone charter run --once)")
+            return 0
+        print(f"{'at (UTC)':19} {'version':11} {'dataset':19} {'window (UTC day)':16} {'readings':>9} "
+              f"{'published':>9} {'suppressed':>10} {'deferred':>8}  note")
+        for r in rows:
+            day = datetime.fromtimestamp(r["window_start"] / 1e9, UTC).strftime("%Y-%m-%d")
+            note = ("late data, re-processed; " if r["reprocessed"] else "") + ("written" if r["written"]
+                                                                                else "unchanged")
+            print(f"{r['at']:%Y-%m-%d %H:%M:%S} {r['charter_version']:11} {r['dataset']:19} {day:16} "
+                  f"{r['readings_in']:9d} {r['groups_published']:9d} {r['groups_suppressed']:10d} "
+                  f"{r['rows_deferred']:8d}  {note}")
+        return 0
+    # run
+    from datacharter.job import CharterJob
+    from smartzone.names import parse_duration
+
+    job = CharterJob(settings, charter)
+    try:
+        if args.once:
+            reports = job.run_once(datasets=args.dataset and [args.dataset])
+            for r in reports:
+                day = datetime.fromtimestamp(r.start / 1e9, UTC).strftime("%Y-%m-%d")
+                print(f"{r.dataset:19} {day} readings={r.readings_in} published={r.published} "
+                      f"suppressed={r.suppressed} deferred={r.deferred} "
+                      f"{'written' if r.written else 'unchanged'}{' (late data)' if r.reprocessed else ''}")
+            print(f"charter {charter.version}: {len(reports)} windows, "
+                  f"{sum(r.published for r in reports)} groups published, "
+                  f"{sum(r.suppressed for r in reports)} suppressed -> {settings.charter.open_database}")
+            return 0
+        stop = threading.Event()
+        _on_signals(stop)
+        every = parse_duration(args.every or settings.charter.every)
+        log.info("charter job running every %.0f s: %s -> %s", every, settings.influx.raw_database,
+                 settings.charter.open_database)
+        job.run_forever(every, stop)
+        return 0
+    finally:
+        job.close()
+
+
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     from smartzone.up import up
 
-    return up(settings, demo=args.demo, rate=args.rate)
+    return up(settings, demo=args.demo, rate=args.rate, backfill=args.backfill)
 
 
 # -- parser -----------------------------------------------------------------------------------------
@@ -241,6 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="start local services (if missing) and the ingest worker")
     up.add_argument("--demo", action="store_true", help="also run the simulated smart zone")
     up.add_argument("--rate", type=float, default=None, help="demo messages per second (default: settings)")
+    up.add_argument("--backfill", default=None, help="demo: first write this much simulated past (e.g. 1d) "
+                                                     "so the charter job publishes at once")
     up.set_defaults(func=cmd_up)
 
     sub.add_parser("ingest", help="run the ingest worker").set_defaults(func=cmd_ingest)
@@ -255,6 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "last round is now)")
     sim.add_argument("--shape", default="native", choices=("native", "single", "senml"))
     sim.add_argument("--client-id", default="smartzone-simulator")
+    sim.add_argument("--backfill", default=None, help="write this much simulated past (e.g. 1d, ending now) "
+                                                      "straight into InfluxDB through the ingest pipeline")
     sim.add_argument("--lorawan-encoding", default="json", choices=("json", "protobuf", "mixed"),
                      help="how the simulated ChirpStack marshals its events ([integration.mqtt] json)")
     sim.set_defaults(func=cmd_simulate)
@@ -286,6 +391,14 @@ def build_parser() -> argparse.ArgumentParser:
     lw.add_argument("action", choices=("loss",))
     lw.add_argument("--since", default="24h", help="window ending now (InfluxQL duration: 1h, 24h, 7d)")
     lw.set_defaults(func=cmd_lorawan)
+
+    ch = sub.add_parser("charter", help="the data charter: check, explain, run, audit")
+    ch.add_argument("action", choices=("check", "explain", "run", "audit"))
+    ch.add_argument("dataset", nargs="?", default=None, help="explain/run/audit: only this dataset")
+    ch.add_argument("--once", action="store_true", help="run: one pass over everything due, then exit")
+    ch.add_argument("--every", default=None, help="run: interval of the service loop (default: charter.every)")
+    ch.add_argument("--limit", type=int, default=50, help="audit: how many records")
+    ch.set_defaults(func=cmd_charter)
 
     cfg = sub.add_parser("config", help="settings")
     cfg.add_argument("action", choices=("show",))

@@ -68,11 +68,15 @@ class DeadLetter:
     extra: dict[str, str] = field(default_factory=dict)
 
 
+STORES = ("raw", "ops", "pseudonymous")  # the databases a Record can go to
+
+
 class Record(NamedTuple):
     """A point that is not a Reading of the vocabulary: radio metadata, a device's position, an
     operational event. The decoder owns its measurement and field set; the pipeline resolves
     ``sensor_key`` against the registry (an unregistered device is a dead letter, as for Readings),
-    adds the sensor's tags, checks the time and routes it to the raw (``ops=False``) or ops database.
+    adds the sensor's tags, checks the time and routes it to the database ``store`` names: ``raw``, ``ops``
+    (operational events) or ``pseudonymous`` (sightings of passers-by, identifiers already pseudonymised).
     """
 
     measurement: str  # a plain identifier
@@ -80,7 +84,7 @@ class Record(NamedTuple):
     tags: str  # extra tags, already in line-protocol form: ",rx_gateway=gw-1" or ""
     fields: str  # the field set, already in line-protocol form: "rssi=-87i,snr=7.5"
     time: datetime
-    ops: bool = False
+    store: str = "raw"  # one of STORES
 
 
 class Decoded(NamedTuple):

@@ -172,6 +172,9 @@ class Sensor(_Strict):
     mobile: bool = False
     fields: dict[str, str] = Field(default_factory=dict)  # native field name -> quantity key
     lorawan: LoraDevice | None = None  # LoRaWAN sensors: keys[0] is the DevEUI
+    # how many of the charter's subjects one sensor stands for: the connections behind a building's energy
+    # meter, the spaces a parking-zone counter watches (the charter's k counts subjects, not sensors)
+    subjects: int = Field(1, ge=1, le=1_000_000)
 
     @field_validator("id")
     @classmethod

@@ -50,17 +50,17 @@ class InfluxSettings(BaseModel):
     password: SecretStr | None = None
     raw_database: str = "smartzone_raw"
     ops_database: str = "smartzone_ops"
-    raw_retention: str = "30d"
+    pseudonymous_database: str = "smartzone_pseudonymous"
     ops_retention: str = "90d"
     timeout: float = Field(10.0, gt=0)
     gzip: bool = True
 
-    @field_validator("raw_database", "ops_database")
+    @field_validator("raw_database", "ops_database", "pseudonymous_database")
     @classmethod
     def _identifier(cls, v: str) -> str:
         return check_identifier(v)
 
-    @field_validator("raw_retention", "ops_retention")
+    @field_validator("ops_retention")
     @classmethod
     def _duration(cls, v: str) -> str:
         parse_duration(v)
@@ -80,6 +80,7 @@ DEFAULT_ROUTES = [
     Route(filter="gw/+/+/sensor/+/state", decoder="esphome"),
     Route(filter="gw/+/+/binary_sensor/+/state", decoder="esphome"),
     Route(filter="gw/+/json/#", decoder="generic_json"),
+    Route(filter="gw/+/sightings/#", decoder="sightings"),
     Route(filter="application/+/device/+/event/+", decoder="chirpstack"),
 ]
 
@@ -104,6 +105,29 @@ class ChirpStackSettings(BaseModel):
     tenant_id: str = ""  # the tenant (UUID) the zone's gateways, profiles and application belong to
     keys_file: Path | None = None  # YAML: <dev_eui>: {nwk_key: <32 hex>, app_key: <32 hex>}; never in the repo
     timeout: float = Field(10.0, gt=0)
+
+
+class CharterSettings(BaseModel):
+    """The data charter and its job (``smartzone charter ...``)."""
+
+    path: Path = Path("datacharter/charter.yaml")
+    open_database: str = "smartzone_open"  # the only database the open-data API reads
+    open_retention: str = "INF"
+    every: str = "1m"  # how often ``smartzone charter run`` (and ``smartzone up``) runs the job
+    settle: str = "2m"  # a time bin is published this long after it ends (stragglers in flight)
+    late_window: str = "2d"  # closed windows this recent are re-processed when late raw data arrives
+    noise_key_file: Path | None = None  # default: <data_dir>/charter/noise.key (created on first use, 0600)
+
+    @field_validator("open_database")
+    @classmethod
+    def _identifier(cls, v: str) -> str:
+        return check_identifier(v)
+
+    @field_validator("open_retention", "every", "settle", "late_window")
+    @classmethod
+    def _duration(cls, v: str) -> str:
+        parse_duration(v)
+        return v
 
 
 class StorageSettings(BaseModel):
@@ -131,6 +155,7 @@ class Settings(BaseSettings):
     storage: StorageSettings = Field(default_factory=StorageSettings)
     simulator: SimulatorSettings = Field(default_factory=SimulatorSettings)
     chirpstack: ChirpStackSettings = Field(default_factory=ChirpStackSettings)
+    charter: CharterSettings = Field(default_factory=CharterSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -2,9 +2,10 @@
 
 1. Mosquitto and influxd are started from PATH when nothing answers on the configured loopback
    ports, with their data under ``<data_dir>/`` (a remote host is never started, only used).
-2. The ingest worker starts.
-3. With ``--demo``, the simulated smart zone publishes too.
-4. Every few seconds a line says what flows; ``smartzone status`` tells more.
+2. The ingest worker starts, and the charter job (every ``charter.every``: raw -> open database).
+3. With ``--demo``, the simulated smart zone publishes too; ``--backfill 1d`` first writes a simulated
+   past day through the ingest pipeline, so the charter job has closed bins to publish at once.
+4. Every few seconds a line says what flows; ``smartzone status`` and ``smartzone charter audit`` tell more.
 """
 
 from __future__ import annotations
@@ -43,8 +44,10 @@ def _start_missing(settings: Settings) -> list[services.Service]:
     return started
 
 
-def up(settings: Settings, *, demo: bool, rate: float | None = None) -> int:
+def up(settings: Settings, *, demo: bool, rate: float | None = None, backfill: str | None = None) -> int:
+    from datacharter.job import CharterJob
     from ingest.worker import Worker
+    from smartzone.names import parse_duration
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     started = _start_missing(settings)
@@ -52,8 +55,20 @@ def up(settings: Settings, *, demo: bool, rate: float | None = None) -> int:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     worker = Worker(settings)
-    sim_thread = None
+    sim_thread = charter_thread = None
+    job = None
     try:
+        if demo and backfill:
+            from gateways.simulator import Zone
+            from smartzone.cli import _backfill
+
+            print(f"backfilling {backfill} of simulated data through the ingest pipeline ...", flush=True)
+            done = _backfill(settings, Zone(worker.registry, settings.simulator.seed), backfill)
+            print(f"backfilled: {done.messages} messages, {done.raw_lines} raw lines, "
+                  f"{done.pseudo_lines} pseudonymised sightings", flush=True)
+        job = CharterJob(settings, registry=worker.registry)
+        charter_thread = threading.Thread(target=job.run_forever, args=(parse_duration(settings.charter.every), stop),
+                                          name="charter", daemon=True)
         worker.start()
         if not worker.wait_connected(15):
             raise ConfigurationError(f"ingest worker could not connect to {settings.mqtt.host}:{settings.mqtt.port}")
@@ -61,10 +76,13 @@ def up(settings: Settings, *, demo: bool, rate: float | None = None) -> int:
             sim_thread = threading.Thread(target=_simulate, args=(settings, worker.registry, rate, stop),
                                           name="simulator", daemon=True)
             sim_thread.start()
+        charter_thread.start()
         print(f"smart zone up: worker {settings.mqtt.client_id}, broker {settings.mqtt.host}:{settings.mqtt.port}, "
               f"InfluxDB {settings.influx.url} database {settings.influx.raw_database}"
-              + (" , simulator running" if demo else ""))
-        print("look, from another terminal: `smartzone status` (self-metrics), `smartzone deadletters list` "
+              + (", simulator running" if demo else "")
+              + f", charter job every {settings.charter.every} -> {settings.charter.open_database}")
+        print("look, from another terminal: `smartzone status` (self-metrics), `smartzone deadletters list`, "
+              "`smartzone charter audit` "
               "(from a checkout: ./dev smartzone status); "
               f"InfluxQL: SHOW MEASUREMENTS ON {settings.influx.raw_database}. Ctrl-C stops everything.")
         while not stop.wait(5.0) and worker.fatal is None:
@@ -75,6 +93,10 @@ def up(settings: Settings, *, demo: bool, rate: float | None = None) -> int:
         stop.set()
         if sim_thread is not None:
             sim_thread.join(10)
+        if charter_thread is not None and charter_thread.is_alive():
+            charter_thread.join(30)
+        if job is not None:
+            job.close()
         worker.stop()
         for svc in reversed(started):
             svc.stop()

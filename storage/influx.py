@@ -143,6 +143,33 @@ class Influx:
                     out.append(row)
         return out
 
+    def frame(self, q: str, database: str, params: dict[str, Any] | None = None, strings: tuple[str, ...] = ()):
+        """A SELECT's rows as a pandas DataFrame, read from InfluxDB's CSV output (far cheaper to parse
+        than JSON). Columns: ``time`` (int ns), then tags and fields; the columns named in ``strings`` (tags)
+        are read as text, never as numbers (a hex pseudonym such as ``1e30...`` is not a float)."""
+        import io
+
+        import pandas as pd
+
+        data = {"q": q, "epoch": "ns", "db": check_identifier(database)}
+        if params:
+            data["params"] = json.dumps(params)
+        try:
+            r = self._client.post("/query", data=data, headers={"Accept": "application/csv"})
+        except httpx.HTTPError as exc:
+            raise WriteError(None, f"cannot reach InfluxDB at {self.settings.url}: {exc}", retryable=True) from exc
+        if r.status_code in (401, 403):
+            raise ConfigurationError(f"InfluxDB refused the credentials (HTTP {r.status_code}): {_error_text(r)}")
+        if r.status_code >= 400:
+            raise WriteError(r.status_code, _error_text(r), retryable=r.status_code >= 500)
+        if not r.content.strip():
+            return pd.DataFrame()
+        df = pd.read_csv(io.BytesIO(r.content), keep_default_na=False, na_values={""}, low_memory=False,
+                         dtype=dict.fromkeys(strings, str))
+        if "error" in df.columns and len(df.columns) <= 2:
+            raise WriteError(r.status_code, str(df["error"].iloc[0]), retryable=False)
+        return df.drop(columns=[c for c in ("name", "tags") if c in df.columns])
+
     def ensure_database(self, database: str, retention: str) -> None:
         """Create the database and its default retention policy, or bring the policy to ``retention``."""
         parse_duration(retention)

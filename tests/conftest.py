@@ -67,7 +67,8 @@ def settings(tmp_path, mosquitto, influxd) -> Settings:
         registry=REGISTRY,
         mqtt={"host": "127.0.0.1", "port": mosquitto.port, "client_id": f"test-ingest-{tag}",
               "share_group": f"g{tag}"},
-        influx={"url": influxd.url, "raw_database": f"raw_{tag}", "ops_database": f"ops_{tag}"},
+        influx={"url": influxd.url, "raw_database": f"raw_{tag}", "ops_database": f"ops_{tag}",
+                "pseudonymous_database": f"pseudo_{tag}"},
         ingest={"flush_interval": 0.05, "metrics_interval": 0.5},
     )
 
@@ -78,7 +79,7 @@ def influx(settings) -> Iterator[Influx]:
     try:
         yield client
     finally:
-        for db in (settings.influx.raw_database, settings.influx.ops_database):
+        for db in (settings.influx.raw_database, settings.influx.ops_database, settings.influx.pseudonymous_database):
             with contextlib.suppress(Exception):  # cleanup of a database a test may have made unreachable
                 client.drop_database(db)
         client.close()
@@ -119,6 +120,7 @@ def settings_env(s: Settings) -> dict[str, str]:
         "SMARTZONE_INFLUX__URL": s.influx.url,
         "SMARTZONE_INFLUX__RAW_DATABASE": s.influx.raw_database,
         "SMARTZONE_INFLUX__OPS_DATABASE": s.influx.ops_database,
+        "SMARTZONE_INFLUX__PSEUDONYMOUS_DATABASE": s.influx.pseudonymous_database,
         "SMARTZONE_INGEST__FLUSH_INTERVAL": str(s.ingest.flush_interval),
         "SMARTZONE_INGEST__SPOOL_AFTER": str(s.ingest.spool_after),
         "SMARTZONE_LOG_LEVEL": "INFO",

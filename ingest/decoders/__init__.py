@@ -11,15 +11,25 @@ decoder by topic filter.
 A decoder that needs the sensor registry (ChirpStack events: the device's codec comes from its
 registry entry) exports ``make(registry) -> decode`` instead, and its ``decode`` may return a
 ``Decoded`` (readings, records such as radio metadata and operational events, and partial problems).
+
+A decoder of identifiers of passers-by (probe sniffers, counting cameras: ``sightings``) is *private*: it
+exports ``make(registry, pseudonymiser) -> decoder``, where ``pseudonymiser`` (``datacharter.pepper``) may
+be None (every message is then refused), and the decoder it returns also has ``scrub(msg) -> bytes``: the
+payload with every identifier replaced by its pseudonym, which the pipeline keeps in dead letters instead of
+the payload itself, so no raw identifier is ever stored.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from ingest.decoders import ble_gateway, chirpstack, esphome, generic_json, senml, tasmota, zigbee2mqtt
+from ingest.decoders import ble_gateway, chirpstack, esphome, generic_json, senml, sightings, tasmota, zigbee2mqtt
 from smartzone.model import Decoded, Message, Reading
 from smartzone.registry import Registry
+
+if TYPE_CHECKING:
+    from datacharter.pepper import Pseudonymiser
 
 Decoder = Callable[[Message], list[Reading] | Decoded]
 
@@ -27,9 +37,11 @@ DECODERS: dict[str, Decoder] = {
     m.NAME: m.decode for m in (senml, zigbee2mqtt, tasmota, ble_gateway, esphome, generic_json)
 }
 REGISTRY_DECODERS: dict[str, Callable[[Registry], Decoder]] = {chirpstack.NAME: chirpstack.make}
-NAMES: list[str] = sorted(DECODERS.keys() | REGISTRY_DECODERS.keys())
+PRIVATE_DECODERS: dict[str, Callable[[Registry, Pseudonymiser | None], Decoder]] = {sightings.NAME: sightings.make}
+NAMES: list[str] = sorted(DECODERS.keys() | REGISTRY_DECODERS.keys() | PRIVATE_DECODERS.keys())
 
 
-def bind(registry: Registry) -> dict[str, Decoder]:
-    """Every decoder, the registry-bound ones bound to ``registry``."""
-    return DECODERS | {name: make(registry) for name, make in REGISTRY_DECODERS.items()}
+def bind(registry: Registry, pseudonymiser: Pseudonymiser | None = None) -> dict[str, Decoder]:
+    """Every decoder, the registry-bound ones bound to ``registry``, the private ones to ``pseudonymiser``."""
+    return (DECODERS | {name: make(registry) for name, make in REGISTRY_DECODERS.items()}
+            | {name: make(registry, pseudonymiser) for name, make in PRIVATE_DECODERS.items()})

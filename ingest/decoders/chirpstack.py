@@ -411,7 +411,7 @@ class ChirpStackDecoder:
     def _ops(self, msg: Message, dev_eui: str, event: str, fields: dict, t, tags: str = "") -> Decoded:
         body = ",".join(f"{k}={format_value(v)}" for k, v in fields.items())
         return Decoded([], [Record("lorawan_events", dev_eui, f",event={event}{tags}", body, t or msg.received_at,
-                                   ops=True)])
+                                   store="ops")])
 
     def _join(self, msg, ev: pb.JoinEvent, dev_eui, sensor_id, t) -> Decoded:
         return self._ops(msg, dev_eui, "join", {"dev_addr": ev.dev_addr or "", "count": 1}, t)

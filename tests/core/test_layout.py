@@ -1,9 +1,13 @@
 """The project's shape: stages talk through the model, the broker and the databases, not each other.
 
 Stages import ``smartzone`` (the core) and ``storage``; never one another. The core imports no stage,
-except its composition roots (the CLI and ``up``), which start them. One shared part: the LoRaWAN
+except its composition roots (the CLI, ``up`` and the simulator's backfill, which runs simulated data
+through the ingest pipeline), which start them. Shared parts: the LoRaWAN
 payload codecs (``ingest.codecs``, pure functions over bytes) are the device side's encoders too, so
-the gateways' simulator may import them and nothing else of ingest.
+the gateways' simulator may import them and nothing else of ingest; and the charter's pepper store
+(``datacharter.pepper``) pseudonymises identifiers of passers-by at ingestion, and the charter document
+(``datacharter.charter``) sets the raw retention and pepper rotation, so ingest may import those two and
+nothing else of the charter.
 """
 
 from __future__ import annotations
@@ -19,8 +23,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 STAGES = ("ingest", "storage", "datacharter", "api", "gateways", "dashboards")
 PACKAGES = ("smartzone", *STAGES)
-COMPOSITION_ROOTS = {"smartzone/cli.py", "smartzone/up.py"}
-SHARED = {"gateways": ("ingest.codecs",)}  # stage -> modules of other stages it may import
+COMPOSITION_ROOTS = {"smartzone/cli.py", "smartzone/up.py", "gateways/backfill.py"}
+# stage -> modules of other stages it may import
+SHARED = {"gateways": ("ingest.codecs",), "ingest": ("datacharter.pepper", "datacharter.charter")}
 
 
 def _imports(path: Path, shared: tuple[str, ...] = ()) -> set[str]:

@@ -51,7 +51,7 @@ def test_example_file_uncommented_is_valid(tmp_path, monkeypatch):
     tomllib.loads(path.read_text())
     monkeypatch.setenv("SMARTZONE_CONFIG", str(path))
     s = get_settings()
-    assert s.mqtt.username == "smartzone-ingest" and len(s.ingest.routes) == 8
+    assert s.mqtt.username == "smartzone-ingest" and len(s.ingest.routes) == 9
 
 
 def test_environment_beats_file_beats_defaults(tmp_path, monkeypatch):
@@ -67,7 +67,8 @@ def test_environment_beats_file_beats_defaults(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("env, value, message", [
     ("SMARTZONE_INFLUX__RAW_DATABASE", 'raw"; DROP DATABASE x', "not a valid identifier"),
-    ("SMARTZONE_INFLUX__RAW_RETENTION", "30 days", "not a duration"),
+    ("SMARTZONE_INFLUX__OPS_RETENTION", "30 days", "not a duration"),
+    ("SMARTZONE_CHARTER__OPEN_DATABASE", "open; DROP", "not a valid identifier"),
     ("SMARTZONE_MQTT__PORT", "70000", "less than or equal"),
     ("SMARTZONE_MQTT__SHARE_GROUP", "in/gest", "may not contain"),
     ("SMARTZONE_UNKNOWN", "1", None),

@@ -1,5 +1,6 @@
-"""The main job: ``smartzone up --demo`` starts mosquitto and influxd, the worker and the simulator,
-data flows into InfluxDB, and SIGINT (Ctrl-C) stops everything cleanly."""
+"""The main job: ``smartzone up --demo`` starts mosquitto and influxd, the worker, the simulator and the
+charter job, data flows into InfluxDB and, through the charter, into the open database, and SIGINT
+(Ctrl-C) stops everything cleanly."""
 
 from __future__ import annotations
 
@@ -22,8 +23,9 @@ def test_up_demo_runs_and_stops_cleanly(tmp_path):
     mqtt_port, influx_port = services.free_port(), services.free_port()
     env = {**os.environ, "SMARTZONE_CONFIG": "/nonexistent.toml", "SMARTZONE_DATA_DIR": str(tmp_path / "zone"),
            "SMARTZONE_MQTT__PORT": str(mqtt_port), "SMARTZONE_INFLUX__URL": f"http://127.0.0.1:{influx_port}",
-           "SMARTZONE_SIMULATOR__RATE": "200", "SMARTZONE_INGEST__METRICS_INTERVAL": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "smartzone", "up", "--demo"], env=env, cwd=REPO,
+           "SMARTZONE_SIMULATOR__RATE": "200", "SMARTZONE_INGEST__METRICS_INTERVAL": "1",
+           "SMARTZONE_CHARTER__EVERY": "2s"}
+    proc = subprocess.Popen([sys.executable, "-m", "smartzone", "up", "--demo", "--backfill", "2h"], env=env, cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         influx = Influx(InfluxSettings(url=f"http://127.0.0.1:{influx_port}"))
@@ -33,7 +35,16 @@ def test_up_demo_runs_and_stops_cleanly(tmp_path):
             except WriteError:  # influxd not up yet
                 return False
 
-        assert wait_for(flowing, 30)
+        assert wait_for(flowing, 60)
+
+        def published() -> bool:
+            try:
+                rows = influx.rows('SELECT count("n_contributors") FROM "noise"', "smartzone_open")
+            except WriteError:  # the charter job has not created the open database yet
+                return False
+            return bool(rows) and rows[0]["count"] >= 4  # a 15-minute noise level per sensor cell at least
+
+        assert wait_for(published, 60)
         children = psutil.Process(proc.pid).children(recursive=True)
         names = {c.name() for c in children}
         assert {"mosquitto", "influxd"} <= names, names

@@ -1,0 +1,353 @@
+"""The charter document: schema, loading with errors that name the line, and the rules it implies.
+
+A charter is YAML (``datacharter/charter.yaml``). It is validated against the pydantic models below
+at load; any problem stops the caller with a ``CharterError`` naming the file, the line and the field.
+Deny by default: only the datasets, fields and aggregates named in the file are ever published.
+
+Methods (what a dataset's job does with its raw data):
+
+- ``summary``: levels (air quality, weather, noise) per cell and time bin across fixed sensors;
+- ``count``: counts per cell and bin (traffic, people counters), with small counts rolled up;
+- ``occupancy``: parking occupancy of areas with at least k spaces;
+- ``distinct_count``: distinct pseudonymised devices per cell and bin, with noise;
+- ``trajectory``: mobile measurements placed on their vehicle's positions, trips trimmed;
+- ``daily_total``: daily kWh per building, merged into a coarser cell below k connections;
+- ``profiles``: typical hourly load profiles by MDAV micro-aggregation of k meters.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from smartzone.errors import ConfigurationError
+from smartzone.names import parse_duration
+from smartzone.quantities import QUANTITIES
+
+DEFAULT_PATH = Path(__file__).resolve().parent / "charter.yaml"
+
+Method = Literal["summary", "count", "occupancy", "distinct_count", "trajectory", "daily_total", "profiles"]
+Aggregate = Literal["mean", "min", "max", "sum", "count", "energy_mean", "p10", "p50", "p90"]
+Subject = Literal["sensor", "vehicle", "road_user", "space", "device", "person", "connection"]
+
+# Aggregates each method can compute, and for methods whose outputs are not vocabulary fields, the
+# outputs it can produce.
+METHOD_AGGREGATES: dict[str, set[str]] = {
+    "summary": {"mean", "min", "max", "energy_mean", "p10", "p50", "p90"},
+    "count": {"sum", "mean"},
+    "occupancy": {"mean", "max"},
+    "distinct_count": {"count"},
+    "trajectory": {"mean", "min", "max"},
+    "daily_total": {"sum"},
+    "profiles": {"mean"},
+}
+METHOD_OUTPUTS: dict[str, set[str]] = {
+    "occupancy": {"occupancy", "occupied_spaces", "spaces"},
+    "distinct_count": {"devices", "randomised_devices"},
+    "daily_total": {"energy_kwh"},
+    "profiles": {"power"},
+}
+# Tags and fields every open point carries besides the allow-listed aggregates.
+POINT_TAGS = ("cell", "resolution", "bin", "charter_version")
+POINT_FIELDS = ("n_contributors",)
+_ID = re.compile(r"[a-z][a-z0-9_]{0,62}")
+_FIELD_ERROR = re.compile(r"(?:Value error, )?field (\w+):")
+
+
+class CharterError(ConfigurationError):
+    """The charter is invalid: the job must not run."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _duration(v: str) -> str:
+    seconds = parse_duration(v)
+    if seconds == float("inf") or seconds <= 0:
+        raise ValueError(f"{v!r}: give a finite duration such as 15m, 1h, 1d")
+    return v
+
+
+class Pseudonymisation(_Strict):
+    method: str
+    pepper_rotation: str = "24h"
+    identifiers: tuple[Literal["mac", "vehicle"], ...] = ("mac", "vehicle")
+
+    _rotation = field_validator("pepper_rotation")(classmethod(lambda cls, v: _duration(v)))
+
+
+class Retention(_Strict):
+    raw: str
+    pseudonymous: str
+
+    _d = field_validator("raw", "pseudonymous")(classmethod(lambda cls, v: _duration(v)))
+
+
+class Source(_Strict):
+    database: Literal["raw", "pseudonymous"]
+    measurement: str
+    sensors: Literal["fixed", "mobile"] = "fixed"
+    positions: str | None = None  # trajectory: the measurement holding the vehicles' positions
+    kinds: tuple[str, ...] = ()  # distinct_count: which sighting kinds count (wifi, ble, vehicle)
+    meter_field: str | None = None  # daily_total: the cumulative meter reading (kWh)
+    power_field: str | None = None  # profiles: the active power field (W)
+
+    @field_validator("measurement", "positions")
+    @classmethod
+    def _ident(cls, v: str | None) -> str | None:
+        if v is not None and not _ID.fullmatch(v):
+            raise ValueError(f"{v!r} is not a measurement name (lower-case letters, digits, _)")
+        return v
+
+
+class Space(_Strict):
+    resolution: int = Field(ge=0, le=15)  # the finest H3 resolution published
+    roll_up: tuple[int, ...] = ()  # coarser resolutions a too-small group moves to, in order
+
+    @model_validator(mode="after")
+    def _coarser(self) -> Space:
+        chain = (self.resolution, *self.roll_up)
+        if any(b >= a for a, b in itertools.pairwise(chain)) or min(chain) < 0:
+            raise ValueError(f"roll_up resolutions must be coarser (smaller) than {self.resolution}, in order")
+        return self
+
+
+class Time(_Strict):
+    bin: str  # the shortest time bin published
+    roll_up: tuple[str, ...] = ()  # longer bins a too-small group moves to, in order
+
+    @field_validator("bin")
+    @classmethod
+    def _bin(cls, v: str) -> str:
+        return _check_bin(v)
+
+    @field_validator("roll_up")
+    @classmethod
+    def _bins(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_check_bin(b) for b in v)
+
+    @model_validator(mode="after")
+    def _longer(self) -> Time:
+        chain = [parse_duration(b) for b in (self.bin, *self.roll_up)]
+        if any(b <= a or b % a for a, b in itertools.pairwise(chain)):
+            raise ValueError("time roll_up bins must be longer than the bin and multiples of it, in order")
+        return self
+
+    @property
+    def chain(self) -> tuple[str, ...]:
+        return (self.bin, *self.roll_up)
+
+
+def _check_bin(v: str) -> str:
+    s = _duration(v)
+    seconds = parse_duration(s)
+    if 86_400 % seconds and seconds % 86_400:
+        raise ValueError(f"time bin {v!r} must divide a day (15m, 1h, ...) or be whole days")
+    return s
+
+
+class Noise(_Strict):
+    epsilon_per_day: float = Field(gt=0, le=10)  # privacy budget per subject per day
+    max_bins_per_subject_per_day: int = Field(ge=1, le=1000)  # contribution bound: later bins are dropped
+    delta: float = Field(1e-4, gt=0, lt=0.01)  # chance that a group below k clears the noised threshold
+
+    @property
+    def epsilon_per_bin(self) -> float:
+        return self.epsilon_per_day / self.max_bins_per_subject_per_day
+
+
+class SmallCounts(_Strict):
+    fields: tuple[str, ...]
+    below: int = Field(ge=1)
+
+
+class Trim(_Strict):
+    seconds: float = Field(0, ge=0)
+    metres: float = Field(0, ge=0)
+
+
+class Dataset(_Strict):
+    title: str = Field(min_length=1)
+    purpose: str = Field(min_length=10)
+    method: Method
+    source: Source
+    subject: Subject
+    space: Space
+    time: Time
+    k: int = Field(ge=1)
+    fields: dict[str, tuple[Aggregate, ...]] = Field(min_length=1)
+    noise: Noise | None = None
+    small_counts: SmallCounts | None = None
+    dominance: float | None = Field(None, gt=0, le=1)
+    trim: Trim | None = None
+    trip_gap: str | None = None
+
+    @field_validator("trip_gap")
+    @classmethod
+    def _durations(cls, v: str | None) -> str | None:
+        return None if v is None else _duration(v)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Dataset:
+        allowed = METHOD_AGGREGATES[self.method]
+        for name, aggs in self.fields.items():
+            if not aggs:
+                raise ValueError(f"field {name}: name at least one aggregate")
+            bad = sorted(set(aggs) - allowed)
+            if bad:
+                raise ValueError(f"field {name}: method {self.method} cannot publish {bad}; it can: {sorted(allowed)}")
+            if self.method in METHOD_OUTPUTS:
+                if name not in METHOD_OUTPUTS[self.method]:
+                    raise ValueError(f"field {name}: method {self.method} publishes only "
+                                     f"{sorted(METHOD_OUTPUTS[self.method])}")
+            elif f"{self.source.measurement}.{name}" not in QUANTITIES:
+                raise ValueError(f"field {name}: {self.source.measurement}.{name} is not a quantity of the vocabulary")
+        if self.noise is not None and self.method not in ("distinct_count", "count"):
+            raise ValueError("noise applies to counts of people only (methods distinct_count and count)")
+        if self.small_counts is not None:
+            missing = sorted(set(self.small_counts.fields) - set(self.fields))
+            if missing:
+                raise ValueError(f"small_counts names fields the dataset does not publish: {missing}")
+            if not self.time.roll_up:
+                raise ValueError("small_counts needs a time roll_up to move small counts to")
+        needs = {"trajectory": ("positions", "trim", "trip_gap"), "daily_total": ("meter_field",),
+                 "profiles": ("power_field",), "distinct_count": ("kinds",)}.get(self.method, ())
+        for name in needs:
+            if not (getattr(self.source, name, None) or getattr(self, name, None)):
+                raise ValueError(f"method {self.method} needs {name}")
+        if (self.source.database == "pseudonymous") != (self.method == "distinct_count"):
+            raise ValueError("pseudonymised sightings (database: pseudonymous) are read by distinct_count only")
+        if self.source.sensors == "mobile" and self.method != "trajectory":
+            raise ValueError("mobile sensors have no fixed cell: only method trajectory places their readings")
+        return self
+
+    @property
+    def outputs(self) -> list[tuple[str, str]]:
+        """(field, aggregate) pairs, in charter order."""
+        return [(f, a) for f, aggs in self.fields.items() for a in aggs]
+
+    @property
+    def allowed_fields(self) -> set[str]:
+        """Every field name a published point of this dataset may carry."""
+        return {open_field(f, a) for f, a in self.outputs} | set(POINT_FIELDS)
+
+
+def open_field(field: str, aggregate: str) -> str:
+    """The open database's field name of an aggregate: ``pm2_5_mean``; counts keep their name."""
+    return field if aggregate in ("count", "sum") else f"{field}_{aggregate}"
+
+
+class CharterDoc(_Strict):
+    version: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")
+    title: str
+    controller: str
+    contact: str
+    licence: str = "CC-BY-4.0"
+    pseudonymisation: Pseudonymisation
+    retention: Retention
+    datasets: dict[str, Dataset] = Field(min_length=1)
+
+    @field_validator("datasets")
+    @classmethod
+    def _ids(cls, v: dict[str, Dataset]) -> dict[str, Dataset]:
+        bad = [k for k in v if not _ID.fullmatch(k)]
+        if bad:
+            raise ValueError(f"dataset ids must be lower-case identifiers: {bad}")
+        return v
+
+
+class Charter:
+    """A loaded, valid charter."""
+
+    def __init__(self, doc: CharterDoc, path: Path | None = None, text: str = "") -> None:
+        self.doc = doc
+        self.path = path
+        self.text = text
+
+    @property
+    def version(self) -> str:
+        return self.doc.version
+
+    @property
+    def datasets(self) -> dict[str, Dataset]:
+        return self.doc.datasets
+
+    @cached_property
+    def retention_s(self) -> dict[str, float]:
+        return {"raw": parse_duration(self.doc.retention.raw),
+                "pseudonymous": parse_duration(self.doc.retention.pseudonymous)}
+
+    @property
+    def pepper_rotation_s(self) -> float:
+        return parse_duration(self.doc.pseudonymisation.pepper_rotation)
+
+    @property
+    def pepper_grace_s(self) -> float:
+        """How long a period's pepper outlives the period: until the pseudonymous retention ends for the
+        period's first sightings; then it is destroyed (late sightings of that period become dead letters)."""
+        return max(0.0, self.retention_s["pseudonymous"] - self.pepper_rotation_s)
+
+    @classmethod
+    def load(cls, path: Path = DEFAULT_PATH) -> Charter:
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise CharterError(f"cannot read the charter {path}: {exc}") from exc
+        return cls.parse(text, path)
+
+    @classmethod
+    def parse(cls, text: str, path: Path | None = None) -> Charter:
+        where = str(path or "<charter>")
+        try:
+            node = yaml.compose(text, Loader=yaml.SafeLoader)
+            raw = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            line = f":{mark.line + 1}" if mark is not None else ""
+            raise CharterError(f"{where}{line}: not valid YAML: {getattr(exc, 'problem', exc)}") from exc
+        if not isinstance(raw, dict):
+            raise CharterError(f"{where}:1: the charter must be a mapping (version, title, datasets, ...)")
+        try:
+            doc = CharterDoc.model_validate(raw)
+        except ValidationError as exc:
+            problems = []
+            for err in exc.errors():
+                loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
+                named = _FIELD_ERROR.match(err["msg"])
+                if named:  # a dataset rule about one of its fields: point at that field's line
+                    loc += ["fields", named.group(1)]
+                line = _line_of(node, loc)
+                name = ".".join(str(p) for p in loc) or "(document)"
+                problems.append(f"{where}:{line}: {name}: {err['msg']}")
+            raise CharterError("invalid charter:\n  " + "\n  ".join(problems)) from exc
+        return cls(doc, path, text)
+
+
+def _line_of(node: yaml.Node | None, loc: list) -> int:
+    """The 1-based line of the deepest YAML node on ``loc`` (pydantic's error location)."""
+    line = 1
+    for part in loc:
+        if node is None:
+            break
+        line = node.start_mark.line + 1
+        nxt = None
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if key.value == str(part):
+                    nxt = value
+                    line = key.start_mark.line + 1
+                    break
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            nxt = node.value[part]
+        node = nxt
+    if node is not None:
+        line = node.start_mark.line + 1
+    return line

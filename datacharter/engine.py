@@ -1,0 +1,494 @@
+"""The charter applied to one window of raw data: pure, vectorised functions (pandas / numpy).
+
+Every method turns its raw rows into *contributions*: one row per reading with the time ``t`` (ns),
+the source cell ``cell`` (H3 at the zone's resolution, or at the charter's for trajectories), the
+``subject`` it belongs to (sensor, vehicle, device pseudonym, or the row itself for counts), the
+subject's weight ``w`` (how many subjects it stands for: spaces of a zone counter, connections behind
+a meter, people in a count) and the values. ``publish`` then walks the charter's levels (finest cell
+and bin first, then the roll-ups): groups with at least k subjects are aggregated and published,
+the rows of the other groups move to the next, coarser level; what is still too small at the last
+level is suppressed. Each row ends in at most one published group, so a roll-up never republishes
+what a finer group already showed (no differencing between levels).
+
+Only bins that are closed (ended before ``closed_until``) are published; rows of open bins wait for
+a later run. Output: one row per (cell, resolution, bin, time) with the allow-listed aggregates and
+``n_contributors``; nothing else of the input survives (no subject, sensor, position or hash).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import h3
+import numpy as np
+import pandas as pd
+
+from datacharter.charter import Dataset, open_field
+from datacharter.mdav import mdav
+from datacharter.noise import discrete_laplace, laplace_scale, threshold
+from smartzone.names import parse_duration
+
+NS = 1_000_000_000
+DAY_NS = 86_400 * NS
+
+
+@dataclass
+class Result:
+    points: pd.DataFrame  # cell, resolution, bin, time, n_contributors, <allow-listed fields>
+    readings_in: int = 0
+    groups_published: int = 0
+    groups_suppressed: int = 0
+    rows_deferred: int = 0  # rows of bins still open: a later run publishes them
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a method needs besides its rows."""
+
+    version: str
+    closed_until: int  # ns: bins ending after this are not published yet
+    zone_resolution: int
+    subjects: dict[str, int]  # sensor id -> subjects it stands for (registry)
+    noise_key: bytes = b""
+
+
+def levels(ds: Dataset) -> list[tuple[int, str]]:
+    """(H3 resolution, bin) in the order a too-small group rolls up."""
+    chain = [(r, ds.time.bin) for r in (ds.space.resolution, *ds.space.roll_up)]
+    last = chain[-1][0]
+    return chain + [(last, b) for b in ds.time.roll_up]
+
+
+_parents: dict[tuple[str, int], str] = {}
+
+
+def parent_cells(cells: pd.Series, res: int) -> pd.Series:
+    """Each cell's parent at ``res`` (the cell itself at its own resolution); cached per unique cell."""
+    uniq = cells.unique()
+    mapping = {}
+    for c in uniq:
+        key = (c, res)
+        p = _parents.get(key)
+        if p is None:
+            p = c if h3.get_resolution(c) <= res else h3.cell_to_parent(c, res)
+            if len(_parents) < 1_000_000:
+                _parents[key] = p
+        mapping[c] = p
+    codes, cats = pd.factorize(cells)
+    return pd.Series(np.array([mapping[c] for c in cats], dtype=object)[codes], index=cells.index)
+
+
+def empty_points(ds: Dataset) -> pd.DataFrame:
+    cols = ["cell", "resolution", "bin", "time", "n_contributors", *sorted(ds.allowed_fields - {"n_contributors"})]
+    return pd.DataFrame({c: pd.Series(dtype=object) for c in cols})
+
+
+def publish(rows: pd.DataFrame, ds: Dataset, ctx: Context, aggregate, *, k: int | None = None,
+            check=None, threshold_fn=None) -> Result:
+    """Walk the levels; see the module docstring. ``aggregate(rows, keys)`` gives the published
+    fields per group; ``check(rows, keys, n)`` may veto groups (dominance); ``threshold_fn(n, rows, res, bin)``
+    may replace the plain ``n >= k`` test (noised thresholds). It is called before ``aggregate`` of the same level."""
+    k = ds.k if k is None else k
+    res = Result(empty_points(ds), readings_in=len(rows))
+    if rows.empty:
+        return res
+    out: list[pd.DataFrame] = []
+    pending = rows
+    chain = levels(ds)
+    for i, (r, b) in enumerate(chain):
+        if pending.empty:
+            break
+        bin_ns = int(parse_duration(b)) * NS
+        lvl = pending.assign(_cell=parent_cells(pending["cell"], r), _t=pending["t"] // bin_ns * bin_ns)
+        closed = (lvl["_t"] + bin_ns) <= ctx.closed_until
+        if i == 0 or (~closed).any():
+            res.rows_deferred += int((~closed).sum())
+        lvl = lvl[closed]
+        if lvl.empty:
+            pending = lvl
+            break
+        keys = ["_cell", "_t"]
+        subj = lvl.drop_duplicates(["_cell", "_t", "subject"])
+        n = subj.groupby(keys, sort=True)["w"].sum()
+        ok = threshold_fn(n, lvl, r, b) if threshold_fn else n >= k
+        if check is not None:
+            ok &= check(lvl, keys, n)
+        good = ok[ok].index
+        if len(good):
+            idx = pd.MultiIndex.from_frame(lvl[keys])
+            sel = lvl[idx.isin(good)]
+            agg = aggregate(sel, keys)
+            if "_n" in agg:
+                agg = agg.rename(columns={"_n": "n_contributors"})
+            else:
+                agg["n_contributors"] = n.loc[agg.index].astype(np.int64)
+            agg = agg.reset_index().rename(columns={"_cell": "cell", "_t": "time"})
+            agg["resolution"] = r
+            agg["bin"] = b
+            out.append(agg)
+            res.groups_published += len(agg)
+            pending = lvl[~idx.isin(good)].drop(columns=["_cell", "_t"])
+        else:
+            pending = lvl.drop(columns=["_cell", "_t"])
+        if i == len(chain) - 1:
+            res.groups_suppressed += int((~ok).sum())
+    if out:
+        pts = pd.concat(out, ignore_index=True)
+        res.points = pts.sort_values(["time", "resolution", "bin", "cell"], kind="stable").reset_index(drop=True)
+    return res
+
+
+# -- aggregates --------------------------------------------------------------------------------------
+def _stats(ds: Dataset, value_of: dict[str, str] | None = None):
+    """An aggregate function for the dataset's (field, aggregate) pairs over plain numeric columns."""
+    value_of = value_of or {}
+
+    def aggregate(rows: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+        g = rows.groupby(keys, sort=True)
+        cols: dict[str, pd.Series] = {}
+        for f, a in ds.outputs:
+            col = value_of.get(f, f)
+            if col not in rows:
+                continue
+            s = g[col]
+            name = open_field(f, a)
+            if a == "mean":
+                cols[name] = s.mean()
+            elif a == "min":
+                cols[name] = s.min()
+            elif a == "max":
+                cols[name] = s.max()
+            elif a in ("sum", "count"):
+                cols[name] = s.sum(min_count=1)
+            elif a == "energy_mean":  # levels in dB average as energies
+                e = (10.0 ** (rows[col] / 10.0)).groupby([rows[k] for k in keys], sort=True).mean()
+                cols[name] = 10.0 * np.log10(e)
+            else:  # p10, p50, p90
+                cols[name] = s.quantile(int(a[1:]) / 100.0)
+        return pd.DataFrame(cols)
+
+    return aggregate
+
+
+def _round(points: pd.DataFrame) -> pd.DataFrame:
+    """Floats to 4 significant decimals: stable output whatever the summation order."""
+    for c in points.columns:
+        if points[c].dtype.kind == "f":
+            points[c] = points[c].round(4)
+    return points
+
+
+# -- methods ------------------------------------------------------------------------------------------
+def summary(frame: pd.DataFrame, ds: Dataset, ctx: Context) -> Result:
+    rows = _fixed(frame)
+    rows = rows.assign(subject=rows["sensor"], w=1)
+    return _finish(publish(rows, ds, ctx, _stats(ds)))
+
+
+def count(frame: pd.DataFrame, ds: Dataset, ctx: Context) -> Result:
+    rows = _fixed(frame)
+    counted = [f for f in ds.fields if f in rows and _is_count(ds, f)]
+    small = set(ds.small_counts.fields) if ds.small_counts else set()
+    main_fields = [f for f in counted if f not in small]
+    total = rows[main_fields].fillna(0).sum(axis=1) if main_fields else pd.Series(0, index=rows.index)
+    # each counted row is its own subject; its weight is the number of road users / people it counts
+    base = rows.assign(subject=np.arange(len(rows)), w=total.astype(np.int64))
+    keep = [f for f in ds.fields if f not in small]
+    main = publish(base.drop(columns=[f for f in small if f in base]), ds, ctx,
+                   _stats(ds.model_copy(update={"fields": {f: ds.fields[f] for f in keep}})))
+    if not small:
+        return _finish(main)
+    # small counts: each field on its own, its count as weight, rolled up below the threshold
+    parts = [main]
+    for f in sorted(small):
+        if f not in rows:
+            continue
+        sub = rows[["t", "cell", f]].dropna().assign(subject=lambda d: np.arange(len(d)))
+        sub["w"] = sub[f].astype(np.int64)
+        one = ds.model_copy(update={"fields": {f: ds.fields[f]}})
+        parts.append(publish(sub, one, ctx, _stats(one), k=ds.small_counts.below))
+    return _finish(_merge(parts, ds))
+
+
+def _merge(parts: list[Result], ds: Dataset) -> Result:
+    keys = ["cell", "resolution", "bin", "time"]
+    frames = [p.points for p in parts if not p.points.empty]
+    merged = empty_points(ds)
+    if frames:
+        merged = frames[0]
+        for other in frames[1:]:
+            merged = merged.merge(other, on=keys, how="outer", suffixes=("", "_r"))
+            if "n_contributors_r" in merged:
+                merged["n_contributors"] = merged[["n_contributors", "n_contributors_r"]].max(axis=1)
+                merged = merged.drop(columns=["n_contributors_r"])
+        merged = merged.sort_values(["time", "resolution", "bin", "cell"], kind="stable").reset_index(drop=True)
+    return Result(merged, parts[0].readings_in, len(merged),
+                  sum(p.groups_suppressed for p in parts), parts[0].rows_deferred)
+
+
+def occupancy(frame: pd.DataFrame, ds: Dataset, ctx: Context) -> Result:
+    rows = _fixed(frame)
+    n = len(rows)
+    bay = rows["occupied"].astype("float64") if "occupied" in rows else pd.Series(np.nan, index=rows.index)
+    occ = rows["occupied_spaces"] if "occupied_spaces" in rows else pd.Series(np.nan, index=rows.index)
+    free = rows["free_spaces"] if "free_spaces" in rows else pd.Series(np.nan, index=rows.index)
+    capacity = rows["sensor"].map(ctx.subjects).fillna(1)
+    spaces = np.where(bay.notna(), 1.0, np.where(occ.notna() & free.notna(), occ + free, capacity))
+    occupied = np.where(bay.notna(), bay, occ)
+    sensors = rows["sensor"].to_numpy()
+    rows = pd.DataFrame({"t": rows["t"].to_numpy(), "cell": rows["cell"].to_numpy(), "sensor": sensors,
+                         "subject": sensors, "w": spaces, "occ": occupied, "spaces": spaces})
+    rows = rows[~np.isnan(rows["occ"].to_numpy(dtype=float))]
+
+    def aggregate(sel: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+        per_sensor = sel.groupby([*keys, "sensor"], sort=True).agg(occ=("occ", "mean"), spaces=("spaces", "max"))
+        g = per_sensor.groupby(level=keys, sort=True).sum()
+        out = pd.DataFrame(index=g.index)
+        for f, a in ds.outputs:
+            name = open_field(f, a)
+            if f == "occupancy":
+                out[name] = g["occ"] / g["spaces"]
+            elif f == "occupied_spaces":
+                out[name] = g["occ"]
+            elif f == "spaces":
+                out[name] = g["spaces"]
+        return out
+
+    result = publish(rows, ds, ctx, aggregate)
+    result.readings_in = n
+    return _finish(result)
+
+
+def distinct_count(frame: pd.DataFrame, ds: Dataset, ctx: Context) -> Result:
+    """Distinct pseudonymised devices per cell and bin; contribution-bounded, noised, thresholded."""
+    if frame.empty or "kind" not in frame or "subject" not in frame:
+        return _finish(Result(empty_points(ds)))
+    rows = frame[frame["kind"].isin(ds.source.kinds)]
+    n_in = len(rows)
+    rows = rows[rows["cell"].astype(bool)]
+    first_bin = int(parse_duration(ds.time.bin)) * NS
+    rows = pd.DataFrame({"t": rows["t"].to_numpy(), "cell": rows["cell"].to_numpy(),
+                         "subject": rows["subject"].to_numpy(),
+                         "randomised": rows["randomised"].astype(str).str.lower().eq("true").to_numpy()})
+    noise = ds.noise
+    if noise is not None and not rows.empty:
+        # contribution bound: a subject counts in at most L (cell, bin) pairs per UTC day, its first ones
+        rows["_b"] = rows["t"] // first_bin
+        firsts = rows.drop_duplicates(["subject", "cell", "_b"]).sort_values(["t", "cell"], kind="stable")
+        firsts = firsts.assign(_day=firsts["t"] // DAY_NS)
+        firsts["_rank"] = firsts.groupby(["subject", "_day"]).cumcount()
+        allowed = firsts.loc[firsts["_rank"] < noise.max_bins_per_subject_per_day, ["subject", "cell", "_b"]]
+        rows = rows.merge(allowed, on=["subject", "cell", "_b"], how="inner").drop(columns=["_b"])
+    rows = rows.assign(w=1)
+    scale = laplace_scale(noise.epsilon_per_day, noise.max_bins_per_subject_per_day) if noise else 0.0
+
+    def labels(keys_index: pd.Index, r: int, b: str, what: str, digest: pd.Series) -> list[str]:
+        return [f"{ctx.version}|{ds.source.measurement}|{c}|{r}|{b}|{t}|{what}|{d}"
+                for (c, t), d in zip(keys_index, digest.reindex(keys_index).to_numpy(), strict=True)]
+
+    state: dict[str, object] = {}
+
+    def digests(sel: pd.DataFrame, keys: list[str]) -> pd.Series:
+        h = sel.drop_duplicates([*keys, "subject"])
+        hv = pd.util.hash_pandas_object(h["subject"], index=False).to_numpy(dtype=np.uint64)
+        return pd.Series(hv, index=pd.MultiIndex.from_frame(h[keys])).groupby(level=[0, 1], sort=True).sum()
+
+    def counts(lvl: pd.DataFrame, index: pd.Index, r: int, b: str) -> tuple[pd.Series, pd.Series]:
+        """(stable, randomised) distinct devices per group, noised when the charter says so. Each
+        subject is in exactly one of the two counts, so one group costs one bin of its budget."""
+        uniq = lvl.drop_duplicates(["_cell", "_t", "subject"])
+        g = uniq.groupby(["_cell", "_t"], sort=True)["randomised"]
+        rnd = g.sum().astype(np.int64).reindex(index)
+        stable = g.count().astype(np.int64).reindex(index) - rnd
+        if noise:
+            dg = digests(lvl, ["_cell", "_t"])
+            stable = stable + discrete_laplace(ctx.noise_key, labels(index, r, b, "devices", dg), scale)
+            rnd = rnd + discrete_laplace(ctx.noise_key, labels(index, r, b, "randomised", dg), scale)
+        return stable.clip(lower=0), rnd.clip(lower=0)
+
+    def threshold_fn(n: pd.Series, lvl: pd.DataFrame, r: int, b: str) -> pd.Series:
+        stable, rnd = counts(lvl, n.index, r, b)
+        state["counts"] = (stable, rnd)
+        if not noise:
+            return n >= ds.k
+        # published only when the true count reaches k and the noised one clears k by the margin
+        return (n >= ds.k) & ((stable + rnd) >= threshold(ds.k, scale, noise.delta))
+
+    def aggregate(sel: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+        stable, rnd = state["counts"]
+        index = pd.MultiIndex.from_frame(sel[keys].drop_duplicates().sort_values(keys))
+        out = pd.DataFrame(index=index)
+        if "devices" in ds.fields:
+            out["devices"] = stable.reindex(index).astype(np.int64)
+        if "randomised_devices" in ds.fields:
+            out["randomised_devices"] = rnd.reindex(index).astype(np.int64)
+        if noise:  # the exact count would undo the noise: publish the noised total instead
+            out["_n"] = (stable + rnd).reindex(index).astype(np.int64)
+        return out
+
+    result = publish(rows, ds, ctx, aggregate, threshold_fn=threshold_fn)
+    result.readings_in = n_in
+    return _finish(result)
+
+
+def trajectory(frame: pd.DataFrame, positions: pd.DataFrame, ds: Dataset, ctx: Context) -> Result:
+    """Mobile readings placed on their vehicle's position, trips trimmed at both ends, k vehicles."""
+    n_in = len(frame)
+    values = [f for f in ds.fields if f in frame]
+    rows = frame[~frame["cell"].astype(bool)] if "cell" in frame else frame
+    rows = rows.dropna(subset=values, how="all")
+    if rows.empty or positions.empty:
+        return _finish(Result(empty_points(ds), readings_in=n_in))
+    pos = positions.rename(columns={"latitude": "lat", "longitude": "lon"}).dropna(subset=["lat", "lon"])
+    pos = pos.sort_values("t", kind="stable")
+    rows = rows.sort_values("t", kind="stable")
+    gap = int(parse_duration(ds.trip_gap)) * NS
+    placed = pd.merge_asof(rows, pos[["t", "sensor", "lat", "lon"]], on="t", by="sensor",
+                           tolerance=gap, direction="nearest")
+    placed = placed.dropna(subset=["lat", "lon"])
+    # trips: a vehicle's positions separated by more than trip_gap
+    pos = pos.assign(_trip=(pos.groupby("sensor")["t"].diff().fillna(gap + 1) > gap).astype(int))
+    pos["_trip"] = pos.groupby("sensor")["_trip"].cumsum()
+    trips = pos.groupby(["sensor", "_trip"]).agg(t0=("t", "min"), t1=("t", "max"), lat0=("lat", "first"),
+                                                 lon0=("lon", "first"), lat1=("lat", "last"), lon1=("lon", "last"))
+    trips = trips.reset_index()
+    placed = pd.merge_asof(placed.sort_values("t", kind="stable"), trips.sort_values("t0", kind="stable"),
+                           left_on="t", right_on="t0", by="sensor", direction="backward")
+    trim_ns = int(ds.trim.seconds * NS)
+    keep = (placed["t"] - placed["t0"] >= trim_ns) & (placed["t1"] - placed["t"] >= trim_ns)
+    d0 = _metres(placed["lat"], placed["lon"], placed["lat0"], placed["lon0"])
+    d1 = _metres(placed["lat"], placed["lon"], placed["lat1"], placed["lon1"])
+    keep &= (d0 >= ds.trim.metres) & (d1 >= ds.trim.metres)
+    placed = placed[keep]
+    cells = [h3.latlng_to_cell(a, b, ds.space.resolution) for a, b in zip(placed["lat"], placed["lon"], strict=True)]
+    rows = pd.DataFrame({"t": placed["t"].to_numpy(), "cell": np.array(cells, dtype=object),
+                         "subject": placed["sensor"].to_numpy(), "w": 1})
+    for f in values:
+        rows[f] = placed[f].to_numpy()
+    result = publish(rows, ds, ctx, _stats(ds))
+    result.readings_in = n_in
+    return _finish(result)
+
+
+def _metres(lat1, lon1, lat2, lon2) -> np.ndarray:
+    la1, lo1, la2, lo2 = (np.radians(np.asarray(v, dtype=float)) for v in (lat1, lon1, lat2, lon2))
+    a = np.sin((la2 - la1) / 2) ** 2 + np.cos(la1) * np.cos(la2) * np.sin((lo2 - lo1) / 2) ** 2
+    return 2 * 6_371_000 * np.arcsin(np.sqrt(a))
+
+
+def _meter_rows(frame: pd.DataFrame, column: str) -> tuple[pd.DataFrame | None, int]:
+    """A meter dataset's rows with ``column`` and their UTC day ``_day``; None when it has no such column."""
+    rows = _fixed(frame)
+    if column not in rows:
+        return None, len(rows)
+    n_in = len(rows)
+    rows = rows.dropna(subset=[column])
+    return rows.assign(_day=rows["t"] // DAY_NS * DAY_NS), n_in
+
+
+def daily_total(frame: pd.DataFrame, ds: Dataset, ctx: Context) -> Result:
+    """Daily kWh per building (meter) from its cumulative reading; k connections; dominance."""
+    meter = ds.source.meter_field
+    rows, n_in = _meter_rows(frame, meter)
+    if rows is None:
+        return _finish(Result(empty_points(ds), readings_in=n_in))
+    per = rows.groupby(["sensor", "_day"], sort=True).agg(
+        cell=("cell", "first"), lo=(meter, "min"), hi=(meter, "max"))
+    per = per.reset_index()
+    contrib = pd.DataFrame({"t": per["_day"].to_numpy(), "cell": per["cell"].to_numpy(),
+                            "subject": per["sensor"].to_numpy(),
+                            "w": per["sensor"].map(ctx.subjects).fillna(1).astype(np.int64).to_numpy(),
+                            "energy_kwh": (per["hi"] - per["lo"]).clip(lower=0).to_numpy()})
+
+    def dominance(lvl: pd.DataFrame, keys: list[str], n: pd.Series) -> pd.Series:
+        if ds.dominance is None:
+            return pd.Series(True, index=n.index)
+        share = lvl["energy_kwh"] / lvl["w"]  # a meter behind w connections: each connection's share
+        g = lvl.assign(_share=share).groupby(keys, sort=True)
+        return (g["_share"].max() <= ds.dominance * g["energy_kwh"].sum()).reindex(n.index, fill_value=False)
+
+    def aggregate(sel: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+        return pd.DataFrame({"energy_kwh": sel.groupby(keys, sort=True)["energy_kwh"].sum()})
+
+    result = publish(contrib, ds, ctx, aggregate, check=dominance)
+    result.readings_in = n_in
+    return _finish(result)
+
+
+def profiles(frame: pd.DataFrame, ds: Dataset, ctx: Context) -> Result:
+    """Typical hourly load profiles: MDAV groups of k meter-days, each published as its mean curve."""
+    power = ds.source.power_field
+    rows, n_in = _meter_rows(frame, power)
+    if rows is None:
+        return _finish(Result(empty_points(ds), readings_in=n_in))
+    rows = rows.assign(_hour=(rows["t"] - rows["_day"]) // (3600 * NS))
+    closed = (rows["_day"] + DAY_NS) <= ctx.closed_until
+    deferred = int((~closed).sum())
+    rows = rows[closed]
+    curves = rows.pivot_table(index=["_day", "sensor"], columns="_hour", values=power, aggfunc="mean")
+    curves = curves.reindex(columns=range(24)).dropna()  # complete days only
+    out = []
+    published = suppressed = 0
+    for d, block in curves.groupby(level="_day", sort=True):
+        block = block.sort_index(level="sensor")
+        sensors = block.index.get_level_values("sensor")
+        labels = mdav(block.to_numpy(), ds.k)
+        if (labels < 0).all():
+            suppressed += 1
+            continue
+        cells = pd.Series([_cell_at(c, ds.space.resolution) for c in _cells_of(frame, sensors)])
+        groups = pd.DataFrame(block.to_numpy()).groupby(labels)
+        means = groups.mean()
+        order = means.sum(axis=1).sort_values(kind="stable").index  # profile 0: the lowest total
+        for rank, g in enumerate(order):
+            members = np.flatnonzero(labels == g)
+            cell = cells.iloc[members].mode().sort_values().iloc[0]
+            for hour in range(24):
+                out.append({"cell": cell, "resolution": ds.space.resolution, "bin": ds.time.bin,
+                            "time": int(d) + hour * 3600 * NS, "profile": str(rank),
+                            "n_contributors": len(members), "power_mean": float(means.loc[g, hour])})
+            published += 1
+    pts = pd.DataFrame(out) if out else empty_points(ds).assign(profile=pd.Series(dtype=object))
+    return _finish(Result(pts, n_in, published * 24, suppressed, deferred))
+
+
+def _cells_of(frame: pd.DataFrame, sensors) -> list[str]:
+    first = frame.drop_duplicates("sensor").set_index("sensor")["cell"]
+    return [first.get(s, "") for s in sensors]
+
+
+def _cell_at(cell: str, res: int) -> str:
+    return cell if not cell or h3.get_resolution(cell) <= res else h3.cell_to_parent(cell, res)
+
+
+# -- helpers ------------------------------------------------------------------------------------------
+def _fixed(frame: pd.DataFrame) -> pd.DataFrame:
+    if frame.empty or "cell" not in frame:
+        return frame.iloc[0:0].assign(cell=pd.Series(dtype=object), sensor=pd.Series(dtype=object))
+    return frame[frame["cell"].astype(bool)]
+
+
+def _is_count(ds: Dataset, f: str) -> bool:
+    from smartzone.quantities import QUANTITIES
+
+    q = QUANTITIES.get(f"{ds.source.measurement}.{f}")
+    return q is not None and q.kind == "int"
+
+
+def _finish(result: Result) -> Result:
+    result.points = _round(result.points)
+    return result
+
+
+def digest(points: pd.DataFrame) -> str:
+    """A stable fingerprint of a set of points (idempotence checks, audit)."""
+    if points.empty:
+        return hashlib.sha256(b"").hexdigest()
+    body = points.sort_values(["time", "cell", "resolution", "bin"], kind="stable").to_csv(index=False)
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+METHODS = {"summary": summary, "count": count, "occupancy": occupancy, "distinct_count": distinct_count,
+           "daily_total": daily_total, "profiles": profiles}

@@ -1,0 +1,272 @@
+"""The charter job: raw windows in, charter-compliant open points out, incrementally and restart-safe.
+
+For each dataset of the charter, in UTC-day windows:
+
+1. From the dataset's watermark (the end of its last closed window; the first raw data's day on a
+   first run) up to now, each window is read from the raw (or pseudonymous) database, given to the
+   dataset's method (``datacharter.engine``) and written to the open database: one point per
+   (dataset, cell, time bin), tagged with the charter version. Only closed bins (ended ``settle``
+   ago) are published; the current day is processed again on the next run.
+2. Late data: closed windows within ``late_window`` whose raw row count grew since they were
+   processed are processed again, and only their points are replaced.
+3. A window's old points are deleted and its new points written only when they differ (a digest):
+   re-running over the same input and charter version changes nothing, and noise is never re-drawn.
+4. Each window processed leaves an audit record; the watermark moves in the same transaction.
+
+The raw data's retention policies come from the charter (``retention``): the job applies them at
+start, as the ingest worker does.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+
+from datacharter.charter import Charter, Dataset, open_field
+from datacharter.engine import DAY_NS, METHODS, NS, Context, Result, digest, empty_points, trajectory
+from datacharter.noise import load_key
+from datacharter.store import CharterStore
+from smartzone.names import parse_duration
+from smartzone.quantities import QUANTITIES
+from smartzone.registry import Registry
+from smartzone.settings import Settings
+from storage.influx import Influx, quote_ident
+from storage.lineprotocol import escape_key
+
+log = logging.getLogger(__name__)
+
+# tag columns of raw measurements: strings, "" when the point has none
+TAGS = ("sensor", "gateway", "technology", "category", "cell", "subject", "kind", "randomised", "class",
+        "rx_gateway", "modulation", "source")
+
+
+@dataclass
+class WindowReport:
+    dataset: str
+    start: int
+    end: int
+    readings_in: int
+    published: int
+    suppressed: int
+    deferred: int
+    written: bool
+    reprocessed: bool
+    read_s: float
+    apply_s: float
+
+
+def databases(settings: Settings) -> dict[str, str]:
+    return {"raw": settings.influx.raw_database, "pseudonymous": settings.influx.pseudonymous_database}
+
+
+def ensure_retention(influx: Influx, settings: Settings, charter: Charter) -> None:
+    """The raw and pseudonymous databases' retention policies, from the charter."""
+    influx.ensure_database(settings.influx.raw_database, charter.doc.retention.raw)
+    influx.ensure_database(settings.influx.pseudonymous_database, charter.doc.retention.pseudonymous)
+    influx.ensure_database(settings.charter.open_database, settings.charter.open_retention)
+
+
+class CharterJob:
+    def __init__(self, settings: Settings, charter: Charter | None = None, registry: Registry | None = None,
+                 influx: Influx | None = None, store: CharterStore | None = None) -> None:
+        self.settings = settings
+        self.charter = charter or Charter.load(settings.charter.path)
+        self.registry = registry or Registry.load(settings.registry)
+        self.influx = influx or Influx(settings.influx)
+        self.store = store or CharterStore(settings.sql_url)
+        self.dbs = databases(settings)
+        self.open_db = settings.charter.open_database
+        self.settle_ns = int(parse_duration(settings.charter.settle)) * NS
+        self.late_ns = int(parse_duration(settings.charter.late_window)) * NS
+        self.noise_key = load_key(settings.charter.noise_key_file or settings.data_dir / "charter" / "noise.key")
+        self.subjects = {s.id: s.subjects for s in self.registry.sensors.values()}
+        self._retention_applied = False
+
+    def close(self) -> None:
+        self.influx.close()
+        self.store.close()
+
+    # -- running --------------------------------------------------------------------------------------
+    def run_once(self, now: datetime | None = None, datasets: list[str] | None = None) -> list[WindowReport]:
+        now_ns = int((now or datetime.now(UTC)).timestamp() * 1e9)
+        if not self._retention_applied:
+            ensure_retention(self.influx, self.settings, self.charter)
+            self._retention_applied = True
+        closed_until = now_ns - self.settle_ns
+        reports: list[WindowReport] = []
+        for name, ds in self.charter.datasets.items():
+            if datasets and name not in datasets:
+                continue
+            reports += self._dataset(name, ds, closed_until)
+        return reports
+
+    def run_forever(self, every_s: float, stop: threading.Event) -> None:
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                reports = self.run_once()
+                written = sum(r.written for r in reports)
+                log.info("charter run: windows=%d written=%d published=%d suppressed=%d", len(reports), written,
+                         sum(r.published for r in reports), sum(r.suppressed for r in reports))
+            except Exception:  # InfluxDB away, ... : the next run retries; nothing advanced
+                log.exception("charter run failed; retrying in %.0f s", every_s)
+            stop.wait(max(0.0, every_s - (time.monotonic() - started)))
+
+    # -- one dataset ------------------------------------------------------------------------------------
+    def _dataset(self, name: str, ds: Dataset, closed_until: int) -> list[WindowReport]:
+        wm = self.store.watermark(name)
+        if wm is None:
+            first = self._first_time(ds)
+            if first is None:
+                return []
+            wm = first // DAY_NS * DAY_NS
+        reports = []
+        # late data in closed windows
+        for start in self._grown(name, ds, wm, closed_until):
+            reports.append(self._window(name, ds, start, closed_until, reprocessed=True))
+        # new windows, up to the one holding closed_until (the open day)
+        start = wm
+        while start <= closed_until:
+            reports.append(self._window(name, ds, start, closed_until, reprocessed=False))
+            start += DAY_NS
+        return reports
+
+    def _window(self, name: str, ds: Dataset, start: int, closed_until: int, *, reprocessed: bool) -> WindowReport:
+        end = start + DAY_NS
+        t0 = time.perf_counter()
+        frame, positions = self.read(ds, start, end)
+        t1 = time.perf_counter()
+        result = self.apply(ds, frame, positions, closed_until)
+        t2 = time.perf_counter()
+        points = result.points
+        dg = digest(points)
+        previous = self.store.window(name, start)
+        written = previous is None or previous.digest != dg or previous.points != len(points)
+        if written:
+            self._replace(name, start, end, points)
+        closed = end <= closed_until
+        self.store.record(name, start, end, version=self.charter.version, readings_in=result.readings_in,
+                          rows_seen=rows_seen(frame), published=len(points), suppressed=result.groups_suppressed,
+                          deferred=result.rows_deferred, digest=dg, reprocessed=reprocessed, written=written,
+                          watermark=end if closed and not reprocessed else None)
+        return WindowReport(name, start, end, result.readings_in, len(points), result.groups_suppressed,
+                            result.rows_deferred, written, reprocessed, t1 - t0, t2 - t1)
+
+    # -- pure part --------------------------------------------------------------------------------------
+    def apply(self, ds: Dataset, frame: pd.DataFrame, positions: pd.DataFrame | None, closed_until: int) -> Result:
+        ctx = Context(self.charter.version, closed_until, self.registry.doc.zone.h3_resolution, self.subjects,
+                      self.noise_key)
+        if frame.empty:
+            return Result(empty_points(ds))
+        if ds.method == "trajectory":
+            return trajectory(frame, positions if positions is not None else pd.DataFrame(), ds, ctx)
+        return METHODS[ds.method](frame, ds, ctx)
+
+    # -- InfluxDB ---------------------------------------------------------------------------------------
+    def read(self, ds: Dataset, start: int, end: int) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+        db = self.dbs[ds.source.database]
+        frame = self._select(db, ds.source.measurement, start, end)
+        positions = None
+        if ds.source.positions:
+            positions = self._select(db, ds.source.positions, start - 3600 * NS, end + 3600 * NS)
+        return frame, positions
+
+    def _select(self, db: str, measurement: str, start: int, end: int) -> pd.DataFrame:
+        q = f"SELECT * FROM {quote_ident(measurement)} WHERE time >= $start AND time < $end"  # noqa: S608 - checked
+        df = self.influx.frame(q, db, {"start": start, "end": end - 1}, strings=TAGS)
+        return normalise(df)
+
+    def _first_time(self, ds: Dataset) -> int | None:
+        db = self.dbs[ds.source.database]
+        m = quote_ident(ds.source.measurement)
+        df = self.influx.frame(f"SELECT * FROM {m} LIMIT 1", db)  # noqa: S608 - quote_ident checked it
+        if df.empty:
+            return None
+        return int(df["time"].iloc[0])
+
+    def _counts(self, ds: Dataset, since: int, until: int) -> dict[int, int]:
+        """Raw rows per UTC day in [since, until)."""
+        db = self.dbs[ds.source.database]
+        m = quote_ident(ds.source.measurement)
+        out: dict[int, int] = {}
+        q = f"SELECT count(*) FROM {m} WHERE time >= $a AND time < $b GROUP BY time(1d)"  # noqa: S608 - checked
+        for row in self.influx.rows(q, db, {"a": since, "b": until - 1}):
+            n = max((v for k, v in row.items() if k.startswith("count_") and v is not None), default=0)
+            if n:
+                out[int(row["time"])] = int(n)
+        return out
+
+    def _grown(self, name: str, ds: Dataset, wm: int, closed_until: int) -> list[int]:
+        """Closed windows within the late window whose raw data grew since they were processed."""
+        since = max(0, (closed_until - self.late_ns) // DAY_NS * DAY_NS)
+        if since >= wm:
+            return []
+        seen = self.store.windows_since(name, since)
+        counts = self._counts(ds, since, wm)
+        return sorted(s for s, n in counts.items() if s < wm and (s not in seen or n > seen[s].rows_seen))
+
+    def _replace(self, dataset: str, start: int, end: int, points: pd.DataFrame) -> None:
+        m = quote_ident(dataset)
+        q = f"DELETE FROM {m} WHERE time >= {int(start)} AND time < {int(end)}"  # noqa: S608 - identifier, integers
+        self.influx.query(q, self.open_db, write=True)
+        if not points.empty:
+            body = to_lines(dataset, points, self.charter.version, integer_fields(self.charter.datasets[dataset]))
+            for i in range(0, len(body), 5000):
+                self.influx.write(self.open_db, "\n".join(body[i:i + 5000]).encode())
+
+
+def rows_seen(frame: pd.DataFrame) -> int:
+    """The window's raw size as ``SELECT count(*)`` measures it (the largest count of any field), so a
+    later count that exceeds it means late data."""
+    fields = [c for c in frame.columns if c != "t" and c not in TAGS]
+    return int(frame[fields].notna().sum().max()) if fields and len(frame) else 0
+
+
+def normalise(df: pd.DataFrame) -> pd.DataFrame:
+    """InfluxDB's CSV rows: ``t`` (int ns), tags as strings ("" when unset), fields as read."""
+    if df.empty:
+        return pd.DataFrame({"t": pd.Series(dtype=np.int64), "sensor": pd.Series(dtype=object),
+                             "cell": pd.Series(dtype=object)})
+    df = df.rename(columns={"time": "t"})
+    df["t"] = df["t"].astype(np.int64)
+    for c in TAGS:
+        if c in df:
+            df[c] = df[c].fillna("").astype(str)
+    for c in ("sensor", "cell"):
+        if c not in df:
+            df[c] = ""
+    return df
+
+
+def integer_fields(ds: Dataset) -> set[str]:
+    """Open fields written as integers (InfluxDB refuses a field whose type changes): counts."""
+    out = {"n_contributors", "devices", "randomised_devices"}
+    for f, a in ds.outputs:
+        q = QUANTITIES.get(f"{ds.source.measurement}.{f}")
+        if a in ("sum", "count") and q is not None and q.kind == "int":
+            out.add(open_field(f, a))
+    return out
+
+
+def to_lines(dataset: str, points: pd.DataFrame, version: str, integers: set[str]) -> list[str]:
+    """Open points as line protocol: tags bin, cell, charter_version, (profile,) resolution."""
+    fields = [c for c in points.columns if c not in ("cell", "resolution", "bin", "time", "profile")]
+    v = escape_key(version)
+    lines = []
+    for r in points.to_dict("records"):
+        body = ",".join(f"{f}={int(r[f])}i" if f in integers else f"{f}={float(r[f])!r}"
+                        for f in fields if r[f] is not None and not pd.isna(r[f]))
+        if not body:
+            continue
+        tags = f"bin={escape_key(r['bin'])},cell={escape_key(r['cell'])},charter_version={v}"
+        if "profile" in r:
+            tags += f",profile={escape_key(str(r['profile']))}"
+        tags += f",resolution={int(r['resolution'])}"
+        lines.append(f"{dataset},{tags} {body} {int(r['time'])}")
+    return lines

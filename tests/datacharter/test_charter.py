@@ -1,0 +1,88 @@
+"""The charter document: schema validation with the line named, deny by default, plain-language text."""
+
+from __future__ import annotations
+
+import pytest
+
+from datacharter.charter import DEFAULT_PATH, Charter, CharterError
+from datacharter.explain import explain
+from datacharter.noise import laplace_scale, spent_epsilon
+
+TEXT = DEFAULT_PATH.read_text()
+
+
+def test_the_shipped_charter_is_valid_and_covers_the_published_categories():
+    c = Charter.load()
+    assert c.version == "2026.11.1"
+    assert {"air_quality", "mobile_air_quality", "noise", "traffic", "parking", "pedestrian_flow", "energy",
+            "energy_profiles"} <= set(c.datasets)
+    assert "gateway_health" not in c.datasets  # deny by default: health data is never published
+    assert c.retention_s == {"raw": 30 * 86400, "pseudonymous": 48 * 3600}
+
+
+@pytest.mark.parametrize(("old", "new", "line_of", "message"), [
+    ("    k: 10                       # the Dutch", "    k: 0  # the Dutch", "    k: 0  # the Dutch",
+     "greater than or equal to 1"),
+    ("      pm2_5: [mean, min, max, p50, p90]", "      pm2_5: [mean, median]", "      pm2_5: [mean, median]",
+     "Input should be"),
+    ("      laeq: [energy_mean, min, max, p10, p90]", "      laeq: [energy_mean]\n      imei: [mean]",
+     "      imei: [mean]", "not a quantity of the vocabulary"),
+    ("    time: {bin: 1h, roll_up: [1d]}\n    k: 3", "    time: {bin: 7m, roll_up: [1d]}\n    k: 3",
+     "    time: {bin: 7m, roll_up: [1d]}", "must divide a day"),
+    ("  raw: 30d ", "  raw: forever ", "  raw: forever ", "is not a duration"),
+    ("    noise: {epsilon_per_day: 1.0,", "    noise: {epsilon_per_day: -1.0,", "    noise: {epsilon_per_day: -1.0,",
+     "greater than 0"),
+])
+def test_an_invalid_charter_is_refused_naming_the_line(old, new, line_of, message):
+    assert old in TEXT
+    bad = TEXT.replace(old, new, 1)
+    with pytest.raises(CharterError) as info:
+        Charter.parse(bad)
+    line = bad.splitlines().index(next(ln for ln in bad.splitlines() if ln.startswith(line_of))) + 1
+    assert f"<charter>:{line}:" in str(info.value)
+    assert message in str(info.value)
+
+
+def test_unknown_keys_and_broken_yaml_are_refused():
+    with pytest.raises(CharterError, match=r"<charter>:\d+: datasets.noise.publish_raw: Extra inputs"):
+        Charter.parse(TEXT.replace("  noise:\n    title: Noise levels", "  noise:\n    publish_raw: true\n"
+                                   "    title: Noise levels", 1))
+    with pytest.raises(CharterError, match=r"<charter>:4: not valid YAML"):
+        Charter.parse("version: 1\ntitle: x\ndatasets: [a\n")
+    with pytest.raises(CharterError, match="must be a mapping"):
+        Charter.parse("- a\n")
+
+
+def test_methods_refuse_rules_they_cannot_honour():
+    noisy_levels = TEXT.replace("    subject: sensor\n    space: {resolution: 10}\n    time: {bin: 15m}\n    k: 1\n"
+                                "    fields:\n      laeq", "    subject: sensor\n    space: {resolution: 10}\n"
+                                "    time: {bin: 15m}\n    k: 1\n    noise: {epsilon_per_day: 1, "
+                                "max_bins_per_subject_per_day: 2}\n    fields:\n      laeq", 1)
+    with pytest.raises(CharterError, match="noise applies to counts of people only"):
+        Charter.parse(noisy_levels)
+    with pytest.raises(CharterError, match="roll_up resolutions must be coarser"):
+        Charter.parse(TEXT.replace("space: {resolution: 9, roll_up: [8]}", "space: {resolution: 9, roll_up: [10]}"))
+
+
+def test_noise_calibration_spends_exactly_the_daily_budget():
+    c = Charter.load()
+    n = c.datasets["pedestrian_flow"].noise
+    scale = laplace_scale(n.epsilon_per_day, n.max_bins_per_subject_per_day)
+    assert spent_epsilon(scale, n.max_bins_per_subject_per_day) == pytest.approx(n.epsilon_per_day)
+    assert spent_epsilon(scale / 2, n.max_bins_per_subject_per_day) == pytest.approx(2 * n.epsilon_per_day)
+
+
+def test_explain_speaks_plainly_about_every_dataset():
+    c = Charter.load()
+    text = explain(c)
+    for name, ds in c.datasets.items():
+        assert f"(dataset '{name}')" in text
+        assert ds.purpose in text
+    flows = explain(c, "pedestrian_flow")
+    assert "at least 10 different phones" in flows
+    assert "2 days" in flows  # the pseudonymous retention
+    assert "epsilon 1 per phone" in flows
+    assert "76 m" in flows and "15 minutes" in flows
+    assert "Not published: gateway and sensor health" in text
+    with pytest.raises(KeyError):
+        explain(c, "gateway_health")
