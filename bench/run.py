@@ -2,6 +2,7 @@
 
     python bench/run.py ingest [--n 200000] [--senml-n 1000000] [--repeat 3]
     python bench/run.py lorawan [--uplinks 40000] [--generic-n 100000] [--repeat 3]
+    python bench/run.py charter [--scale 1] [--repeat 3]
 
 ingest: N readings published as the simulator does (QoS 1) in two shapes, one reading per message
 (generic JSON) and SenML packs of 10, into one worker process; sustained readings/s from the first
@@ -18,6 +19,13 @@ to end into one worker, once with the events in JSON and once in protobuf, and i
 spine's generic-JSON figure (one reading per message) as the reference. Completion and loss as for
 ingest; every uplink also writes one radio point per receiving gateway. Last line:
 ``lorawan: json_ups=<n> protobuf_ups=<n> generic_rps=<n> lost=<n>``.
+
+charter: one simulated day of the whole zone (every sensor every minute, its passers-by's sightings)
+is written through the ingest pipeline into a real influxd by a separate process; then the charter job
+runs over that day (--repeat times): readings/s of applying the charter (all datasets, excluding the
+InfluxDB read), the read time itself, and the job process's peak RSS. ``--scale n`` runs n copies of the
+zone's sensors side by side (a bigger district). Last line:
+``charter: readings_per_s=<n> read_s=<n> rss_mb=<n>``.
 """
 
 from __future__ import annotations
@@ -399,6 +407,142 @@ def _lines(registry_path: Path, messages) -> list[str]:
     return out
 
 
+def _load_day(settings_json: str, start_iso: str) -> None:
+    from datacharter.charter import Charter
+    from gateways.backfill import backfill
+    from ingest.pipeline import Pipeline
+    from ingest.worker import ensure_databases, pseudonymiser
+    from smartzone.settings import Settings
+
+    settings = Settings.model_validate_json(settings_json)
+    charter = Charter.load(settings.charter.path)
+    registry = Registry.load(settings.registry)
+    with Influx(settings.influx) as influx:
+        ensure_databases(influx, settings, charter)
+        pipe = Pipeline(registry, settings.ingest.routes, max_payload_bytes=65_536, max_future=timedelta(minutes=5),
+                        max_age=timedelta(days=30), pseudonymiser=pseudonymiser(settings, charter))
+        backfill(Zone(registry, 42), pipe, influx, settings, datetime.fromisoformat(start_iso), 1440)
+
+
+def scaled_registry(folder: Path, scale: int) -> Path:
+    """The demo registry with every non-LoRa sensor copied ``scale`` times a few streets apart."""
+    doc = yaml.safe_load((REPO / "gateways" / "registry" / "antwerp.yaml").read_text())
+    if scale <= 1:
+        path = folder / "zone.yaml"
+        path.write_text(yaml.safe_dump(doc))
+        return path
+    copies = []
+    for i in range(1, scale):
+        for s in doc["sensors"]:
+            if s.get("lorawan") or s.get("mobile"):
+                continue
+            c = dict(s, id=f"{s['id']}-x{i}", keys=[f"{k}-x{i}" if ":" not in k else _shift_mac(k, i)
+                                                   for k in s["keys"]])
+            c["position"] = {"lat": s["position"]["lat"] + 0.004 * i, "lon": s["position"]["lon"]}
+            if s.get("format") == "senml":
+                c["keys"] = [f"urn:dev:mac:0024befffe{i:02x}{k[-4:]}" for k in s["keys"]]
+            copies.append(c)
+    doc["sensors"] += copies
+    path = folder / "zone.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def _shift_mac(mac: str, i: int) -> str:
+    parts = mac.split(":")
+    parts[3] = f"{(int(parts[3], 16) + i) % 256:02X}"
+    return ":".join(parts)
+
+
+def _raw_values(settings, day: datetime) -> tuple[int, int]:
+    """(values, points) of the simulated day in the measurements the charter reads."""
+    from datacharter.charter import Charter
+
+    charter = Charter.load(settings.charter.path)
+    dbs = {"raw": settings.influx.raw_database, "pseudonymous": settings.influx.pseudonymous_database}
+    wanted = {(ds.source.database, m) for ds in charter.datasets.values()
+              for m in (ds.source.measurement, ds.source.positions) if m}
+    a, b = int(day.timestamp()) * 10**9, int(day.timestamp() + 86_400) * 10**9 - 1
+    values = points = 0
+    with Influx(settings.influx) as influx:
+        for db, m in sorted(wanted):
+            rows = influx.rows(f'SELECT count(*) FROM "{m}" WHERE time >= $a AND time <= $b', dbs[db],  # noqa: S608
+                               {"a": a, "b": b})
+            if rows:
+                values += sum(v for k, v in rows[0].items() if k.startswith("count_"))
+            df = influx.frame(f'SELECT * FROM "{m}" WHERE time >= $a AND time <= $b', dbs[db], {"a": a, "b": b})  # noqa: S608
+            points += len(df)
+    return values, points
+
+
+def charter_bench(args: argparse.Namespace) -> str:
+    from datacharter.job import CharterJob
+    from smartzone.settings import Settings
+
+    now = datetime.now(UTC)
+    day = datetime(now.year, now.month, now.day, tzinfo=UTC) - timedelta(days=1)
+    with tempfile.TemporaryDirectory(prefix="sz-bench-charter-") as tmp_s:
+        tmp = Path(tmp_s)
+        influxd = services.influxd(tmp / "influxd").start()
+        try:
+            registry_path = scaled_registry(tmp, args.scale)
+            settings = Settings(data_dir=tmp / "data", registry=registry_path, influx={"url": influxd.url})
+            t0 = time.perf_counter()
+            loader = mp.get_context("spawn").Process(target=_load_day,
+                                                     args=(settings.model_dump_json(), day.isoformat()))
+            loader.start()
+            loader.join()
+            if loader.exitcode != 0:
+                raise SystemExit("loading the simulated day failed")
+            print(f"loaded one simulated day of {len(Registry.load(registry_path).sensors)} sensors in "
+                  f"{time.perf_counter() - t0:.0f} s", flush=True)
+            values, points = _raw_values(settings, day)
+            print(f"the day holds {values:,} raw readings (values) in {points:,} points across the measurements "
+                  "the charter reads", flush=True)
+            runs: dict[str, list[float]] = {"rps": [], "read": [], "apply": [], "readings": [], "rss": []}
+            proc = psutil.Process()
+            for r in range(args.repeat):
+                # each run starts afresh: its own watermarks, audit and open database
+                run_settings = settings.model_copy(update={
+                    "storage": settings.storage.model_copy(update={"sql_url": f"sqlite:///{tmp / f'run{r}.db'}"}),
+                    "charter": settings.charter.model_copy(update={"open_database": f"open_{r}"})})
+                job = CharterJob(run_settings)
+                peak = [proc.memory_info().rss]
+                stop = threading.Event()
+
+                def sample(peak=peak, stop=stop) -> None:
+                    while not stop.wait(0.01):
+                        peak[0] = max(peak[0], proc.memory_info().rss)
+
+                sampler = threading.Thread(target=sample, daemon=True)
+                sampler.start()
+                reports = job.run_once(now=day + timedelta(days=1, minutes=5))
+                stop.set()
+                sampler.join()
+                job.close()
+                readings = values  # every raw value the charter reads, once (two datasets may read one measurement)
+                apply_s = sum(x.apply_s for x in reports)
+                read_s = sum(x.read_s for x in reports)
+                runs["rps"].append(readings / apply_s)
+                runs["read"].append(read_s)
+                runs["apply"].append(apply_s)
+                runs["readings"].append(readings)
+                runs["rss"].append(peak[0] / 2**20)
+                published = sum(x.published for x in reports)
+                print(f"run {r + 1}: {readings:,} readings, apply {apply_s:.3f} s = {readings / apply_s:,.0f} "
+                      f"readings/s, read {read_s:.2f} s ({read_s / apply_s:.1f}x the apply time), "
+                      f"{published:,} groups published, peak RSS {peak[0] / 2**20:.0f} MB", flush=True)
+            med = {k: statistics.median(v) for k, v in runs.items()}
+            print(f"charter (medians of {args.repeat}): {med['readings']:,.0f} readings in one day, "
+                  f"{med['rps']:,.0f} readings/s ({points / med['apply']:,.0f} points/s) applying the charter ({med['rps'] / 500_000:.2f}x the 500,000 "
+                  f"target, {'met' if med['rps'] >= 500_000 else 'missed'}); InfluxDB read {med['read']:.2f} s "
+                  f"= {med['readings'] / med['read']:,.0f} readings/s; peak RSS {max(runs['rss']):.0f} MB")
+            return (f"charter: readings_per_s={med['rps']:.0f} read_s={med['read']:.2f} "
+                    f"rss_mb={max(runs['rss']):.0f}")
+        finally:
+            influxd.stop()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="bench", required=True)
@@ -410,8 +554,11 @@ def main() -> None:
     lw.add_argument("--uplinks", type=int, default=40_000, help="ChirpStack up events per encoding")
     lw.add_argument("--generic-n", type=int, default=100_000, help="generic-JSON readings, one per message")
     lw.add_argument("--repeat", type=int, default=3)
+    ch = sub.add_parser("charter")
+    ch.add_argument("--scale", type=int, default=1, help="copies of the zone's fixed sensors")
+    ch.add_argument("--repeat", type=int, default=3)
     args = p.parse_args()
-    print({"ingest": ingest, "lorawan": lorawan_bench}[args.bench](args))
+    print({"ingest": ingest, "lorawan": lorawan_bench, "charter": charter_bench}[args.bench](args))
 
 
 if __name__ == "__main__":

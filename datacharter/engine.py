@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import h3
 import numpy as np
@@ -61,25 +62,6 @@ def levels(ds: Dataset) -> list[tuple[int, str]]:
     return chain + [(last, b) for b in ds.time.roll_up]
 
 
-_parents: dict[tuple[str, int], str] = {}
-
-
-def parent_cells(cells: pd.Series, res: int) -> pd.Series:
-    """Each cell's parent at ``res`` (the cell itself at its own resolution); cached per unique cell."""
-    uniq = cells.unique()
-    mapping = {}
-    for c in uniq:
-        key = (c, res)
-        p = _parents.get(key)
-        if p is None:
-            p = c if h3.get_resolution(c) <= res else h3.cell_to_parent(c, res)
-            if len(_parents) < 1_000_000:
-                _parents[key] = p
-        mapping[c] = p
-    codes, cats = pd.factorize(cells)
-    return pd.Series(np.array([mapping[c] for c in cats], dtype=object)[codes], index=cells.index)
-
-
 def empty_points(ds: Dataset) -> pd.DataFrame:
     cols = ["cell", "resolution", "bin", "time", "n_contributors", *sorted(ds.allowed_fields - {"n_contributors"})]
     return pd.DataFrame({c: pd.Series(dtype=object) for c in cols})
@@ -87,51 +69,60 @@ def empty_points(ds: Dataset) -> pd.DataFrame:
 
 def publish(rows: pd.DataFrame, ds: Dataset, ctx: Context, aggregate, *, k: int | None = None,
             check=None, threshold_fn=None) -> Result:
-    """Walk the levels; see the module docstring. ``aggregate(rows, keys)`` gives the published
-    fields per group; ``check(rows, keys, n)`` may veto groups (dominance); ``threshold_fn(n, rows, res, bin)``
-    may replace the plain ``n >= k`` test (noised thresholds). It is called before ``aggregate`` of the same level."""
+    """Walk the levels; see the module docstring.
+
+    ``rows`` has ``t``, ``cell`` (H3 strings), ``subject`` (any hashable; integers are fastest), ``w`` and
+    the values. At each level the group keys are two integer columns, ``_cell`` (a code into the level's
+    cells) and ``_t`` (the bin start, ns). ``aggregate(rows, keys)`` gives the published fields per group;
+    ``check(rows, keys, n)`` may veto groups (dominance); ``threshold_fn(n, rows, res, bin, cells)`` may
+    replace the plain ``n >= k`` test (noised thresholds; ``cells[code]`` is the H3 string). It is called
+    before ``aggregate`` of the same level."""
     k = ds.k if k is None else k
     res = Result(empty_points(ds), readings_in=len(rows))
     if rows.empty:
         return res
     out: list[pd.DataFrame] = []
-    pending = rows
+    codes, source_cells = pd.factorize(rows["cell"])
+    pending = rows.assign(_src=codes)
     chain = levels(ds)
+    keys = ["_cell", "_t"]
     for i, (r, b) in enumerate(chain):
         if pending.empty:
             break
         bin_ns = int(parse_duration(b)) * NS
-        lvl = pending.assign(_cell=parent_cells(pending["cell"], r), _t=pending["t"] // bin_ns * bin_ns)
-        closed = (lvl["_t"] + bin_ns) <= ctx.closed_until
-        if i == 0 or (~closed).any():
+        parent_codes, cells = pd.factorize(np.array([_cell_at(c, r) for c in source_cells], dtype=object))
+        t = pending["t"].to_numpy()
+        lvl = pending.assign(_cell=parent_codes[pending["_src"].to_numpy()], _t=t // bin_ns * bin_ns)
+        closed = (lvl["_t"].to_numpy() + bin_ns) <= ctx.closed_until
+        if not closed.all():
             res.rows_deferred += int((~closed).sum())
-        lvl = lvl[closed]
+            lvl = lvl[closed]
         if lvl.empty:
             pending = lvl
             break
-        keys = ["_cell", "_t"]
         subj = lvl.drop_duplicates(["_cell", "_t", "subject"])
         n = subj.groupby(keys, sort=True)["w"].sum()
-        ok = threshold_fn(n, lvl, r, b) if threshold_fn else n >= k
+        ok = threshold_fn(n, lvl, r, b, cells) if threshold_fn else n >= k
         if check is not None:
             ok &= check(lvl, keys, n)
         good = ok[ok].index
         if len(good):
-            idx = pd.MultiIndex.from_frame(lvl[keys])
-            sel = lvl[idx.isin(good)]
-            agg = aggregate(sel, keys)
+            member = pd.MultiIndex.from_arrays([lvl["_cell"].to_numpy(), lvl["_t"].to_numpy()]).isin(good)
+            agg = aggregate(lvl[member], keys)
             if "_n" in agg:
                 agg = agg.rename(columns={"_n": "n_contributors"})
             else:
                 agg["n_contributors"] = n.loc[agg.index].astype(np.int64)
-            agg = agg.reset_index().rename(columns={"_cell": "cell", "_t": "time"})
+            agg = agg.reset_index()
+            agg.insert(0, "cell", cells[agg.pop("_cell").to_numpy()])
+            agg.insert(1, "time", agg.pop("_t"))
             agg["resolution"] = r
             agg["bin"] = b
             out.append(agg)
             res.groups_published += len(agg)
-            pending = lvl[~idx.isin(good)].drop(columns=["_cell", "_t"])
+            pending = lvl[~member].drop(columns=keys)
         else:
-            pending = lvl.drop(columns=["_cell", "_t"])
+            pending = lvl.drop(columns=keys)
         if i == len(chain) - 1:
             res.groups_suppressed += int((~ok).sum())
     if out:
@@ -208,7 +199,7 @@ def count(frame: pd.DataFrame, ds: Dataset, ctx: Context) -> Result:
         sub = rows[["t", "cell", f]].dropna().assign(subject=lambda d: np.arange(len(d)))
         sub["w"] = sub[f].astype(np.int64)
         one = ds.model_copy(update={"fields": {f: ds.fields[f]}})
-        parts.append(publish(sub, one, ctx, _stats(one), k=ds.small_counts.below))
+        parts.append(publish(sub, one, ctx, _stats(one), k=max(ds.k, ds.small_counts.below)))
     return _finish(_merge(parts, ds))
 
 
@@ -265,51 +256,46 @@ def distinct_count(frame: pd.DataFrame, ds: Dataset, ctx: Context) -> Result:
     """Distinct pseudonymised devices per cell and bin; contribution-bounded, noised, thresholded."""
     if frame.empty or "kind" not in frame or "subject" not in frame:
         return _finish(Result(empty_points(ds)))
-    rows = frame[frame["kind"].isin(ds.source.kinds)]
-    n_in = len(rows)
-    rows = rows[rows["cell"].astype(bool)]
-    first_bin = int(parse_duration(ds.time.bin)) * NS
-    rows = pd.DataFrame({"t": rows["t"].to_numpy(), "cell": rows["cell"].to_numpy(),
-                         "subject": rows["subject"].to_numpy(),
-                         "randomised": rows["randomised"].astype(str).str.lower().eq("true").to_numpy()})
+    rows = frame[frame["kind"].isin(ds.source.kinds) & frame["cell"].astype(bool)]
+    n_in = int(frame["kind"].isin(ds.source.kinds).sum())
+    subject, uniques = pd.factorize(rows["subject"])
+    # the digest of a group's input: the sum of its subjects' 64-bit hashes (order-free)
+    hashes = pd.util.hash_pandas_object(pd.Series(uniques), index=False).to_numpy(dtype=np.uint64)
+    rows = pd.DataFrame({"t": rows["t"].to_numpy(), "cell": rows["cell"].to_numpy(), "subject": subject,
+                         "randomised": (rows["randomised"].to_numpy() == "true"), "w": 1})
     noise = ds.noise
     if noise is not None and not rows.empty:
         # contribution bound: a subject counts in at most L (cell, bin) pairs per UTC day, its first ones
-        rows["_b"] = rows["t"] // first_bin
-        firsts = rows.drop_duplicates(["subject", "cell", "_b"]).sort_values(["t", "cell"], kind="stable")
-        firsts = firsts.assign(_day=firsts["t"] // DAY_NS)
-        firsts["_rank"] = firsts.groupby(["subject", "_day"]).cumcount()
-        allowed = firsts.loc[firsts["_rank"] < noise.max_bins_per_subject_per_day, ["subject", "cell", "_b"]]
-        rows = rows.merge(allowed, on=["subject", "cell", "_b"], how="inner").drop(columns=["_b"])
-    rows = rows.assign(w=1)
+        first_bin = int(parse_duration(ds.time.bin)) * NS
+        cell_code = pd.factorize(rows["cell"])[0]
+        key = pd.DataFrame({"s": subject, "c": cell_code, "b": rows["t"].to_numpy() // first_bin,
+                            "t": rows["t"].to_numpy()})
+        firsts = key.sort_values(["t", "c"], kind="stable").drop_duplicates(["s", "c", "b"])
+        rank = firsts.groupby([firsts["s"], firsts["t"] // DAY_NS], sort=False).cumcount()
+        allowed = firsts[rank.to_numpy() < noise.max_bins_per_subject_per_day]
+        keep = pd.MultiIndex.from_frame(key[["s", "c", "b"]]).isin(pd.MultiIndex.from_frame(allowed[["s", "c", "b"]]))
+        rows = rows[keep]
     scale = laplace_scale(noise.epsilon_per_day, noise.max_bins_per_subject_per_day) if noise else 0.0
-
-    def labels(keys_index: pd.Index, r: int, b: str, what: str, digest: pd.Series) -> list[str]:
-        return [f"{ctx.version}|{ds.source.measurement}|{c}|{r}|{b}|{t}|{what}|{d}"
-                for (c, t), d in zip(keys_index, digest.reindex(keys_index).to_numpy(), strict=True)]
-
     state: dict[str, object] = {}
 
-    def digests(sel: pd.DataFrame, keys: list[str]) -> pd.Series:
-        h = sel.drop_duplicates([*keys, "subject"])
-        hv = pd.util.hash_pandas_object(h["subject"], index=False).to_numpy(dtype=np.uint64)
-        return pd.Series(hv, index=pd.MultiIndex.from_frame(h[keys])).groupby(level=[0, 1], sort=True).sum()
-
-    def counts(lvl: pd.DataFrame, index: pd.Index, r: int, b: str) -> tuple[pd.Series, pd.Series]:
+    def counts(lvl: pd.DataFrame, index: pd.MultiIndex, r: int, b: str, cells) -> tuple[pd.Series, pd.Series]:
         """(stable, randomised) distinct devices per group, noised when the charter says so. Each
         subject is in exactly one of the two counts, so one group costs one bin of its budget."""
         uniq = lvl.drop_duplicates(["_cell", "_t", "subject"])
-        g = uniq.groupby(["_cell", "_t"], sort=True)["randomised"]
-        rnd = g.sum().astype(np.int64).reindex(index)
-        stable = g.count().astype(np.int64).reindex(index) - rnd
+        g = uniq.groupby(["_cell", "_t"], sort=True)
+        rnd = g["randomised"].sum().astype(np.int64).reindex(index)
+        stable = g["randomised"].count().astype(np.int64).reindex(index) - rnd
         if noise:
-            dg = digests(lvl, ["_cell", "_t"])
-            stable = stable + discrete_laplace(ctx.noise_key, labels(index, r, b, "devices", dg), scale)
-            rnd = rnd + discrete_laplace(ctx.noise_key, labels(index, r, b, "randomised", dg), scale)
+            digest = pd.Series(hashes[uniq["subject"].to_numpy()], index=uniq.index).groupby(
+                [uniq["_cell"], uniq["_t"]], sort=True).sum().reindex(index)
+            base = [f"{ctx.version}|{ds.source.measurement}|{cells[c]}|{r}|{b}|{t}|{d}"
+                    for (c, t), d in zip(index, digest.to_numpy(), strict=True)]
+            stable = stable + discrete_laplace(ctx.noise_key, [x + "|devices" for x in base], scale)
+            rnd = rnd + discrete_laplace(ctx.noise_key, [x + "|randomised" for x in base], scale)
         return stable.clip(lower=0), rnd.clip(lower=0)
 
-    def threshold_fn(n: pd.Series, lvl: pd.DataFrame, r: int, b: str) -> pd.Series:
-        stable, rnd = counts(lvl, n.index, r, b)
+    def threshold_fn(n: pd.Series, lvl: pd.DataFrame, r: int, b: str, cells) -> pd.Series:
+        stable, rnd = counts(lvl, n.index, r, b, cells)
         state["counts"] = (stable, rnd)
         if not noise:
             return n >= ds.k
@@ -459,6 +445,7 @@ def _cells_of(frame: pd.DataFrame, sensors) -> list[str]:
     return [first.get(s, "") for s in sensors]
 
 
+@lru_cache(maxsize=1_000_000)
 def _cell_at(cell: str, res: int) -> str:
     return cell if not cell or h3.get_resolution(cell) <= res else h3.cell_to_parent(cell, res)
 

@@ -28,8 +28,9 @@ class Backfilled:
 
 
 def backfill(zone: Zone, pipeline: Pipeline, influx: Influx, settings: Settings, start: datetime, rounds: int,
-             step: float = 60.0, batch_lines: int = 20_000) -> Backfilled:
-    """Simulate ``rounds`` rounds from ``start`` and write what the pipeline makes of them."""
+             step: float = 60.0, batch_lines: int = 20_000, first_round: int = 0) -> Backfilled:
+    """Simulate ``rounds`` rounds from ``start`` and write what the pipeline makes of them; ``first_round``
+    continues an earlier backfill's noise sequence."""
     out = Backfilled()
     buffers: dict[str, list[str]] = {settings.influx.raw_database: [], settings.influx.ops_database: [],
                                      settings.influx.pseudonymous_database: []}
@@ -42,7 +43,7 @@ def backfill(zone: Zone, pipeline: Pipeline, influx: Influx, settings: Settings,
     for i in range(rounds):
         t = start + timedelta(seconds=i * step)
         received = t + timedelta(milliseconds=200)
-        for e in zone.messages(t, 1, step, first_round=i):
+        for e in zone.messages(t, 1, step, first_round=first_round + i):
             res = pipeline.process(pipeline.message(e.topic, e.payload, received))
             out.messages += 1
             out.raw_lines += len(res.lines)

@@ -1,0 +1,126 @@
+"""Properties of the charter engine over arbitrary raw windows (hypothesis): whatever the input,
+
+- every published point covers at least k subjects of its dataset;
+- no published field is outside the charter's allow-list; no input column besides the values survives;
+- no subject, sensor id or other input string appears in the output;
+- each input row ends in at most one published group (a roll-up never republishes a finer group's rows);
+- the output is a pure function of the input (same input, same points, noise included).
+"""
+
+from __future__ import annotations
+
+import h3
+import numpy as np
+import pandas as pd
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from datacharter.charter import Charter
+from datacharter.engine import DAY_NS, NS, Context, count, daily_total, distinct_count, occupancy, summary
+
+CHARTER = Charter.load()
+BASE = 1_795_000_000 // 86_400 * 86_400 * NS  # a UTC midnight
+CENTRE = h3.latlng_to_cell(51.2135, 4.3960, 10)
+CELLS = sorted(h3.grid_disk(CENTRE, 2))  # 19 neighbouring street cells
+OUT_COLUMNS = {"cell", "resolution", "bin", "time"}
+
+
+def _ctx(subjects: dict[str, int] | None = None) -> Context:
+    return Context("test", BASE + 2 * DAY_NS, 10, subjects or {}, b"k" * 32)
+
+
+@st.composite
+def windows(draw, fields: tuple[str, ...], integer: bool = False, n_max: int = 400):
+    n = draw(st.integers(0, n_max))
+    n_sensors = draw(st.integers(1, 12))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    sensors = np.array([f"sensor-{i}" for i in range(n_sensors)], dtype=object)
+    sensor_cell = {s: CELLS[int(rng.integers(len(CELLS)))] for s in sensors}
+    pick = sensors[rng.integers(n_sensors, size=n)]
+    frame = pd.DataFrame({"t": BASE + rng.integers(0, DAY_NS, size=n), "sensor": pick,
+                          "cell": [sensor_cell[s] for s in pick]})
+    for f in fields:
+        vals = rng.integers(0, 40, size=n) if integer else rng.normal(40, 10, size=n)
+        frame[f] = np.where(rng.random(n) < 0.1, np.nan, vals)
+    return frame
+
+
+def _check(points: pd.DataFrame, ds, frame: pd.DataFrame, forbidden: set[str]) -> None:
+    assert set(points.columns) - OUT_COLUMNS - {"profile"} <= ds.allowed_fields
+    if points.empty:
+        return
+    assert (points["n_contributors"] >= ds.k).all()
+    text = points.astype(str).to_numpy().ravel()
+    assert not set(text) & forbidden
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(frame=windows(("laeq", "lamax")))
+def test_levels_properties(frame):
+    ds = CHARTER.datasets["noise"]
+    res = summary(frame, ds, _ctx())
+    _check(res.points, ds, frame, set(frame["sensor"]))
+    assert res.points.equals(summary(frame, ds, _ctx()).points)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(frame=windows(("cars", "heavy_vehicles", "cyclists", "pedestrians", "speed_mean"), integer=True),
+       k=st.integers(1, 60))
+def test_count_properties(frame, k):
+    ds = CHARTER.datasets["traffic"].model_copy(update={"k": k})
+    res = count(frame, ds, _ctx())
+    _check(res.points, ds, frame, set(frame["sensor"]))
+    if not res.points.empty:
+        # no count of cyclists or pedestrians below the charter's 5 is shown
+        for f in ("cyclists", "pedestrians"):
+            shown = res.points[f].dropna() if f in res.points else pd.Series(dtype=float)
+            assert (shown >= ds.small_counts.below).all()
+        # every counted road user is in at most one published cars total
+        if "cars" in res.points:
+            assert res.points["cars"].sum() <= frame["cars"].sum()
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(frame=windows(("occupied",), integer=True), k=st.integers(1, 12))
+def test_occupancy_properties(frame, k):
+    frame["occupied"] = frame["occupied"] % 2
+    ds = CHARTER.datasets["parking"].model_copy(update={"k": k})
+    res = occupancy(frame, ds, _ctx())
+    _check(res.points, ds, frame, set(frame["sensor"]))
+    if not res.points.empty:
+        assert ((res.points["occupancy_mean"] >= 0) & (res.points["occupancy_mean"] <= 1)).all()
+        assert (res.points["spaces_max"] >= k).all()
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(frame=windows(("total",)), subjects=st.integers(1, 15))
+def test_energy_properties(frame, subjects):
+    frame["total"] = frame.groupby("sensor")["total"].cumsum().abs()
+    ds = CHARTER.datasets["energy"]
+    ctx = _ctx(dict.fromkeys(frame["sensor"].unique(), subjects))
+    res = daily_total(frame, ds, ctx)
+    _check(res.points, ds, frame, set(frame["sensor"]))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(n_devices=st.integers(1, 400), n_rows=st.integers(0, 3000), seed=st.integers(0, 2**32 - 1),
+       k=st.integers(1, 30))
+def test_distinct_count_properties(n_devices, n_rows, seed, k):
+    rng = np.random.default_rng(seed)
+    subjects = np.array([f"{rng.integers(2**63):016x}" for _ in range(n_devices)], dtype=object)
+    frame = pd.DataFrame({
+        "t": BASE + rng.integers(0, DAY_NS, size=n_rows),
+        "cell": [CELLS[i] for i in rng.integers(4, size=n_rows)],
+        "sensor": "probe-1",
+        "subject": subjects[rng.integers(n_devices, size=n_rows)],
+        "kind": np.where(rng.random(n_rows) < 0.5, "wifi", "ble"),
+        "randomised": np.where(rng.random(n_rows) < 0.6, "true", "false"),
+    })
+    ds = CHARTER.datasets["pedestrian_flow"].model_copy(update={"k": k})
+    res = distinct_count(frame, ds, _ctx())
+    _check(res.points, ds, frame, set(subjects) | {"probe-1"})
+    if not res.points.empty:
+        # a device counts in at most L bins a day: the published counts cannot hold more than that,
+        # give or take the noise
+        assert res.points["n_contributors"].min() >= k
+    assert res.points.equals(distinct_count(frame, ds, _ctx()).points)  # the noise is not re-drawn
