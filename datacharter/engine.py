@@ -331,22 +331,26 @@ def trajectory(frame: pd.DataFrame, positions: pd.DataFrame, ds: Dataset, ctx: C
     pos = pos.sort_values("t", kind="stable")
     rows = rows.sort_values("t", kind="stable")
     gap = int(parse_duration(ds.trip_gap)) * NS
-    placed = pd.merge_asof(rows, pos[["t", "sensor", "lat", "lon"]], on="t", by="sensor",
-                           tolerance=gap, direction="nearest")
+    # trips: a vehicle's positions separated by more than trip_gap; along each, the time and the distance
+    # travelled since its start and until its end
+    pos = pos.sort_values(["sensor", "t"], kind="stable")
+    same = pos["sensor"].eq(pos["sensor"].shift())
+    new_trip = ~same | (pos["t"].diff() > gap)
+    pos["_trip"] = new_trip.cumsum()
+    step = _metres(pos["lat"].shift(), pos["lon"].shift(), pos["lat"], pos["lon"])
+    pos["_m"] = np.where(new_trip, 0.0, np.nan_to_num(step))
+    pos["_m"] = pos.groupby("_trip")["_m"].cumsum()
+    g = pos.groupby("_trip")
+    pos["_since_s"] = pos["t"] - g["t"].transform("min")
+    pos["_until_s"] = g["t"].transform("max") - pos["t"]
+    pos["_until_m"] = g["_m"].transform("max") - pos["_m"]
+    placed = pd.merge_asof(rows, pos.sort_values("t", kind="stable")[
+        ["t", "sensor", "lat", "lon", "_m", "_since_s", "_until_s", "_until_m"]],
+        on="t", by="sensor", tolerance=gap, direction="nearest")
     placed = placed.dropna(subset=["lat", "lon"])
-    # trips: a vehicle's positions separated by more than trip_gap
-    pos = pos.assign(_trip=(pos.groupby("sensor")["t"].diff().fillna(gap + 1) > gap).astype(int))
-    pos["_trip"] = pos.groupby("sensor")["_trip"].cumsum()
-    trips = pos.groupby(["sensor", "_trip"]).agg(t0=("t", "min"), t1=("t", "max"), lat0=("lat", "first"),
-                                                 lon0=("lon", "first"), lat1=("lat", "last"), lon1=("lon", "last"))
-    trips = trips.reset_index()
-    placed = pd.merge_asof(placed.sort_values("t", kind="stable"), trips.sort_values("t0", kind="stable"),
-                           left_on="t", right_on="t0", by="sensor", direction="backward")
     trim_ns = int(ds.trim.seconds * NS)
-    keep = (placed["t"] - placed["t0"] >= trim_ns) & (placed["t1"] - placed["t"] >= trim_ns)
-    d0 = _metres(placed["lat"], placed["lon"], placed["lat0"], placed["lon0"])
-    d1 = _metres(placed["lat"], placed["lon"], placed["lat1"], placed["lon1"])
-    keep &= (d0 >= ds.trim.metres) & (d1 >= ds.trim.metres)
+    keep = ((placed["_since_s"] >= trim_ns) & (placed["_until_s"] >= trim_ns)
+            & (placed["_m"] >= ds.trim.metres) & (placed["_until_m"] >= ds.trim.metres))
     placed = placed[keep]
     cells = [h3.latlng_to_cell(a, b, ds.space.resolution) for a, b in zip(placed["lat"], placed["lon"], strict=True)]
     rows = pd.DataFrame({"t": placed["t"].to_numpy(), "cell": np.array(cells, dtype=object),

@@ -173,8 +173,10 @@ class LoraNetwork:
     def _position(self, s: Sensor, i: int) -> tuple[float, float]:
         if s.position is not None:
             return s.position.lat, s.position.lon
-        # mobile: a city vehicle looping between the KMSKA and the Groenplaats, one lap per 40 rounds
-        a = 2 * math.pi * (i % 40) / 40
+        # mobile: city vehicles looping between the KMSKA and the Groenplaats, one lap per 40 rounds, each
+        # a quarter lap behind the one before (tracker-1, tracker-2, ...)
+        lag = 10 * (int(s.id.rsplit("-", 1)[-1]) - 1 if s.id.rsplit("-", 1)[-1].isdigit() else 0)
+        a = 2 * math.pi * ((i + lag) % 40) / 40
         return 51.2135 + 0.0040 * math.sin(a), 4.3970 + 0.0045 * math.cos(a)
 
     def _radio(self, ev: pb.UplinkEvent, s: Sensor, position: tuple[float, float], rng: random.Random,

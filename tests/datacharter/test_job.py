@@ -78,14 +78,16 @@ def test_every_dataset_publishes_and_every_point_keeps_the_charter(zone):
     by_ds = {r.dataset: r for r in zone["reports"] if r.start == int(DAY.timestamp()) * 10**9}
     points = open_points(zone["influx"], zone["settings"])
     # the zone's day publishes something in every dataset it has enough subjects for
-    for name in ("air_quality", "weather", "noise", "traffic", "parking", "pedestrian_flow", "pedestrian_counts",
-                 "energy"):
+    for name in ("air_quality", "mobile_air_quality", "weather", "noise", "traffic", "parking", "pedestrian_flow",
+                 "pedestrian_counts", "energy"):
         assert points[name], name
         assert by_ds[name].published == len(points[name]), name
-    # ... and keeps back what the charter forbids: one tracker is fewer than k = 3 vehicles; four meters
-    # are fewer than the k = 10 meters a profile needs
-    assert not points["mobile_air_quality"] and by_ds["mobile_air_quality"].suppressed > 0
+    # ... and keeps back what the charter forbids: four meters are fewer than the k = 10 a profile needs;
+    # three of them have a single connection each, fewer than the 10 a published total needs
     assert not points["energy_profiles"] and by_ds["energy_profiles"].suppressed > 0
+    assert by_ds["energy"].suppressed > 0 and all(r["n_contributors"] >= 10 for r in points["energy"])
+    # the three vehicles share a loop: published per 200 m cell and hour, never a trip's first 300 m
+    assert {r["n_contributors"] for r in points["mobile_air_quality"]} == {3}
     for name, rows in points.items():
         ds = CHARTER.datasets[name]
         allowed_levels = set(levels(ds))
