@@ -534,7 +534,8 @@ def charter_bench(args: argparse.Namespace) -> str:
                       f"{published:,} groups published, peak RSS {peak[0] / 2**20:.0f} MB", flush=True)
             med = {k: statistics.median(v) for k, v in runs.items()}
             print(f"charter (medians of {args.repeat}): {med['readings']:,.0f} readings in one day, "
-                  f"{med['rps']:,.0f} readings/s ({points / med['apply']:,.0f} points/s) applying the charter ({med['rps'] / 500_000:.2f}x the 500,000 "
+                  f"{med['rps']:,.0f} readings/s ({points / med['apply']:,.0f} points/s) applying the charter "
+                  f"({med['rps'] / 500_000:.2f}x the 500,000 "
                   f"target, {'met' if med['rps'] >= 500_000 else 'missed'}); InfluxDB read {med['read']:.2f} s "
                   f"= {med['readings'] / med['read']:,.0f} readings/s; peak RSS {max(runs['rss']):.0f} MB")
             return (f"charter: readings_per_s={med['rps']:.0f} read_s={med['read']:.2f} "

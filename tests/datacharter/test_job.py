@@ -119,7 +119,8 @@ def test_no_identifier_hash_or_raw_position_reaches_the_open_database(zone):
         secrets_ |= {s.id, *s.keys}
     secrets_ |= set(registry.gateways)
     secrets_ |= {g.eui for g in registry.gateways.values() if g.eui}
-    subjects = influx.rows('SHOW TAG VALUES FROM "sighting" WITH KEY = "subject"', settings.influx.pseudonymous_database)
+    subjects = influx.rows('SHOW TAG VALUES FROM "sighting" WITH KEY = "subject"',
+                           settings.influx.pseudonymous_database)
     pseudonyms = {r["value"] for r in subjects}
     assert len(pseudonyms) > 500  # the scan has something to find
     positions = influx.rows('SELECT "latitude", "longitude" FROM "position"', settings.influx.raw_database)
