@@ -59,13 +59,7 @@ def up(settings: Settings, *, demo: bool, rate: float | None = None, backfill: s
     job = None
     try:
         if demo and backfill:
-            from gateways.simulator import Zone
-            from smartzone.cli import _backfill
-
-            print(f"backfilling {backfill} of simulated data through the ingest pipeline ...", flush=True)
-            done = _backfill(settings, Zone(worker.registry, settings.simulator.seed), backfill)
-            print(f"backfilled: {done.messages} messages, {done.raw_lines} raw lines, "
-                  f"{done.pseudo_lines} pseudonymised sightings", flush=True)
+            _backfill_once(settings, worker.registry, backfill)
         job = CharterJob(settings, registry=worker.registry)
         charter_thread = threading.Thread(target=job.run_forever, args=(parse_duration(settings.charter.every), stop),
                                           name="charter", daemon=True)
@@ -104,6 +98,28 @@ def up(settings: Settings, *, demo: bool, rate: float | None = None, backfill: s
     if worker.fatal is not None:
         raise worker.fatal
     return 0
+
+
+def _backfill_once(settings: Settings, registry, span: str) -> None:
+    """A simulated past for the demo, only into an empty raw database (a second run must not double it)."""
+    from gateways.simulator import Zone
+    from smartzone.cli import _backfill
+    from storage.influx import Influx
+
+    from smartzone.errors import WriteError
+
+    with Influx(settings.influx) as influx:
+        try:
+            held = influx.query("SHOW MEASUREMENTS LIMIT 1", settings.influx.raw_database)[0].get("series")
+        except WriteError:  # no raw database yet
+            held = None
+        if held:
+            print(f"{settings.influx.raw_database} already holds data: no backfill", flush=True)
+            return
+    print(f"backfilling {span} of simulated data through the ingest pipeline ...", flush=True)
+    done = _backfill(settings, Zone(registry, settings.simulator.seed), span)
+    print(f"backfilled: {done.messages} messages, {done.raw_lines} raw lines, "
+          f"{done.pseudo_lines} pseudonymised sightings", flush=True)
 
 
 def _simulate(settings: Settings, registry, rate: float | None, stop: threading.Event) -> None:

@@ -21,8 +21,8 @@ def _env(service: dict) -> dict[str, str]:
 
 
 def test_full_stack_is_described():
-    assert {"mosquitto", "influxdb", "postgres", "ingest-1", "ingest-2", "chirpstack", "redis", "grafana"} <= set(
-        SERVICES)
+    assert {"mosquitto", "influxdb", "postgres", "ingest-1", "ingest-2", "charter", "chirpstack", "redis",
+            "grafana"} <= set(SERVICES)
     assert SERVICES["chirpstack"]["profiles"] == ["lorawan"] and SERVICES["grafana"]["profiles"] == ["dashboards"]
 
 
@@ -59,6 +59,22 @@ def test_ingest_workers_are_valid_settings_and_commands(monkeypatch):
         assert s.sql_url.startswith("postgresql+psycopg://")
         client_ids.add(s.mqtt.client_id)
     assert len(client_ids) == 2, "each worker needs its own client id for its persistent session"
+
+
+def test_the_charter_job_runs_as_a_service_with_its_state_kept(monkeypatch):
+    svc = SERVICES["charter"]
+    parser = build_parser()
+    args = parser.parse_args(svc["command"])
+    assert args.command == "charter" and args.action == "run" and not args.once
+    monkeypatch.setenv("SMARTZONE_CONFIG", "/nonexistent.toml")
+    for k, v in _env(svc).items():
+        monkeypatch.setenv(k, v)
+    s = Settings()
+    assert s.sql_url.startswith("postgresql+psycopg://")  # watermarks and audit survive the container
+    assert s.charter.every == "1m"
+    # the noise key (<data_dir>/charter/noise.key) is on a named volume: a new container must not draw new noise
+    assert any(v.startswith("charter-data:") and v.endswith(str(s.data_dir)) for v in svc["volumes"])
+    assert (REPO / s.charter.path).exists()
 
 
 def test_secrets_come_from_the_environment_only():
