@@ -188,6 +188,11 @@ class Dataset(_Strict):
     dominance: float | None = Field(None, gt=0, le=1)
     trim: Trim | None = None
     trip_gap: str | None = None
+    # what late raw data does to a published day: "reprocess" replaces its points; "freeze" publishes each
+    # day once, when it has closed, and never changes it (late rows are counted in the audit). A re-release
+    # of a group about people shows, by difference, what the late subjects contributed, so datasets with
+    # k > 1, noise or small-count rules must freeze.
+    late_data: Literal["reprocess", "freeze"] = "freeze"
 
     @field_validator("trip_gap")
     @classmethod
@@ -224,9 +229,34 @@ class Dataset(_Strict):
                 raise ValueError(f"method {self.method} needs {name}")
         if (self.source.database == "pseudonymous") != (self.method == "distinct_count"):
             raise ValueError("pseudonymised sightings (database: pseudonymous) are read by distinct_count only")
+        if self.late_data == "reprocess" and (self.k > 1 or self.noise or self.small_counts or self.dominance):
+            raise ValueError("late_data: reprocess would re-release groups about people, and the difference between "
+                             "two releases reveals the late subjects: use freeze for datasets with k > 1, noise, "
+                             "small_counts or dominance")
         if self.source.sensors == "mobile" and self.method != "trajectory":
             raise ValueError("mobile sensors have no fixed cell: only method trajectory places their readings")
         return self
+
+    @property
+    def levels(self) -> list[tuple[int, str]]:
+        """(H3 resolution, bin) in the order a too-small group rolls up: space first, then time."""
+        chain = [(r, self.time.bin) for r in (self.space.resolution, *self.space.roll_up)]
+        return chain + [(chain[-1][0], b) for b in self.time.roll_up]
+
+    @property
+    def noise_scale(self) -> float:
+        """The discrete Laplace scale of the dataset's counts (OpenDP-checked against the daily budget)."""
+        from datacharter.noise import laplace_scale
+
+        n = self.noise
+        return laplace_scale(n.epsilon_per_day, n.max_bins_per_subject_per_day, len(self.levels))
+
+    @property
+    def noise_threshold(self) -> float:
+        """The noised total (devices + randomised devices: two draws) a group must reach to be published."""
+        from datacharter.noise import threshold
+
+        return threshold(self.k, self.noise_scale, self.noise.delta / len(self.levels), draws=2)
 
     @property
     def outputs(self) -> list[tuple[str, str]]:

@@ -27,7 +27,7 @@ import pandas as pd
 
 from datacharter.charter import Dataset, open_field
 from datacharter.mdav import mdav
-from datacharter.noise import discrete_laplace, laplace_scale, threshold
+from datacharter.noise import discrete_laplace
 from smartzone.names import parse_duration
 
 NS = 1_000_000_000
@@ -57,9 +57,7 @@ class Context:
 
 def levels(ds: Dataset) -> list[tuple[int, str]]:
     """(H3 resolution, bin) in the order a too-small group rolls up."""
-    chain = [(r, ds.time.bin) for r in (ds.space.resolution, *ds.space.roll_up)]
-    last = chain[-1][0]
-    return chain + [(last, b) for b in ds.time.roll_up]
+    return ds.levels
 
 
 def empty_points(ds: Dataset) -> pd.DataFrame:
@@ -265,17 +263,21 @@ def distinct_count(frame: pd.DataFrame, ds: Dataset, ctx: Context) -> Result:
                          "randomised": (rows["randomised"].to_numpy() == "true"), "w": 1})
     noise = ds.noise
     if noise is not None and not rows.empty:
-        # contribution bound: a subject counts in at most L (cell, bin) pairs per UTC day, its first ones
+        # contribution bound: a subject counts in at most L (cell, bin) pairs per UTC day. Which L: a hash
+        # order of its pairs, not the first ones (that would bias evening counts down), fixed for a given
+        # subject and pair so that the choice is deterministic
         first_bin = int(parse_duration(ds.time.bin)) * NS
-        cell_code = pd.factorize(rows["cell"])[0]
-        key = pd.DataFrame({"s": subject, "c": cell_code, "b": rows["t"].to_numpy() // first_bin,
-                            "t": rows["t"].to_numpy()})
-        firsts = key.sort_values(["t", "c"], kind="stable").drop_duplicates(["s", "c", "b"])
-        rank = firsts.groupby([firsts["s"], firsts["t"] // DAY_NS], sort=False).cumcount()
-        allowed = firsts[rank.to_numpy() < noise.max_bins_per_subject_per_day]
+        key = pd.DataFrame({"s": subject, "c": rows["cell"].to_numpy(), "b": rows["t"].to_numpy() // first_bin})
+        pairs = key.drop_duplicates(["s", "c", "b"])
+        order = pd.util.hash_pandas_object(pd.DataFrame({"h": hashes[pairs["s"].to_numpy()], "c": pairs["c"],
+                                                         "b": pairs["b"]}), index=False).to_numpy()
+        pairs = pairs.assign(_o=order, _d=pairs["b"] * first_bin // DAY_NS).sort_values(["_o", "s", "c", "b"],
+                                                                                        kind="stable")
+        rank = pairs.groupby(["s", "_d"], sort=False).cumcount()
+        allowed = pairs[rank.to_numpy() < noise.max_bins_per_subject_per_day]
         keep = pd.MultiIndex.from_frame(key[["s", "c", "b"]]).isin(pd.MultiIndex.from_frame(allowed[["s", "c", "b"]]))
         rows = rows[keep]
-    scale = laplace_scale(noise.epsilon_per_day, noise.max_bins_per_subject_per_day) if noise else 0.0
+    scale = ds.noise_scale if noise else 0.0
     state: dict[str, object] = {}
 
     def counts(lvl: pd.DataFrame, index: pd.MultiIndex, r: int, b: str, cells) -> tuple[pd.Series, pd.Series]:
@@ -292,15 +294,17 @@ def distinct_count(frame: pd.DataFrame, ds: Dataset, ctx: Context) -> Result:
                     for (c, t), d in zip(index, digest.to_numpy(), strict=True)]
             stable = stable + discrete_laplace(ctx.noise_key, [x + "|devices" for x in base], scale)
             rnd = rnd + discrete_laplace(ctx.noise_key, [x + "|randomised" for x in base], scale)
-        return stable.clip(lower=0), rnd.clip(lower=0)
+        return stable, rnd
 
     def threshold_fn(n: pd.Series, lvl: pd.DataFrame, r: int, b: str, cells) -> pd.Series:
         stable, rnd = counts(lvl, n.index, r, b, cells)
-        state["counts"] = (stable, rnd)
+        state["counts"] = (stable.clip(lower=0), rnd.clip(lower=0))
         if not noise:
             return n >= ds.k
-        # published only when the true count reaches k and the noised one clears k by the margin
-        return (n >= ds.k) & ((stable + rnd) >= threshold(ds.k, scale, noise.delta))
+        # published only when the true count reaches k and the noised total (two draws, before clipping)
+        # clears the threshold a group of k - 1 clears with probability delta / levels (a group not published
+        # at one level gets another chance at the next)
+        return (n >= ds.k) & ((stable + rnd) >= ds.noise_threshold)
 
     def aggregate(sel: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
         stable, rnd = state["counts"]

@@ -7,7 +7,7 @@ the charter itself: change a rule and the explanation changes with it.
 from __future__ import annotations
 
 from datacharter.charter import Charter, Dataset
-from datacharter.noise import accuracy, laplace_scale, threshold
+from datacharter.noise import accuracy
 from smartzone.names import parse_duration
 from smartzone.quantities import QUANTITIES
 
@@ -93,15 +93,20 @@ def explain_dataset(name: str, ds: Dataset, charter: Charter) -> str:
     if ds.dominance:
         lines.append(f"  No single {one} may make up more than {ds.dominance:.0%} of a published total.")
     if ds.noise:
-        scale = laplace_scale(ds.noise.epsilon_per_day, ds.noise.max_bins_per_subject_per_day)
+        scale = ds.noise_scale
         lines.append(f"  Added uncertainty: each count gets random noise (differential privacy, epsilon "
                      f"{ds.noise.epsilon_per_day:g} per {one} per day; a {one} counts in at most "
                      f"{ds.noise.max_bins_per_subject_per_day} periods a day). Counts are off by at most "
                      f"{accuracy(scale):.0f} in 95% of cases, and an area is shown only when its noisy count "
-                     f"reaches {threshold(ds.k, scale, ds.noise.delta):.0f}.")
+                     f"reaches {ds.noise_threshold:.0f}.")
     if ds.trim:
         lines.append(f"  The first and last {_duration(f'{int(ds.trim.seconds)}s')} and {ds.trim.metres:.0f} m "
                      f"of every trip are left out, so that nobody can see where a vehicle starts or stops.")
+    if ds.late_data == "freeze":
+        lines.append("  When: each day is published once, after it has ended, and never changed afterwards, so that "
+                     "two versions of it cannot be compared to find out about the late arrivals.")
+    else:
+        lines.append("  When: within minutes; readings that arrive late update the figures of their day.")
     lines.append(f"  Never published: {_never(ds)}.")
     return "\n".join(lines)
 

@@ -8,7 +8,10 @@ For each dataset of the charter, in UTC-day windows:
    (dataset, cell, time bin), tagged with the charter version. Only closed bins (ended ``settle``
    ago) are published; the current day is processed again on the next run.
 2. Late data: closed windows within ``late_window`` whose raw row count grew since they were
-   processed are processed again, and only their points are replaced.
+   processed are processed again, and only their points are replaced, for datasets the charter lets
+   re-publish (``late_data: reprocess``: levels of the environment). Datasets about people
+   (``late_data: freeze``) publish each day once, when it has closed, and never change it: a re-release
+   would show, by difference, what the late subjects contributed. Their late rows are counted in the audit.
 3. A window's old points are deleted and its new points written only when they differ (a digest):
    re-running over the same input and charter version changes nothing, and noise is never re-drawn.
 4. Each window processed leaves an audit record; the watermark moves in the same transaction.
@@ -127,15 +130,30 @@ class CharterJob:
                 return []
             wm = first // DAY_NS * DAY_NS
         reports = []
+        frozen = ds.late_data == "freeze"
         # late data in closed windows
-        for start in self._grown(name, ds, wm, closed_until):
-            reports.append(self._window(name, ds, start, closed_until, reprocessed=True))
-        # new windows, up to the one holding closed_until (the open day)
+        for start, late in self._grown(name, ds, wm, closed_until):
+            if frozen:
+                self._late_ignored(name, start, late)
+            else:
+                reports.append(self._window(name, ds, start, closed_until, reprocessed=True))
+        # new windows, up to the one holding closed_until (the open day; a frozen dataset waits for its close)
         start = wm
-        while start <= closed_until:
+        while start + (DAY_NS if frozen else 0) <= closed_until:
             reports.append(self._window(name, ds, start, closed_until, reprocessed=False))
             start += DAY_NS
         return reports
+
+    def _late_ignored(self, name: str, start: int, late: int) -> None:
+        """A frozen day received late rows: count them in the audit (once), publish nothing new."""
+        seen = self.store.window(name, start)
+        self.store.record(name, start, start + DAY_NS, version=seen.charter_version if seen else self.charter.version,
+                          readings_in=0, rows_seen=(seen.rows_seen if seen else 0) + late,
+                          published=seen.points if seen else 0, suppressed=0, deferred=0,
+                          digest=seen.digest if seen else "", reprocessed=False, written=False, watermark=None,
+                          late_rows=late)
+        log.info("charter: %s %s received %d late rows; the day is frozen, nothing re-published", name,
+                 datetime.fromtimestamp(start / 1e9, UTC).date(), late)
 
     def _window(self, name: str, ds: Dataset, start: int, closed_until: int, *, reprocessed: bool) -> WindowReport:
         end = start + DAY_NS
@@ -202,14 +220,16 @@ class CharterJob:
                 out[int(row["time"])] = int(n)
         return out
 
-    def _grown(self, name: str, ds: Dataset, wm: int, closed_until: int) -> list[int]:
-        """Closed windows within the late window whose raw data grew since they were processed."""
+    def _grown(self, name: str, ds: Dataset, wm: int, closed_until: int) -> list[tuple[int, int]]:
+        """(window, rows gained) of closed windows within the late window whose raw data grew since they
+        were processed."""
         since = max(0, (closed_until - self.late_ns) // DAY_NS * DAY_NS)
         if since >= wm:
             return []
         seen = self.store.windows_since(name, since)
         counts = self._counts(ds, since, wm)
-        return sorted(s for s, n in counts.items() if s < wm and (s not in seen or n > seen[s].rows_seen))
+        return sorted((s, n - (seen[s].rows_seen if s in seen else 0)) for s, n in counts.items()
+                      if s < wm and (s not in seen or n > seen[s].rows_seen))
 
     def _replace(self, dataset: str, start: int, end: int, points: pd.DataFrame) -> None:
         m = quote_ident(dataset)

@@ -31,26 +31,27 @@ KEY_BYTES = 32
 
 
 @lru_cache(maxsize=64)
-def laplace_scale(epsilon_per_day: float, max_bins: int) -> float:
-    """The discrete Laplace scale whose loss over ``max_bins`` unit contributions is the daily budget."""
+def laplace_scale(epsilon_per_day: float, max_bins: int, levels: int = 1) -> float:
+    """The discrete Laplace scale whose loss over a subject's day is the daily budget: the subject counts in
+    at most ``max_bins`` groups at the finest level, and a group that is not published passes its rows to
+    the next level, where they are noised again: up to ``max_bins * levels`` unit contributions."""
     import opendp.prelude as dp
 
     dp.enable_features("contrib")
-    scale = max_bins / epsilon_per_day
-    meas = dp.m.make_laplace(dp.vector_domain(dp.atom_domain(T=int)), dp.l1_distance(T=int), scale=scale)
-    spent = meas.map(max_bins)
+    scale = max_bins * levels / epsilon_per_day
+    spent = spent_epsilon(scale, max_bins * levels)
     if spent > epsilon_per_day * (1 + 1e-9):
         raise ValueError(f"noise scale {scale} spends epsilon {spent} > budget {epsilon_per_day}")
     return scale
 
 
-def spent_epsilon(scale: float, max_bins: int) -> float:
-    """Privacy loss (OpenDP's accounting) of one day of a subject's contributions at ``scale``."""
+def spent_epsilon(scale: float, contributions: int) -> float:
+    """Privacy loss (OpenDP's accounting) of ``contributions`` unit contributions noised at ``scale``."""
     import opendp.prelude as dp
 
     dp.enable_features("contrib")
     meas = dp.m.make_laplace(dp.vector_domain(dp.atom_domain(T=int)), dp.l1_distance(T=int), scale=scale)
-    return float(meas.map(max_bins))
+    return float(meas.map(contributions))
 
 
 def accuracy(scale: float, alpha: float = 0.05) -> float:
@@ -60,12 +61,22 @@ def accuracy(scale: float, alpha: float = 0.05) -> float:
     return float(dp.discrete_laplacian_scale_to_accuracy(scale, alpha))
 
 
-def threshold(k: int, scale: float, delta: float) -> float:
-    """The noised-count threshold a group must clear: a group of fewer than k subjects clears it with
-    probability at most ``delta`` (so publication itself does not reveal a group that has only k)."""
+@lru_cache(maxsize=64)
+def threshold(k: int, scale: float, delta: float, draws: int = 1) -> float:
+    """The threshold a group's noised count (the sum of ``draws`` independent draws added to its true
+    count) must clear. A group of k - 1 subjects is never published (the true count is checked too), and a
+    group of exactly k clears the threshold with probability at most ``delta``: so whether a group is
+    published does not tell a group of k from one of k - 1, except with probability delta."""
     alpha = math.exp(-1.0 / scale)
-    # P(Z >= m) for discrete Laplace = alpha^m / (1 + alpha)
-    m = math.ceil(math.log(delta * (1 + alpha)) / math.log(alpha))
+    width = math.ceil(scale * (math.log(1 / delta) + 10) * draws) + 1
+    z = np.arange(-width, width + 1)
+    one = (1 - alpha) / (1 + alpha) * alpha ** np.abs(z)  # P(Z = z)
+    pmf = one
+    for _ in range(draws - 1):
+        pmf = np.convolve(pmf, one)
+    support = np.arange(len(pmf)) - (len(pmf) - 1) // 2
+    tail = np.cumsum(pmf[::-1])[::-1]  # P(S >= support[i])
+    m = int(support[np.argmax(tail <= delta)])
     return float(k + m)
 
 

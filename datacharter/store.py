@@ -4,7 +4,8 @@
 - ``charter_windows``: per dataset and window, the raw rows seen, the digest of what was published
   and the charter version that published it (late data is found by a growing row count);
 - ``charter_audit``: one record per window processed: charter version, window, readings in, groups
-  published and suppressed, rows deferred to a later run, and whether it was a re-processing.
+  published and suppressed, rows deferred to a later run, whether it was a re-processing, and the late
+  rows a frozen day received and did not publish.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ audit = Table(
     Column("rows_deferred", BigInteger, nullable=False),
     Column("reprocessed", Boolean, nullable=False),
     Column("written", Boolean, nullable=False),  # False: the output was already there, unchanged
+    Column("late_rows", BigInteger, nullable=False, default=0),  # late raw rows a frozen day did not publish
 )
 
 
@@ -96,7 +98,7 @@ class CharterStore:
 
     def record(self, dataset: str, start: int, end: int, *, version: str, readings_in: int, rows_seen: int,
                published: int, suppressed: int, deferred: int, digest: str, reprocessed: bool, written: bool,
-               watermark: int | None) -> None:
+               watermark: int | None, late_rows: int = 0) -> None:
         """One transaction: the window's state, its audit record and (when it closed) the watermark."""
         now = datetime.now(UTC)
         with self.engine.begin() as c:
@@ -109,7 +111,7 @@ class CharterStore:
             c.execute(insert(audit).values(at=now, charter_version=version, dataset=dataset, window_start=start,
                                            window_end=end, readings_in=readings_in, groups_published=published,
                                            groups_suppressed=suppressed, rows_deferred=deferred,
-                                           reprocessed=reprocessed, written=written))
+                                           reprocessed=reprocessed, written=written, late_rows=late_rows))
             if watermark is not None:
                 n = c.execute(update(watermarks).where(watermarks.c.dataset == dataset)
                               .values(until_ns=watermark, updated_at=now)).rowcount

@@ -116,7 +116,7 @@ class LoraNetwork:
             if duplicate:
                 yield topic, payload, truth
         if (i + self._offset[s.id]) % 30 == 0:
-            battery = round(100 - (i // 60 + len(s.id)) % 40 + 0.5, 1)
+            battery = round(99.5 - (i // 60 + len(s.id)) % 40, 1)  # a level in [60, 99.5] %
             margin = max(-20, min(30, round(ev.rx_info[0].snr) + 10)) if ev.rx_info else 0
             st = pb.StatusEvent(deduplication_id=str(uuid.UUID(int=rng.getrandbits(128), version=4)),
                                 device_info=ev.device_info, margin=margin, battery_level=battery)

@@ -259,14 +259,14 @@ def cmd_charter(settings: Settings, args: argparse.Namespace) -> int:
 
     charter = Charter.load(settings.charter.path)
     if args.action == "check":
-        from datacharter.noise import laplace_scale, spent_epsilon
+        from datacharter.noise import spent_epsilon
 
         for name, ds in charter.datasets.items():
-            if ds.noise:  # the budget, by OpenDP's accounting
+            if ds.noise:  # the budget, by OpenDP's accounting: L bins a day, each noised at up to every level
                 n = ds.noise
-                spent = spent_epsilon(laplace_scale(n.epsilon_per_day, n.max_bins_per_subject_per_day),
-                                      n.max_bins_per_subject_per_day)
-                print(f"{name}: noise spends epsilon {spent:g} per subject per day (budget {n.epsilon_per_day:g})")
+                spent = spent_epsilon(ds.noise_scale, n.max_bins_per_subject_per_day * len(ds.levels))
+                print(f"{name}: noise spends epsilon {spent:g} per subject per day (budget {n.epsilon_per_day:g}); "
+                      f"published from a noised count of {ds.noise_threshold:.0f}")
         print(f"{settings.charter.path}: valid charter version {charter.version}, {len(charter.datasets)} datasets "
               f"({', '.join(charter.datasets)}); raw data kept {charter.doc.retention.raw}, pseudonymised "
               f"sightings {charter.doc.retention.pseudonymous}")
@@ -295,6 +295,8 @@ def cmd_charter(settings: Settings, args: argparse.Namespace) -> int:
             day = datetime.fromtimestamp(r["window_start"] / 1e9, UTC).strftime("%Y-%m-%d")
             note = ("late data, re-processed; " if r["reprocessed"] else "") + ("written" if r["written"]
                                                                                 else "unchanged")
+            if r["late_rows"]:
+                note = f"{r['late_rows']} late rows not published (day frozen)"
             print(f"{r['at']:%Y-%m-%d %H:%M:%S} {r['charter_version']:11} {r['dataset']:19} {day:16} "
                   f"{r['readings_in']:9d} {r['groups_published']:9d} {r['groups_suppressed']:10d} "
                   f"{r['rows_deferred']:8d}  {note}")

@@ -104,9 +104,8 @@ def _backfill_once(settings: Settings, registry, span: str) -> None:
     """A simulated past for the demo, only into an empty raw database (a second run must not double it)."""
     from gateways.simulator import Zone
     from smartzone.cli import _backfill
-    from storage.influx import Influx
-
     from smartzone.errors import WriteError
+    from storage.influx import Influx
 
     with Influx(settings.influx) as influx:
         try:

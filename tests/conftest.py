@@ -70,6 +70,7 @@ def settings(tmp_path, mosquitto, influxd) -> Settings:
         influx={"url": influxd.url, "raw_database": f"raw_{tag}", "ops_database": f"ops_{tag}",
                 "pseudonymous_database": f"pseudo_{tag}"},
         ingest={"flush_interval": 0.05, "metrics_interval": 0.5},
+        charter={"open_database": f"open_{tag}"},
     )
 
 
@@ -79,7 +80,8 @@ def influx(settings) -> Iterator[Influx]:
     try:
         yield client
     finally:
-        for db in (settings.influx.raw_database, settings.influx.ops_database, settings.influx.pseudonymous_database):
+        for db in (settings.influx.raw_database, settings.influx.ops_database, settings.influx.pseudonymous_database,
+                   settings.charter.open_database):
             with contextlib.suppress(Exception):  # cleanup of a database a test may have made unreachable
                 client.drop_database(db)
         client.close()

@@ -13,7 +13,7 @@ TEXT = DEFAULT_PATH.read_text()
 
 def test_the_shipped_charter_is_valid_and_covers_the_published_categories():
     c = Charter.load()
-    assert c.version == "2026.11.1"
+    assert c.version == "2026.11.2"
     assert {"air_quality", "mobile_air_quality", "noise", "traffic", "parking", "pedestrian_flow", "energy",
             "energy_profiles"} <= set(c.datasets)
     assert "gateway_health" not in c.datasets  # deny by default: health data is never published
@@ -54,22 +54,31 @@ def test_unknown_keys_and_broken_yaml_are_refused():
 
 
 def test_methods_refuse_rules_they_cannot_honour():
-    noisy_levels = TEXT.replace("    subject: sensor\n    space: {resolution: 10}\n    time: {bin: 15m}\n    k: 1\n"
-                                "    fields:\n      laeq", "    subject: sensor\n    space: {resolution: 10}\n"
-                                "    time: {bin: 15m}\n    k: 1\n    noise: {epsilon_per_day: 1, "
-                                "max_bins_per_subject_per_day: 2}\n    fields:\n      laeq", 1)
+    noise_section = TEXT[TEXT.index("  noise:\n"):TEXT.index("  traffic:\n")]
+    noisy_levels = noise_section.replace("    k: 1\n", "    k: 1\n    noise: {epsilon_per_day: 1, "
+                                         "max_bins_per_subject_per_day: 2}\n", 1)
     with pytest.raises(CharterError, match="noise applies to counts of people only"):
-        Charter.parse(noisy_levels)
+        Charter.parse(TEXT.replace(noise_section, noisy_levels))
     with pytest.raises(CharterError, match="roll_up resolutions must be coarser"):
         Charter.parse(TEXT.replace("space: {resolution: 9, roll_up: [8]}", "space: {resolution: 9, roll_up: [10]}"))
+    # a dataset about people may not re-publish a closed day: the difference would reveal the late subjects
+    energy = TEXT[TEXT.index("  energy:\n"):TEXT.index("  energy_profiles:\n")]
+    with pytest.raises(CharterError, match="late_data: reprocess would re-release groups about people"):
+        Charter.parse(TEXT.replace(energy, energy.replace("    k: 10", "    late_data: reprocess\n    k: 10", 1)))
 
 
 def test_noise_calibration_spends_exactly_the_daily_budget():
     c = Charter.load()
     n = c.datasets["pedestrian_flow"].noise
-    scale = laplace_scale(n.epsilon_per_day, n.max_bins_per_subject_per_day)
-    assert spent_epsilon(scale, n.max_bins_per_subject_per_day) == pytest.approx(n.epsilon_per_day)
-    assert spent_epsilon(scale / 2, n.max_bins_per_subject_per_day) == pytest.approx(2 * n.epsilon_per_day)
+    contributions = n.max_bins_per_subject_per_day * len(c.datasets["pedestrian_flow"].levels)
+    scale = laplace_scale(n.epsilon_per_day, n.max_bins_per_subject_per_day, len(c.datasets["pedestrian_flow"].levels))
+    assert scale == c.datasets["pedestrian_flow"].noise_scale
+    assert spent_epsilon(scale, contributions) == pytest.approx(n.epsilon_per_day)
+    assert spent_epsilon(scale / 2, contributions) == pytest.approx(2 * n.epsilon_per_day)
+    # with a roll-up level the same budget needs twice the scale: rows not published at the first level are
+    # noised again at the second
+    assert laplace_scale(n.epsilon_per_day, n.max_bins_per_subject_per_day, 2) == 2 * laplace_scale(
+        n.epsilon_per_day, n.max_bins_per_subject_per_day, 1)
 
 
 def test_explain_speaks_plainly_about_every_dataset():
@@ -82,7 +91,8 @@ def test_explain_speaks_plainly_about_every_dataset():
     assert "at least 10 different phones" in flows
     assert "2 days" in flows  # the pseudonymous retention
     assert "epsilon 1 per phone" in flows
-    assert "76 m" in flows and "15 minutes" in flows
+    assert "76 m" in flows and "1 hour" in flows
+    assert "published once, after it has ended" in flows
     assert "Not published: gateway and sensor health" in text
     with pytest.raises(KeyError):
         explain(c, "gateway_health")
