@@ -102,12 +102,28 @@ class CharterJob:
             ensure_retention(self.influx, self.settings, self.charter)
             self._retention_applied = True
         closed_until = now_ns - self.settle_ns
+        self._purge_letters(now_ns)
         reports: list[WindowReport] = []
         for name, ds in self.charter.datasets.items():
             if datasets and name not in datasets:
                 continue
             reports += self._dataset(name, ds, closed_until)
         return reports
+
+    def _purge_letters(self, now_ns: int) -> None:
+        """Dead letters of sightings hold pseudonyms (scrubbed payloads, refused lines): the charter's
+        pseudonymous retention applies to them too."""
+        from storage.deadletters import DeadLetterStore
+
+        cutoff = datetime.fromtimestamp(now_ns / 1e9 - self.charter.retention_s["pseudonymous"], UTC)
+        store = DeadLetterStore(self.settings.sql_url)
+        try:
+            n = store.purge(cutoff, ["gw/%/sightings/%", f"influxdb/{self.dbs['pseudonymous']}"])
+        finally:
+            store.close()
+        if n:
+            log.info("charter: deleted %d dead letters holding pseudonyms older than %s", n,
+                     self.charter.doc.retention.pseudonymous)
 
     def run_forever(self, every_s: float, stop: threading.Event) -> None:
         while not stop.is_set():

@@ -23,8 +23,10 @@ from sqlalchemy import (
     Table,
     Text,
     create_engine,
+    delete,
     event,
     func,
+    or_,
     select,
     update,
 )
@@ -165,6 +167,17 @@ class DeadLetterStore:
             with self.engine.begin() as conn:
                 conn.execute(update(deadletters).where(deadletters.c.id.in_(ids)).values(
                     status=REPLAYED, attempts=deadletters.c.attempts + 1, updated_at=datetime.now(UTC)))
+
+    def purge(self, older_than: datetime, topic_patterns: Iterable[str]) -> int:
+        """Delete letters received before ``older_than`` whose topic matches one of the SQL LIKE patterns
+        (letters that hold pseudonyms may be kept no longer than the pseudonymous data itself)."""
+        patterns = list(topic_patterns)
+        if not patterns:
+            return 0
+        with self.engine.begin() as conn:
+            return conn.execute(delete(deadletters).where(
+                deadletters.c.received_at < older_than,
+                or_(*(deadletters.c.topic.like(p) for p in patterns)))).rowcount
 
     def mark_failed(self, letter_id: int, reason: str, detail: str) -> None:
         with self.engine.begin() as conn:

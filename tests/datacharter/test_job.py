@@ -279,3 +279,27 @@ def test_the_commands(zone, monkeypatch, capsys):
 def test_window_bounds_are_utc_days(zone):
     for r in zone["reports"]:
         assert r.start % DAY_NS == 0 and r.end - r.start == DAY_NS
+
+
+def test_dead_letters_holding_pseudonyms_expire_with_the_pseudonymous_data(zone):
+    from smartzone.model import DeadLetter
+    from storage.deadletters import DeadLetterStore
+
+    settings = zone["settings"]
+    store = DeadLetterStore(settings.sql_url)
+    old = AFTER_DAY - timedelta(days=3)
+    store.add([
+        DeadLetter(old, "gw/gw-volkstraat/sightings/ped-volkstraat-1", b'{"subject": "0011223344556677"}',
+                   "unknown_field", "x"),
+        DeadLetter(old, f"influxdb/{settings.influx.pseudonymous_database}", b"sighting,subject=00 seen=1i 1",
+                   "rejected_by_influxdb", "x"),
+        DeadLetter(old, "gw/gw-volkstraat/zigbee2mqtt/aq-1", b"{}", "malformed", "x"),  # no pseudonym: kept
+        DeadLetter(AFTER_DAY, "gw/gw-volkstraat/sightings/ped-volkstraat-1", b"{}", "malformed", "x"),  # recent
+    ])
+    zone["job"].run_once(now=AFTER_DAY + timedelta(minutes=1))
+    left = {(d.topic, d.reason) for d in store.list(status=None, limit=0)}
+    store.close()
+    assert ("gw/gw-volkstraat/zigbee2mqtt/aq-1", "malformed") in left
+    assert ("gw/gw-volkstraat/sightings/ped-volkstraat-1", "malformed") in left
+    assert not {t for t, _ in left if t.startswith("influxdb/pseudo")}
+    assert ("gw/gw-volkstraat/sightings/ped-volkstraat-1", "unknown_field") not in left
