@@ -1,1 +1,6 @@
-"""The data charter: raw readings -> anonymised, aggregated open data (built by the data-charter issue)."""
+"""The data charter: the city's privacy agreement, executable.
+
+``charter.yaml`` is the agreement (``charter.py`` validates it, ``explain.py`` says it in plain language);
+``pepper.py`` pseudonymises identifiers of passers-by at ingestion; ``job.py`` runs ``engine.py`` over the
+raw database in daily windows and writes only groups of at least k subjects to the open database.
+"""

@@ -18,7 +18,7 @@ a later run. Output: one row per (cell, resolution, bin, time) with the allow-li
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 
 import h3
@@ -41,7 +41,6 @@ class Result:
     groups_published: int = 0
     groups_suppressed: int = 0
     rows_deferred: int = 0  # rows of bins still open: a later run publishes them
-    notes: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -50,7 +49,6 @@ class Context:
 
     version: str
     closed_until: int  # ns: bins ending after this are not published yet
-    zone_resolution: int
     subjects: dict[str, int]  # sensor id -> subjects it stands for (registry)
     noise_key: bytes = b""
 
@@ -130,15 +128,14 @@ def publish(rows: pd.DataFrame, ds: Dataset, ctx: Context, aggregate, *, k: int 
 
 
 # -- aggregates --------------------------------------------------------------------------------------
-def _stats(ds: Dataset, value_of: dict[str, str] | None = None):
+def _stats(ds: Dataset):
     """An aggregate function for the dataset's (field, aggregate) pairs over plain numeric columns."""
-    value_of = value_of or {}
 
     def aggregate(rows: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
         g = rows.groupby(keys, sort=True)
         cols: dict[str, pd.Series] = {}
         for f, a in ds.outputs:
-            col = value_of.get(f, f)
+            col = f
             if col not in rows:
                 continue
             s = g[col]

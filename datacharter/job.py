@@ -194,8 +194,7 @@ class CharterJob:
 
     # -- pure part --------------------------------------------------------------------------------------
     def apply(self, ds: Dataset, frame: pd.DataFrame, positions: pd.DataFrame | None, closed_until: int) -> Result:
-        ctx = Context(self.charter.version, closed_until, self.registry.doc.zone.h3_resolution, self.subjects,
-                      self.noise_key)
+        ctx = Context(self.charter.version, closed_until, self.subjects, self.noise_key)
         if frame.empty:
             return Result(empty_points(ds))
         if ds.method == "trajectory":

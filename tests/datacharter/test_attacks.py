@@ -400,7 +400,7 @@ def _trial_frame(trials: int, background: int, target: np.ndarray, seed: int) ->
 
 def _release(frame: pd.DataFrame, ds: Dataset, key: bytes, trials: int) -> pd.DataFrame:
     """The published ``devices`` per trial (NaN: not published)."""
-    ctx = engine.Context(CHARTER.version, DAY0 + 2 * DAY_NS, 10, {}, key)
+    ctx = engine.Context(CHARTER.version, DAY0 + 2 * DAY_NS, {}, key)
     pts = engine.distinct_count(frame, ds, ctx).points
     trial = {(c, DAY0 + h * HOUR_NS): h * len(CELLS) + n for h in range(trials // len(CELLS) + 1)
              for n, c in enumerate(CELLS)}
@@ -468,7 +468,7 @@ def test_a_group_of_exactly_k_phones_is_published_with_probability_at_most_delta
                           "cell": np.array(CELLS, dtype=object)[i % len(CELLS)],
                           "subject": [f"{a:016x}" for a in range(len(i))], "kind": "wifi",
                           "randomised": np.where(rng.random(len(i)) < 0.3, "true", "false")})
-    ctx = engine.Context(CHARTER.version, DAY0 + 9 * DAY_NS, 10, {}, rng.bytes(32))
+    ctx = engine.Context(CHARTER.version, DAY0 + 9 * DAY_NS, {}, rng.bytes(32))
     published = len(engine.distinct_count(frame, PED, ctx).points)
     bound = DELTA + 3 * math.sqrt(DELTA / groups)
     print(f"\ngroups of exactly k published: {published}/{groups} = {published / groups:.1e}; delta {DELTA:.0e}")
@@ -492,7 +492,7 @@ def test_noised_counts_stay_within_the_accuracy_bound(zone):
 
     compare(zone.full.points["pedestrian_flow"])  # the job's release (fixed key) ...
     for seed in range(4):  # ... and the engine's under other keys
-        ctx = engine.Context(CHARTER.version, zone.city.end, 10, {}, np.random.default_rng(seed).bytes(32))
+        ctx = engine.Context(CHARTER.version, zone.city.end, {}, np.random.default_rng(seed).bytes(32))
         compare(engine.distinct_count(zone.sightings, PED, ctx).points)
     e = np.array(errors, dtype=float)
     clear = e[e[:, 0] >= margin][:, 1:].ravel()  # groups whose true size clears the threshold: no selection bias

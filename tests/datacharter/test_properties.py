@@ -26,7 +26,7 @@ OUT_COLUMNS = {"cell", "resolution", "bin", "time"}
 
 
 def _ctx(subjects: dict[str, int] | None = None) -> Context:
-    return Context("test", BASE + 2 * DAY_NS, 10, subjects or {}, b"k" * 32)
+    return Context("test", BASE + 2 * DAY_NS, subjects or {}, b"k" * 32)
 
 
 @st.composite
