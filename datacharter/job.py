@@ -73,6 +73,7 @@ def ensure_retention(influx: Influx, settings: Settings, charter: Charter) -> No
     influx.ensure_database(settings.influx.raw_database, charter.doc.retention.raw)
     influx.ensure_database(settings.influx.pseudonymous_database, charter.doc.retention.pseudonymous)
     influx.ensure_database(settings.charter.open_database, settings.charter.open_retention)
+    influx.ensure_database(settings.influx.ops_database, settings.influx.ops_retention)
 
 
 class CharterJob:
@@ -108,7 +109,30 @@ class CharterJob:
             if datasets and name not in datasets:
                 continue
             reports += self._dataset(name, ds, closed_until)
+        self._metrics(reports, now_ns, datasets)
         return reports
+
+    def _metrics(self, reports: list[WindowReport], now_ns: int, datasets: list[str] | None) -> None:
+        """The run's figures per dataset in the ops database (measurement ``charter``) for the operations
+        dashboard: groups published and suppressed, readings in, and the lag of the watermark behind now."""
+        lines = []
+        for name in self.charter.datasets:
+            if datasets and name not in datasets:
+                continue
+            mine = [r for r in reports if r.dataset == name]
+            wm = self.store.watermark(name)
+            fields = (f"windows={len(mine)}i,readings_in={sum(r.readings_in for r in mine)}i,"
+                      f"published={sum(r.published for r in mine)}i,suppressed={sum(r.suppressed for r in mine)}i,"
+                      f"written={sum(r.written for r in mine)}i")
+            if wm is not None:
+                fields += f",lag_s={(now_ns - wm) / 1e9!r}"
+            lines.append(f"charter,charter_version={escape_key(self.charter.version)},dataset={name} {fields} {now_ns}")
+        if lines:
+            try:
+                self.influx.write(self.settings.influx.ops_database, "\n".join(lines).encode())
+            except Exception:  # the metrics are for watching; the published data does not depend on them
+                log.warning("charter: could not write the run's metrics to %s", self.settings.influx.ops_database,
+                            exc_info=True)
 
     def _purge_letters(self, now_ns: int) -> None:
         """Dead letters of sightings hold pseudonyms (scrubbed payloads, refused lines): the charter's

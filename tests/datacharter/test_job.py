@@ -142,6 +142,18 @@ def test_no_identifier_hash_or_raw_position_reaches_the_open_database(zone):
         assert s.lower() not in text, s
 
 
+def test_each_run_leaves_its_figures_in_the_ops_database(zone):
+    influx, settings = zone["influx"], zone["settings"]
+    rows = influx.rows('SELECT * FROM "charter" WHERE "dataset" = \'noise\'', settings.influx.ops_database)
+    first = rows[0]  # the fixture's run
+    by_ds = [r for r in zone["reports"] if r.dataset == "noise"]
+    assert first["published"] == sum(r.published for r in by_ds) > 0
+    assert first["readings_in"] == sum(r.readings_in for r in by_ds)
+    assert first["time"] == int(AFTER_DAY.timestamp() * 1e9)
+    # the watermark is the end of DAY: the job ran 5 minutes after it
+    assert first["lag_s"] == 300.0 and first["charter_version"] == CHARTER.version
+
+
 def test_running_again_changes_nothing(zone):
     influx, settings, job = zone["influx"], zone["settings"], zone["job"]
     before = snapshot(influx, settings)
