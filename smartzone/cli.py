@@ -13,6 +13,7 @@
     smartzone charter explain [ds]   the charter in plain language (all datasets, or one)
     smartzone charter run            apply the charter: raw -> open database (--once, or --every 1m)
     smartzone charter audit          what the charter job published and suppressed, per window
+    smartzone api                    serve the open-data API (uvicorn)
     smartzone config show            the effective settings (secrets masked)
 """
 
@@ -329,6 +330,22 @@ def cmd_charter(settings: Settings, args: argparse.Namespace) -> int:
         job.close()
 
 
+def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from api.app import create_app
+
+    host = args.host or settings.api.host
+    port = args.port or settings.api.port
+    if settings.api.workers > 1:  # worker processes build their app from the same settings (environment)
+        uvicorn.run("api.app:app_from_environment", factory=True, host=host, port=port, workers=settings.api.workers,
+                    log_level=settings.log_level.lower(), access_log=False, proxy_headers=True)
+    else:
+        uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level.lower(),
+                    access_log=False, proxy_headers=True)
+    return 0
+
+
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     from smartzone.up import up
 
@@ -401,6 +418,11 @@ def build_parser() -> argparse.ArgumentParser:
     ch.add_argument("--every", default=None, help="run: interval of the service loop (default: charter.every)")
     ch.add_argument("--limit", type=int, default=50, help="audit: how many records")
     ch.set_defaults(func=cmd_charter)
+
+    ap = sub.add_parser("api", help="serve the open-data API")
+    ap.add_argument("--host", default=None, help="default: api.host")
+    ap.add_argument("--port", type=int, default=None, help="default: api.port")
+    ap.set_defaults(func=cmd_api)
 
     cfg = sub.add_parser("config", help="settings")
     cfg.add_argument("action", choices=("show",))

@@ -216,11 +216,20 @@ class Sensor(_Strict):
         return self
 
 
+class Place(_Strict):
+    """A named place of the zone: a street or a neighbourhood. Cells are named after the nearest ones."""
+
+    name: str = Field(min_length=1)
+    kind: Literal["street", "neighbourhood"]
+    position: Position
+
+
 class RegistryFile(_Strict):
     zone: Zone
     gateways: list[Gateway]
     sensors: list[Sensor]
     lorawan: LoraWan = Field(default_factory=LoraWan)
+    places: list[Place] = Field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)

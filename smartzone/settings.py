@@ -130,6 +130,24 @@ class CharterSettings(BaseModel):
         return v
 
 
+class ApiSettings(BaseModel):
+    """The open-data API (``smartzone api``). It reads the open database and the registry, nothing else."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    base_url: str = ""  # public URL (https://data.example.org) for links and DCAT; default: from the request
+    cors_origins: list[str] = Field(default_factory=lambda: ["*"])  # browser clients allowed to read
+    rate_limit: float = Field(20.0, gt=0)  # requests per second per client (token bucket), sustained
+    rate_burst: int = Field(100, ge=1)  # requests a client may send at once
+    page_size: int = Field(10_000, ge=1)  # observations per page unless ``limit`` says otherwise
+    max_page_size: int = Field(1_000_000, ge=1)  # the largest ``limit`` (CSV and Parquet stream it)
+    max_range_days: int = Field(366, ge=1)  # the longest ``from``-``to`` window of one request
+    max_cells: int = Field(500, ge=1)  # the most cells a request may name (``cells`` or a ``bbox``)
+    max_query_bytes: int = Field(4096, ge=256)  # longer query strings are refused (414)
+    workers: int = Field(1, ge=1, le=64)  # uvicorn worker processes
+    publisher_url: str = "https://www.antwerpen.be"  # DCAT publisher homepage
+
+
 class StorageSettings(BaseModel):
     sql_url: str = ""  # default: sqlite:///<data_dir>/smartzone.db
 
@@ -156,6 +174,7 @@ class Settings(BaseSettings):
     simulator: SimulatorSettings = Field(default_factory=SimulatorSettings)
     chirpstack: ChirpStackSettings = Field(default_factory=ChirpStackSettings)
     charter: CharterSettings = Field(default_factory=CharterSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -2,7 +2,8 @@
 
 1. Mosquitto and influxd are started from PATH when nothing answers on the configured loopback
    ports, with their data under ``<data_dir>/`` (a remote host is never started, only used).
-2. The ingest worker starts, and the charter job (every ``charter.every``: raw -> open database).
+2. The ingest worker starts, the charter job (every ``charter.every``: raw -> open database) and the
+   open-data API (``api.host``:``api.port``, a uvicorn server in a thread).
 3. With ``--demo``, the simulated smart zone publishes too; ``--backfill 1d`` first writes a simulated
    past day through the ingest pipeline, so the charter job has closed bins to publish at once.
 4. Every few seconds a line says what flows; ``smartzone status`` and ``smartzone charter audit`` tell more.
@@ -55,12 +56,13 @@ def up(settings: Settings, *, demo: bool, rate: float | None = None, backfill: s
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     worker = Worker(settings)
-    sim_thread = charter_thread = None
-    job = None
+    sim_thread = charter_thread = api_thread = None
+    job = api_server = None
     try:
         if demo and backfill:
             _backfill_once(settings, worker.registry, backfill)
         job = CharterJob(settings, registry=worker.registry)
+        api_server = _api_server(settings, worker.registry)
         charter_thread = threading.Thread(target=job.run_forever, args=(parse_duration(settings.charter.every), stop),
                                           name="charter", daemon=True)
         worker.start()
@@ -71,10 +73,13 @@ def up(settings: Settings, *, demo: bool, rate: float | None = None, backfill: s
                                           name="simulator", daemon=True)
             sim_thread.start()
         charter_thread.start()
+        api_thread = threading.Thread(target=api_server.run, name="api", daemon=True)
+        api_thread.start()
         print(f"smart zone up: worker {settings.mqtt.client_id}, broker {settings.mqtt.host}:{settings.mqtt.port}, "
               f"InfluxDB {settings.influx.url} database {settings.influx.raw_database}"
               + (", simulator running" if demo else "")
-              + f", charter job every {settings.charter.every} -> {settings.charter.open_database}")
+              + f", charter job every {settings.charter.every} -> {settings.charter.open_database}"
+              + f", open-data API http://{settings.api.host}:{settings.api.port}/docs")
         print("look, from another terminal: `smartzone status` (self-metrics), `smartzone deadletters list`, "
               "`smartzone charter audit` "
               "(from a checkout: ./dev smartzone status); "
@@ -87,6 +92,10 @@ def up(settings: Settings, *, demo: bool, rate: float | None = None, backfill: s
         stop.set()
         if sim_thread is not None:
             sim_thread.join(10)
+        if api_server is not None:
+            api_server.should_exit = True
+            if api_thread is not None:
+                api_thread.join(10)
         if charter_thread is not None and charter_thread.is_alive():
             charter_thread.join(30)
         if job is not None:
@@ -98,6 +107,17 @@ def up(settings: Settings, *, demo: bool, rate: float | None = None, backfill: s
     if worker.fatal is not None:
         raise worker.fatal
     return 0
+
+
+def _api_server(settings: Settings, registry):
+    """A uvicorn server for the open-data API, run in a thread (it installs no signal handlers there)."""
+    import uvicorn
+
+    from api.app import create_app
+
+    config = uvicorn.Config(create_app(settings, registry=registry), host=settings.api.host, port=settings.api.port,
+                            log_level="warning", access_log=False)
+    return uvicorn.Server(config)
 
 
 def _backfill_once(settings: Settings, registry, span: str) -> None:

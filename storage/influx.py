@@ -145,7 +145,8 @@ class Influx:
 
     def frame(self, q: str, database: str, params: dict[str, Any] | None = None, strings: tuple[str, ...] = ()):
         """A SELECT's rows as a pandas DataFrame, read from InfluxDB's CSV output (far cheaper to parse
-        than JSON). Columns: ``time`` (int ns), then tags and fields; the columns named in ``strings`` (tags)
+        than JSON). Columns: ``time`` (int ns), then tags (GROUP BY tags too) and fields; the columns named
+        in ``strings`` (tags)
         are read as text, never as numbers (a hex pseudonym such as ``1e30...`` is not a float)."""
         import io
 
@@ -168,6 +169,11 @@ class Influx:
                          dtype=dict.fromkeys(strings, str))
         if "error" in df.columns and len(df.columns) <= 2:
             raise WriteError(r.status_code, str(df["error"].iloc[0]), retryable=False)
+        if "tags" in df.columns and df["tags"].notna().any():  # GROUP BY tags: "k=v,k=v" per series
+            parsed = {t: dict(kv.split("=", 1) for kv in t.split(",") if "=" in kv)
+                      for t in df["tags"].dropna().unique()}
+            for key in sorted({k for d in parsed.values() for k in d}):
+                df[key] = df["tags"].map(lambda t, key=key: parsed.get(t, {}).get(key, ""))
         return df.drop(columns=[c for c in ("name", "tags") if c in df.columns])
 
     def ensure_database(self, database: str, retention: str) -> None:

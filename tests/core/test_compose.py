@@ -21,7 +21,7 @@ def _env(service: dict) -> dict[str, str]:
 
 
 def test_full_stack_is_described():
-    assert {"mosquitto", "influxdb", "postgres", "ingest-1", "ingest-2", "charter", "chirpstack", "redis",
+    assert {"mosquitto", "influxdb", "postgres", "ingest-1", "ingest-2", "charter", "api", "chirpstack", "redis",
             "grafana"} <= set(SERVICES)
     assert SERVICES["chirpstack"]["profiles"] == ["lorawan"] and SERVICES["grafana"]["profiles"] == ["dashboards"]
 
@@ -75,6 +75,19 @@ def test_the_charter_job_runs_as_a_service_with_its_state_kept(monkeypatch):
     # the noise key (<data_dir>/charter/noise.key) is on a named volume: a new container must not draw new noise
     assert any(v.startswith("charter-data:") and v.endswith(str(s.data_dir)) for v in svc["volumes"])
     assert (REPO / s.charter.path).exists()
+
+
+def test_the_api_serves_on_all_interfaces_with_several_workers(monkeypatch):
+    svc = SERVICES["api"]
+    args = build_parser().parse_args(svc["command"])
+    assert args.command == "api"
+    monkeypatch.setenv("SMARTZONE_CONFIG", "/nonexistent.toml")
+    for k, v in _env(svc).items():
+        monkeypatch.setenv(k, v)
+    s = Settings()
+    assert s.api.host == "0.0.0.0" and s.api.workers == 2
+    assert svc["ports"] == [f"{s.api.port}:{s.api.port}"]
+    assert "/readyz" in " ".join(svc["healthcheck"]["test"])
 
 
 def test_secrets_come_from_the_environment_only():

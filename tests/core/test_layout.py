@@ -7,7 +7,8 @@ payload codecs (``ingest.codecs``, pure functions over bytes) are the device sid
 the gateways' simulator may import them and nothing else of ingest; and the charter's pepper store
 (``datacharter.pepper``) pseudonymises identifiers of passers-by at ingestion, and the charter document
 (``datacharter.charter``) sets the raw retention and pepper rotation, so ingest may import those two and
-nothing else of the charter.
+nothing else of the charter. The API describes each dataset by its charter rules and their plain-language
+explanation (``datacharter.charter``, ``datacharter.explain``); it imports nothing of the charter job.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ STAGES = ("ingest", "storage", "datacharter", "api", "gateways", "dashboards")
 PACKAGES = ("smartzone", *STAGES)
 COMPOSITION_ROOTS = {"smartzone/cli.py", "smartzone/up.py", "gateways/backfill.py"}
 # stage -> modules of other stages it may import
-SHARED = {"gateways": ("ingest.codecs",), "ingest": ("datacharter.pepper", "datacharter.charter")}
+SHARED = {"gateways": ("ingest.codecs",), "ingest": ("datacharter.pepper", "datacharter.charter"),
+          "api": ("datacharter.charter", "datacharter.explain")}
 
 
 def _imports(path: Path, shared: tuple[str, ...] = ()) -> set[str]:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import httpx
 import psutil
 
 from smartzone import services
@@ -19,12 +20,19 @@ from storage.influx import Influx
 from tests.conftest import REPO, count_points, wait_for
 
 
+def _get(url: str) -> int:
+    try:
+        return httpx.get(url, timeout=2).status_code
+    except httpx.HTTPError:
+        return 0
+
+
 def test_up_demo_runs_and_stops_cleanly(tmp_path):
-    mqtt_port, influx_port = services.free_port(), services.free_port()
+    mqtt_port, influx_port, api_port = services.free_port(), services.free_port(), services.free_port()
     env = {**os.environ, "SMARTZONE_CONFIG": "/nonexistent.toml", "SMARTZONE_DATA_DIR": str(tmp_path / "zone"),
            "SMARTZONE_MQTT__PORT": str(mqtt_port), "SMARTZONE_INFLUX__URL": f"http://127.0.0.1:{influx_port}",
            "SMARTZONE_SIMULATOR__RATE": "200", "SMARTZONE_INGEST__METRICS_INTERVAL": "1",
-           "SMARTZONE_CHARTER__EVERY": "2s"}
+           "SMARTZONE_CHARTER__EVERY": "2s", "SMARTZONE_API__PORT": str(api_port)}
     proc = subprocess.Popen([sys.executable, "-m", "smartzone", "up", "--demo", "--backfill", "2h"], env=env, cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -45,6 +53,11 @@ def test_up_demo_runs_and_stops_cleanly(tmp_path):
             return bool(rows) and rows[0]["count"] >= 4  # a 15-minute noise level per sensor cell at least
 
         assert wait_for(published, 60)
+        # the open-data API serves what the charter published
+        api = f"http://127.0.0.1:{api_port}"
+        assert wait_for(lambda: _get(f"{api}/readyz") == 200, 30)
+        r = httpx.get(f"{api}/v1/datasets/noise/observations", params={"format": "csv"}, timeout=10)
+        assert r.status_code == 200 and r.text.startswith("time,cell,h3_resolution"), r.text[:300]
         children = psutil.Process(proc.pid).children(recursive=True)
         names = {c.name() for c in children}
         assert {"mosquitto", "influxd"} <= names, names

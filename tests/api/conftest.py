@@ -1,0 +1,59 @@
+"""The open-data API against a real influxd: one simulated day of the zone (yesterday, UTC) ingested
+through the pipeline and published by the charter job; the app runs in-process (``TestClient``)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from datacharter.charter import Charter
+from datacharter.job import CharterJob
+from gateways.backfill import backfill
+from gateways.simulator import Zone
+from ingest.pipeline import Pipeline
+from ingest.worker import ensure_databases, pseudonymiser
+from smartzone.registry import Registry
+from smartzone.settings import Settings
+from storage.influx import Influx
+from tests.conftest import REGISTRY
+
+NOW = datetime.now(UTC)
+DAY = datetime(NOW.year, NOW.month, NOW.day, tzinfo=UTC) - timedelta(days=1)  # yesterday, UTC: published
+CHARTER = Charter.load()
+
+
+@pytest.fixture(scope="session")
+def published(tmp_path_factory, influxd) -> Iterator[Settings]:
+    """Settings whose open database holds one published day (DAY) of the simulated zone."""
+    tmp = tmp_path_factory.mktemp("api")
+    tag = uuid.uuid4().hex[:8]
+    settings = Settings(data_dir=tmp / "data", registry=REGISTRY,
+                        influx={"url": influxd.url, "raw_database": f"raw_{tag}", "ops_database": f"ops_{tag}",
+                                "pseudonymous_database": f"pseudo_{tag}"},
+                        charter={"open_database": f"open_{tag}"},
+                        api={"rate_limit": 1000.0, "rate_burst": 10_000})
+    registry = Registry.load(REGISTRY)
+    influx = Influx(settings.influx)
+    ensure_databases(influx, settings, CHARTER)
+    pipe = Pipeline(registry, settings.ingest.routes, max_payload_bytes=65_536, max_future=timedelta(minutes=5),
+                    max_age=timedelta(days=30), pseudonymiser=pseudonymiser(settings, CHARTER))
+    backfill(Zone(registry, 11), pipe, influx, settings, DAY, 1440)
+    job = CharterJob(settings, CHARTER, registry, influx)
+    job.run_once(now=DAY + timedelta(days=1, minutes=5))
+    job.store.close()
+    yield settings
+    for db in (settings.influx.raw_database, settings.influx.ops_database, settings.influx.pseudonymous_database,
+               settings.charter.open_database):
+        influx.drop_database(db)
+    influx.close()
+
+
+@pytest.fixture(scope="session")
+def client(published) -> Iterator[TestClient]:
+    with TestClient(create_app(published)) as c:
+        yield c

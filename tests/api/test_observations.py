@@ -1,0 +1,170 @@
+"""Observations: every format, pagination, alignment and resolution rules, caching, against a published day."""
+
+from __future__ import annotations
+
+import io
+from datetime import timedelta
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from tests.api.conftest import CHARTER, DAY
+
+D0 = DAY.strftime("%Y-%m-%dT%H:%M:%SZ")
+D1 = (DAY + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+URL = "/v1/datasets/{}/observations"
+
+
+def get_all(client, url: str, **params) -> tuple[list[dict], int]:
+    """Follow the JSON pages; (rows, pages)."""
+    rows, pages = [], 0
+    r = client.get(url, params=params)
+    while True:
+        assert r.status_code == 200, r.text
+        doc = r.json()
+        rows += doc["observations"]
+        pages += 1
+        if not doc["links"]["next"]:
+            return rows, pages
+        assert r.headers["link"] == f'<{doc["links"]["next"]}>; rel="next"'
+        r = client.get(doc["links"]["next"])
+
+
+@pytest.mark.parametrize("dataset", ["noise", "weather", "traffic", "pedestrian_flow", "mobile_air_quality"])
+def test_json_is_the_published_points(client, published, dataset):
+    from storage.influx import Influx
+
+    rows, _ = get_all(client, URL.format(dataset), **{"from": D0, "to": D1, "limit": 100_000})
+    ds = CHARTER.datasets[dataset]
+    with Influx(published.influx) as influx:
+        q = f'SELECT count("n_contributors") FROM "{dataset}" WHERE "bin" = $b AND "resolution" = $r'  # noqa: S608
+        stored = influx.rows(q, published.charter.open_database, {"b": ds.time.bin, "r": str(ds.space.resolution)})
+    assert rows and len(rows) == stored[0]["count"]
+    for r in rows:
+        assert set(r) - {"time", "cell", "h3_resolution", "bin", "charter_version", "n_contributors"} <= \
+            ds.allowed_fields
+        assert r["n_contributors"] >= ds.k and r["bin"] == ds.time.bin and r["charter_version"] == CHARTER.version
+        assert D0 <= r["time"] < D1
+
+
+def test_pages_reassemble_the_whole_result_exactly(client):
+    whole, _ = get_all(client, URL.format("weather"), **{"from": D0, "to": D1, "limit": 100_000})
+    paged, pages = get_all(client, URL.format("weather"), **{"from": D0, "to": D1, "limit": 37})
+    assert pages == -(-len(whole) // 37) and paged == whole
+    keys = [(r["time"], r["cell"]) for r in whole]
+    assert keys == sorted(keys) and len(set(keys)) == len(keys)
+
+
+def _csv_pages(client, url: str, params: dict) -> pd.DataFrame:
+    parts = []
+    r = client.get(url, params=params)
+    while True:
+        assert r.status_code == 200, r.text
+        assert r.headers["content-type"].startswith("text/csv")
+        assert r.content.count(b"\r\n") == r.content.count(b"\n")  # RFC 4180 line ends
+        parts.append(pd.read_csv(io.BytesIO(r.content), dtype={"cell": str, "charter_version": str}))
+        link = r.headers.get("link")
+        if not link:
+            return pd.concat(parts, ignore_index=True)
+        r = client.get(link[1:link.index(">")])
+
+
+@pytest.mark.parametrize("limit", [100_000, 41])
+def test_csv_and_parquet_read_back_with_pandas_equal_the_json(client, limit):
+    params = {"from": D0, "to": D1, "limit": 100_000}
+    rows, _ = get_all(client, URL.format("noise"), **params)
+    expected = pd.DataFrame(rows)
+    got = _csv_pages(client, URL.format("noise"), {**params, "format": "csv", "limit": limit})
+    pd.testing.assert_frame_equal(got[expected.columns], expected, check_dtype=False)
+    r = client.get(URL.format("noise"), params={**params, "format": "parquet"})
+    assert r.status_code == 200 and r.headers["content-type"] == "application/vnd.apache.parquet"
+    table = pq.read_table(io.BytesIO(r.content)).to_pandas()
+    table["time"] = table["time"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    pd.testing.assert_frame_equal(table[expected.columns], expected, check_dtype=False)
+
+
+def test_formats_by_accept_header_and_geojson_polygons(client):
+    params = {"from": D0, "to": D1, "limit": 5}
+    assert client.get(URL.format("noise"), params=params, headers={"Accept": "text/csv"}).text.startswith("time,")
+    r = client.get(URL.format("noise"), params=params, headers={"Accept": "application/geo+json"})
+    doc = r.json()
+    assert r.headers["content-type"] == "application/geo+json" and doc["type"] == "FeatureCollection"
+    feature = doc["features"][0]
+    ring = feature["geometry"]["coordinates"][0]
+    assert feature["geometry"]["type"] == "Polygon" and ring[0] == ring[-1] and len(ring) == 7
+    assert 4.38 < ring[0][0] < 4.41 and 51.20 < ring[0][1] < 51.22  # lon, lat order
+    r = client.get(URL.format("noise"), params=params, headers={"Accept": "text/html"})
+    assert r.status_code == 406 and r.json()["parameter"] == "Accept"
+    r = client.get(URL.format("noise"), params={**params, "format": "xml"})
+    assert r.status_code == 400 and r.json()["parameter"] == "format"
+
+
+def test_a_coarser_resolution_is_derived_from_the_published_bins(client):
+    hourly, _ = get_all(client, URL.format("traffic"), **{"from": D0, "to": D1, "limit": 100_000})
+    daily, _ = get_all(client, URL.format("traffic"), **{"from": D0, "to": D1, "resolution": "1d"})
+    assert daily and all(r["bin"] == "1d" for r in daily)
+    for d in daily:
+        mine = [h for h in hourly if h["cell"] == d["cell"]]
+        assert d["cars"] == sum(h["cars"] for h in mine)
+        assert d["n_contributors"] == max(h["n_contributors"] for h in mine)
+    r = client.get(URL.format("noise"), params={"from": D0, "to": D1, "resolution": "1h", "fields": "laeq_p90"})
+    assert r.status_code == 400 and r.json()["parameter"] == "fields"  # a percentile of percentiles: refused
+    r = client.get(URL.format("noise"), params={"from": D0, "to": D1, "resolution": "1h"})
+    assert r.status_code == 200 and "laeq_p90" not in r.json()["fields"]
+
+
+@pytest.mark.parametrize(("params", "status", "parameter"), [
+    ({"from": D0, "to": D1, "resolution": "5m"}, 400, "resolution"),  # finer than the charter
+    ({"from": D0, "to": D1, "resolution": "25m"}, 400, "resolution"),  # not a multiple of 15m
+    ({"from": D0.replace("00:00:00", "00:07:00"), "to": D1}, 400, "from"),  # unaligned
+    ({"from": D0, "to": D1.replace("00:00:00", "00:20:00")}, 400, "to"),
+    ({"from": D0.replace("Z", ""), "to": D1}, 400, "from"),  # no offset
+    ({"from": "yesterday", "to": D1}, 400, "from"),
+    ({"from": D1, "to": D0}, 400, "to"),  # reversed
+    ({"from": "1900-01-01T00:00:00Z", "to": "2100-01-01T00:00:00Z"}, 400, "to"),  # huge range
+    ({"from": D0, "to": D1, "cells": "not-a-cell"}, 400, "cells"),
+    ({"from": D0, "to": D1, "cells": "8a1fa4c5872ffff", "bbox": "4,51,5,52"}, 400, "cells"),
+    ({"from": D0, "to": D1, "bbox": "5,52,4,51"}, 400, "bbox"),
+    ({"from": D0, "to": D1, "fields": "sensor"}, 400, "fields"),  # not on the allow-list
+    ({"from": D0, "to": D1, "limit": 10**9}, 400, "limit"),
+    ({"from": D0, "to": D1, "limit": 0}, 400, "limit"),
+    ({"from": D0, "to": D1, "cursor": "garbage!"}, 400, "cursor"),
+    ({"from": D0, "to": D1, "level": "raw"}, 400, "level"),
+])
+def test_bad_requests_get_a_problem_naming_the_parameter(client, params, status, parameter):
+    r = client.get(URL.format("noise"), params=params)
+    assert r.status_code == status, r.text
+    doc = r.json()
+    assert r.headers["content-type"] == "application/problem+json"
+    assert doc["status"] == status and doc["parameter"] == parameter and doc["type"].startswith("https://")
+    assert "observations" not in doc
+
+
+def test_unknown_datasets_and_private_categories_are_404(client):
+    for name in ("gateway_health", "radio", "sighting", "position", "deadletters"):
+        r = client.get(URL.format(name), params={"from": D0, "to": D1})
+        assert r.status_code == 404 and r.json()["parameter"] == "id"
+
+
+def test_cells_and_bbox_select_space(client):
+    rows, _ = get_all(client, URL.format("noise"), **{"from": D0, "to": D1, "limit": 100_000})
+    cells = sorted({r["cell"] for r in rows})
+    some, _ = get_all(client, URL.format("noise"), **{"from": D0, "to": D1, "cells": cells[0], "limit": 100_000})
+    assert some and {r["cell"] for r in some} == {cells[0]}
+    whole_zone, _ = get_all(client, URL.format("noise"), **{"from": D0, "to": D1, "bbox": "4.38,51.20,4.41,51.23",
+                                                            "limit": 100_000})
+    assert len(whole_zone) == len(rows)
+    elsewhere, _ = get_all(client, URL.format("noise"), **{"from": D0, "to": D1, "bbox": "3.0,50.0,3.1,50.1"})
+    assert elsewhere == []
+
+
+def test_closed_windows_are_immutable_and_etags_give_304(client):
+    params = {"from": D0, "to": D1, "limit": 10}
+    r = client.get(URL.format("energy"), params=params)  # a frozen dataset, a closed day
+    assert r.status_code == 200 and r.headers["cache-control"] == "public, max-age=31536000, immutable"
+    again = client.get(URL.format("energy"), params=params, headers={"If-None-Match": r.headers["etag"]})
+    assert again.status_code == 304 and not again.content
+    r = client.get(URL.format("noise"), params=params)  # may still change with late data (2-day window)
+    assert r.headers["cache-control"] == "public, max-age=60"
+    assert client.get(URL.format("noise"), params={**params, "limit": 11}).headers["etag"] != r.headers["etag"]
