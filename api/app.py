@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
@@ -70,6 +71,137 @@ class RateLimiter:
         return wait
 
 
+class ResponseCache:
+    """Responses that can no longer change (``Cache-Control: ... immutable``: closed windows), kept in
+    memory up to a byte budget, least recently used out first. Keyed by path, query and Accept."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.size = 0
+        self._items: OrderedDict[tuple, tuple[int, list, bytes]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple) -> tuple[int, list, bytes] | None:
+        with self._lock:
+            item = self._items.get(key)
+            if item is not None:
+                self._items.move_to_end(key)
+            return item
+
+    def put(self, key: tuple, status: int, headers: list, body: bytes) -> None:
+        if len(body) > self.budget // 16:
+            return
+        with self._lock:
+            if key in self._items:
+                return
+            self._items[key] = (status, headers, body)
+            self.size += len(body)
+            while self.size > self.budget and self._items:
+                _, (_, _, old) = self._items.popitem(last=False)
+                self.size -= len(old)
+
+
+class Guard:
+    """Pure ASGI middleware around every request: size limits (414, 413), the per-client rate limit (429),
+    the immutable-response cache, a problem for any unhandled error, and the request metrics."""
+
+    PROBES = ("/healthz", "/readyz", "/metrics")
+
+    def __init__(self, app, *, api, limiter, requests_total, latency, limited, cache) -> None:
+        self.app = app
+        self.api = api
+        self.limiter = limiter
+        self.requests_total = requests_total
+        self.latency = latency
+        self.limited = limited
+        self.cache = cache
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        headers = {k.lower(): v for k, v in scope["headers"]}
+        path, query = scope["path"], scope["query_string"]
+        status = {"code": 500}
+
+        async def send_counted(message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        response = self._refuse(scope, headers, path, query)
+        key = (path, query, headers.get(b"accept", b"*/*"))
+        if response is None and scope["method"] in ("GET", "HEAD"):
+            hit = self.cache.get(key)
+            if hit is not None:
+                response = self._from_cache(hit, headers)
+        if response is not None:
+            await response(scope, receive, send_counted)
+        else:
+            try:
+                await self.app(scope, receive, self._capturing(send_counted, key))
+            except Exception:  # a bug must answer as a problem, not a bare 500
+                log.exception("request failed: %s", path)
+                await problems.problem_response(None, 500, "internal-error", "the server failed to answer; it has "
+                                                "been logged")(scope, receive, send_counted)
+        route = scope.get("route")
+        label = getattr(route, "path", "other") if route is not None else "other"
+        self.requests_total.labels(label, str(status["code"])).inc()
+        self.latency.labels(label).observe(time.perf_counter() - started)
+
+    def _refuse(self, scope, headers: dict, path: str, query: bytes) -> Response | None:
+        api = self.api
+        if len(query) > api.max_query_bytes:
+            return problems.problem_response(None, 414, "query-too-long",
+                                             f"the query string is over {api.max_query_bytes} bytes")
+        if headers.get(b"content-length", b"0") not in (b"0", b"") or b"transfer-encoding" in headers:
+            return problems.problem_response(None, 413, "body-not-accepted",
+                                             "this API reads query parameters only; send no request body")
+        if path in self.PROBES or scope["method"] == "OPTIONS":
+            return None
+        client = scope["client"][0] if scope.get("client") else "unknown"
+        wait = self.limiter.take(client)
+        if wait:
+            self.limited.inc()
+            return problems.problem_response(
+                None, 429, "rate-limited",
+                f"more than {api.rate_limit:g} requests per second (bursts of {api.rate_burst}) from this client; "
+                "retry later", headers={"Retry-After": str(max(1, round(wait + 0.5)))})
+        return None
+
+    @staticmethod
+    def _from_cache(hit: tuple[int, list, bytes], headers: dict) -> Response:
+        status, raw, body = hit
+        etag = next((v for k, v in raw if k == b"etag"), None)
+        if etag is not None and headers.get(b"if-none-match") == etag:
+            kept = [(k, v) for k, v in raw if k in (b"etag", b"cache-control", b"link", b"vary")]
+            response = Response(status_code=304)
+            response.raw_headers = kept
+            return response
+        response = Response(body, status_code=status)
+        response.raw_headers = list(raw)
+        return response
+
+    def _capturing(self, send, key: tuple):
+        state: dict = {"keep": False, "parts": []}
+
+        async def capture(message) -> None:
+            if message["type"] == "http.response.start":
+                raw = message.get("headers", [])
+                cache_control = next((v for k, v in raw if k.lower() == b"cache-control"), b"")
+                state["keep"] = message["status"] == 200 and b"immutable" in cache_control and any(
+                    k.lower() == b"content-length" for k, _ in raw)  # whole bodies only, not streams
+                state["status"], state["headers"] = message["status"], [(k.lower(), v) for k, v in raw]
+            elif message["type"] == "http.response.body" and state["keep"]:
+                state["parts"].append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    self.cache.put(key, state["status"], state["headers"], b"".join(state["parts"]))
+            await send(message)
+
+        return capture
+
+
 def create_app(settings: Settings, *, charter: Charter | None = None, registry: Registry | None = None,
                store: OpenData | None = None) -> FastAPI:
     from api import catalogue, observations, space
@@ -97,38 +229,8 @@ def create_app(settings: Settings, *, charter: Charter | None = None, registry: 
                         registry=metrics, buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10))
     limited = Counter("smartzone_api_rate_limited", "requests refused by the rate limit", registry=metrics)
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next):
-        started = time.perf_counter()
-        route = request.url.path
-        if len(request.url.query.encode()) > api.max_query_bytes:
-            response = problems.problem_response(request, 414, "query-too-long",
-                                                 f"the query string is over {api.max_query_bytes} bytes")
-        elif request.headers.get("content-length", "0") not in ("0", "") or "transfer-encoding" in request.headers:
-            response = problems.problem_response(request, 413, "body-not-accepted",
-                                                 "this API reads query parameters only; send no request body")
-        else:
-            client = request.client.host if request.client else "unknown"
-            wait = limiter.take(client) if route not in ("/healthz", "/readyz", "/metrics") else 0.0
-            if wait:
-                limited.inc()
-                response = problems.problem_response(
-                    request, 429, "rate-limited",
-                    f"more than {api.rate_limit:g} requests per second (bursts of {api.rate_burst}) from this "
-                    "client; retry later", headers={"Retry-After": str(max(1, round(wait + 0.5)))})
-            else:
-                try:
-                    response = await call_next(request)
-                except Exception:  # a bug must answer as a problem, not a bare 500
-                    log.exception("request failed: %s", request.url)
-                    response = problems.problem_response(request, 500, "internal-error",
-                                                         "the server failed to answer; it has been logged")
-        template = request.scope.get("route")
-        label = getattr(template, "path", "other") if template is not None else "other"
-        requests_total.labels(label, str(response.status_code)).inc()
-        latency.labels(label).observe(time.perf_counter() - started)
-        return response
-
+    app.add_middleware(Guard, api=api, limiter=limiter, requests_total=requests_total, latency=latency,
+                       limited=limited, cache=ResponseCache(api.cache_bytes))
     app.add_middleware(GZipMiddleware, minimum_size=1024)
     app.add_middleware(CORSMiddleware, allow_origins=api.cors_origins, allow_methods=["GET", "HEAD", "OPTIONS"],
                        allow_headers=["Accept", "If-None-Match", "Content-Type"],

@@ -37,6 +37,7 @@ import numpy as np
 import orjson
 import pandas as pd
 import pyarrow as pa
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response, StreamingResponse
@@ -51,7 +52,7 @@ router = APIRouter(prefix="/v1", tags=["observations"])
 
 NS = 1_000_000_000
 DAY_NS = 86_400 * NS
-CHUNK = 50_000  # rows per InfluxDB query when a page streams
+CHUNK = 10_000  # rows per InfluxDB query when a page streams: memory stays flat whatever the page size
 JSON_MAX = 100_000  # JSON and GeoJSON pages are built in memory: at most this many rows
 MEDIA = {"json": "application/json", "csv": "text/csv; charset=utf-8", "parquet": "application/vnd.apache.parquet",
          "geojson": "application/geo+json"}
@@ -252,18 +253,23 @@ class Query_:
     def next_cursor(self, position: tuple[int, int], limit: int) -> tuple[int, int] | None:
         """The cursor of the row after the page [position, +limit), or None when the page is the last."""
         t, skip = max(position[0], self.start), position[1]
+        if self.derived:
+            full = self._fetch(t, 0, skip + limit + 1)
+            if len(full) <= skip + limit:
+                return None
+            nxt = int(full["time"].iloc[skip + limit])
+            return nxt, skip + limit - int((full["time"].to_numpy() < nxt).sum())
+        m = self.store.measurement(self.dataset)
+        count = f'SELECT count("n_contributors") FROM {m} WHERE {self.where}'  # noqa: S608 - checked, bound
+        rows = self.store.rows(count, dict(self.params, start=t))
+        if not rows or int(rows[0]["count"]) <= skip + limit:  # a cheap count first: most pages are the last
+            return None
         after = self._fetch(t, skip + limit, 1)
         if after.empty:
             return None
         nxt = int(after["time"].iloc[0])
-        if self.derived:
-            full = self._fetch(t, 0, skip + limit)
-            before = int((full["time"].to_numpy() < nxt).sum())
-        else:
-            m = self.store.measurement(self.dataset)
-            q = f'SELECT count("n_contributors") FROM {m} WHERE {self.where}'  # noqa: S608 - checked, bound
-            rows = self.store.rows(q, dict(self.params, start=t, end=nxt))
-            before = int(rows[0]["count"]) if rows else 0
+        rows = self.store.rows(count, dict(self.params, start=t, end=nxt))
+        before = int(rows[0]["count"]) if rows else 0
         return nxt, skip + limit - before
 
     def _fetch(self, t: int, skip: int, n: int) -> pd.DataFrame:
@@ -479,17 +485,31 @@ def _geojson(dataset: str, q: Query_, frame: pd.DataFrame, link: str | None) -> 
 
 
 def _csv(q: Query_, position: tuple[int, int], limit: int) -> Iterator[bytes]:
-    header = True
+    """RFC 4180 rows (CRLF), written by Arrow's CSV writer. Nothing needs quoting: cells are hexadecimal,
+    bins and charter versions are checked identifiers, the rest are numbers."""
+    schema = _schema(q, text_time=True)
+    yield (",".join(schema.names) + "\r\n").encode()  # Arrow would quote the names
+    options = pacsv.WriteOptions(include_header=False, quoting_style="none", eol="\r\n")
     for frame, _ in q.chunks(position, limit):
-        if frame.empty and not header:
+        if frame.empty:
             continue
-        out = frame.assign(time=_iso(frame["time"]) if len(frame) else frame["time"])
-        yield out.to_csv(index=False, header=header, lineterminator="\r\n").encode()
-        header = False
+        out = io.BytesIO()
+        pacsv.write_csv(_table(frame, schema), out, options)
+        yield out.getvalue()
 
 
-def _schema(q: Query_) -> pa.Schema:
-    fields = [pa.field("time", pa.timestamp("ns", tz="UTC")), pa.field("cell", pa.string()),
+def _table(frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:
+    data = {c.name: frame[c.name] for c in schema}
+    if pa.types.is_string(schema.field("time").type):
+        data["time"] = _iso(frame["time"]) if len(frame) else frame["time"].astype(str)
+    else:
+        data["time"] = pd.to_datetime(frame["time"].astype("int64"), utc=True)
+    return pa.Table.from_pandas(pd.DataFrame(data), schema=schema, preserve_index=False)
+
+
+def _schema(q: Query_, text_time: bool = False) -> pa.Schema:
+    time = pa.string() if text_time else pa.timestamp("ns", tz="UTC")
+    fields = [pa.field("time", time), pa.field("cell", pa.string()),
               pa.field("h3_resolution", pa.int32()), pa.field("bin", pa.string()),
               pa.field("charter_version", pa.string())]
     if "profile" in q.columns:
@@ -530,10 +550,7 @@ def _parquet(q: Query_, position: tuple[int, int], limit: int) -> Iterator[bytes
     for frame, _ in q.chunks(position, limit):
         if frame.empty:
             continue
-        data = {c.name: frame[c.name] for c in schema}
-        data["time"] = pd.to_datetime(frame["time"].astype("int64"), utc=True)
-        table = pa.Table.from_pandas(pd.DataFrame(data), schema=schema, preserve_index=False)
-        writer.write_table(table)
+        writer.write_table(_table(frame, schema))
         yield sink.take()
     writer.close()
     yield sink.take()

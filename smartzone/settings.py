@@ -145,6 +145,7 @@ class ApiSettings(BaseModel):
     max_cells: int = Field(500, ge=1)  # the most cells a request may name (``cells`` or a ``bbox``)
     max_query_bytes: int = Field(4096, ge=256)  # longer query strings are refused (414)
     workers: int = Field(1, ge=1, le=64)  # uvicorn worker processes
+    cache_bytes: int = Field(64 * 2**20, ge=0)  # memory for responses that can no longer change (closed windows)
     publisher_url: str = "https://www.antwerpen.be"  # DCAT publisher homepage
 
 

@@ -78,6 +78,22 @@ def test_every_query_the_api_can_issue_targets_the_open_database(client, publish
     assert not any(db in q for q in rec.queries for db in forbidden)
 
 
+def test_closed_windows_are_served_from_memory_the_second_time(client, monkeypatch):
+    url = f"/v1/datasets/parking/observations?from={D0}&to={D1}&limit=50"
+    first = client.get(url)
+    assert first.status_code == 200 and first.headers["cache-control"].endswith("immutable")
+    rec = Recorder(monkeypatch)
+    again = client.get(url)
+    assert again.status_code == 200 and again.content == first.content and again.headers["etag"] == first.headers[
+        "etag"]
+    assert rec.queries == []  # no InfluxDB query: the response came from the cache
+    assert client.get(url, headers={"If-None-Match": first.headers["etag"]}).status_code == 304
+    # a window that may still change is computed each time
+    client.get(f"/v1/datasets/noise/observations?from={D0}&to={D1}&limit=5")
+    client.get(f"/v1/datasets/noise/observations?from={D0}&to={D1}&limit=5")
+    assert len(rec.queries) >= 2
+
+
 def test_rate_limit_answers_429_with_retry_after(published):
     slow = published.model_copy(update={"api": published.api.model_copy(update={"rate_limit": 1.0, "rate_burst": 3})})
     with TestClient(create_app(slow)) as c:
