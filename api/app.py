@@ -58,7 +58,7 @@ class RateLimiter:
         now = time.monotonic()
         with self._lock:
             tokens, last = self._buckets.get(client, (self.burst, now))
-            tokens = min(self.burst, tokens + (now - last) * self.rate)
+            tokens = min(self.burst, tokens + max(0.0, now - last) * self.rate)  # clocks never go back
             if tokens >= 1:
                 self._buckets[client] = (tokens - 1, now)
                 wait = 0.0
@@ -72,33 +72,53 @@ class RateLimiter:
 
 
 class ResponseCache:
-    """Responses that can no longer change (``Cache-Control: ... immutable``: closed windows), kept in
-    memory up to a byte budget, least recently used out first. Keyed by path, query and Accept."""
+    """Whole responses the API allows to be cached (``Cache-Control: public``), kept in memory for as long
+    as they say (``max-age``; forever when ``immutable``: closed windows), up to a byte budget, least
+    recently used out first. Keyed by path, query and Accept. The server reuses a response no longer than
+    any client or proxy may."""
 
     def __init__(self, budget: int) -> None:
         self.budget = budget
         self.size = 0
-        self._items: OrderedDict[tuple, tuple[int, list, bytes]] = OrderedDict()
+        self._items: OrderedDict[tuple, tuple[int, list, bytes, float]] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, key: tuple) -> tuple[int, list, bytes] | None:
         with self._lock:
             item = self._items.get(key)
-            if item is not None:
-                self._items.move_to_end(key)
-            return item
+            if item is None:
+                return None
+            if item[3] < time.monotonic():
+                del self._items[key]
+                self.size -= len(item[2])
+                return None
+            self._items.move_to_end(key)
+            return item[:3]
 
-    def put(self, key: tuple, status: int, headers: list, body: bytes) -> None:
-        if len(body) > self.budget // 16:
+    def put(self, key: tuple, status: int, headers: list, body: bytes, ttl: float) -> None:
+        if len(body) > self.budget // 16 or ttl <= 0:
             return
         with self._lock:
             if key in self._items:
                 return
-            self._items[key] = (status, headers, body)
+            self._items[key] = (status, headers, body, time.monotonic() + ttl)
             self.size += len(body)
             while self.size > self.budget and self._items:
-                _, (_, _, old) = self._items.popitem(last=False)
+                _, (_, _, old, _) = self._items.popitem(last=False)
                 self.size -= len(old)
+
+
+def _ttl(cache_control: str) -> float:
+    """How long a response may be reused, from its Cache-Control (public ones only)."""
+    if "public" not in cache_control:
+        return 0.0
+    if "immutable" in cache_control:
+        return float("inf")
+    for part in cache_control.split(","):
+        name, _, value = part.strip().partition("=")
+        if name == "max-age" and value.isdigit():
+            return float(value)
+    return 0.0
 
 
 class Guard:
@@ -189,14 +209,15 @@ class Guard:
         async def capture(message) -> None:
             if message["type"] == "http.response.start":
                 raw = message.get("headers", [])
-                cache_control = next((v for k, v in raw if k.lower() == b"cache-control"), b"")
-                state["keep"] = message["status"] == 200 and b"immutable" in cache_control and any(
+                cache_control = next((v for k, v in raw if k.lower() == b"cache-control"), b"").decode()
+                state["ttl"] = _ttl(cache_control)
+                state["keep"] = message["status"] == 200 and state["ttl"] > 0 and any(
                     k.lower() == b"content-length" for k, _ in raw)  # whole bodies only, not streams
                 state["status"], state["headers"] = message["status"], [(k.lower(), v) for k, v in raw]
             elif message["type"] == "http.response.body" and state["keep"]:
                 state["parts"].append(message.get("body", b""))
                 if not message.get("more_body", False):
-                    self.cache.put(key, state["status"], state["headers"], b"".join(state["parts"]))
+                    self.cache.put(key, state["status"], state["headers"], b"".join(state["parts"]), state["ttl"])
             await send(message)
 
         return capture

@@ -58,6 +58,9 @@ class OpenData:
     def frame(self, q: str, params: dict[str, Any] | None = None):
         return self._influx.frame(q, self.database, params, strings=TAGS)
 
+    def csv(self, q: str, params: dict[str, Any] | None = None) -> bytes:
+        return self._influx.csv(q, self.database, params)
+
     def coverage(self, dataset: str) -> tuple[int, int] | None:
         """(first, last) time of the dataset's published points, ns; None when it has none yet."""
         m = self.measurement(dataset)

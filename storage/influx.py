@@ -145,6 +145,21 @@ class Influx:
                     out.append(row)
         return out
 
+    def csv(self, q: str, database: str, params: dict[str, Any] | None = None) -> bytes:
+        """A SELECT's rows as InfluxDB's CSV (``name,tags,time,...``), unparsed: for callers that stream."""
+        data = {"q": q, "epoch": "ns", "db": check_identifier(database)}
+        if params:
+            data["params"] = json.dumps(params)
+        try:
+            r = self._client.post("/query", data=data, headers={"Accept": "application/csv", **_PLAIN})
+        except httpx.HTTPError as exc:
+            raise WriteError(None, f"cannot reach InfluxDB at {self.settings.url}: {exc}", retryable=True) from exc
+        if r.status_code in (401, 403):
+            raise ConfigurationError(f"InfluxDB refused the credentials (HTTP {r.status_code}): {_error_text(r)}")
+        if r.status_code >= 400 or r.content.startswith(b"error"):
+            raise WriteError(r.status_code, _error_text(r), retryable=r.status_code >= 500)
+        return r.content
+
     def frame(self, q: str, database: str, params: dict[str, Any] | None = None, strings: tuple[str, ...] = ()):
         """A SELECT's rows as a pandas DataFrame, read from InfluxDB's CSV output (far cheaper to parse
         than JSON). Columns: ``time`` (int ns), then tags (GROUP BY tags too) and fields; the columns named
