@@ -489,40 +489,36 @@ def _geojson(dataset: str, q: Query_, frame: pd.DataFrame, link: str | None) -> 
 
 
 def _csv_arrow(q: Query_, position: tuple[int, int], limit: int) -> Iterator[bytes]:
-    """The published points as CSV straight from InfluxDB's CSV, through Arrow (no pandas): the export path."""
+    """The published points as CSV, from InfluxDB's CSV as it arrives, through Arrow's streaming reader and
+    writer (no pandas): one query for the whole page, constant memory (blocks of about 1 MB)."""
     names = _schema(q, text_time=True).names
     yield (",".join(names) + "\r\n").encode()
     options = pacsv.WriteOptions(include_header=False, quoting_style="none", eol="\r\n")
-    types = {c: pa.string() for c in ("cell", "bin", "charter_version", "resolution", "profile")} | {"time": pa.int64()}
+    # every column typed up front: a streamed block must not infer a type another block contradicts
+    types = {c: pa.string() for c in ("cell", "bin", "charter_version", "resolution", "profile")}
+    types |= {"time": pa.int64(), "n_contributors": pa.int64()} | {name: pa.float64() for name, _f, _a in q.outputs}
     convert = pacsv.ConvertOptions(column_types=types, strings_can_be_null=True)
     t, skip = position
-    left = limit
-    while left > 0:
-        want = min(CHUNK, left)
-        body = q.store.csv(q.select.format(where=q.where, limit=int(want + 1), offset=int(skip)),
-                           dict(q.params, start=max(t, q.start)))
-        if not body.strip():
+    query = q.select.format(where=q.where, limit=int(limit), offset=int(skip))
+    with q.store.csv_stream(query, dict(q.params, start=max(t, q.start))) as body:
+        try:
+            reader = pacsv.open_csv(body, read_options=pacsv.ReadOptions(block_size=1 << 20),
+                                    convert_options=convert)
+        except pa.ArrowInvalid:  # an empty result: no header either
             return
-        table = pacsv.read_csv(io.BytesIO(body), convert_options=convert)
-        more = table.num_rows > want
-        table = table.slice(0, want)
-        times = table["time"]
-        seconds = pc.cast(pc.divide(times, NS), pa.int64()).cast(pa.timestamp("s", tz="UTC"))
-        columns = {"time": pc.strftime(seconds, format="%Y-%m-%dT%H:%M:%SZ"), "cell": table["cell"],
-                   "h3_resolution": table["resolution"], "bin": table["bin"],
-                   "charter_version": table["charter_version"]}
-        for name in names[5:]:
-            columns[name] = table[name] if name in table.column_names else pa.nulls(table.num_rows)
-        out = io.BytesIO()
-        pacsv.write_csv(pa.table(columns), out, options)
-        yield out.getvalue()
-        left -= table.num_rows
-        if not more or table.num_rows == 0:
-            return
-        last = times[-1].as_py()
-        at_last = pc.sum(pc.equal(times, last)).as_py()
-        skip = at_last + (skip if last == t else 0)
-        t = last
+        for batch in reader:
+            if batch.num_rows == 0:
+                continue
+            seconds = pc.cast(pc.divide(batch["time"], NS), pa.int64()).cast(pa.timestamp("s", tz="UTC"))
+            columns = {"time": pc.strftime(seconds, format="%Y-%m-%dT%H:%M:%SZ"), "cell": batch["cell"],
+                       "h3_resolution": batch["resolution"], "bin": batch["bin"],
+                       "charter_version": batch["charter_version"]}
+            present = set(batch.schema.names)
+            for name in names[5:]:
+                columns[name] = batch[name] if name in present else pa.nulls(batch.num_rows)
+            out = io.BytesIO()
+            pacsv.write_csv(pa.table(columns), out, options)
+            yield out.getvalue()
 
 
 def _csv(q: Query_, position: tuple[int, int], limit: int) -> Iterator[bytes]:

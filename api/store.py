@@ -61,6 +61,9 @@ class OpenData:
     def csv(self, q: str, params: dict[str, Any] | None = None) -> bytes:
         return self._influx.csv(q, self.database, params)
 
+    def csv_stream(self, q: str, params: dict[str, Any] | None = None):
+        return self._influx.csv_stream(q, self.database, params)
+
     def coverage(self, dataset: str) -> tuple[int, int] | None:
         """(first, last) time of the dataset's published points, ns; None when it has none yet."""
         m = self.measurement(dataset)

@@ -14,7 +14,9 @@ a write (sorted as Telegraf's outputs do, adapted to what influxd 1.6 really ans
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import io
 import json
 import logging
 from typing import Any
@@ -145,6 +147,24 @@ class Influx:
                     out.append(row)
         return out
 
+    @contextlib.contextmanager
+    def csv_stream(self, q: str, database: str, params: dict[str, Any] | None = None):
+        """A SELECT's rows as InfluxDB's CSV, as a readable binary stream (read while InfluxDB sends)."""
+        data = {"q": q, "epoch": "ns", "db": check_identifier(database)}
+        if params:
+            data["params"] = json.dumps(params)
+        try:
+            with self._client.stream("POST", "/query", data=data,
+                                     headers={"Accept": "application/csv", **_PLAIN}) as r:
+                if r.status_code >= 400:
+                    r.read()
+                    if r.status_code in (401, 403):
+                        raise ConfigurationError(f"InfluxDB refused the credentials (HTTP {r.status_code})")
+                    raise WriteError(r.status_code, _error_text(r), retryable=r.status_code >= 500)
+                yield _ByteStream(r.iter_raw(1 << 20))
+        except httpx.HTTPError as exc:
+            raise WriteError(None, f"cannot reach InfluxDB at {self.settings.url}: {exc}", retryable=True) from exc
+
     def csv(self, q: str, database: str, params: dict[str, Any] | None = None) -> bytes:
         """A SELECT's rows as InfluxDB's CSV (``name,tags,time,...``), unparsed: for callers that stream."""
         data = {"q": q, "epoch": "ns", "db": check_identifier(database)}
@@ -211,6 +231,28 @@ class Influx:
 
 
 _PLAIN = {"Accept-Encoding": "identity"}
+
+
+class _ByteStream(io.RawIOBase):
+    """A readable stream over an iterator of byte blocks (an HTTP body as it arrives)."""
+
+    def __init__(self, blocks) -> None:
+        self._blocks = iter(blocks)
+        self._buffer = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        while not self._buffer:
+            try:
+                self._buffer = next(self._blocks)
+            except StopIteration:
+                return 0
+        n = min(len(b), len(self._buffer))
+        b[:n] = self._buffer[:n]
+        self._buffer = self._buffer[n:]
+        return n
 
 
 def _error_text(r: httpx.Response) -> str:
