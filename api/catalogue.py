@@ -478,7 +478,12 @@ def negotiate(request: Request, offers: list[str], fmt: str | None = None,
 
 
 def json_response(body: Any, media: str, status: int = 200) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type=media, headers={"Vary": "Accept"})
+    # the metadata changes at most once per charter run (every minute): clients, proxies and the API's own
+    # response cache may reuse it for a minute
+    headers = {"Vary": "Accept"}
+    if status == 200:
+        headers["Cache-Control"] = "public, max-age=60"
+    return Response(orjson.dumps(body), status_code=status, media_type=media, headers=headers)
 
 
 def licence_url(licence: str) -> str:

@@ -558,7 +558,18 @@ def main() -> None:
     ch = sub.add_parser("charter")
     ch.add_argument("--scale", type=int, default=1, help="copies of the zone's fixed sensors")
     ch.add_argument("--repeat", type=int, default=3)
+    ap = sub.add_parser("api", help="the open-data API: latency, requests/s, CSV export (see bench/api_bench.py)")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--step", type=float, default=60.0, help="simulated seconds between rounds (60: every minute)")
+    ap.add_argument("--dataset", default="air_quality", help="dataset of the 24 h query (at 1 h resolution)")
+    ap.add_argument("--requests-1", type=int, default=300, help="measured requests per scenario at 1 client")
+    ap.add_argument("--requests-32", type=int, default=2000, help="measured requests per scenario at 32 clients")
     args = p.parse_args()
+    if args.bench == "api":
+        from bench.api_bench import api_bench
+
+        print(api_bench(args))
+        return
     print({"ingest": ingest, "lorawan": lorawan_bench, "charter": charter_bench}[args.bench](args))
 
 
