@@ -58,9 +58,6 @@ class OpenData:
     def frame(self, q: str, params: dict[str, Any] | None = None):
         return self._influx.frame(q, self.database, params, strings=TAGS)
 
-    def csv(self, q: str, params: dict[str, Any] | None = None) -> bytes:
-        return self._influx.csv(q, self.database, params)
-
     def csv_stream(self, q: str, params: dict[str, Any] | None = None):
         return self._influx.csv_stream(q, self.database, params)
 

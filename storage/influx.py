@@ -166,29 +166,7 @@ class Influx:
             raise WriteError(None, f"cannot reach InfluxDB at {self.settings.url}: {exc}", retryable=True) from exc
 
     def csv(self, q: str, database: str, params: dict[str, Any] | None = None) -> bytes:
-        """A SELECT's rows as InfluxDB's CSV (``name,tags,time,...``), unparsed: for callers that stream."""
-        data = {"q": q, "epoch": "ns", "db": check_identifier(database)}
-        if params:
-            data["params"] = json.dumps(params)
-        try:
-            r = self._client.post("/query", data=data, headers={"Accept": "application/csv", **_PLAIN})
-        except httpx.HTTPError as exc:
-            raise WriteError(None, f"cannot reach InfluxDB at {self.settings.url}: {exc}", retryable=True) from exc
-        if r.status_code in (401, 403):
-            raise ConfigurationError(f"InfluxDB refused the credentials (HTTP {r.status_code}): {_error_text(r)}")
-        if r.status_code >= 400 or r.content.startswith(b"error"):
-            raise WriteError(r.status_code, _error_text(r), retryable=r.status_code >= 500)
-        return r.content
-
-    def frame(self, q: str, database: str, params: dict[str, Any] | None = None, strings: tuple[str, ...] = ()):
-        """A SELECT's rows as a pandas DataFrame, read from InfluxDB's CSV output (far cheaper to parse
-        than JSON). Columns: ``time`` (int ns), then tags (GROUP BY tags too) and fields; the columns named
-        in ``strings`` (tags)
-        are read as text, never as numbers (a hex pseudonym such as ``1e30...`` is not a float)."""
-        import io
-
-        import pandas as pd
-
+        """A SELECT's rows as InfluxDB's CSV (``name,tags,time,...``), unparsed."""
         data = {"q": q, "epoch": "ns", "db": check_identifier(database)}
         if params:
             data["params"] = json.dumps(params)
@@ -200,12 +178,22 @@ class Influx:
             raise ConfigurationError(f"InfluxDB refused the credentials (HTTP {r.status_code}): {_error_text(r)}")
         if r.status_code >= 400:
             raise WriteError(r.status_code, _error_text(r), retryable=r.status_code >= 500)
-        if not r.content.strip():
+        return r.content
+
+    def frame(self, q: str, database: str, params: dict[str, Any] | None = None, strings: tuple[str, ...] = ()):
+        """A SELECT's rows as a pandas DataFrame, read from InfluxDB's CSV output (far cheaper to parse
+        than JSON). Columns: ``time`` (int ns), then tags (GROUP BY tags too) and fields; the columns named
+        in ``strings`` (tags)
+        are read as text, never as numbers (a hex pseudonym such as ``1e30...`` is not a float)."""
+        import pandas as pd
+
+        body = self.csv(q, database, params)
+        if not body.strip():
             return pd.DataFrame()
-        df = pd.read_csv(io.BytesIO(r.content), keep_default_na=False, na_values={""}, low_memory=False,
+        df = pd.read_csv(io.BytesIO(body), keep_default_na=False, na_values={""}, low_memory=False,
                          dtype=dict.fromkeys(strings, str))
         if "error" in df.columns and len(df.columns) <= 2:
-            raise WriteError(r.status_code, str(df["error"].iloc[0]), retryable=False)
+            raise WriteError(200, str(df["error"].iloc[0]), retryable=False)
         if "tags" in df.columns and df["tags"].notna().any():  # GROUP BY tags: "k=v,k=v" per series
             parsed = {t: dict(kv.split("=", 1) for kv in t.split(",") if "=" in kv)
                       for t in df["tags"].dropna().unique()}
