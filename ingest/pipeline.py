@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _CACHE_MAX = 100_000
+# Categories that describe the network itself (device batteries, gateway heartbeats), not the city: they go
+# to the ops database with the pipeline's self-metrics and radio metadata (DESIGN.md, Storage).
+OPS_CATEGORIES = frozenset({"gateway_health"})
 WITHHELD_PAYLOAD = b'{"<withheld>": "the payload could not be scrubbed of identifiers, so it is not kept"}'
 
 
@@ -46,6 +49,7 @@ class PipelineStats:
     readings: int = 0
     dead_lettered: int = 0
     reasons: Counter = field(default_factory=Counter)  # every problem, by reason
+    series: Counter = field(default_factory=Counter)  # readings by tag set (one per sensor), cumulative
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,8 +193,11 @@ class Pipeline:
             else:
                 group.append(field)
             n += 1
-        lines = [f"{m}{tags} {','.join(fields)} {ns}" for (m, tags, ns), fields in points.items()]
-        ops_lines: list[str] = []
+        lines, ops_lines = [], []
+        series = self.stats.series
+        for (m, tags, ns), fields in points.items():
+            (ops_lines if m in OPS_CATEGORIES else lines).append(f"{m}{tags} {','.join(fields)} {ns}")
+            series[tags] += len(fields)
         pseudo_lines: list[str] = []
         if records:
             self._records(msg, records, {"raw": lines, "ops": ops_lines, "pseudonymous": pseudo_lines}, problems)

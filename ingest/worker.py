@@ -123,6 +123,8 @@ class Worker:
         self._backlog_bytes = 0
         self._unacked = 0
         self._acked = 0
+        self._series_reported: dict[str, int] = {}  # the pipeline's per-sensor counts at the last report
+        self._reasons_reported: dict[str, int] = {}  # and its dead letters per reason
         self._connected = threading.Event()
         self._fatal: BaseException | None = None
         self._threads: list[threading.Thread] = []
@@ -326,7 +328,17 @@ class Worker:
             body += (f",write_latency_ms_p50={statistics.median(latencies) * 1000:.3f}"
                      f",write_latency_ms_max={max(latencies) * 1000:.3f}")
         lines = [f"ingest{worker} {body} {ns}"]
-        lines += [f"deadletters{worker},reason={escape_key(r)} count={n}i {ns}" for r, n in p.reasons.items()]
+        # Dead letters per reason: the worker's cumulative count and how many are new since the last report.
+        reasons = dict(p.reasons)
+        before, self._reasons_reported = self._reasons_reported, reasons
+        lines += [f"deadletters{worker},reason={escape_key(r)} count={n}i,new={n - before.get(r, 0)}i {ns}"
+                  for r, n in reasons.items()]
+        # Readings per sensor since the last report (what "active sensors" and "gateway last seen" count).
+        # dict() copies the pipeline thread's counter atomically under the GIL; deltas need no reset.
+        series = dict(p.series)
+        seen, self._series_reported = self._series_reported, series
+        lines += [f"sensors{tags} readings={n - seen.get(tags, 0)}i {ns}"
+                  for tags, n in series.items() if n != seen.get(tags, 0)]
         try:
             self.influx.write(self.settings.influx.ops_database, "\n".join(lines).encode())
         except (WriteError, ConfigurationError) as exc:

@@ -65,7 +65,7 @@ def frame_loss(counters: list[int]) -> tuple[int, int, int]:
 
 
 def packet_loss(influx: Influx, database: str, since: datetime, until: datetime) -> list[DeviceLoss]:
-    """Per-device packet loss over ``[since, until)``, from the raw database's ``radio`` points."""
+    """Per-device packet loss over ``[since, until)``, from the ops database's ``radio`` points."""
     rows = influx.rows(
         "SELECT f_cnt FROM radio WHERE time >= $since AND time < $until GROUP BY sensor",
         database, {"since": to_ns(since), "until": to_ns(until)},

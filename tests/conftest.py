@@ -191,10 +191,17 @@ TAGS = ("sensor", "gateway", "technology", "category", "cell")
 READINGS = "/^(" + "|".join(CATEGORIES) + ")$/"
 
 
-def stored_readings(influx: Influx, database: str) -> list[tuple[str, str, object, int]]:
-    """Every field value in the database as ``(sensor, quantity, value, time_ns)``."""
+def readings_dbs(s: Settings) -> tuple[str, str]:
+    """Where readings go: the raw database, and ops for the network's own (``gateway_health``)."""
+    return s.influx.raw_database, s.influx.ops_database
+
+
+def stored_readings(influx: Influx, database: str | tuple[str, ...]) -> list[tuple[str, str, object, int]]:
+    """Every field value in the database(s) as ``(sensor, quantity, value, time_ns)``."""
     out = []
-    for row in influx.rows(f"SELECT * FROM {READINGS} GROUP BY *", database):  # noqa: S608 - constant
+    databases = (database,) if isinstance(database, str) else database
+    rows = [r for db in databases for r in influx.rows(f"SELECT * FROM {READINGS} GROUP BY *", db)]  # noqa: S608
+    for row in rows:
         measurement = row["_measurement"]
         for key, value in row.items():
             if key in TAGS or key in ("time", "_measurement") or value is None:
@@ -203,10 +210,12 @@ def stored_readings(influx: Influx, database: str) -> list[tuple[str, str, objec
     return out
 
 
-def count_points(influx: Influx, database: str) -> int:
-    """How many reading values the database holds (fast: COUNT per measurement)."""
+def count_points(influx: Influx, database: str | tuple[str, ...]) -> int:
+    """How many reading values the database(s) hold (fast: COUNT per measurement)."""
     total = 0
-    for res in influx.query(f"SELECT COUNT(*) FROM {READINGS}", database):  # noqa: S608 - constant
+    databases = (database,) if isinstance(database, str) else database
+    results = [r for db in databases for r in influx.query(f"SELECT COUNT(*) FROM {READINGS}", db)]  # noqa: S608
+    for res in results:
         for series in res.get("series", []):
             total += sum(v for v in series["values"][0][1:] if v)
     return total
@@ -221,7 +230,7 @@ def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.
     return predicate()
 
 
-def assert_exactly_once(influx: Influx, database: str, emitted) -> int:
+def assert_exactly_once(influx: Influx, database: str | tuple[str, ...], emitted) -> int:
     """Every reading the simulator sent is stored exactly once, and nothing else is. Returns the count.
 
     Readings with device time are matched on (sensor, quantity, time); readings stamped with the

@@ -14,12 +14,14 @@ What each event becomes:
   ChirpStack's own InfluxDB integration stamps arrival time instead). They come from ``object`` when
   ChirpStack's device profile ran a codec, otherwise from ``data`` decoded by our codec
   (``ingest/codecs``) named by the device's registry profile, given the fPort. Plus one ``radio`` point
+  in the ops database (link metadata: the operators' and network researchers' data, never published)
   per receiving gateway (``rx_gateway`` tag: the registry's gateway id, or the gateway EUI when it is
   not registered): rssi, snr, channel, frequency, modulation, bandwidth, spreading factor, code rate,
   data rate, f_cnt, f_port, adr, confirmed, n_gateways. A frame our codec cannot decode is a dead
   letter while its radio points are still written (they are what network researchers need).
 - ``status``: device health Readings: ``gateway_health.battery`` (unless unavailable),
-  ``gateway_health.link_margin`` and ``gateway_health.external_power``.
+  ``gateway_health.link_margin`` and ``gateway_health.external_power`` (the pipeline sends the
+  ``gateway_health`` category to the ops database).
 - ``location``: a ``position`` point (latitude, longitude, altitude, accuracy, source) in the raw
   database: the track of mobile devices. GPS fields in an uplink's payload do the same.
 - ``join``, ``ack``, ``txack``, ``log``, ``integration``: a ``lorawan_events`` point in the ops database.
@@ -368,7 +370,7 @@ class ChirpStackDecoder:
             gw = rx.gateway_id.lower()
             tags = self._gateway_tags.get(gw) or (f",rx_gateway={escape_key(gw)}" if gw else "")
             yield Record("radio", dev_eui, f"{tags},modulation={kind}",
-                         f"rssi={rx.rssi}i,snr={round(rx.snr, 2)!r},channel={rx.channel}i,{common}", t)
+                         f"rssi={rx.rssi}i,snr={round(rx.snr, 2)!r},channel={rx.channel}i,{common}", t, "ops")
 
     def _object_names(self, sensor_id: str, values: list[tuple[str, object]]) -> list[tuple[str, object]]:
         fields = self.registry.sensors[sensor_id].fields

@@ -18,7 +18,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from gateways.publisher import Publisher
 from gateways.simulator import Emitted, Zone
 from smartzone import services
-from tests.conftest import assert_exactly_once, count_points, expected_count, wait_for
+from tests.conftest import assert_exactly_once, count_points, expected_count, readings_dbs, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -35,7 +35,7 @@ def test_50k_burst_through_the_shipped_broker_config_loses_nothing(settings, inf
     pub.publish(emitted)  # as fast as the broker acks: the worker falls behind, the broker queues
     assert pub.wait_acked(120)
     pub.close()
-    db = settings.influx.raw_database
+    db = readings_dbs(settings)
     assert wait_for(lambda: count_points(influx, db) >= N, 180), count_points(influx, db)
     time.sleep(0.5)
     assert assert_exactly_once(influx, db, emitted) == N

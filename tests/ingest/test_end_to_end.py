@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from gateways.publisher import Publisher
 from gateways.simulator import Zone
 from storage.deadletters import DeadLetterStore
-from tests.conftest import assert_exactly_once, count_points, expected_count, stored_readings, wait_for
+from tests.conftest import assert_exactly_once, count_points, expected_count, readings_dbs, stored_readings, wait_for
 
 
 def test_simulated_zone_lands_exactly(settings, influx, registry, run_worker):
@@ -19,7 +19,7 @@ def test_simulated_zone_lands_exactly(settings, influx, registry, run_worker):
     pub.publish(emitted)
     assert pub.wait_acked(30)
     pub.close()
-    db = settings.influx.raw_database
+    db = readings_dbs(settings)
     assert wait_for(lambda: count_points(influx, db) >= expected, 30), (count_points(influx, db), expected)
 
     assert assert_exactly_once(influx, db, emitted) == expected

@@ -15,7 +15,7 @@ import pytest
 from gateways.publisher import Publisher
 from gateways.simulator import Zone
 from smartzone import services
-from tests.conftest import assert_exactly_once, count_points, expected_count, wait_for
+from tests.conftest import assert_exactly_once, count_points, expected_count, readings_dbs, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -66,7 +66,7 @@ def test_influxd_down_for_30s_mid_stream(settings, registry, run_worker, tmp_pat
         from storage.influx import Influx
 
         with Influx(s.influx) as influx:
-            db = s.influx.raw_database
+            db = readings_dbs(s)
             assert wait_for(lambda: count_points(influx, db) >= expected_count(emitted), 60)
             time.sleep(1)
             assert assert_exactly_once(influx, db, emitted) == expected_count(emitted)
@@ -78,7 +78,7 @@ def test_influxd_down_for_30s_mid_stream(settings, registry, run_worker, tmp_pat
 def test_worker_sigkill_mid_stream_and_restart(settings, influx, registry, worker_process):
     emitted = _stream(registry, rounds=400)  # includes BLE and ESPHome readings stamped at receipt
     proc = worker_process(settings)  # returns once the worker is subscribed
-    db = settings.influx.raw_database
+    db = readings_dbs(settings)
     streamer = Streamer(settings.mqtt.port, emitted, rate=1500)
     streamer.start()
     assert wait_for(lambda: count_points(influx, db) > 2_000, 30)
@@ -105,7 +105,7 @@ def test_mosquitto_restart_mid_stream(settings, influx, registry, run_worker, mo
     worker = run_worker(settings.model_copy(update={"mqtt": settings.mqtt.model_copy(update={"share_group": ""})}))
     streamer = Streamer(settings.mqtt.port, emitted, rate=800)
     streamer.start()
-    db = settings.influx.raw_database
+    db = readings_dbs(settings)
     assert wait_for(lambda: count_points(influx, db) > 1_000, 30)
     mosquitto.stop()  # clean shutdown: the persistence file is written
     time.sleep(2)
@@ -123,7 +123,7 @@ def test_two_shared_workers_one_killed(settings, influx, registry, worker_proces
     b_settings = settings.model_copy(update={"mqtt": settings.mqtt.model_copy(update={"client_id":
                                                                                       settings.mqtt.client_id + "-b"})})
     b = worker_process(b_settings)
-    db = settings.influx.raw_database
+    db = readings_dbs(settings)
     streamer = Streamer(settings.mqtt.port, emitted, rate=1500)
     streamer.start()
     assert wait_for(lambda: count_points(influx, db) > 2_000, 30)

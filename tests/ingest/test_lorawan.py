@@ -18,7 +18,7 @@ from gateways.publisher import Publisher
 from gateways.simulator import Zone
 from storage.deadletters import DeadLetterStore
 from storage.lorawan import packet_loss
-from tests.conftest import assert_exactly_once, count_points, expected_count, wait_for
+from tests.conftest import assert_exactly_once, count_points, expected_count, readings_dbs, wait_for
 
 
 def _lorawan_messages(registry, encoding: str, rounds: int, seed: int = 11):
@@ -50,8 +50,8 @@ def test_chirpstack_events_land_exactly_once(settings, influx, registry, run_wor
     raw = settings.influx.raw_database
     expected = expected_count(emitted)
     assert wait_for(lambda: worker._acked >= len(emitted), 30)
-    assert count_points(influx, raw) == expected
-    assert assert_exactly_once(influx, raw, emitted) == expected
+    assert count_points(influx, readings_dbs(settings)) == expected
+    assert assert_exactly_once(influx, readings_dbs(settings), emitted) == expected
 
     # one radio point per (uplink, receiving gateway); duplicates rewrite the same points
     from chirpstack_api.integration import integration_pb2 as pb
@@ -62,8 +62,10 @@ def test_chirpstack_events_land_exactly_once(settings, influx, registry, run_wor
                 else pb.UplinkEvent.FromString(payload))
 
     receptions = sum(len(parse(p).rx_info) for p in distinct_ups)
-    assert _count(influx, raw, "SELECT COUNT(rssi) FROM radio") == receptions
-    gateways = {r["rx_gateway"] for r in influx.rows("SELECT COUNT(rssi) FROM radio GROUP BY rx_gateway", raw)}
+    ops = settings.influx.ops_database  # radio metadata is ops data, never in the raw database
+    assert _count(influx, ops, "SELECT COUNT(rssi) FROM radio") == receptions
+    assert _count(influx, raw, "SELECT COUNT(rssi) FROM radio") == 0
+    gateways = {r["rx_gateway"] for r in influx.rows("SELECT COUNT(rssi) FROM radio GROUP BY rx_gateway", ops)}
     assert gateways == {"gw-volkstraat", "gw-sint-andries", "gw-kmska-roof"}
     # the mobile tracker's track: GPS from its payload and location events
     assert _count(influx, raw, "SELECT COUNT(latitude) FROM position") > 0
@@ -84,7 +86,7 @@ def test_packet_loss_equals_the_frames_lost_on_air(settings, influx, registry, r
             ev = pb.UplinkEvent.FromString(e.payload)
             sent.setdefault(ev.device_info.device_name, set()).add(ev.f_cnt)
     want = {s: (max(c) - min(c) + 1) - len(c) for s, c in sent.items()}
-    got = packet_loss(influx, settings.influx.raw_database, start - timedelta(minutes=1), datetime.now(UTC))
+    got = packet_loss(influx, settings.influx.ops_database, start - timedelta(minutes=1), datetime.now(UTC))
     assert {d.sensor: d.lost for d in got} == want
     assert sum(want.values()) > 0, "the seeded run loses some frames"
     overall = sum(d.lost for d in got) / sum(d.expected for d in got)
@@ -139,7 +141,7 @@ def test_operational_events_and_bad_events(settings, influx, registry, run_worke
     ops = settings.influx.ops_database
     events = Counter(r["event"] for r in influx.rows("SELECT * FROM lorawan_events", ops))
     assert events == {"join": 1, "log": 1}
-    assert _count(influx, settings.influx.raw_database, "SELECT COUNT(rssi) FROM radio") == 1  # kept
+    assert _count(influx, ops, "SELECT COUNT(rssi) FROM radio") == 1  # kept
     counts = DeadLetterStore(settings.sql_url).counts()
     assert counts == {"unknown_channel": 1, "malformed": 2, "unknown_device": 1}, counts
     assert not worker.stopping.is_set()
