@@ -14,6 +14,8 @@
     smartzone charter run            apply the charter: raw -> open database (--once, or --every 1m)
     smartzone charter audit          what the charter job published and suppressed, per window
     smartzone api                    serve the open-data API (uvicorn)
+    smartzone dashboards build       write the Grafana dashboards and provisioning files (--check: drift only)
+    smartzone dashboards push        create/update the folder, datasources and dashboards in a Grafana
     smartzone config show            the effective settings (secrets masked)
 """
 
@@ -242,7 +244,7 @@ def cmd_lorawan(settings: Settings, args: argparse.Namespace) -> int:
     seconds = parse_duration(args.since)
     since = until - timedelta(seconds=seconds) if seconds != float("inf") else datetime(1970, 1, 1, tzinfo=UTC)
     with Influx(settings.influx) as influx:
-        devices = packet_loss(influx, settings.influx.raw_database, since, until)
+        devices = packet_loss(influx, settings.influx.ops_database, since, until)
     if not devices:
         print(f"no LoRaWAN uplinks in the last {args.since}")
         return 0
@@ -346,6 +348,46 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dashboards(settings: Settings, args: argparse.Namespace) -> int:
+    from dashboards import build
+
+    if args.action == "build":
+        if args.check:
+            stale = build.drift()
+            for rel in stale:
+                print(f"out of date: dashboards/{rel}")
+            if stale:
+                print("run `smartzone dashboards build` and commit the result", file=sys.stderr)
+            return 1 if stale else 0
+        changed = build.write()
+        print("\n".join(f"wrote dashboards/{rel}" for rel in changed) or "dashboards are up to date")
+        return 0
+    from dashboards.push import PushError, PushPlan, connect, push
+
+    g = settings.grafana
+    url = args.url or g.url
+    token = args.token or (g.token.get_secret_value() if g.token else "")
+    if not token:
+        raise ConfigurationError("a Grafana token is needed: --token, or SMARTZONE_GRAFANA__TOKEN")
+    password = g.influx_password.get_secret_value() if g.influx_password else None
+    plan = PushPlan(build.FOLDER_UID, build.FOLDER_TITLE,
+                    build.datasources(args.influx_url or g.influx_url or settings.influx.url,
+                                      settings.charter.open_database, settings.influx.ops_database,
+                                      user=g.influx_username, password=password),
+                    [b.json() for b in build.build()])
+    try:
+        report = push(connect(url, token, verify=g.verify_tls), plan, args.message,
+                      rotate_secrets=args.rotate_secrets)
+    except PushError as exc:
+        print(f"smartzone: Grafana: {exc}", file=sys.stderr)
+        return 1
+    for verb, items in (("created", report.created), ("updated", report.updated), ("unchanged", report.unchanged)):
+        for item in items:
+            print(f"{verb:9} {item}")
+    print("Grafana already matched: nothing written" if not report.changed() else f"pushed to {url}")
+    return 0
+
+
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     from smartzone.up import up
 
@@ -423,6 +465,19 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--host", default=None, help="default: api.host")
     ap.add_argument("--port", type=int, default=None, help="default: api.port")
     ap.set_defaults(func=cmd_api)
+
+    db = sub.add_parser("dashboards", help="Grafana dashboards as code: build the JSON, push to a Grafana")
+    db.add_argument("action", choices=("build", "push"))
+    db.add_argument("--check", action="store_true", help="build: only report files that differ from the code")
+    db.add_argument("--url", default=None, help="push: Grafana's URL (default: grafana.url)")
+    db.add_argument("--token", default=None, help="push: a service-account token (default: grafana.token; prefer "
+                                                  "SMARTZONE_GRAFANA__TOKEN, the command line is visible to others)")
+    db.add_argument("--influx-url", default=None, help="push: InfluxDB as Grafana reaches it (default: "
+                                                       "grafana.influx_url, else influx.url)")
+    db.add_argument("--message", default="smartzone dashboards push", help="push: version message of changed "
+                                                                           "dashboards")
+    db.add_argument("--rotate-secrets", action="store_true", help="push: re-send the InfluxDB password")
+    db.set_defaults(func=cmd_dashboards)
 
     cfg = sub.add_parser("config", help="settings")
     cfg.add_argument("action", choices=("show",))

@@ -149,6 +149,17 @@ class ApiSettings(BaseModel):
     publisher_url: str = "https://www.antwerpen.be"  # DCAT publisher homepage
 
 
+class GrafanaSettings(BaseModel):
+    """Where ``smartzone dashboards push`` provisions the dashboards, and how Grafana reaches InfluxDB."""
+
+    url: str = "http://127.0.0.1:3000"
+    token: SecretStr | None = None  # a Grafana service-account token with the Editor or Admin role
+    influx_url: str = ""  # InfluxDB as Grafana's server reaches it; default: influx.url
+    influx_username: str | None = None  # a read-only InfluxDB user for the open and ops databases
+    influx_password: SecretStr | None = None
+    verify_tls: bool = True
+
+
 class StorageSettings(BaseModel):
     sql_url: str = ""  # default: sqlite:///<data_dir>/smartzone.db
 
@@ -176,6 +187,7 @@ class Settings(BaseSettings):
     chirpstack: ChirpStackSettings = Field(default_factory=ChirpStackSettings)
     charter: CharterSettings = Field(default_factory=CharterSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    grafana: GrafanaSettings = Field(default_factory=GrafanaSettings)
 
     @classmethod
     def settings_customise_sources(

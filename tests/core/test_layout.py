@@ -9,6 +9,7 @@ the gateways' simulator may import them and nothing else of ingest; and the char
 (``datacharter.charter``) sets the raw retention and pepper rotation, so ingest may import those two and
 nothing else of the charter. The API describes each dataset by its charter rules and their plain-language
 explanation (``datacharter.charter``, ``datacharter.explain``); it imports nothing of the charter job.
+The dashboards take the open datasets' fields from the charter document (``datacharter.charter``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ PACKAGES = ("smartzone", *STAGES)
 COMPOSITION_ROOTS = {"smartzone/cli.py", "smartzone/up.py", "gateways/backfill.py"}
 # stage -> modules of other stages it may import
 SHARED = {"gateways": ("ingest.codecs",), "ingest": ("datacharter.pepper", "datacharter.charter"),
-          "api": ("datacharter.charter", "datacharter.explain")}
+          "api": ("datacharter.charter", "datacharter.explain"), "dashboards": ("datacharter.charter",)}
 
 
 def _imports(path: Path, shared: tuple[str, ...] = ()) -> set[str]:
@@ -64,3 +65,13 @@ def test_one_wheel_holds_every_package(tmp_path):
         assert f"{pkg}/__init__.py" in names, pkg
     assert "ingest/broker/mosquitto.conf" in names and "gateways/registry/antwerp.yaml" in names
     assert any(n.endswith("entry_points.txt") for n in names)
+
+
+def test_urllib3_is_not_replaced_by_urllib3_future():
+    """grafana-client's niquests pulls in urllib3-future, whose wheel overwrites urllib3 (requests-based tools
+    then fail); ``./dev`` builds it with URLLIB3_NO_OVERRIDE so both live side by side."""
+    import importlib.metadata
+
+    import urllib3
+
+    assert urllib3.__version__ == importlib.metadata.version("urllib3")

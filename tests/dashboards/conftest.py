@@ -1,0 +1,134 @@
+"""A real influxd loaded the way production loads it, for the dashboards' query tests.
+
+- Yesterday (UTC) of the simulated zone through the ingest pipeline (raw, ops and pseudonymous
+  databases), published by the charter job, so every open dataset has a closed day;
+- some 15 seconds of live traffic through a real Mosquitto and a real ingest worker, with some bad
+  messages, so the ops database holds the worker's self-metrics, per-sensor counts, heartbeats, radio
+  metadata and dead letters of *now*;
+- a second charter run at the current time, so the job's own metrics are recent too.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from datacharter.charter import Charter
+from datacharter.job import CharterJob
+from gateways.backfill import backfill
+from gateways.publisher import Publisher
+from gateways.simulator import Emitted, Zone
+from ingest.pipeline import Pipeline
+from ingest.worker import Worker, ensure_databases, pseudonymiser
+from smartzone import services
+from smartzone.registry import Registry
+from smartzone.settings import Settings
+from storage.influx import Influx
+from tests.conftest import REGISTRY, wait_for
+
+NOW = datetime.now(UTC)
+LIVE_ROUNDS = 5
+DAY = datetime(NOW.year, NOW.month, NOW.day, tzinfo=UTC) - timedelta(days=1)
+BAD = [
+    ("gw/gw-volkstraat/zigbee2mqtt/aq-volkstraat-1", b"{not json"),
+    ("gw/gw-volkstraat/zigbee2mqtt/no-such-device", b'{"pm25": 12}'),
+    ("gw/gw-egmont/json/no-such-device", b'{"temperature": 1e400}'),  # routed, but nobody's
+]
+
+
+@dataclass
+class Loaded:
+    settings: Settings
+    influx: Influx
+    now: datetime  # after the live traffic
+    day: datetime  # the published day
+    live_start: datetime  # when the live traffic began
+
+    def database(self, datasource_uid: str) -> str:
+        from dashboards.panels import OPEN, OPS
+
+        return {OPEN: self.settings.charter.open_database, OPS: self.settings.influx.ops_database}[datasource_uid]
+
+
+@pytest.fixture(scope="session")
+def loaded(tmp_path_factory, influxd) -> Iterator[Loaded]:
+    tmp = tmp_path_factory.mktemp("dashboards")
+    broker = services.mosquitto(tmp / "mosquitto").start()
+    tag = uuid.uuid4().hex[:8]
+    settings = Settings(
+        data_dir=tmp / "data",
+        registry=REGISTRY,
+        mqtt={"host": "127.0.0.1", "port": broker.port, "client_id": f"dash-ingest-{tag}", "share_group": f"g{tag}"},
+        influx={
+            "url": influxd.url,
+            "raw_database": f"raw_{tag}",
+            "ops_database": f"ops_{tag}",
+            "pseudonymous_database": f"pseudo_{tag}",
+        },
+        ingest={"flush_interval": 0.05, "metrics_interval": 0.5},
+        charter={"open_database": f"open_{tag}"},
+    )
+    charter = Charter.load()
+    registry = Registry.load(REGISTRY)
+    influx = Influx(settings.influx)
+    worker = None
+    try:
+        ensure_databases(influx, settings, charter)
+        pipe = Pipeline(
+            registry,
+            settings.ingest.routes,
+            max_payload_bytes=65_536,
+            max_future=timedelta(minutes=5),
+            max_age=timedelta(days=30),
+            pseudonymiser=pseudonymiser(settings, charter),
+        )
+        backfill(Zone(registry, 11), pipe, influx, settings, DAY, 1440)
+        job = CharterJob(settings, charter, registry, influx)
+        job.run_once(now=DAY + timedelta(days=1, minutes=5))
+
+        worker = Worker(settings, registry)
+        worker.start()
+        assert worker.wait_connected(10)
+        # live traffic over ~15 s (rounds stamped now, 3 s apart), bad messages in the middle
+        live_start = datetime.now(UTC)
+        zone = Zone(registry, 12)
+        pub = Publisher("127.0.0.1", broker.port, client_id=f"dash-sim-{tag}")
+        sent = 0
+        for i in range(LIVE_ROUNDS):
+            batch = list(zone.messages(datetime.now(UTC), 1, step=3, first_round=2000 + i))
+            if i == LIVE_ROUNDS // 2:
+                batch += [Emitted(t, p, ()) for t, p in BAD]
+            sent += pub.publish(batch)
+            time.sleep(3)
+        assert pub.wait_acked(30)
+        pub.close()
+        assert wait_for(lambda: worker._acked >= sent, 30), "the worker did not take every message"
+
+        def reports() -> int:
+            rows = influx.rows("SELECT count(readings) FROM ingest", settings.influx.ops_database)
+            return rows[0]["count"] if rows else 0
+
+        before = reports()
+        assert wait_for(lambda: reports() >= before + 3, 10), "the worker reports its metrics"
+        worker.stop()
+        worker = None
+        job.run_once()  # the current run: charter metrics of now
+        job.store.close()
+        yield Loaded(settings, influx, datetime.now(UTC), DAY, live_start)
+    finally:
+        if worker is not None:
+            worker.stop()
+        for db in (
+            settings.influx.raw_database,
+            settings.influx.ops_database,
+            settings.influx.pseudonymous_database,
+            settings.charter.open_database,
+        ):
+            influx.drop_database(db)
+        influx.close()
+        broker.stop()
