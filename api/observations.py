@@ -3,6 +3,8 @@
 - Time: ``from`` and ``to`` (RFC 3339, with an offset) must be aligned to ``resolution``, which is the
   charter's bin (the default) or a coarser multiple of it (``1h``, ``1d``); finer than the charter allows,
   unaligned, reversed or longer than ``api.max_range_days``: a 400 problem naming the parameter.
+  ``align=outer`` widens an unaligned window to whole bins instead (``from`` rounded down, ``to`` up): what
+  a link from a dashboard's time range (``${__from:date:iso}``) needs.
 - Space: ``cells`` (H3 indexes) or ``bbox`` (min lon, min lat, max lon, max lat: the published cells whose
   centre is inside); at most ``api.max_cells``.
 - ``fields``: a subset of the dataset's allow-listed fields (default: all; ``n_contributors`` always).
@@ -348,6 +350,9 @@ def observations(
     format: Annotated[Fmt | None, Query(description="instead of Accept")] = None,
     limit: Annotated[int | None, Query(ge=1, description="rows per page")] = None,
     cursor: Annotated[str | None, Query(max_length=200, description="from the Link header")] = None,
+    align: Annotated[Literal["exact", "outer"], Query(description="exact: from and to must be aligned to the "
+                                                      "resolution; outer: widened to whole bins (from rounded "
+                                                      "down, to up)")] = "exact",
 ) -> Response:
     from api.app import state
 
@@ -364,6 +369,8 @@ def observations(
         last = _default_end(st.store, id, res_ns)
         end = end if end is not None else last
         start = start if start is not None else end - max(DAY_NS, res_ns)
+    if align == "outer":
+        start, end = start // res_ns * res_ns, -(-end // res_ns) * res_ns
     for name, t in (("from", start), ("to", end)):
         if t % res_ns:
             raise Problem(400, "unaligned-time", f"{name}: must be aligned to the resolution {res} (UTC)",

@@ -18,6 +18,7 @@ alternation of the selected values.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,28 @@ GAZETTEER = "public/gazetteer/smartzone-cells.json"  # mounted into Grafana by d
 REGISTRY = HERE.parent / "gateways" / "registry" / "antwerp.yaml"  # the zone the committed dashboards show
 TZ = "Europe/Brussels"
 PUBLIC, OPERATIONS = "public", "operations"
+# The open-data API as docker-compose publishes it (.env.example SMARTZONE_API_BASE_URL): the default of the
+# hidden `api_url` variable every dashboard with open data has. `push --api-url` and `build --api-url` set it.
+API_URL = "http://localhost:8000"
+_DATASET = re.compile(r'FROM\s+(?:"(\w+)"|/\^\$(\w+)\$/)')  # FROM "noise", or FROM /^$category$/ (a variable)
+
+
+def open_data_links(dataset: str) -> list[dash.DashboardLink]:
+    """A panel's links to the open-data API for ``dataset`` (a name, or ``$var`` for a variable): its
+    catalogue entry (DCAT-AP, with the charter's rules in plain language) and its observations over the
+    dashboard's time range as CSV, widened to whole bins by the API (``align=outer``)."""
+    d = f"${{{dataset[1:]}}}" if dataset.startswith("$") else dataset
+    api = "${api_url}/v1/datasets/" + d
+    return [
+        dash.DashboardLink(f"Dataset {d}: what it is and how the charter protects it").type(
+            model.DashboardLinkType.LINK).url(api).target_blank(True).icon("info")
+        .tooltip("The dataset in the open-data catalogue (DCAT-AP): fields, units, k, noise, licence"),
+        dash.DashboardLink(f"Download {d} for this time range (CSV)").type(model.DashboardLinkType.LINK)
+        .url(api + "/observations?from=${__from:date:iso}&to=${__to:date:iso}&align=outer&format=csv"
+             "&limit=1000000").target_blank(True).icon("cloud")
+        .tooltip("Every published point of the dataset in the dashboard's time range, all cells, from the "
+                 "open-data API"),
+    ]
 
 
 @dataclass
@@ -52,10 +75,28 @@ class Board:
     audience: str  # PUBLIC (open database only) or OPERATIONS
     builder: dash.Dashboard
     _next: int = field(default=1)
+    _api: bool = field(default=False)
 
     def panel(self, p) -> None:
+        """Add a panel; one that shows open datasets links to them in the open-data API."""
+        built = p.build()
+        if built.datasource is not None and built.datasource.uid == OPEN:
+            datasets = sorted({a or f"${b}" for t in built.targets or [] for a, b in _DATASET.findall(t.query)})
+            if datasets:
+                self._api_variable()
+                p = p.links([link for d in datasets for link in open_data_links(d)])
         self.builder.with_panel(p.id(self._next))
         self._next += 1
+
+    def _api_variable(self) -> None:
+        if self._api:
+            return
+        self._api = True
+        self.builder.with_variable(dash.ConstantVariable("api_url").value(API_URL).description(
+            "The open-data API's public URL, for the links to datasets and downloads (hidden)."))
+        self.builder.link(dash.DashboardLink("Open data API").type(model.DashboardLinkType.LINK)
+                          .url("${api_url}/v1/datasets").target_blank(True).icon("external link")
+                          .tooltip("The catalogue of open datasets: DCAT-AP metadata, JSON, CSV, Parquet, GeoJSON"))
 
     def row(self, title: str) -> None:
         self.builder.with_row(dash.Row(title).id(self._next))
@@ -558,16 +599,35 @@ def provisioning_files(boards: list[Board], z: Zone) -> dict[str, str]:
                for b in boards}}
 
 
-def outputs(registry: Registry | None = None, charter: Charter | None = None) -> dict[str, str]:
+def with_api_url(board: dict, url: str) -> dict:
+    """A dashboard's JSON model whose links point to the open-data API at ``url`` (http or https)."""
+    if not re.fullmatch(r"https?://[^\s\"'<>]+", url):
+        raise ValueError(f"the API URL must be an http(s) URL, got {url!r}")
+    out = json.loads(json.dumps(board))
+    for var in out.get("templating", {}).get("list", []):
+        if var["name"] == "api_url" and var["type"] == "constant":
+            var["query"] = url.rstrip("/")
+    return out
+
+
+def outputs(registry: Registry | None = None, charter: Charter | None = None, *,
+            api_url: str = API_URL) -> dict[str, str]:
     z = Zone(registry or Registry.load(REGISTRY), charter or Charter.load())
-    return provisioning_files([make(z) for make in BOARDS], z)
+    boards = [make(z) for make in BOARDS]
+    files = provisioning_files(boards, z)
+    if api_url != API_URL:
+        for b in boards:
+            files[f"json/{b.uid}.json"] = json.dumps(with_api_url(b.json(), api_url), indent=2, ensure_ascii=False,
+                                                     sort_keys=True) + "\n"
+    return files
 
 
-def write(root: Path | None = None) -> list[str]:
+def write(root: Path | None = None, *, api_url: str = API_URL, registry: Registry | None = None,
+          charter: Charter | None = None) -> list[str]:
     """Write every generated file under ``root`` (default: this folder); returns the paths that changed."""
     root = root or HERE
     changed = []
-    for rel, content in outputs().items():
+    for rel, content in outputs(registry, charter, api_url=api_url).items():
         path = root / rel
         if not path.exists() or path.read_text() != content:
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -349,7 +349,10 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_dashboards(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from dashboards import build
+    from datacharter.charter import Charter
 
     if args.action == "build":
         if args.check:
@@ -359,8 +362,16 @@ def cmd_dashboards(settings: Settings, args: argparse.Namespace) -> int:
             if stale:
                 print("run `smartzone dashboards build` and commit the result", file=sys.stderr)
             return 1 if stale else 0
-        changed = build.write()
-        print("\n".join(f"wrote dashboards/{rel}" for rel in changed) or "dashboards are up to date")
+        if not args.out:
+            if args.api_url:
+                raise ConfigurationError("--api-url builds a deployment's own copy: give --out DIR too (the "
+                                         "committed dashboards link to the default API URL)")
+            changed = build.write()
+        else:  # a deployment's own copy: its registry, charter and API URL
+            changed = build.write(Path(args.out), api_url=args.api_url or settings.api.base_url or build.API_URL,
+                                  registry=_registry(settings), charter=Charter.load(settings.charter.path))
+        where = args.out.rstrip("/") if args.out else "dashboards"
+        print("\n".join(f"wrote {where}/{rel}" for rel in changed) or "dashboards are up to date")
         return 0
     from dashboards.push import PushError, PushPlan, connect, push
 
@@ -370,11 +381,13 @@ def cmd_dashboards(settings: Settings, args: argparse.Namespace) -> int:
     if not token:
         raise ConfigurationError("a Grafana token is needed: --token, or SMARTZONE_GRAFANA__TOKEN")
     password = g.influx_password.get_secret_value() if g.influx_password else None
+    api_url = args.api_url or settings.api.base_url or build.API_URL
     plan = PushPlan(build.FOLDER_UID, build.FOLDER_TITLE,
                     build.datasources(args.influx_url or g.influx_url or settings.influx.url,
                                       settings.charter.open_database, settings.influx.ops_database,
                                       user=g.influx_username, password=password),
-                    [b.json() for b in build.build()])
+                    [build.with_api_url(b.json(), api_url)
+                     for b in build.build(_registry(settings), Charter.load(settings.charter.path))])
     try:
         report = push(connect(url, token, verify=g.verify_tls), plan, args.message,
                       rotate_secrets=args.rotate_secrets)
@@ -474,6 +487,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "SMARTZONE_GRAFANA__TOKEN, the command line is visible to others)")
     db.add_argument("--influx-url", default=None, help="push: InfluxDB as Grafana reaches it (default: "
                                                        "grafana.influx_url, else influx.url)")
+    db.add_argument("--api-url", default=None, help="the open-data API's public URL the dashboards link to "
+                                                    "(default: api.base_url, else http://localhost:8000, compose's)")
+    db.add_argument("--out", default=None, help="build: write here instead of dashboards/ (with --api-url, for a "
+                                                "deployment's own copy)")
     db.add_argument("--message", default="smartzone dashboards push", help="push: version message of changed "
                                                                            "dashboards")
     db.add_argument("--rotate-secrets", action="store_true", help="push: re-send the InfluxDB password")

@@ -114,7 +114,27 @@ def test_a_coarser_resolution_is_derived_from_the_published_bins(client):
     assert r.status_code == 200 and "laeq_p90" not in r.json()["fields"]
 
 
+def test_align_outer_widens_an_unaligned_window_to_whole_bins(client):
+    """What a dashboard link sends (``${__from:date:iso}``): milliseconds, any minute; widened, not refused."""
+    exact, _ = get_all(client, URL.format("noise"), **{"from": D0, "to": D1, "limit": 100_000})
+    inner_from = (DAY + timedelta(minutes=7, seconds=3, milliseconds=254)).isoformat(timespec="milliseconds")
+    inner_to = (DAY + timedelta(hours=23, minutes=50)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    r = client.get(URL.format("noise"), params={"from": inner_from, "to": inner_to})
+    assert r.status_code == 400 and r.json()["parameter"] == "from"  # exact is the default
+    widened, _ = get_all(client, URL.format("noise"), **{"from": inner_from, "to": inner_to, "align": "outer",
+                                                           "limit": 100_000})
+    assert widened == exact  # 00:07:03.254 -> 00:00, 23:50 -> 24:00
+    hourly, _ = get_all(client, URL.format("noise"), **{"from": inner_from, "to": inner_to, "align": "outer",
+                                                          "resolution": "1h"})
+    assert {r["time"] for r in hourly} == {(DAY + timedelta(hours=h)).strftime("%Y-%m-%dT%H:%M:%SZ")
+                                          for h in range(24)}
+    csv = client.get(URL.format("noise"), params={"from": inner_from, "to": inner_to, "align": "outer",
+                                                  "format": "csv", "limit": 100_000})
+    assert csv.status_code == 200 and len(pd.read_csv(io.StringIO(csv.text))) == len(exact)
+
+
 @pytest.mark.parametrize(("params", "status", "parameter"), [
+    ({"from": D0, "to": D1, "align": "inner"}, 400, "align"),
     ({"from": D0, "to": D1, "resolution": "5m"}, 400, "resolution"),  # finer than the charter
     ({"from": D0, "to": D1, "resolution": "25m"}, 400, "resolution"),  # not a multiple of 15m
     ({"from": D0.replace("00:00:00", "00:07:00"), "to": D1}, 400, "from"),  # unaligned

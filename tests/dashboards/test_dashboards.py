@@ -253,6 +253,54 @@ def test_sdk_reads_the_committed_json(uid):
     assert d.uid == uid and len(d.panels or []) == len(BOARDS[uid]["panels"])
 
 
+def test_every_open_data_panel_links_to_its_dataset_in_the_api():
+    """A panel that shows an open dataset links to its catalogue entry and to a CSV of the time range; the
+    dashboard links to the catalogue; all through the hidden ``api_url`` variable."""
+    linked = 0
+    for uid, board in BOARDS.items():
+        api_vars = [v for v in board["templating"]["list"] if v["name"] == "api_url"]
+        for p in _panels(board):
+            if p.get("datasource", {}).get("uid") != OPEN:
+                assert not p.get("links"), (uid, p["title"])
+                continue
+            datasets = {m for t in p["targets"] for m in re.findall(r'FROM "(\w+)"', t["query"])} or {"${category}"}
+            urls = sorted(link["url"] for link in p["links"])
+            assert urls == sorted(u for d in datasets for u in (
+                f"${{api_url}}/v1/datasets/{d}",
+                f"${{api_url}}/v1/datasets/{d}/observations?from=${{__from:date:iso}}&to=${{__to:date:iso}}"
+                "&align=outer&format=csv&limit=1000000")), (uid, p["title"])
+            assert all(link["targetBlank"] and link["title"] for link in p["links"])
+            linked += 1
+        if any(p.get("links") for p in _panels(board)):
+            assert api_vars == [{**api_vars[0], "type": "constant", "hide": 2, "query": build.API_URL}]
+            assert {"title": "Open data API", "url": "${api_url}/v1/datasets"}.items() <= board["links"][-1].items()
+        else:
+            assert not api_vars
+    assert linked >= 20
+
+
+def test_api_url_is_set_per_deployment_and_validated(tmp_path):
+    noise = BOARDS["smartzone-noise"]
+    moved = build.with_api_url(noise, "https://data.example.org/")
+    assert [v["query"] for v in moved["templating"]["list"] if v["name"] == "api_url"] == ["https://data.example.org"]
+    assert noise["templating"] != moved["templating"]  # a copy: the committed model is untouched
+    for bad in ("javascript:alert(1)", "ftp://x", "http://a b", 'http://x"><script>'):
+        with pytest.raises(ValueError, match="http"):
+            build.with_api_url(noise, bad)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, "-m", "smartzone.cli", "dashboards", "build", "--api-url",
+                          "https://data.example.org", "--out", str(tmp_path)], capture_output=True, text=True,
+                         env=env, cwd=REPO, check=False)
+    assert out.returncode == 0, out.stderr
+    written = json.loads((tmp_path / "json" / "smartzone-noise.json").read_text())
+    assert written == build.with_api_url(noise, "https://data.example.org")
+    assert build.drift() == []  # the committed copy is left alone
+    refused = subprocess.run([sys.executable, "-m", "smartzone.cli", "dashboards", "build", "--api-url",
+                              "https://data.example.org"], capture_output=True, text=True, env=env, cwd=REPO,
+                             check=False)
+    assert refused.returncode != 0 and "--out" in refused.stderr and build.drift() == []
+
+
 def test_cli_pushes_the_real_dashboards_idempotently(monkeypatch, capsys):
     """``smartzone dashboards push`` with the committed dashboards into the fake Grafana (the contract of
     Grafana's HTTP API, tests/dashboards/grafana_fake.py): everything created, then nothing written; a
@@ -263,6 +311,7 @@ def test_cli_pushes_the_real_dashboards_idempotently(monkeypatch, capsys):
     token = "glsa_cli_test_0123456789"
     monkeypatch.setenv("SMARTZONE_GRAFANA__INFLUX_USERNAME", "grafana")
     monkeypatch.setenv("SMARTZONE_GRAFANA__INFLUX_PASSWORD", "reader-secret")
+    monkeypatch.setenv("SMARTZONE_API__BASE_URL", "https://data.example.org")  # where the links point
     with FakeGrafana(token) as fake:
         args = ["dashboards", "push", "--url", fake.url, "--token", token, "--influx-url", "http://influxdb:8086"]
         assert main(args) == 0
@@ -272,6 +321,8 @@ def test_cli_pushes_the_real_dashboards_idempotently(monkeypatch, capsys):
         assert set(posted) == set(BOARDS)
         assert all(b["folderUid"] == build.FOLDER_UID and b["overwrite"] for b in posted.values())
         assert posted["smartzone-noise"]["dashboard"]["panels"] == BOARDS["smartzone-noise"]["panels"]
+        assert posted["smartzone-noise"]["dashboard"] == build.with_api_url(BOARDS["smartzone-noise"],
+                                                                            "https://data.example.org")
         ds = {r.body["uid"]: r.body for r in fake.writes() if r.path == "/api/datasources"}
         assert ds[OPEN]["jsonData"]["dbName"] == "smartzone_open" and ds[OPS]["jsonData"]["dbName"] == "smartzone_ops"
         assert ds[OPEN]["secureJsonData"] == {"password": "reader-secret"} and ds[OPEN]["user"] == "grafana"

@@ -39,6 +39,8 @@ def _panels():
 
 
 def _options(var: dict, loaded, time_range: TimeRange, known: dict[str, Variable]) -> list[str]:
+    if var["type"] == "constant":
+        return [var["query"]]
     if var["type"] == "custom":
         return [part.split(" : ")[-1].strip() for part in var["query"].split(",")]
     db = loaded.database(var["datasource"]["uid"])
@@ -58,6 +60,8 @@ def _variables(board: dict, loaded, time_range: TimeRange) -> dict[str, Variable
         if var.get("includeAll"):
             out[var["name"]] = Variable(var["name"], options, multi=var.get("multi", False), include_all=True,
                                         all_selected=True, all_value=var.get("allValue"))
+        elif var["type"] == "constant":
+            out[var["name"]] = Variable(var["name"], options)
         else:
             current = var["current"]["value"]
             out[var["name"]] = Variable(var["name"], current if isinstance(current, list) else [current])
@@ -137,3 +141,51 @@ def test_panel_query_returns_rows_in_the_declared_unit(loaded, uid, panel, targe
                         assert isinstance(v, int | float) and math.isfinite(v), (column, v)
                         values += 1
         assert values, f"only nulls: {query}"
+
+
+def _links():
+    for uid, board in BOARDS.items():
+        for panel in board["panels"]:
+            for link in panel.get("links", []):
+                yield pytest.param(uid, panel, link, id=f"{uid}/{panel['id']}:{panel['title']}/{link['title']}")
+
+
+@pytest.fixture(scope="module")
+def api(loaded):
+    """The open-data API (in-process) on the loaded open database."""
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+
+    settings = loaded.settings.model_copy(update={"api": loaded.settings.api.model_copy(
+        update={"rate_limit": 1000.0, "rate_burst": 10_000})})
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+@pytest.mark.parametrize(("uid", "panel", "link"), list(_links()))
+def test_panel_links_open_the_panels_data_in_the_api(loaded, api, uid, panel, link):
+    """Each link of a panel, expanded as Grafana expands it (``${api_url}``, ``${__from:date:iso}``, the
+    repeated panel's variable), answers from the open-data API: the dataset's catalogue entry, or its
+    observations over the panel's time range as CSV with rows."""
+    import io
+
+    import pandas as pd
+
+    time_range = _time_range(BOARDS[uid], panel, loaded)
+    variables = _variables(BOARDS[uid], loaded, time_range)
+    assert variables["api_url"].values == ["http://localhost:8000"]
+    variables["api_url"] = Variable("api_url", ["http://testserver"])
+    for instance_vars, url in _queries(panel, {"query": link["url"]}, variables):
+        url = expand(url, time_range, variables=instance_vars)
+        assert not unexpanded(url) and url.startswith("http://testserver/v1/datasets/"), url
+        r = api.get(url)
+        assert r.status_code == 200, (url, r.text)
+        dataset = url.removeprefix("http://testserver/v1/datasets/").split("/")[0].split("?")[0]
+        assert dataset in CHARTER.datasets
+        if "/observations" in url:
+            assert r.headers["content-type"].startswith("text/csv")
+            rows = pd.read_csv(io.StringIO(r.text))
+            assert len(rows) and "cell" in rows and "n_contributors" in rows, url
+        else:
+            assert r.json()["id"] == dataset
