@@ -26,6 +26,8 @@ runs over that day (--repeat times): readings/s of applying the charter (all dat
 InfluxDB read), the read time itself, and the job process's peak RSS. ``--scale n`` runs n copies of the
 zone's sensors side by side (a bigger district). Last line:
 ``charter: readings_per_s=<n> read_s=<n> rss_mb=<n>``.
+
+api: see ``bench/api_bench.py``; dashboards: see ``bench/dashboards_bench.py``.
 """
 
 from __future__ import annotations
@@ -228,8 +230,9 @@ def worker_run(port: int, influx_url: str, db: str, registry: Path, data: Path, 
     pub.join()
     proc.terminate()
     proc.wait(60)
-    # once, at the end: what InfluxDB really holds (readings of the network's own health go to ops)
-    stored = count_points(influx, db) + count_points(influx, f"{db}_ops", '"gateway_health"')
+    # once, at the end: what InfluxDB really holds (the network's own data, device health and LoRaWAN radio
+    # metadata, goes to the ops database)
+    stored = count_points(influx, db) + count_points(influx, f"{db}_ops", "/^(gateway_health|radio)$/")
     influx.close()
     per_msg = 1e6 / len(messages)
     if t_done is None:
@@ -565,7 +568,16 @@ def main() -> None:
     ap.add_argument("--dataset", default="air_quality", help="dataset of the 24 h query (at 1 h resolution)")
     ap.add_argument("--requests-1", type=int, default=300, help="measured requests per scenario at 1 client")
     ap.add_argument("--requests-32", type=int, default=2000, help="measured requests per scenario at 32 clients")
+    db = sub.add_parser("dashboards", help="what opening each Grafana dashboard costs InfluxDB (see "
+                                           "bench/dashboards_bench.py)")
+    db.add_argument("--repeat", type=int, default=5)
+    db.add_argument("--step", type=float, default=60.0, help="simulated seconds between rounds of the month")
     args = p.parse_args()
+    if args.bench == "dashboards":
+        from bench.dashboards_bench import dashboards_bench
+
+        print(dashboards_bench(args))
+        return
     if args.bench == "api":
         from bench.api_bench import api_bench
 

@@ -13,20 +13,18 @@ from __future__ import annotations
 import json
 import math
 import re
-from datetime import timedelta
 
 import pytest
 
 from dashboards.build import JSON_DIR
 from dashboards.macros import TimeRange, Variable, expand, unexpanded
-from dashboards.panels import OPEN, OPS, unit_of
+from dashboards.panels import OPS, unit_of
+from dashboards.queries import instances, panel_queries, time_range, variables
 from datacharter.charter import Charter
 
 CHARTER = Charter.load()
 BOARDS = {p.stem: json.loads(p.read_text()) for p in sorted(JSON_DIR.glob("*.json"))}
-MIN_INTERVAL = {OPEN: "15m", OPS: "5s"}  # the datasources' timeInterval (provisioning)
 _FROM = re.compile(r'FROM\s+(?:"(\w+)"|/\^(\w+)\$/)')
-_DURATION = {"m": 60, "h": 3600, "d": 86400}
 
 
 def _panels():
@@ -38,53 +36,19 @@ def _panels():
                 yield pytest.param(uid, panel, target, id=f"{uid}/{panel['id']}:{panel['title']}/{target['refId']}")
 
 
-def _options(var: dict, loaded, time_range: TimeRange, known: dict[str, Variable]) -> list[str]:
-    if var["type"] == "constant":
-        return [var["query"]]
-    if var["type"] == "custom":
-        return [part.split(" : ")[-1].strip() for part in var["query"].split(",")]
-    db = loaded.database(var["datasource"]["uid"])
-    query = expand(var["query"], time_range, variables=known)
-    values = []
-    for row in loaded.influx.rows(query, db):
-        values.append(row.get("value") or row.get("name"))
-    return values
-
-
-def _variables(board: dict, loaded, time_range: TimeRange) -> dict[str, Variable]:
-    """Every variable at its default: All when it includes all, else its current value."""
-    out: dict[str, Variable] = {}
-    for var in board.get("templating", {}).get("list", []):
-        options = _options(var, loaded, time_range, out)
-        assert options, f"variable {var['name']} has no options"
-        if var.get("includeAll"):
-            out[var["name"]] = Variable(var["name"], options, multi=var.get("multi", False), include_all=True,
-                                        all_selected=True, all_value=var.get("allValue"))
-        elif var["type"] == "constant":
-            out[var["name"]] = Variable(var["name"], options)
-        else:
-            current = var["current"]["value"]
-            out[var["name"]] = Variable(var["name"], current if isinstance(current, list) else [current])
-    return out
+def _run(loaded):
+    """Variable queries on the loaded databases: the first value of each row (SHOW ... results)."""
+    return lambda uid, query: [row.get("value") or row.get("name") for row in loaded.influx.rows(
+        query, loaded.database(uid))]
 
 
 def _time_range(board: dict, panel: dict, loaded) -> TimeRange:
-    """The panel's own relative time if it has one; for operations dashboards the live window (an operator
-    zoomed on the last minutes); else the dashboard's default range ("now-24h" ... ending now)."""
-    if panel.get("timeFrom"):
-        return TimeRange(loaded.now - _ago(panel["timeFrom"]), loaded.now)
-    if "operations" in board["tags"] and panel["datasource"]["uid"] == OPS:
+    """As Grafana opens it (the panel's relative time, else the dashboard's range ending now), except that
+    operations panels without their own time look at the live window: an operator zoomed on the last
+    minutes, the only ones for which the fixture has the worker's self-metrics."""
+    if not panel.get("timeFrom") and "operations" in board["tags"] and panel["datasource"]["uid"] == OPS:
         return TimeRange(loaded.live_start, loaded.now)
-    return TimeRange(loaded.now - _ago(board["time"]["from"].removeprefix("now-")), loaded.now)
-
-
-def _ago(text: str) -> timedelta:
-    return timedelta(seconds=int(text[:-1]) * _DURATION[text[-1]])
-
-
-def _max_data_points(panel: dict) -> int:
-    """Grafana asks for about one point per pixel of the panel's width (a 1920 px wide dashboard)."""
-    return panel.get("maxDataPoints") or int(panel["gridPos"]["w"] / 24 * 1920)
+    return time_range(board, panel, loaded.now)
 
 
 def _unit(panel: dict, column: str) -> str | None:
@@ -99,25 +63,14 @@ def _unit(panel: dict, column: str) -> str | None:
     return fc["defaults"].get("unit")
 
 
-def _queries(panel: dict, target: dict, variables: dict[str, Variable]):
-    """(variables, query) per instance of the panel: repeated panels run once per value."""
-    repeat = panel.get("repeat")
-    if not repeat:
-        yield variables, target["query"]
-        return
-    for value in variables[repeat].values:
-        yield {**variables, repeat: Variable(repeat, [value])}, target["query"]
-
-
 @pytest.mark.parametrize(("uid", "panel", "target"), list(_panels()))
 def test_panel_query_returns_rows_in_the_declared_unit(loaded, uid, panel, target):
     ds = target["datasource"]["uid"]
     assert ds == panel["datasource"]["uid"]
-    time_range = _time_range(BOARDS[uid], panel, loaded)
-    variables = _variables(BOARDS[uid], loaded, time_range)
-    for instance_vars, raw in _queries(panel, target, variables):
-        query = expand(raw, time_range, variables=instance_vars, max_data_points=_max_data_points(panel),
-                       min_interval=panel.get("interval") or MIN_INTERVAL[ds])
+    tr = _time_range(BOARDS[uid], panel, loaded)
+    known = variables(BOARDS[uid], tr, _run(loaded))
+    for pq in panel_queries(BOARDS[uid], {**panel, "targets": [target]}, tr, known):
+        query = pq.query
         assert not unexpanded(query), f"macros left in {query}"
         measurements = {a or b for a, b in _FROM.findall(query)}
         assert len(measurements) == 1, query
@@ -172,12 +125,12 @@ def test_panel_links_open_the_panels_data_in_the_api(loaded, api, uid, panel, li
 
     import pandas as pd
 
-    time_range = _time_range(BOARDS[uid], panel, loaded)
-    variables = _variables(BOARDS[uid], loaded, time_range)
-    assert variables["api_url"].values == ["http://localhost:8000"]
-    variables["api_url"] = Variable("api_url", ["http://testserver"])
-    for instance_vars, url in _queries(panel, {"query": link["url"]}, variables):
-        url = expand(url, time_range, variables=instance_vars)
+    tr = _time_range(BOARDS[uid], panel, loaded)
+    known = variables(BOARDS[uid], tr, _run(loaded))
+    assert known["api_url"].values == ["http://localhost:8000"]
+    known["api_url"] = Variable("api_url", ["http://testserver"])
+    for scoped in instances(panel, known):
+        url = expand(link["url"], tr, variables=scoped)
         assert not unexpanded(url) and url.startswith("http://testserver/v1/datasets/"), url
         r = api.get(url)
         assert r.status_code == 200, (url, r.text)
