@@ -8,7 +8,9 @@ dashboard is opened as Grafana opens it (``dashboards.queries``: variables at th
 default time range ending now, ``$timeFilter`` and ``$__interval`` from the panel widths): all its
 queries are sent to influxd's ``/query`` (POST, as the provisioned datasources do) with six at a time,
 the browser's limit of connections per host that Grafana's panels share. Measured per dashboard, medians
-of ``--repeat`` opens: the wall time of the whole dashboard, its slowest query, and influxd's CPU time.
+of ``--repeat`` opens: the wall time of the whole dashboard, its slowest query (and panel), influxd's CPU
+time, and the queries that returned nothing (there should be none). The dashboards are opened at the end of
+the loaded month (today 00:10 UTC, after the charter job's run).
 Public dashboards are opened again over 30 days (zoomed out) in the same run, for the ratio. The
 operations dashboard refreshes every 30 s: its CPU per refresh is also given as a share of one core.
 
@@ -102,12 +104,14 @@ class Opener:
         return [v[0] if len(v) == 1 else v[1] for res in r.json()["results"] for s in res.get("series", [])
                 for v in s["values"]]
 
-    def open(self, queries) -> tuple[float, float, int]:
-        """(wall seconds, slowest query seconds, queries that returned nothing)."""
+    def open(self, queries) -> tuple[float, float, str, list[str]]:
+        """(wall seconds, slowest query seconds, its panel, the panels of queries that returned nothing)."""
         t = time.perf_counter()
         results = list(self.pool.map(lambda q: self.run(q.datasource, q.query), queries))
         wall = time.perf_counter() - t
-        return wall, max(s for s, _ in results), sum(1 for _, n in results if n == 0)
+        slowest = max(range(len(results)), key=lambda i: results[i][0])
+        return (wall, results[slowest][0], queries[slowest].panel["title"],
+                [q.panel["title"] for q, (_, n) in zip(queries, results, strict=True) if n == 0])
 
     def close(self) -> None:
         self.pool.shutdown()
@@ -134,7 +138,8 @@ def dashboards_bench(args: argparse.Namespace) -> str:
                                 influx={"url": influxd.url}, charter={"path": REPO / "datacharter" / "charter.yaml"},
                                 storage={"sql_url": f"sqlite:///{tmp / 'charter.db'}"})
             load_month(settings, today - timedelta(days=DAYS), args.step)
-            now = datetime.now(UTC)
+            # the dashboards are opened at the end of the loaded month, after the charter job's run (00:05)
+            now = today + timedelta(minutes=10)
             with Influx(settings.influx) as influx:
                 n = ops_history(influx, settings, now)
             print(f"ops history: {n:,} self-metric points ({OPS_HOURS} h of {len(WORKERS)} workers every "
@@ -145,27 +150,29 @@ def dashboards_bench(args: argparse.Namespace) -> str:
             print(f"each dashboard opened {args.repeat} times, {CONNECTIONS} queries at a time (medians):",
                   flush=True)
             print(f"  {'dashboard':<24} {'range':>6} {'queries':>7} {'open ms':>8} {'slowest ms':>10} "
-                  f"{'influxd cpu ms':>14} {'empty':>5}", flush=True)
+                  f"{'influxd cpu ms':>14} {'empty':>5}  slowest panel", flush=True)
             for uid, board in boards.items():
                 ranges = [board["time"]["from"]]
                 if "public" in board["tags"] and board["time"]["from"] != "now-30d":
                     ranges.append("now-30d")
                 for rng in ranges:
                     b = {**board, "time": {**board["time"], "from": rng}}
-                    queries = dashboard_queries(b, datetime.now(UTC), opener.variable)
+                    queries = dashboard_queries(b, now, opener.variable)
                     opener.open(queries)  # warm-up: influxd's caches, the connections
-                    walls, slowest, cpus, empty = [], [], [], 0
+                    walls, slowest, cpus, panels = [], [], [], []
                     for _ in range(args.repeat):
                         c0 = sum(cpu.cpu_times()[:2])
-                        wall, slow, empty = opener.open(queries)
+                        wall, slow, panel, empty = opener.open(queries)
                         cpus.append(sum(cpu.cpu_times()[:2]) - c0)
                         walls.append(wall)
                         slowest.append(slow)
+                        panels.append(panel)
                     f = {"open_ms": statistics.median(walls) * 1000, "slowest_ms": statistics.median(slowest) * 1000,
-                         "cpu_ms": statistics.median(cpus) * 1000, "queries": len(queries), "empty": empty}
+                         "cpu_ms": statistics.median(cpus) * 1000, "queries": len(queries), "empty": len(empty)}
                     figures[f"{uid}@{rng}"] = f
                     print(f"  {uid.removeprefix('smartzone-'):<24} {rng.removeprefix('now-'):>6} {len(queries):>7} "
-                          f"{f['open_ms']:>8.1f} {f['slowest_ms']:>10.1f} {f['cpu_ms']:>14.0f} {empty:>5}",
+                          f"{f['open_ms']:>8.1f} {f['slowest_ms']:>10.1f} {f['cpu_ms']:>14.0f} {len(empty):>5}  "
+                          f"{statistics.mode(panels)}" + (f"; empty: {', '.join(empty)}" if empty else ""),
                           flush=True)
             opener.close()
         finally:
