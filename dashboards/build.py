@@ -524,7 +524,7 @@ def operations(z: Zone) -> Board:
                    'SELECT count("rssi") AS "uplinks", mean("rssi") AS "rssi", mean("snr") AS "snr" FROM "radio" WHERE '
                    '$timeFilter AND "rx_gateway" =~ /^$gateway$/ GROUP BY "sensor", "rx_gateway"',
                    z.unit("radio", "uplinks"), {"rssi": z.unit("radio", "rssi"), "snr": z.unit("radio", "snr")},
-                   width=12))
+                   width=8))
     b.panel(_table("Packet loss per device", "Frames lost on air per device over the time range, from its frame "
                    "counter (ops `radio`): expected = last − first counter + 1, lost = expected − distinct counters "
                    "received. A device that re-joined (counter reset) shows no loss for the range: see `smartzone "
@@ -534,7 +534,18 @@ def operations(z: Zone) -> Board:
                    '"received" FROM "radio" WHERE $timeFilter GROUP BY "sensor") WHERE "expected" >= "received" '
                    'GROUP BY "sensor"', z.unit("radio", "loss"),
                    {"expected": z.unit("radio", "expected"), "lost": z.unit("radio", "lost")},
-                   th=thresholds("green", (0.01, "orange"), (0.1, "red")), width=12))
+                   th=thresholds("green", (0.01, "orange"), (0.1, "red")), width=8))
+    b.panel(_table("Packet loss per gateway", "Frames each gateway missed over the time range (ops `radio`): per "
+                   "device it hears, expected = last − first counter it heard + 1, received = distinct counters it "
+                   "heard; summed over its devices. A gateway going deaf shows here first; a frame one gateway "
+                   "missed may still reach the network through another (the per-device table counts those).", OPS,
+                   'SELECT sum("expected") AS "expected", sum("expected") - sum("received") AS "lost", '
+                   '(sum("expected") - sum("received")) / sum("expected") AS "loss" FROM (SELECT max("f_cnt") - '
+                   'min("f_cnt") + 1 AS "expected", count(distinct("f_cnt")) AS "received" FROM "radio" WHERE '
+                   '$timeFilter AND "rx_gateway" =~ /^$gateway$/ GROUP BY "sensor", "rx_gateway") WHERE '
+                   '"expected" >= "received" GROUP BY "rx_gateway"', z.unit("radio", "loss"),
+                   {"expected": z.unit("radio", "expected"), "lost": z.unit("radio", "lost")},
+                   th=thresholds("green", (0.01, "orange"), (0.1, "red")), width=8))
     b.row("Data charter")
     b.panel(_series("Charter job lag", "How far behind the newest closed window each dataset's publication is, per "
                     "charter run (ops `charter`, `lag_s`). Datasets about people publish a day once it closed, so "
