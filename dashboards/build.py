@@ -518,34 +518,27 @@ def operations(z: Zone) -> Board:
                     'SELECT count("rssi") AS "uplinks" FROM "radio" WHERE $timeFilter AND "rx_gateway" =~ '
                     '/^$gateway$/ GROUP BY time($__interval), "rx_gateway" fill(0)', z.unit("radio", "uplinks"),
                     alias="$tag_rx_gateway", width=8))
-    b.panel(_table("Links per device and gateway", "Per device and receiving gateway over the time range: uplinks "
-                   "heard, mean RSSI and SNR (ops `radio`). Totals only, no time series per device: the trackers on "
-                   "city vehicles would otherwise show where a vehicle drove.", OPS,
-                   'SELECT count("rssi") AS "uplinks", mean("rssi") AS "rssi", mean("snr") AS "snr" FROM "radio" WHERE '
-                   '$timeFilter AND "rx_gateway" =~ /^$gateway$/ GROUP BY "sensor", "rx_gateway"',
-                   z.unit("radio", "uplinks"), {"rssi": z.unit("radio", "rssi"), "snr": z.unit("radio", "snr")},
-                   width=8))
-    b.panel(_table("Packet loss per device", "Frames lost on air per device over the time range, from its frame "
-                   "counter (ops `radio`): expected = last − first counter + 1, lost = expected − distinct counters "
-                   "received. A device that re-joined (counter reset) shows no loss for the range: see `smartzone "
-                   "lorawan`, which splits sessions.", OPS,
-                   'SELECT "expected", "expected" - "received" AS "lost", ("expected" - "received") / "expected" AS '
-                   '"loss" FROM (SELECT max("f_cnt") - min("f_cnt") + 1 AS "expected", count(distinct("f_cnt")) AS '
-                   '"received" FROM "radio" WHERE $timeFilter GROUP BY "sensor") WHERE "expected" >= "received" '
-                   'GROUP BY "sensor"', z.unit("radio", "loss"),
+    loss = ('max("f_cnt") - min("f_cnt") + 1 - count(distinct("f_cnt")) AS "lost", (max("f_cnt") - min("f_cnt") + 1 '
+            '- count(distinct("f_cnt"))) / (max("f_cnt") - min("f_cnt") + 1) AS "loss"')
+    b.panel(_table("Links per device and gateway", "Per device and receiving gateway over the time range (ops "
+                   "`radio`): uplinks heard, mean RSSI and SNR, and the frames this gateway missed of those the "
+                   "device sent between the first and last it heard (lost = last − first frame counter + 1 − "
+                   "distinct counters heard): pick a gateway to see its packet loss device by device. Totals only, "
+                   "no time series per device: the trackers on city vehicles would otherwise show where a vehicle "
+                   "drove.", OPS,
+                   'SELECT count("rssi") AS "uplinks", mean("rssi") AS "rssi", mean("snr") AS "snr", ' + loss +
+                   ' FROM "radio" WHERE $timeFilter AND "rx_gateway" =~ /^$gateway$/ GROUP BY "sensor", "rx_gateway"',
+                   z.unit("radio", "uplinks"), {"rssi": z.unit("radio", "rssi"), "snr": z.unit("radio", "snr"),
+                                                "lost": z.unit("radio", "lost"), "loss": z.unit("radio", "loss")},
+                   th=thresholds("green", (0.01, "orange"), (0.1, "red")), width=14))
+    b.panel(_table("Packet loss per device", "Frames of each device the network missed over the time range, whichever "
+                   "gateway heard the others (ops `radio`): expected = last − first frame counter + 1, lost = "
+                   "expected − distinct counters received. A device that re-joined in the range (its counter "
+                   "restarted) shows more loss than it had: `smartzone lorawan` splits sessions.", OPS,
+                   'SELECT max("f_cnt") - min("f_cnt") + 1 AS "expected", ' + loss +
+                   ' FROM "radio" WHERE $timeFilter GROUP BY "sensor"', z.unit("radio", "loss"),
                    {"expected": z.unit("radio", "expected"), "lost": z.unit("radio", "lost")},
-                   th=thresholds("green", (0.01, "orange"), (0.1, "red")), width=8))
-    b.panel(_table("Packet loss per gateway", "Frames each gateway missed over the time range (ops `radio`): per "
-                   "device it hears, expected = last − first counter it heard + 1, received = distinct counters it "
-                   "heard; summed over its devices. A gateway going deaf shows here first; a frame one gateway "
-                   "missed may still reach the network through another (the per-device table counts those).", OPS,
-                   'SELECT sum("expected") AS "expected", sum("expected") - sum("received") AS "lost", '
-                   '(sum("expected") - sum("received")) / sum("expected") AS "loss" FROM (SELECT max("f_cnt") - '
-                   'min("f_cnt") + 1 AS "expected", count(distinct("f_cnt")) AS "received" FROM "radio" WHERE '
-                   '$timeFilter AND "rx_gateway" =~ /^$gateway$/ GROUP BY "sensor", "rx_gateway") WHERE '
-                   '"expected" >= "received" GROUP BY "rx_gateway"', z.unit("radio", "loss"),
-                   {"expected": z.unit("radio", "expected"), "lost": z.unit("radio", "lost")},
-                   th=thresholds("green", (0.01, "orange"), (0.1, "red")), width=8))
+                   th=thresholds("green", (0.01, "orange"), (0.1, "red")), width=10))
     b.row("Data charter")
     b.panel(_series("Charter job lag", "How far behind the newest closed window each dataset's publication is, per "
                     "charter run (ops `charter`, `lag_s`). Datasets about people publish a day once it closed, so "
