@@ -354,6 +354,7 @@ def cmd_dashboards(settings: Settings, args: argparse.Namespace) -> int:
     from dashboards import build
     from datacharter.charter import Charter
 
+    api_url = args.api_url or settings.api.base_url or build.API_URL
     if args.action == "build":
         if args.check:
             stale = build.drift()
@@ -368,8 +369,8 @@ def cmd_dashboards(settings: Settings, args: argparse.Namespace) -> int:
                                          "committed dashboards link to the default API URL)")
             changed = build.write()
         else:  # a deployment's own copy: its registry, charter and API URL
-            changed = build.write(Path(args.out), api_url=args.api_url or settings.api.base_url or build.API_URL,
-                                  registry=_registry(settings), charter=Charter.load(settings.charter.path))
+            changed = build.write(Path(args.out), api_url=api_url, registry=_registry(settings),
+                                  charter=Charter.load(settings.charter.path))
         where = args.out.rstrip("/") if args.out else "dashboards"
         print("\n".join(f"wrote {where}/{rel}" for rel in changed) or "dashboards are up to date")
         return 0
@@ -381,7 +382,6 @@ def cmd_dashboards(settings: Settings, args: argparse.Namespace) -> int:
     if not token:
         raise ConfigurationError("a Grafana token is needed: --token, or SMARTZONE_GRAFANA__TOKEN")
     password = g.influx_password.get_secret_value() if g.influx_password else None
-    api_url = args.api_url or settings.api.base_url or build.API_URL
     plan = PushPlan(build.FOLDER_UID, build.FOLDER_TITLE,
                     build.datasources(args.influx_url or g.influx_url or settings.influx.url,
                                       settings.charter.open_database, settings.influx.ops_database,
