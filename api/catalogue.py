@@ -167,7 +167,7 @@ class DatasetOut(_Model):
 
 
 _LIST_EXAMPLE = {
-    "title": "Smart Zone open data: Antwerp smart zone (Zuid - Sint-Andries)", "charter_version": "2026.11.2",
+    "title": "Smart Zone open data: Antwerp smart zone (Zuid - Sint-Andries)", "charter_version": "2026.12.0",
     "datasets": [{"id": "air_quality", "title": "Air quality at fixed stations",
                   "description": "Show where and when the air in the zone is unhealthy, ...",
                   "keywords": ["air quality", "smart city", "Antwerp"],
@@ -185,7 +185,7 @@ _DATASET_EXAMPLE = {
     "temporal_coverage": {"start": "2026-11-24T00:00:00Z", "end": "2026-11-25T00:00:00Z"},
     "temporal_resolution": "PT1H",
     "update_frequency": {"uri": FREQUENCY + "DAILY", "label": "daily, once the UTC day has ended"},
-    "charter": {"version": "2026.11.2", "k": 10, "subject": "device",
+    "charter": {"version": "2026.12.0", "k": 10, "subject": "device",
                 "noise": {"mechanism": "discrete Laplace", "epsilon_per_day": 1.0, "max_bins_per_subject_per_day": 4,
                           "threshold": 52.0}},
     "fields": [{"name": "devices", "field": "devices", "aggregate": "count", "quantity": "pedestrian_flow.devices",

@@ -316,14 +316,14 @@ Fmt = Literal["json", "csv", "parquet", "geojson"]
     responses={
         200: {"content": {
             "application/json": {"example": {
-                "dataset": "noise", "resolution": "15m", "charter_version": ["2026.11.2"],
+                "dataset": "noise", "resolution": "15m", "charter_version": ["2026.12.0"],
                 "fields": ["laeq_energy_mean", "laeq_max"],
                 "observations": [{"time": "2026-11-24T08:00:00Z", "cell": "8a1fa4c5872ffff", "h3_resolution": 10,
-                                  "bin": "15m", "charter_version": "2026.11.2", "n_contributors": 1,
+                                  "bin": "15m", "charter_version": "2026.12.0", "n_contributors": 1,
                                   "laeq_energy_mean": 61.2, "laeq_max": 66.0}],
                 "links": {"next": None}}},
             "text/csv": {"example": "time,cell,h3_resolution,bin,charter_version,n_contributors,laeq_max\r\n"
-                                    "2026-11-24T08:00:00Z,8a1fa4c5872ffff,10,15m,2026.11.2,1,66.0\r\n"},
+                                    "2026-11-24T08:00:00Z,8a1fa4c5872ffff,10,15m,2026.12.0,1,66.0\r\n"},
             "application/vnd.apache.parquet": {},
             "application/geo+json": {}}},
         400: {"description": "a parameter is invalid (problem details name it)"},

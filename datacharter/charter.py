@@ -28,13 +28,19 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from smartzone.errors import ConfigurationError
 from smartzone.names import parse_duration
-from smartzone.quantities import QUANTITIES
+from smartzone.quantities import CATEGORIES, QUANTITIES
 
 DEFAULT_PATH = Path(__file__).resolve().parent / "charter.yaml"
 
 Method = Literal["summary", "count", "occupancy", "distinct_count", "trajectory", "daily_total", "profiles"]
 Aggregate = Literal["mean", "min", "max", "sum", "count", "energy_mean", "p10", "p50", "p90"]
 Subject = Literal["sensor", "vehicle", "road_user", "space", "device", "person", "connection"]
+Placement = Literal["public_space", "private_premises", "indoor"]
+# subjects that are people, their vehicles, homes or businesses: a minimum or maximum of such a dataset is one
+# contributor's value (what it did, where it drove), so the charter refuses them there
+PERSONAL_SUBJECTS = {"vehicle", "road_user", "space", "device", "person", "connection"}
+# outputs that come from the registry, not from contributors' values (a zone's spaces): extremes allowed
+REGISTRY_OUTPUTS = {"spaces"}
 
 # Aggregates each method can compute, and for methods whose outputs are not vocabulary fields, the
 # outputs it can produce.
@@ -43,15 +49,15 @@ METHOD_AGGREGATES: dict[str, set[str]] = {
     "count": {"sum", "mean"},
     "occupancy": {"mean", "max"},
     "distinct_count": {"count"},
-    "trajectory": {"mean", "min", "max"},
+    "trajectory": {"mean", "min", "max", "p10", "p50", "p90"},
     "daily_total": {"sum"},
-    "profiles": {"mean"},
+    "profiles": {"p50"},
 }
 METHOD_OUTPUTS: dict[str, set[str]] = {
     "occupancy": {"occupancy", "occupied_spaces", "spaces"},
     "distinct_count": {"devices", "randomised_devices"},
     "daily_total": {"energy_kwh"},
-    "profiles": {"power"},
+    "profiles": {"relative_load"},
 }
 # Tags and fields every open point carries besides the allow-listed aggregates.
 POINT_TAGS = ("cell", "resolution", "bin", "charter_version")
@@ -94,6 +100,11 @@ class Source(_Strict):
     database: Literal["raw", "pseudonymous"]
     measurement: str
     sensors: Literal["fixed", "mobile"] = "fixed"
+    # which registered sensors the dataset takes, by the registry's sensor category and placement; deny by
+    # default: a sensor of another category (a BME280 in an energy meter's box) or off the public space is
+    # never read, and rows of sensors the registry does not know are dropped
+    categories: tuple[str, ...] = Field(min_length=1)
+    placement: tuple[Placement, ...] = ("public_space",)
     positions: str | None = None  # trajectory: the measurement holding the vehicles' positions
     kinds: tuple[str, ...] = ()  # distinct_count: which sighting kinds count (wifi, ble, vehicle)
     meter_field: str | None = None  # daily_total: the cumulative meter reading (kWh)
@@ -166,6 +177,28 @@ class Noise(_Strict):
 class SmallCounts(_Strict):
     fields: tuple[str, ...]
     below: int = Field(ge=1)
+    # means over counted road users (speed_mean over cars and heavy vehicles): weighted by those counts and
+    # published only where their sum reaches ``below`` (rolled up with them otherwise)
+    means: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+
+
+class Dominance(_Strict):
+    """The (n, k) dominance rule: the n largest contributors hold at most k percent of a published total."""
+
+    n: int = Field(ge=1, le=10)
+    k: float = Field(gt=0, lt=100)
+
+
+class Magnitude(_Strict):
+    """Rules for magnitude tables (sums such as kWh), per data owner (the registry's ``owner`` of each
+    sensor), as statistical offices apply them (ESSnet handbook on SDC, tau-ARGUS): a group is published only
+    when every rule holds; otherwise its rows roll up or are suppressed."""
+
+    dominance: Dominance | None = None
+    # the p% rule: the second largest owner, subtracting its own value from the total, must not estimate the
+    # largest within p percent (total - x1 - x2 >= p/100 * x1); with fewer than 3 owners it never holds
+    p_percent: float | None = Field(None, gt=0, le=100)
+    min_owners: int = Field(3, ge=2)  # distinct owners a published total needs (2 could subtract each other)
 
 
 class Trim(_Strict):
@@ -185,7 +218,14 @@ class Dataset(_Strict):
     fields: dict[str, tuple[Aggregate, ...]] = Field(min_length=1)
     noise: Noise | None = None
     small_counts: SmallCounts | None = None
-    dominance: float | None = Field(None, gt=0, le=1)
+    magnitude: Magnitude | None = None
+    # datasets built from the same subjects (kWh totals and load profiles of the same meters) form one
+    # release: each of them publishes only the subjects every one of them publishes, so that none can be
+    # combined with another to give back what one suppressed
+    release: str | None = Field(None, pattern=r"^[a-z][a-z0-9_]{0,62}$")
+    # state sensors (parking bays): a sensor's last state holds until it changes, for at most this long
+    # (a heartbeat's period and a margin); older, the sensor counts as offline
+    state_ttl: str | None = None
     trim: Trim | None = None
     trip_gap: str | None = None
     # what late raw data does to a published day: "reprocess" replaces its points; "freeze" publishes each
@@ -194,10 +234,21 @@ class Dataset(_Strict):
     # k > 1, noise or small-count rules must freeze.
     late_data: Literal["reprocess", "freeze"] = "freeze"
 
-    @field_validator("trip_gap")
+    @field_validator("trip_gap", "state_ttl")
     @classmethod
     def _durations(cls, v: str | None) -> str | None:
         return None if v is None else _duration(v)
+
+    def admits(self, sensor) -> bool:
+        """Whether the dataset may read a registered sensor (``smartzone.registry.Sensor``): its category and
+        placement are among the dataset's, and it is fixed or mobile as the dataset's source."""
+        return (sensor.category in self.source.categories and sensor.placement in self.source.placement
+                and sensor.mobile == (self.source.sensors == "mobile"))
+
+    @property
+    def about_people(self) -> bool:
+        """Whether the dataset's subjects are people, their vehicles, homes or businesses."""
+        return self.subject in PERSONAL_SUBJECTS
 
     @model_validator(mode="after")
     def _consistent(self) -> Dataset:
@@ -214,6 +265,17 @@ class Dataset(_Strict):
                                      f"{sorted(METHOD_OUTPUTS[self.method])}")
             elif f"{self.source.measurement}.{name}" not in QUANTITIES:
                 raise ValueError(f"field {name}: {self.source.measurement}.{name} is not a quantity of the vocabulary")
+            extremes = sorted({"min", "max"} & set(aggs))
+            if extremes and self.about_people and name not in REGISTRY_OUTPUTS:
+                raise ValueError(f"field {name}: a {extremes[0]} of a dataset about {self.subject}s is one "
+                                 "contributor's value; publish percentiles (p10, p50, p90) instead")
+        bad_cats = sorted(set(self.source.categories) - set(CATEGORIES))
+        if bad_cats:
+            raise ValueError(f"source.categories: unknown sensor categories {bad_cats}; known: {', '.join(CATEGORIES)}")
+        private = sorted(set(self.source.placement) - {"public_space"})
+        if private and self.k < 2:
+            raise ValueError(f"source.placement: sensors {' or '.join(private)} measure a household or a business: "
+                             "they never feed a dataset with k = 1")
         if self.noise is not None and self.method not in ("distinct_count", "count"):
             raise ValueError("noise applies to counts of people only (methods distinct_count and count)")
         if self.small_counts is not None:
@@ -222,6 +284,11 @@ class Dataset(_Strict):
                 raise ValueError(f"small_counts names fields the dataset does not publish: {missing}")
             if not self.time.roll_up:
                 raise ValueError("small_counts needs a time roll_up to move small counts to")
+            for mean, over in self.small_counts.means.items():
+                if self.fields.get(mean) != ("mean",):
+                    raise ValueError(f"small_counts.means: {mean} must be a field published as [mean]")
+                if not over or set(over) - set(self.small_counts.fields):
+                    raise ValueError(f"small_counts.means: {mean} is weighted by small-count fields only")
         needs = {"trajectory": ("positions", "trim", "trip_gap"), "daily_total": ("meter_field",),
                  "profiles": ("power_field",), "distinct_count": ("kinds",)}.get(self.method, ())
         for name in needs:
@@ -229,10 +296,14 @@ class Dataset(_Strict):
                 raise ValueError(f"method {self.method} needs {name}")
         if (self.source.database == "pseudonymous") != (self.method == "distinct_count"):
             raise ValueError("pseudonymised sightings (database: pseudonymous) are read by distinct_count only")
-        if self.late_data == "reprocess" and (self.k > 1 or self.noise or self.small_counts or self.dominance):
+        if self.late_data == "reprocess" and (self.k > 1 or self.noise or self.small_counts or self.magnitude):
             raise ValueError("late_data: reprocess would re-release groups about people, and the difference between "
                              "two releases reveals the late subjects: use freeze for datasets with k > 1, noise, "
-                             "small_counts or dominance")
+                             "small_counts or magnitude rules")
+        if (self.method == "occupancy") != (self.state_ttl is not None):
+            raise ValueError("state_ttl: occupancy (state sensors), and only it, carries states through bins: give it")
+        if self.magnitude is not None and self.method != "daily_total":
+            raise ValueError("magnitude rules apply to totals (method daily_total)")
         if self.source.sensors == "mobile" and self.method != "trajectory":
             raise ValueError("mobile sensors have no fixed cell: only method trajectory places their readings")
         return self
@@ -290,6 +361,16 @@ class CharterDoc(_Strict):
         bad = [k for k in v if not _ID.fullmatch(k)]
         if bad:
             raise ValueError(f"dataset ids must be lower-case identifiers: {bad}")
+        # datasets about people that read the same subjects (same source measurement, same kind of sensor,
+        # overlapping categories) can be combined: they must be one release
+        for (a, da), (b, db) in itertools.combinations(v.items(), 2):
+            sa, sb = da.source, db.source
+            same = (sa.database, sa.measurement, sa.sensors) == (sb.database, sb.measurement, sb.sensors) \
+                and set(sa.categories) & set(sb.categories)
+            if same and (da.k > 1 or db.k > 1) and (da.release is None or da.release != db.release):
+                raise ValueError(f"datasets {a} and {b} read the same subjects ({sa.database} {sa.measurement}): "
+                                 "name the same release for both, so that neither gives back what the other "
+                                 "suppresses")
         return v
 
 

@@ -18,7 +18,7 @@ a later run. Output: one row per (cell, resolution, bin, time) with the allow-li
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import h3
@@ -41,16 +41,21 @@ class Result:
     groups_published: int = 0
     groups_suppressed: int = 0
     rows_deferred: int = 0  # rows of bins still open: a later run publishes them
+    published_subjects: set = field(default_factory=set)  # subjects in some published group (a release's check)
 
 
 @dataclass(frozen=True)
 class Context:
-    """What a method needs besides its rows."""
+    """What a method needs besides its rows: the registry's view of the dataset's sensors."""
 
     version: str
     closed_until: int  # ns: bins ending after this are not published yet
-    subjects: dict[str, int]  # sensor id -> subjects it stands for (registry)
+    subjects: dict[str, int]  # sensor id -> subjects it stands for (registry: connections, spaces)
     noise_key: bytes = b""
+    owners: dict[str, str] = field(default_factory=dict)  # sensor id -> its data owner (default: itself)
+    vehicles: dict[str, str] = field(default_factory=dict)  # mobile sensor id -> the vehicle it moves with
+    cells: dict[str, str] = field(default_factory=dict)  # the dataset's registered sensors -> their cell
+    window: tuple[int, int] | None = None  # the UTC day being published (rows before it are look-back only)
 
 
 def levels(ds: Dataset) -> list[tuple[int, str]]:
@@ -64,7 +69,7 @@ def empty_points(ds: Dataset) -> pd.DataFrame:
 
 
 def publish(rows: pd.DataFrame, ds: Dataset, ctx: Context, aggregate, *, k: int | None = None,
-            check=None, threshold_fn=None) -> Result:
+            check=None, threshold_fn=None, population: pd.Series | None = None) -> Result:
     """Walk the levels; see the module docstring.
 
     ``rows`` has ``t``, ``cell`` (H3 strings), ``subject`` (any hashable; integers are fastest), ``w`` and
@@ -72,7 +77,13 @@ def publish(rows: pd.DataFrame, ds: Dataset, ctx: Context, aggregate, *, k: int 
     cells) and ``_t`` (the bin start, ns). ``aggregate(rows, keys)`` gives the published fields per group;
     ``check(rows, keys, n)`` may veto groups (dominance); ``threshold_fn(n, rows, res, bin, cells)`` may
     replace the plain ``n >= k`` test (noised thresholds; ``cells[code]`` is the H3 string). It is called
-    before ``aggregate`` of the same level."""
+    before ``aggregate`` of the same level.
+
+    ``population`` (source cell -> registered subjects, for state sensors) decides publication from who is
+    registered, not from who reported: a group is published only where its cell's registered population
+    (less the cells a finer level publishes) reaches k and the subjects with a known state in the bin do too;
+    a group whose population reaches k but whose known subjects do not (sensors offline) is suppressed, never
+    rolled up, so that a coarser group's membership does not change from bin to bin."""
     k = ds.k if k is None else k
     res = Result(empty_points(ds), readings_in=len(rows))
     if rows.empty:
@@ -101,6 +112,19 @@ def publish(rows: pd.DataFrame, ds: Dataset, ctx: Context, aggregate, *, k: int 
         ok = threshold_fn(n, lvl, r, b, cells) if threshold_fn else n >= k
         if check is not None:
             ok &= check(lvl, keys, n)
+        if population is not None:
+            parents = pd.Series(population.to_numpy(), index=[_cell_at(c, r) for c in population.index])
+            registered = parents.groupby(level=0).sum()
+            stable = registered.reindex(cells[n.index.get_level_values(0)]).fillna(0).to_numpy() >= k
+            ok &= stable
+            dropped = stable & ~ok.to_numpy()  # registered enough, too few known: suppressed here, not rolled up
+            if dropped.any():
+                gone = pd.MultiIndex.from_arrays([lvl["_cell"].to_numpy(), lvl["_t"].to_numpy()]).isin(
+                    n.index[dropped])
+                res.groups_suppressed += int(dropped.sum())
+                lvl = lvl[~gone]
+            # the population moving on: the sensors of cells this level publishes leave it
+            population = population[~registered.reindex(parents.index).to_numpy().__ge__(k)]
         good = ok[ok].index
         if len(good):
             member = pd.MultiIndex.from_arrays([lvl["_cell"].to_numpy(), lvl["_t"].to_numpy()]).isin(good)
@@ -116,6 +140,7 @@ def publish(rows: pd.DataFrame, ds: Dataset, ctx: Context, aggregate, *, k: int 
             agg["bin"] = b
             out.append(agg)
             res.groups_published += len(agg)
+            res.published_subjects.update(pd.unique(lvl["subject"].to_numpy()[member]))
             pending = lvl[~member].drop(columns=keys)
         else:
             pending = lvl.drop(columns=keys)
@@ -174,28 +199,53 @@ def summary(frame: pd.DataFrame, ds: Dataset, ctx: Context) -> Result:
 
 
 def count(frame: pd.DataFrame, ds: Dataset, ctx: Context) -> Result:
+    """Counts per cell and bin. Each counted row is its own subject, weighted by the road users or people it
+    counts. Small-count fields are published each on its own, rolled up while below their threshold; a mean
+    over counted road users (speed) is weighted by them and follows them (never over fewer than the threshold)."""
     rows = _fixed(frame)
     counted = [f for f in ds.fields if f in rows and _is_count(ds, f)]
-    small = set(ds.small_counts.fields) if ds.small_counts else set()
+    sc = ds.small_counts
+    small = set(sc.fields) if sc else set()
+    means = dict(sc.means) if sc else {}
     main_fields = [f for f in counted if f not in small]
-    total = rows[main_fields].fillna(0).sum(axis=1) if main_fields else pd.Series(0, index=rows.index)
-    # each counted row is its own subject; its weight is the number of road users / people it counts
-    base = rows.assign(subject=np.arange(len(rows)), w=total.astype(np.int64))
-    keep = [f for f in ds.fields if f not in small]
-    main = publish(base.drop(columns=[f for f in small if f in base]), ds, ctx,
-                   _stats(ds.model_copy(update={"fields": {f: ds.fields[f] for f in keep}})))
-    if not small:
-        return _finish(main)
-    # small counts: each field on its own, its count as weight, rolled up below the threshold
-    parts = [main]
+    keep = [f for f in ds.fields if f not in small and f not in means]
+    parts = []
+    if keep:
+        total = rows[main_fields].fillna(0).sum(axis=1) if main_fields else pd.Series(0, index=rows.index)
+        base = rows.assign(subject=np.arange(len(rows)), w=total.astype(np.int64))
+        base = base.drop(columns=[f for f in (small | set(means)) if f in base])
+        parts.append(publish(base, ds, ctx, _stats(ds.model_copy(update={"fields": {f: ds.fields[f] for f in keep}}))))
+    threshold = max(ds.k, sc.below) if sc else ds.k
     for f in sorted(small):
         if f not in rows:
             continue
         sub = rows[["t", "cell", f]].dropna().assign(subject=lambda d: np.arange(len(d)))
         sub["w"] = sub[f].astype(np.int64)
         one = ds.model_copy(update={"fields": {f: ds.fields[f]}})
-        parts.append(publish(sub, one, ctx, _stats(one), k=max(ds.k, ds.small_counts.below)))
-    return _finish(_merge(parts, ds))
+        parts.append(publish(sub, one, ctx, _stats(one), k=threshold))
+    for m, over in sorted(means.items()):
+        present = [f for f in over if f in rows]
+        if m not in rows or not present:
+            continue
+        sub = rows[["t", "cell", m]].assign(w=rows[present].fillna(0).sum(axis=1).astype(np.int64))
+        sub = sub[sub[m].notna() & (sub["w"] > 0)].assign(subject=lambda d: np.arange(len(d)))
+        parts.append(publish(sub, ds.model_copy(update={"fields": {m: ds.fields[m]}}), ctx, _weighted_mean(m),
+                             k=threshold))
+    if not parts:
+        return _finish(Result(empty_points(ds), readings_in=len(rows)))
+    merged = _merge(parts, ds)
+    merged.readings_in = len(rows)
+    return _finish(merged)
+
+
+def _weighted_mean(name: str):
+    """The mean of ``name`` weighted by ``w`` (speed over the vehicles counted with it)."""
+
+    def aggregate(rows: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+        g = rows.assign(_x=rows[name] * rows["w"]).groupby(keys, sort=True)
+        return pd.DataFrame({open_field(name, "mean"): g["_x"].sum() / g["w"].sum()})
+
+    return aggregate
 
 
 def _merge(parts: list[Result], ds: Dataset) -> Result:
@@ -215,22 +265,46 @@ def _merge(parts: list[Result], ds: Dataset) -> Result:
 
 
 def occupancy(frame: pd.DataFrame, ds: Dataset, ctx: Context) -> Result:
+    """Parking occupancy of areas with at least k registered spaces.
+
+    Occupancy is a state: a bay sensor reports on change (and a heartbeat), a zone counter its occupied spaces.
+    Each sensor's last state holds until its next report, for at most ``state_ttl`` (then the sensor counts as
+    offline), so every bin has a time-weighted occupancy per sensor whether or not it reported in the bin.
+    Which areas are published is decided from the registered spaces (``ctx.cells`` and ``ctx.subjects``), not
+    from who reported: see ``publish``. Rows before ``ctx.window`` are look-back (the state at the day's start)."""
     rows = _fixed(frame)
     n = len(rows)
-    bay = rows["occupied"].astype("float64") if "occupied" in rows else pd.Series(np.nan, index=rows.index)
-    occ = rows["occupied_spaces"] if "occupied_spaces" in rows else pd.Series(np.nan, index=rows.index)
-    free = rows["free_spaces"] if "free_spaces" in rows else pd.Series(np.nan, index=rows.index)
-    capacity = rows["sensor"].map(ctx.subjects).fillna(1)
+    col = {c: rows[c] if c in rows else pd.Series(np.nan, index=rows.index)
+           for c in ("occupied", "occupied_spaces", "free_spaces")}
+    bay = col["occupied"].astype("float64")
+    capacity = rows["sensor"].map(ctx.subjects).fillna(1).astype(float)
+    occ, free = col["occupied_spaces"].astype(float), col["free_spaces"].astype(float)
     spaces = np.where(bay.notna(), 1.0, np.where(occ.notna() & free.notna(), occ + free, capacity))
     occupied = np.where(bay.notna(), bay, occ)
-    sensors = rows["sensor"].to_numpy()
-    rows = pd.DataFrame({"t": rows["t"].to_numpy(), "cell": rows["cell"].to_numpy(), "sensor": sensors,
-                         "subject": sensors, "w": spaces, "occ": occupied, "spaces": spaces})
-    rows = rows[~np.isnan(rows["occ"].to_numpy(dtype=float))]
+    events = pd.DataFrame({"t": rows["t"].to_numpy(), "sensor": rows["sensor"].to_numpy(),
+                           "cell": rows["cell"].to_numpy(), "occ": occupied, "spaces": spaces})
+    events = events[~np.isnan(events["occ"].to_numpy(dtype=float))]
+    bin_ns = int(parse_duration(ds.time.bin)) * NS
+    ttl = int(parse_duration(ds.state_ttl or "0s")) * NS
+    start, end = ctx.window if ctx.window else (
+        (int(events["t"].min()) // DAY_NS * DAY_NS, int(events["t"].max()) // DAY_NS * DAY_NS + DAY_NS)
+        if len(events) else (0, 0))
+    in_window = (events["t"] >= start) & (events["t"] < end)
+    last_closed = min(end, ctx.closed_until // bin_ns * bin_ns)
+    deferred = int((in_window & (events["t"] >= last_closed)).sum())
+    population = pd.Series(ctx.subjects, dtype=float).reindex(list(ctx.cells)).fillna(1.0)
+    population.index = [ctx.cells[s] for s in population.index]
+    population = population.groupby(level=0).sum() if len(population) else None
+    if events.empty or last_closed <= start:
+        return _finish(Result(empty_points(ds), readings_in=n, rows_deferred=deferred))
+    per = _state_bins(events[events["t"] < last_closed], start, last_closed, bin_ns, ttl)
+    contrib = pd.DataFrame({"t": per["_b"].to_numpy(), "cell": per["cell"].to_numpy(),
+                            "sensor": per["sensor"].to_numpy(), "subject": per["sensor"].to_numpy(),
+                            "w": per["spaces"].to_numpy(), "occ": per["occ"].to_numpy(),
+                            "spaces": per["spaces"].to_numpy()})
 
     def aggregate(sel: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-        per_sensor = sel.groupby([*keys, "sensor"], sort=True).agg(occ=("occ", "mean"), spaces=("spaces", "max"))
-        g = per_sensor.groupby(level=keys, sort=True).sum()
+        g = sel.groupby(keys, sort=True)[["occ", "spaces"]].sum()
         out = pd.DataFrame(index=g.index)
         for f, a in ds.outputs:
             name = open_field(f, a)
@@ -242,9 +316,39 @@ def occupancy(frame: pd.DataFrame, ds: Dataset, ctx: Context) -> Result:
                 out[name] = g["spaces"]
         return out
 
-    result = publish(rows, ds, ctx, aggregate)
+    result = publish(contrib, ds, ctx, aggregate, population=population)
     result.readings_in = n
+    result.rows_deferred = deferred
     return _finish(result)
+
+
+def _state_bins(events: pd.DataFrame, start: int, end: int, bin_ns: int, ttl: int) -> pd.DataFrame:
+    """Per sensor and bin of [start, end): the time-weighted mean state (``occ``, in occupied spaces) over the
+    part of the bin where the sensor's state was known (its last report at most ``ttl`` old), and its spaces.
+    Bins where it was never known are left out."""
+    events = events.sort_values(["sensor", "t"], kind="stable")
+    sensors = events.drop_duplicates("sensor", keep="last")[["sensor", "cell"]]
+    grid = np.arange(start, end, bin_ns, dtype=np.int64)
+    marks = pd.DataFrame({"sensor": np.repeat(sensors["sensor"].to_numpy(), len(grid)),
+                          "t": np.tile(grid, len(sensors)), "_mark": True})
+    tl = pd.concat([events.assign(_mark=False), marks], ignore_index=True)
+    tl = tl.sort_values(["sensor", "t", "_mark"], kind="stable")  # a report at a bin's start comes first
+    tl["_last"] = tl["t"].where(~tl["_mark"])
+    g = tl.groupby("sensor", sort=False)
+    tl[["occ", "spaces", "_last"]] = g[["occ", "spaces", "_last"]].ffill()
+    nxt = g["t"].shift(-1).fillna(end).to_numpy(dtype=np.int64)
+    t = tl["t"].to_numpy(dtype=np.int64)
+    b = t // bin_ns * bin_ns
+    dur = (np.minimum(nxt, np.minimum(b + bin_ns, end)) - np.maximum(t, start)).clip(min=0)
+    known = tl["_last"].notna().to_numpy() & (t - tl["_last"].fillna(0).to_numpy(dtype=np.int64) <= ttl)
+    live = (t >= start) & (t < end) & known & (dur > 0)
+    seg = pd.DataFrame({"sensor": tl["sensor"].to_numpy()[live], "_b": b[live], "dur": dur[live],
+                        "occ_t": (tl["occ"].to_numpy(dtype=float) * dur)[live],
+                        "spaces": tl["spaces"].to_numpy(dtype=float)[live]})
+    per = seg.groupby(["sensor", "_b"], sort=True).agg(dur=("dur", "sum"), occ_t=("occ_t", "sum"),
+                                                      spaces=("spaces", "max")).reset_index()
+    per["occ"] = per["occ_t"] / per["dur"]
+    return per.merge(sensors, on="sensor", how="left")
 
 
 def distinct_count(frame: pd.DataFrame, ds: Dataset, ctx: Context) -> Result:
@@ -354,13 +458,51 @@ def trajectory(frame: pd.DataFrame, positions: pd.DataFrame, ds: Dataset, ctx: C
             & (placed["_m"] >= ds.trim.metres) & (placed["_until_m"] >= ds.trim.metres))
     placed = placed[keep]
     cells = [h3.latlng_to_cell(a, b, ds.space.resolution) for a, b in zip(placed["lat"], placed["lon"], strict=True)]
+    sensors = placed["sensor"].to_numpy()
+    vehicle = pd.Series(sensors).map(ctx.vehicles).fillna(pd.Series(sensors)).to_numpy()
     rows = pd.DataFrame({"t": placed["t"].to_numpy(), "cell": np.array(cells, dtype=object),
-                         "subject": placed["sensor"].to_numpy(), "w": 1})
+                         "subject": vehicle, "w": 1})  # k counts vehicles: three trackers on one van are one
     for f in values:
         rows[f] = placed[f].to_numpy()
-    result = publish(rows, ds, ctx, _stats(ds))
+    result = publish(rows, ds, ctx, _over_contributors(ds))
     result.readings_in = n_in
     return _finish(result)
+
+
+def _over_contributors(ds: Dataset):
+    """Statistics over contributors, for datasets about people or their vehicles: each contributor's mean in
+    the group, top- and bottom-coded to the range of the others (the second smallest to the second largest),
+    then the mean and percentiles of those. No published number is one contributor's extreme: a vehicle
+    whose readings stand out moves the figures only as far as the next vehicle's."""
+
+    def aggregate(rows: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+        cols: dict[str, pd.Series] = {}
+        for f, aggs in ds.fields.items():
+            if f not in rows:
+                continue
+            per = rows.groupby([*keys, "subject"], sort=True)[f].mean().dropna()
+            coded = _winsorise(per, keys)
+            g = coded.groupby(level=keys, sort=True)
+            for a in aggs:
+                cols[open_field(f, a)] = g.mean() if a == "mean" else g.quantile(int(a[1:]) / 100.0)
+        return pd.DataFrame(cols)
+
+    return aggregate
+
+
+def _winsorise(per: pd.Series, keys: list[str]) -> pd.Series:
+    """Contributors' values (index: keys + subject) clipped to the second smallest and second largest of their
+    group; in groups of fewer than 3, every value becomes the group's median."""
+    srt = per.sort_values(kind="stable")
+    g = srt.groupby(level=keys, sort=False)
+    lo, hi = g.nth(1), g.nth(-2)
+    lo.index, hi.index = lo.index.droplevel("subject"), hi.index.droplevel("subject")
+    at = per.index.droplevel("subject")
+    size = per.groupby(level=keys).transform("size").to_numpy()
+    median = per.groupby(level=keys).transform("median").to_numpy()
+    lo_v, hi_v = lo.reindex(at).to_numpy(), hi.reindex(at).to_numpy()
+    out = np.clip(per.to_numpy(), np.minimum(lo_v, hi_v), np.maximum(lo_v, hi_v))
+    return pd.Series(np.where(size < 3, median, out), index=per.index)
 
 
 def _metres(lat1, lon1, lat2, lon2) -> np.ndarray:
@@ -380,7 +522,7 @@ def _meter_rows(frame: pd.DataFrame, column: str) -> tuple[pd.DataFrame | None, 
 
 
 def daily_total(frame: pd.DataFrame, ds: Dataset, ctx: Context) -> Result:
-    """Daily kWh per building (meter) from its cumulative reading; k connections; dominance."""
+    """Daily kWh per building (meter) from its cumulative reading; k connections; magnitude rules per owner."""
     meter = ds.source.meter_field
     rows, n_in = _meter_rows(frame, meter)
     if rows is None:
@@ -388,28 +530,46 @@ def daily_total(frame: pd.DataFrame, ds: Dataset, ctx: Context) -> Result:
     per = rows.groupby(["sensor", "_day"], sort=True).agg(
         cell=("cell", "first"), lo=(meter, "min"), hi=(meter, "max"))
     per = per.reset_index()
+    sensors = per["sensor"]
     contrib = pd.DataFrame({"t": per["_day"].to_numpy(), "cell": per["cell"].to_numpy(),
-                            "subject": per["sensor"].to_numpy(),
-                            "w": per["sensor"].map(ctx.subjects).fillna(1).astype(np.int64).to_numpy(),
+                            "subject": sensors.to_numpy(),
+                            "w": sensors.map(ctx.subjects).fillna(1).astype(np.int64).to_numpy(),
+                            "owner": sensors.map(ctx.owners).fillna(sensors).to_numpy(),
                             "energy_kwh": (per["hi"] - per["lo"]).clip(lower=0).to_numpy()})
-
-    def dominance(lvl: pd.DataFrame, keys: list[str], n: pd.Series) -> pd.Series:
-        if ds.dominance is None:
-            return pd.Series(True, index=n.index)
-        share = lvl["energy_kwh"] / lvl["w"]  # a meter behind w connections: each connection's share
-        g = lvl.assign(_share=share).groupby(keys, sort=True)
-        return (g["_share"].max() <= ds.dominance * g["energy_kwh"].sum()).reindex(n.index, fill_value=False)
+    check = None if ds.magnitude is None else lambda lvl, keys, n: magnitude_ok(lvl, keys, n, ds, "energy_kwh")
 
     def aggregate(sel: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
         return pd.DataFrame({"energy_kwh": sel.groupby(keys, sort=True)["energy_kwh"].sum()})
 
-    result = publish(contrib, ds, ctx, aggregate, check=dominance)
+    result = publish(contrib, ds, ctx, aggregate, check=check)
     result.readings_in = n_in
     return _finish(result)
 
 
+def magnitude_ok(lvl: pd.DataFrame, keys: list[str], n: pd.Series, ds: Dataset, value: str) -> pd.Series:
+    """The charter's magnitude rules per group, over the data owners' totals (``owner`` column): at least
+    ``min_owners`` owners; the (n, k) dominance rule; the p% rule (the second largest owner, subtracting its
+    own value from the total, must not come within p% of the largest: T - x1 - x2 >= p/100 x1)."""
+    m = ds.magnitude
+    owners = lvl.groupby([*keys, "owner"], sort=True)[value].sum()
+    srt = owners.sort_values(ascending=False, kind="stable")
+    g = srt.groupby(level=keys, sort=True)
+    rank = g.cumcount().to_numpy()
+    total = g.sum()
+    count = g.size()
+    x = [srt[rank == i].droplevel("owner").reindex(total.index, fill_value=0.0) for i in range(2)]
+    ok = count >= m.min_owners
+    if m.dominance is not None:
+        top = srt[rank < m.dominance.n].groupby(level=keys, sort=True).sum().reindex(total.index, fill_value=0.0)
+        ok &= top <= m.dominance.k / 100.0 * total
+    if m.p_percent is not None:
+        ok &= (total - x[0] - x[1]) >= m.p_percent / 100.0 * x[0]
+    return ok.reindex(n.index, fill_value=False)
+
+
 def profiles(frame: pd.DataFrame, ds: Dataset, ctx: Context) -> Result:
-    """Typical hourly load profiles: MDAV groups of k meter-days, each published as its mean curve."""
+    """Typical daily load shapes: each meter-day's hourly power relative to its own daily mean (no kW), MDAV
+    groups of at least k similar shapes, and per group the median shape (each hour's median over the group)."""
     power = ds.source.power_field
     rows, n_in = _meter_rows(frame, power)
     if rows is None:
@@ -420,29 +580,33 @@ def profiles(frame: pd.DataFrame, ds: Dataset, ctx: Context) -> Result:
     rows = rows[closed]
     curves = rows.pivot_table(index=["_day", "sensor"], columns="_hour", values=power, aggfunc="mean")
     curves = curves.reindex(columns=range(24)).dropna()  # complete days only
+    level = curves.mean(axis=1)
+    shapes = curves[level > 0].div(level[level > 0], axis=0)  # 1.0 = the meter's average hour of the day
     out = []
     published = suppressed = 0
-    for d, block in curves.groupby(level="_day", sort=True):
+    members_all: set = set()
+    for d, block in shapes.groupby(level="_day", sort=True):
         block = block.sort_index(level="sensor")
         sensors = block.index.get_level_values("sensor")
         labels = mdav(block.to_numpy(), ds.k)
         if (labels < 0).all():
             suppressed += 1
             continue
+        members_all.update(sensors)
         cells = pd.Series([_cell_at(c, ds.space.resolution) for c in _cells_of(frame, sensors)])
-        groups = pd.DataFrame(block.to_numpy()).groupby(labels)
-        means = groups.mean()
-        order = means.sum(axis=1).sort_values(kind="stable").index  # profile 0: the lowest total
-        for rank, g in enumerate(order):
+        medians = pd.DataFrame(block.to_numpy()).groupby(labels).median()
+        peak = medians.to_numpy().argmax(axis=1)
+        order = medians.index[np.lexsort((medians.index.to_numpy(), peak))]
+        for rank, g in enumerate(order):  # profile 0: the group whose median peaks earliest in the day
             members = np.flatnonzero(labels == g)
             cell = cells.iloc[members].mode().sort_values().iloc[0]
             for hour in range(24):
                 out.append({"cell": cell, "resolution": ds.space.resolution, "bin": ds.time.bin,
                             "time": int(d) + hour * 3600 * NS, "profile": str(rank),
-                            "n_contributors": len(members), "power_mean": float(means.loc[g, hour])})
+                            "n_contributors": len(members), "relative_load_p50": float(medians.loc[g, hour])})
             published += 1
     pts = pd.DataFrame(out) if out else empty_points(ds).assign(profile=pd.Series(dtype=object))
-    return _finish(Result(pts, n_in, published * 24, suppressed, deferred))
+    return _finish(Result(pts, n_in, published * 24, suppressed, deferred, members_all))
 
 
 def _cells_of(frame: pd.DataFrame, sensors) -> list[str]:
@@ -480,6 +644,43 @@ def digest(points: pd.DataFrame) -> str:
         return hashlib.sha256(b"").hexdigest()
     body = points.sort_values(["time", "cell", "resolution", "bin"], kind="stable").to_csv(index=False)
     return hashlib.sha256(body.encode()).hexdigest()
+
+
+def run(ds: Dataset, frame: pd.DataFrame, positions: pd.DataFrame | None, ctx: Context) -> Result:
+    """The dataset's method on one window."""
+    if frame.empty:
+        return Result(empty_points(ds))
+    if ds.method == "trajectory":
+        return trajectory(frame, positions if positions is not None else pd.DataFrame(), ds, ctx)
+    return METHODS[ds.method](frame, ds, ctx)
+
+
+def release(inputs: dict[str, tuple[Dataset, pd.DataFrame, pd.DataFrame | None]], ctx: Context) -> dict[str, Result]:
+    """The datasets of one release (built from the same subjects) on one window: each publishes only the
+    sensors that every one of them publishes, so that no two can be combined (added, subtracted) into
+    something one of them suppressed. Found as a fixed point: run each, keep the sensors in all their published
+    groups, run again on those, until every dataset publishes exactly that set (or nothing)."""
+    allowed: set | None = None
+    results: dict[str, Result] = {}
+    first: dict[str, Result] = {}
+    for _ in range(1 + sum(len(f) for _, f, _ in inputs.values())):
+        results = {}
+        for name, (ds, frame, positions) in inputs.items():
+            part = frame if allowed is None or frame.empty else frame[frame["sensor"].isin(allowed)]
+            results[name] = run(ds, part, positions, ctx)
+        first = first or results
+        published = [r.published_subjects for r in results.values() if r.groups_published]
+        if not published:
+            break
+        common = set.intersection(*map(set, published))
+        if all(set(p) == common for p in published):
+            break
+        allowed = common
+    for name, r in results.items():  # what the release held back counts as suppressed; the input is the whole
+        r.readings_in = first[name].readings_in
+        r.groups_suppressed = max(r.groups_suppressed, first[name].groups_suppressed,
+                                  int(bool(first[name].published_subjects - r.published_subjects)))
+    return results
 
 
 METHODS = {"summary": summary, "count": count, "occupancy": occupancy, "distinct_count": distinct_count,

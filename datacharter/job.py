@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from datacharter.charter import Charter, Dataset, open_field
-from datacharter.engine import DAY_NS, METHODS, NS, Context, Result, digest, empty_points, trajectory
+from datacharter.engine import DAY_NS, NS, Context, Result, digest, release, run
 from datacharter.noise import load_key
 from datacharter.store import CharterStore
 from smartzone.names import parse_duration
@@ -89,7 +89,13 @@ class CharterJob:
         self.settle_ns = int(parse_duration(settings.charter.settle)) * NS
         self.late_ns = int(parse_duration(settings.charter.late_window)) * NS
         self.noise_key = load_key(settings.charter.noise_key_file or settings.data_dir / "charter" / "noise.key")
-        self.subjects = {s.id: s.subjects for s in self.registry.sensors.values()}
+        sensors = self.registry.sensors.values()
+        self.subjects = {s.id: s.subjects for s in sensors}
+        self.owners = {s.id: s.owner_id for s in sensors}
+        self.vehicles = {s.id: s.vehicle_id for s in sensors if s.mobile}
+        self.cells = {s.id: self.registry.cell_of(s.id) for s in sensors}
+        # per dataset, the registered sensors it may read (category, placement, fixed or mobile): deny by default
+        self.admitted = {name: {s.id for s in sensors if ds.admits(s)} for name, ds in self.charter.datasets.items()}
         self._retention_applied = False
 
     def close(self) -> None:
@@ -200,7 +206,7 @@ class CharterJob:
         t0 = time.perf_counter()
         frame, positions = self.read(ds, start, end)
         t1 = time.perf_counter()
-        result = self.apply(ds, frame, positions, closed_until)
+        result = self.apply(ds, frame, positions, closed_until, window=(start, end))
         t2 = time.perf_counter()
         points = result.points
         dg = digest(points)
@@ -217,18 +223,45 @@ class CharterJob:
                             result.rows_deferred, written, reprocessed, t1 - t0, t2 - t1)
 
     # -- pure part --------------------------------------------------------------------------------------
-    def apply(self, ds: Dataset, frame: pd.DataFrame, positions: pd.DataFrame | None, closed_until: int) -> Result:
-        ctx = Context(self.charter.version, closed_until, self.subjects, self.noise_key)
-        if frame.empty:
-            return Result(empty_points(ds))
-        if ds.method == "trajectory":
-            return trajectory(frame, positions if positions is not None else pd.DataFrame(), ds, ctx)
-        return METHODS[ds.method](frame, ds, ctx)
+    def apply(self, ds: Dataset, frame: pd.DataFrame, positions: pd.DataFrame | None, closed_until: int,
+              window: tuple[int, int] | None = None) -> Result:
+        """The dataset's method on a window's rows (only the rows of sensors the dataset admits count); for a
+        dataset of a release, together with the release's other datasets on the same window."""
+        name = self._name(ds)
+        ctx = self.context(name, closed_until, window)
+        frame = self.admit(name, frame)
+        if ds.release is None or window is None:
+            return run(ds, frame, positions, ctx)
+        inputs = {}
+        for other, ods in self.charter.datasets.items():
+            if ods.release == ds.release:
+                inputs[other] = (ods, frame, positions) if other == name else (
+                    ods, self.admit(other, self.read(ods, *window)[0]), None)
+        return release(inputs, ctx)[name]
+
+    def context(self, name: str, closed_until: int, window: tuple[int, int] | None = None) -> Context:
+        admitted = self.admitted.get(name, set())
+        return Context(self.charter.version, closed_until, self.subjects, self.noise_key, owners=self.owners,
+                       vehicles=self.vehicles, cells={s: self.cells[s] for s in admitted if self.cells.get(s)},
+                       window=window)
+
+    def admit(self, name: str, frame: pd.DataFrame) -> pd.DataFrame:
+        """The rows of the sensors the dataset may read; rows of other or unknown sensors are dropped."""
+        if frame.empty or "sensor" not in frame:
+            return frame
+        return frame[frame["sensor"].isin(self.admitted.get(name, set()))]
+
+    def _name(self, ds: Dataset) -> str | None:
+        named = [n for n, d in self.charter.datasets.items() if d is ds] or [
+            n for n, d in self.charter.datasets.items() if d == ds]
+        return named[0] if named else None
 
     # -- InfluxDB ---------------------------------------------------------------------------------------
     def read(self, ds: Dataset, start: int, end: int) -> tuple[pd.DataFrame, pd.DataFrame | None]:
         db = self.dbs[ds.source.database]
-        frame = self._select(db, ds.source.measurement, start, end)
+        # state datasets read back state_ttl before the window: the state each sensor was in at its start
+        lookback = int(parse_duration(ds.state_ttl)) * NS if ds.state_ttl else 0
+        frame = self._select(db, ds.source.measurement, start - lookback, end)
         positions = None
         if ds.source.positions:
             positions = self._select(db, ds.source.positions, start - 3600 * NS, end + 3600 * NS)

@@ -25,6 +25,11 @@ from smartzone.quantities import CATEGORIES, QUANTITIES
 
 _ID = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
 TECHNOLOGIES = ("ble", "zigbee", "wifi", "lora", "wired", "cellular")
+# where a sensor is: in the street (public_space), on private premises (a shop front, a courtyard, a meter box),
+# or indoors (a classroom, a flat). A sensor off the public space measures a household or a business: the
+# data charter names, per dataset, which placements it takes (deny by default: public space only).
+PLACEMENTS = ("public_space", "private_premises", "indoor")
+Placement = Literal["public_space", "private_premises", "indoor"]
 _MAC = re.compile(r"(?:[0-9A-Fa-f]{2}[:-]?){5}[0-9A-Fa-f]{2}")
 _EUI = re.compile(r"[0-9a-f]{16}")  # LoRaWAN DevEUI / JoinEUI / gateway id, as ChirpStack writes them
 
@@ -175,11 +180,33 @@ class Sensor(_Strict):
     # how many of the charter's subjects one sensor stands for: the connections behind a building's energy
     # meter, the spaces a parking-zone counter watches (the charter's k counts subjects, not sensors)
     subjects: int = Field(1, ge=1, le=1_000_000)
+    placement: Placement = "public_space"
+    # who can read the sensor's own values (a meter's owner: the household, the business, the block's
+    # manager): the contributor the charter's magnitude rules protect against and count. Default: the sensor.
+    owner: str | None = None
+    # mobile sensors: the vehicle (or person) the sensor moves with; k counts vehicles, not trackers.
+    # Default: the sensor itself (one tracker, one vehicle).
+    vehicle: str | None = None
 
     @field_validator("id")
     @classmethod
     def _id(cls, v: str) -> str:
         return _identifier(v, "sensor id")
+
+    @field_validator("owner", "vehicle")
+    @classmethod
+    def _subject_ids(cls, v: str | None) -> str | None:
+        return None if v is None else _identifier(v, "owner or vehicle id")
+
+    @property
+    def owner_id(self) -> str:
+        """The data owner of the sensor's values (the sensor itself when the registry names none)."""
+        return self.owner or f"sensor:{self.id}"
+
+    @property
+    def vehicle_id(self) -> str:
+        """The subject a mobile sensor moves with (the sensor itself when the registry names none)."""
+        return self.vehicle or f"sensor:{self.id}"
 
     @field_validator("technology")
     @classmethod
@@ -209,6 +236,8 @@ class Sensor(_Strict):
             raise ValueError(f"sensor {self.id}: give either a fixed position or mobile: true")
         if (self.technology == "lora") != (self.lorawan is not None):
             raise ValueError(f"sensor {self.id}: LoRa sensors, and only they, need a lorawan section")
+        if self.vehicle is not None and not self.mobile:
+            raise ValueError(f"sensor {self.id}: only mobile sensors move with a vehicle")
         if self.lorawan is not None:
             if self.gateway is not None:
                 raise ValueError(f"sensor {self.id}: a LoRaWAN device is heard by any gateway; leave gateway out")
@@ -255,6 +284,7 @@ class Registry:
         self._zone_tz = ZoneInfo(doc.zone.timezone)
         self._timezones = {g.id: ZoneInfo(g.timezone) if g.timezone else self._zone_tz for g in doc.gateways}
         self._index: dict[tuple[str | None, str], SensorInfo] = {}
+        self._sensor_cells: dict[str, str] = {}
         problems: list[str] = []
         if len(self.gateways) != len(doc.gateways):
             problems.append("duplicate gateway ids")
@@ -316,6 +346,14 @@ class Registry:
 
     def timezone(self, gateway_id: str | None) -> ZoneInfo:
         return self._timezones.get(gateway_id, self._zone_tz)
+
+    def cell_of(self, sensor_id: str) -> str:
+        """The H3 cell (at the zone's resolution) of a registered fixed sensor; "" for mobile or unknown ones."""
+        s = self.sensors.get(sensor_id)
+        if s is None or s.position is None:
+            return ""
+        return self._sensor_cells.setdefault(sensor_id, h3.latlng_to_cell(s.position.lat, s.position.lon,
+                                                                          self.doc.zone.h3_resolution))
 
     @cached_property
     def cells(self) -> set[str]:

@@ -17,6 +17,13 @@ One UTC day (yesterday, so that it is closed and still inside the pseudonymous r
   pm10, and ``position``, fields latitude and longitude, source=gps_payload): 6 city vehicles driving a
   common 3.8 km loop in two shifts, and one planted vehicle that drives part of the loop and then a spur
   to the east that nobody else drives.
+- planted in the energy data as the second attack round found them: the bakery's meter box holds a BME280
+  whose weather rows (27-28 C while the ovens run, 01:00 to 04:45) arrive under the meter's sensor id; and a
+  shop with one connection shares its res-10 cell with a block's meter registered as 9 connections, whose
+  manager (the meter's owner) reads his own meter.
+
+``registry(city)`` gives the registry the charter job reads: every sensor with its category, placement, owner
+(the block's manager), connections, and the vehicle each tracker moves with.
 
 Everything derives from ``seed``; only the day depends on the clock.
 """
@@ -34,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 from datacharter.pepper import pseudonym
+from smartzone.registry import Registry, RegistryFile
 from storage.lineprotocol import line
 
 NS = 1_000_000_000
@@ -58,8 +66,12 @@ SPUR = [(51.2085, 4.4025), (51.2175, 4.4025), (51.2175, 4.4280), (51.2240, 4.428
 # buildings: (name, meters, connections per meter, load profile); the last one lies in another res-8 cell
 BUILDINGS = [("cityhall", 12, 1, "office"), ("school", 10, 1, "office"), ("block-a", 1, 24, "home"),
              ("block-b", 1, 16, "home"), ("shop-d", 3, 1, "shop"), ("shop-e", 3, 1, "shop"),
-             ("homes-f", 4, 1, "home"), ("bakery", 1, 1, "shop"), ("depot", 5, 1, "office")]
+             ("homes-f", 4, 1, "home"), ("bakery", 1, 1, "shop"), ("shop-g", 1, 1, "shop"),
+             ("block-g", 1, 9, "home"), ("depot", 5, 1, "office")]
 SINGLE = "bakery"
+SHOP, BLOCK = "en-syn-shop-g-1", "en-syn-block-g-1"  # one res-10 cell: 10 connections, two owners
+OWNERS = {BLOCK: "manager-g"}  # the block's manager reads his own meter
+OVEN_C = (27.0, 28.0)  # the bakery's meter box while the ovens run
 
 
 def synthetic_day(now: datetime | None = None) -> int:
@@ -84,6 +96,7 @@ class City:
     energy: pd.DataFrame  # t, sensor, cell, total, power
     connections: dict[str, int]  # energy meter -> grid connections it stands for (registry ``subjects``)
     air: pd.DataFrame  # t, sensor, pm2_5, pm10 (mobile sensors: no cell)
+    indoor: pd.DataFrame  # t, sensor, cell, temperature: the BME280 in the bakery's meter box
     positions: pd.DataFrame  # t, sensor, latitude, longitude
     lone: str  # pseudonym of the lone night-time passer-by
     single_meter: str  # the meter of the building with a single connection
@@ -132,10 +145,39 @@ class City:
                 for r in self.positions.itertuples(index=False)]
         return out
 
+    def indoor_lines(self) -> list[str]:
+        return [line("weather", {"category": "energy", "cell": r.cell, "gateway": GATEWAY, "sensor": r.sensor,
+                                 "technology": "wifi"}, {"temperature": float(r.temperature)}, int(r.t))
+                for r in self.indoor.itertuples(index=False)]
+
     def write(self, influx, raw_db: str, pseudonymous_db: str, *, energy: pd.DataFrame | None = None) -> None:
         """All rows to a real InfluxDB, in the raw and pseudonymous databases (which must exist)."""
         write_lines(influx, pseudonymous_db, self.pseudonymous_lines())
-        write_lines(influx, raw_db, self.energy_lines(energy) + self.mobile_lines())
+        write_lines(influx, raw_db, self.energy_lines(energy) + self.mobile_lines() + self.indoor_lines())
+
+    def registry(self, extra: list[dict] | None = None) -> Registry:
+        """The synthetic zone's registry: what the charter job knows of each sensor."""
+        sensors = [{"id": s.sensor, "keys": [s.sensor], "gateway": GATEWAY, "technology": "wifi",
+                    "category": "pedestrian_flow", "position": _position(s.cell)} for s in self.sniffers]
+        meters = self.energy.drop_duplicates("sensor")
+        for sensor, cell in zip(meters["sensor"], meters["cell"], strict=True):
+            entry = {"id": sensor, "keys": [sensor], "gateway": GATEWAY, "technology": "wifi", "category": "energy",
+                     "placement": "indoor", "subjects": self.connections[sensor], "position": _position(cell)}
+            if sensor in OWNERS:
+                entry["owner"] = OWNERS[sensor]
+            sensors.append(entry)
+        for sensor in sorted(set(self.air["sensor"])):
+            sensors.append({"id": sensor, "keys": [sensor], "technology": "cellular", "category": "air_quality",
+                            "mobile": True, "vehicle": f"vehicle-{sensor.rsplit('-', 1)[-1]}"})
+        doc = {"zone": {"name": "synthetic", "city": "Antwerp", "h3_resolution": RESOLUTION},
+               "gateways": [{"id": GATEWAY, "position": {"lat": CENTRE[0], "lon": CENTRE[1]}}],
+               "sensors": sensors + (extra or [])}
+        return Registry(RegistryFile.model_validate(doc))
+
+
+def _position(cell: str) -> dict[str, float]:
+    lat, lon = h3.cell_to_latlng(cell)
+    return {"lat": round(lat, 7), "lon": round(lon, 7)}
 
 
 def write_lines(influx, database: str, lines: list[str], chunk: int = 5000) -> None:
@@ -151,7 +193,18 @@ def build(seed: int = 20261101, n_devices: int = 3000, day: int | None = None) -
     sightings, lone = _sightings(rng, day, sniffers, n_devices)
     energy, connections, single = _energy(rng, day)
     air, positions, unique = _vehicles(rng, day)
-    return City(day, sniffers, sightings, energy, connections, air, positions, lone, single, unique)
+    indoor = _indoor(rng, day, energy[energy["sensor"] == single])
+    return City(day, sniffers, sightings, energy, connections, air, indoor, positions, lone, single, unique)
+
+
+def _indoor(rng: np.random.Generator, day: int, meter: pd.DataFrame) -> pd.DataFrame:
+    """The BME280 in the bakery's meter box: 19-20 C, 27-28 C while the ovens run (01:00 to 04:45)."""
+    t = meter["t"].to_numpy()
+    hour = (t - day) / HOUR_NS
+    ovens = (hour >= 1) & (hour < 5)
+    temp = np.where(ovens, rng.uniform(*OVEN_C, len(t)), rng.uniform(19.0, 20.0, len(t)))
+    return pd.DataFrame({"t": t, "sensor": meter["sensor"].to_numpy(), "cell": meter["cell"].to_numpy(),
+                         "temperature": np.round(temp, 2)})
 
 
 def _sniffers() -> list[Sniffer]:
@@ -223,11 +276,13 @@ def _load(profile: str, hour: np.ndarray) -> np.ndarray:
 def _energy_cells() -> dict[str, str]:
     parent = h3.latlng_to_cell(*CENTRE, 8)
     kids = sorted(h3.cell_to_children(parent, RESOLUTION))
-    step = len(kids) // 9
-    cells = {name: kids[i * step] for i, (name, *_rest) in enumerate(BUILDINGS[:-1])}
+    inside = [b[0] for b in BUILDINGS[:-1] if b[0] != "block-g"]
+    step = len(kids) // len(inside)
+    cells = {name: kids[i * step] for i, name in enumerate(inside)}
+    cells["block-g"] = cells["shop-g"]
     other = sorted(h3.grid_ring(parent, 2))[0]  # the depot: another res-8 cell, ~1 km away
     cells[BUILDINGS[-1][0]] = h3.cell_to_center_child(other, RESOLUTION)
-    assert len(set(cells.values())) == len(BUILDINGS)
+    assert len(set(cells.values())) == len(BUILDINGS) - 1
     return cells
 
 

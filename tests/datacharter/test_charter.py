@@ -13,7 +13,7 @@ TEXT = DEFAULT_PATH.read_text()
 
 def test_the_shipped_charter_is_valid_and_covers_the_published_categories():
     c = Charter.load()
-    assert c.version == "2026.11.2"
+    assert c.version == "2026.12.0"
     assert {"air_quality", "mobile_air_quality", "noise", "traffic", "parking", "pedestrian_flow", "energy",
             "energy_profiles"} <= set(c.datasets)
     assert "gateway_health" not in c.datasets  # deny by default: health data is never published
