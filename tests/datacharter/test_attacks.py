@@ -520,8 +520,8 @@ def test_no_phone_spends_more_than_the_daily_budget(zone):
 # below is one class of that attack, run against what the charter publishes now, and (negative control) against
 # the raw data or the rule as it was, where the same attack succeeds.
 
-MAGNITUDE_BLOCK = ("    magnitude:                  # per data owner (the registry's `owner` of each meter), as tau-ARGUS "
-                   "applies them\n      dominance: {n: 1, k: 50}  # no owner above half of a published total\n"
+MAGNITUDE_BLOCK = ("    magnitude:                  # per data owner (the registry's `owner` of each meter), as "
+                   "tau-ARGUS applies them\n      dominance: {n: 1, k: 50}  # no owner above half of a published total\n"
                    "      p_percent: 10             # no owner, subtracting its own day, estimates another's within "
                    "10%\n      min_owners: 3\n")
 OLD_TRAFFIC_RULE = ("    small_counts:\n      fields: [cars, heavy_vehicles, cyclists, pedestrians]\n      below: 5\n"
@@ -774,7 +774,7 @@ def test_publication_decisions_do_not_depend_on_which_members_reported_in_a_bin(
     assert pts["time"].max() < day + 9 * HOUR_NS and (pts["n_contributors"] == 5).all()
 
 
-# 6 and 7. extremes point at one vehicle; k counts vehicles, not trackers -----------------------------------------------
+# 6 and 7. extremes point at one vehicle; k counts vehicles, not trackers -------------------------------------------
 def _drive(day: int, sensors: dict[str, float], start_h: float, hours: float, phase: float = 60.0,
            seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Vehicles (sensor -> its PM2.5 level) driving the synthetic loop together (``phase`` m apart)."""
@@ -826,7 +826,7 @@ def test_three_trackers_on_one_van_are_one_vehicle():
     assert len(pts) and figures.max() < 20  # in the day's roll-up the van is coded to the others' range
 
 
-# 8. one car on a dead-end street ------------------------------------------------------------------------------------------
+# 8. one car on a dead-end street ---------------------------------------------------------------------------------
 def test_one_car_at_night_on_a_dead_end_street_is_not_published():
     busy, dead_end = h3.latlng_to_cell(*synthetic.CENTRE, 10), h3.latlng_to_cell(51.2175, 4.4025, 10)
     rows = []
