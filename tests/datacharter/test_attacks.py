@@ -521,7 +521,8 @@ def test_no_phone_spends_more_than_the_daily_budget(zone):
 # the raw data or the rule as it was, where the same attack succeeds.
 
 MAGNITUDE_BLOCK = ("    magnitude:                  # per data owner (the registry's `owner` of each meter), as "
-                   "tau-ARGUS applies them\n      dominance: {n: 1, k: 50}  # no owner above half of a published total\n"
+                   "tau-ARGUS applies them\n"
+                   "      dominance: {n: 1, k: 50}  # no owner above half of a published total\n"
                    "      p_percent: 10             # no owner, subtracting its own day, estimates another's within "
                    "10%\n      min_owners: 3\n")
 OLD_TRAFFIC_RULE = ("    small_counts:\n      fields: [cars, heavy_vehicles, cyclists, pedestrians]\n      below: 5\n"
