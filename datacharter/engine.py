@@ -124,7 +124,7 @@ def publish(rows: pd.DataFrame, ds: Dataset, ctx: Context, aggregate, *, k: int 
                 res.groups_suppressed += int(dropped.sum())
                 lvl = lvl[~gone]
             # the population moving on: the sensors of cells this level publishes leave it
-            population = population[~registered.reindex(parents.index).to_numpy().__ge__(k)]
+            population = population[registered.reindex(parents.index).to_numpy() < k]
         good = ok[ok].index
         if len(good):
             member = pd.MultiIndex.from_arrays([lvl["_cell"].to_numpy(), lvl["_t"].to_numpy()]).isin(good)

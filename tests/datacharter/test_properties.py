@@ -4,7 +4,10 @@
 - no published field is outside the charter's allow-list; no input column besides the values survives;
 - no subject, sensor id or other input string appears in the output;
 - each input row ends in at most one published group (a roll-up never republishes a finer group's rows);
-- the output is a pure function of the input (same input, same points, noise included).
+- the output is a pure function of the input (same input, same points, noise included);
+- magnitude tables: every published total meets the charter's owner rules (at least 3 owners, (n, k)
+  dominance, p%), whatever the owners, meters and values;
+- traffic: no class is ever shown below the small-count threshold, and no mean speed over fewer vehicles.
 """
 
 from __future__ import annotations
@@ -71,8 +74,9 @@ def test_count_properties(frame, k):
     res = count(frame, ds, _ctx())
     _check(res.points, ds, frame, set(frame["sensor"]))
     if not res.points.empty:
-        # no count of cyclists or pedestrians below the charter's 5 is shown
-        for f in ("cyclists", "pedestrians"):
+        # no count of any class below the charter's 5 is shown, nor a speed over fewer than 5 vehicles
+        assert (res.points["n_contributors"] >= ds.small_counts.below).all()
+        for f in ("cars", "heavy_vehicles", "cyclists", "pedestrians"):
             shown = res.points[f].dropna() if f in res.points else pd.Series(dtype=float)
             assert (shown >= ds.small_counts.below).all()
         # every counted road user is in at most one published cars total
@@ -92,14 +96,31 @@ def test_occupancy_properties(frame, k):
         assert (res.points["spaces_max"] >= k).all()
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(frame=windows(("total",)), subjects=st.integers(1, 15))
-def test_energy_properties(frame, subjects):
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(frame=windows(("total",)), subjects=st.integers(1, 15), n_owners=st.integers(1, 12))
+def test_energy_properties(frame, subjects, n_owners):
     frame["total"] = frame.groupby("sensor")["total"].cumsum().abs()
     ds = CHARTER.datasets["energy"]
-    ctx = _ctx(dict.fromkeys(frame["sensor"].unique(), subjects))
+    sensors = sorted(frame["sensor"].unique())
+    owners = {s: f"owner-{i % n_owners}" for i, s in enumerate(sensors)}
+    ctx = Context("test", BASE + 2 * DAY_NS, dict.fromkeys(sensors, subjects), b"k" * 32, owners=owners)
     res = daily_total(frame, ds, ctx)
-    _check(res.points, ds, frame, set(frame["sensor"]))
+    _check(res.points, ds, frame, set(frame["sensor"]) | set(owners.values()))
+    # the oracle: who is behind each published total (finest level first, published meters leave the roll-up)
+    per = frame.dropna(subset=["total"]).groupby("sensor").agg(cell=("cell", "first"), lo=("total", "min"),
+                                                               hi=("total", "max"))
+    per["kwh"], per["owner"] = per["hi"] - per["lo"], [owners[s] for s in per.index]
+    m = ds.magnitude
+    for r in sorted(res.points["resolution"].unique(), reverse=True) if not res.points.empty else []:
+        at = res.points[res.points["resolution"] == r]
+        parent = per["cell"].map(lambda c, r=r: c if h3.get_resolution(c) <= r else h3.cell_to_parent(c, r))
+        for p in at.itertuples():
+            x = per[parent == p.cell].groupby("owner")["kwh"].sum().sort_values(ascending=False).to_numpy()
+            assert abs(x.sum() - p.energy_kwh) <= 1e-3 * max(1.0, x.sum())
+            assert len(x) >= m.min_owners
+            assert x[:m.dominance.n].sum() <= m.dominance.k / 100 * x.sum() + 1e-9
+            assert x.sum() - x[0] - x[1] >= m.p_percent / 100 * x[0] - 1e-9
+        per = per[~parent.isin(set(at["cell"]))]
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
