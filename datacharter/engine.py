@@ -92,7 +92,10 @@ def publish(rows: pd.DataFrame, ds: Dataset, ctx: Context, aggregate, *, k: int 
     codes, source_cells = pd.factorize(rows["cell"])
     pending = rows.assign(_src=codes)
     chain = levels(ds)
-    keys = ["_cell", "_t"]
+    # groups are (cell, bin), or (part, cell, bin) where the rows carry ``_part``: several independent tables
+    # walked in one pass (the small-count fields of a count dataset, each with its own weights)
+    level_keys = ["_cell", "_t"]
+    keys = ["_part", *level_keys] if "_part" in rows else level_keys
     for i, (r, b) in enumerate(chain):
         if pending.empty:
             break
@@ -107,7 +110,7 @@ def publish(rows: pd.DataFrame, ds: Dataset, ctx: Context, aggregate, *, k: int 
         if lvl.empty:
             pending = lvl
             break
-        subj = lvl.drop_duplicates(["_cell", "_t", "subject"])
+        subj = lvl.drop_duplicates([*keys, "subject"])
         n = subj.groupby(keys, sort=True)["w"].sum()
         ok = threshold_fn(n, lvl, r, b, cells) if threshold_fn else n >= k
         if check is not None:
@@ -115,19 +118,18 @@ def publish(rows: pd.DataFrame, ds: Dataset, ctx: Context, aggregate, *, k: int 
         if population is not None:
             parents = pd.Series(population.to_numpy(), index=[_cell_at(c, r) for c in population.index])
             registered = parents.groupby(level=0).sum()
-            stable = registered.reindex(cells[n.index.get_level_values(0)]).fillna(0).to_numpy() >= k
+            stable = registered.reindex(cells[n.index.get_level_values("_cell")]).fillna(0).to_numpy() >= k
             ok &= stable
             dropped = stable & ~ok.to_numpy()  # registered enough, too few known: suppressed here, not rolled up
             if dropped.any():
-                gone = pd.MultiIndex.from_arrays([lvl["_cell"].to_numpy(), lvl["_t"].to_numpy()]).isin(
-                    n.index[dropped])
+                gone = pd.MultiIndex.from_arrays([lvl[c].to_numpy() for c in keys]).isin(n.index[dropped])
                 res.groups_suppressed += int(dropped.sum())
                 lvl = lvl[~gone]
             # the population moving on: the sensors of cells this level publishes leave it
             population = population[registered.reindex(parents.index).to_numpy() < k]
         good = ok[ok].index
         if len(good):
-            member = pd.MultiIndex.from_arrays([lvl["_cell"].to_numpy(), lvl["_t"].to_numpy()]).isin(good)
+            member = pd.MultiIndex.from_arrays([lvl[c].to_numpy() for c in keys]).isin(good)
             agg = aggregate(lvl[member], keys)
             if "_n" in agg:
                 agg = agg.rename(columns={"_n": "n_contributors"})
@@ -141,9 +143,9 @@ def publish(rows: pd.DataFrame, ds: Dataset, ctx: Context, aggregate, *, k: int 
             out.append(agg)
             res.groups_published += len(agg)
             res.published_subjects.update(pd.unique(lvl["subject"].to_numpy()[member]))
-            pending = lvl[~member].drop(columns=keys)
+            pending = lvl[~member].drop(columns=level_keys)
         else:
-            pending = lvl.drop(columns=keys)
+            pending = lvl.drop(columns=level_keys)
         if i == len(chain) - 1:
             res.groups_suppressed += int((~ok).sum())
     if out:
@@ -215,27 +217,57 @@ def count(frame: pd.DataFrame, ds: Dataset, ctx: Context) -> Result:
         base = rows.assign(subject=np.arange(len(rows)), w=total.astype(np.int64))
         base = base.drop(columns=[f for f in (small | set(means)) if f in base])
         parts.append(publish(base, ds, ctx, _stats(ds.model_copy(update={"fields": {f: ds.fields[f] for f in keep}}))))
-    threshold = max(ds.k, sc.below) if sc else ds.k
-    for f in sorted(small):
-        if f not in rows:
-            continue
-        sub = rows[["t", "cell", f]].dropna().assign(subject=lambda d: np.arange(len(d)))
-        sub["w"] = sub[f].astype(np.int64)
-        one = ds.model_copy(update={"fields": {f: ds.fields[f]}})
-        parts.append(publish(sub, one, ctx, _stats(one), k=threshold))
-    for m, over in sorted(means.items()):
-        present = [f for f in over if f in rows]
-        if m not in rows or not present:
-            continue
-        sub = rows[["t", "cell", m]].assign(w=rows[present].fillna(0).sum(axis=1).astype(np.int64))
-        sub = sub[sub[m].notna() & (sub["w"] > 0)].assign(subject=lambda d: np.arange(len(d)))
-        parts.append(publish(sub, ds.model_copy(update={"fields": {m: ds.fields[m]}}), ctx, _weighted_mean(m),
-                             k=threshold))
+    if small or means:
+        parts.append(_small_counts(rows, ds, ctx, sorted(small), means, max(ds.k, sc.below)))
     if not parts:
         return _finish(Result(empty_points(ds), readings_in=len(rows)))
     merged = _merge(parts, ds)
     merged.readings_in = len(rows)
     return _finish(merged)
+
+
+def _small_counts(rows: pd.DataFrame, ds: Dataset, ctx: Context, small: list[str], means: dict[str, tuple[str, ...]],
+                  k: int) -> Result:
+    """Each small-count field on its own (its count as weight), and each mean over counted road users (weighted
+    by them), rolled up while below ``k``: one pass over the levels, one table (``_part``) per field."""
+    names = [*small, *sorted(means)]
+    stack = []
+    for code, f in enumerate(names):
+        if f not in rows:
+            continue
+        if f in means:
+            present = [c for c in means[f] if c in rows]
+            if not present:
+                continue
+            w = rows[present].fillna(0).sum(axis=1).to_numpy()
+            keep = rows[f].notna().to_numpy() & (w > 0)
+        else:
+            w = rows[f].to_numpy(dtype=float)
+            keep = ~np.isnan(w)
+        stack.append(pd.DataFrame({"t": rows["t"].to_numpy()[keep], "cell": rows["cell"].to_numpy()[keep],
+                                   "_part": code, "value": rows[f].to_numpy(dtype=float)[keep],
+                                   "w": w[keep].astype(np.int64)}))
+    if not stack:
+        return Result(empty_points(ds))
+    long = pd.concat(stack, ignore_index=True)
+    long["subject"] = np.arange(len(long))
+    is_mean = np.array([f in means for f in names])
+
+    def aggregate(sel: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+        g = sel.assign(_x=sel["value"] * sel["w"]).groupby(keys, sort=True)[["value", "_x", "w"]].sum()
+        mean = is_mean[g.index.get_level_values("_part")]
+        return pd.DataFrame({"_v": np.where(mean, g["_x"] / g["w"].where(g["w"] > 0), g["value"])}, index=g.index)
+
+    res = publish(long, ds, ctx, aggregate, k=k)
+    pts = res.points
+    if pts.empty:
+        return Result(empty_points(ds), res.readings_in, 0, res.groups_suppressed, res.rows_deferred)
+    keys = ["cell", "resolution", "bin", "time"]
+    wide = pts.pivot_table(index=keys, columns="_part", values="_v", aggfunc="first")
+    wide.columns = [open_field(names[c], ds.fields[names[c]][0]) for c in wide.columns]
+    wide["n_contributors"] = pts.groupby(keys)["n_contributors"].max()
+    out = wide.reset_index()
+    return Result(out, res.readings_in, len(out), res.groups_suppressed, res.rows_deferred)
 
 
 def _weighted_mean(name: str):
@@ -658,24 +690,23 @@ def run(ds: Dataset, frame: pd.DataFrame, positions: pd.DataFrame | None, ctx: C
 def release(inputs: dict[str, tuple[Dataset, pd.DataFrame, pd.DataFrame | None]], ctx: Context) -> dict[str, Result]:
     """The datasets of one release (built from the same subjects) on one window: each publishes only the
     sensors that every one of them publishes, so that no two can be combined (added, subtracted) into
-    something one of them suppressed. Found as a fixed point: run each, keep the sensors in all their published
-    groups, run again on those, until every dataset publishes exactly that set (or nothing)."""
-    allowed: set | None = None
-    results: dict[str, Result] = {}
-    first: dict[str, Result] = {}
-    for _ in range(1 + sum(len(f) for _, f, _ in inputs.values())):
-        results = {}
-        for name, (ds, frame, positions) in inputs.items():
-            part = frame if allowed is None or frame.empty else frame[frame["sensor"].isin(allowed)]
-            results[name] = run(ds, part, positions, ctx)
-        first = first or results
-        published = [r.published_subjects for r in results.values() if r.groups_published]
+    something one of them suppressed. Found as a fixed point: run each; the sensors in every publishing
+    dataset's published groups are the common set; a dataset that published more runs again on the common set
+    only; until every dataset publishes exactly the common set or nothing. (A dataset that already publishes
+    the common set keeps its result: the sensors it held back only made it more cautious.)"""
+    results = {name: run(ds, frame, positions, ctx) for name, (ds, frame, positions) in inputs.items()}
+    first = dict(results)
+    for _ in range(sum(len(f) for _, f, _ in inputs.values())):
+        published = [set(r.published_subjects) for r in results.values() if r.groups_published]
         if not published:
             break
-        common = set.intersection(*map(set, published))
-        if all(set(p) == common for p in published):
+        common = set.intersection(*published)
+        again = [n for n, r in results.items() if r.groups_published and set(r.published_subjects) != common]
+        if not again:
             break
-        allowed = common
+        for name in again:
+            ds, frame, positions = inputs[name]
+            results[name] = run(ds, frame[frame["sensor"].isin(common)], positions, ctx)
     for name, r in results.items():  # what the release held back counts as suppressed; the input is the whole
         r.readings_in = first[name].readings_in
         r.groups_suppressed = max(r.groups_suppressed, first[name].groups_suppressed,

@@ -97,6 +97,7 @@ class CharterJob:
         # per dataset, the registered sensors it may read (category, placement, fixed or mobile): deny by default
         self.admitted = {name: {s.id for s in sensors if ds.admits(s)} for name, ds in self.charter.datasets.items()}
         self._retention_applied = False
+        self._releases: dict[tuple, dict[str, Result]] = {}  # the last release computed in this run
 
     def close(self) -> None:
         self.influx.close()
@@ -109,6 +110,7 @@ class CharterJob:
             ensure_retention(self.influx, self.settings, self.charter)
             self._retention_applied = True
         closed_until = now_ns - self.settle_ns
+        self._releases = {}
         self._purge_letters(now_ns)
         reports: list[WindowReport] = []
         for name, ds in self.charter.datasets.items():
@@ -205,8 +207,9 @@ class CharterJob:
         end = start + DAY_NS
         t0 = time.perf_counter()
         frame, positions = self.read(ds, start, end)
+        partners = self._partners(ds, start, end, frame)
         t1 = time.perf_counter()
-        result = self.apply(ds, frame, positions, closed_until, window=(start, end))
+        result = self.apply(ds, frame, positions, closed_until, window=(start, end), partners=partners)
         t2 = time.perf_counter()
         points = result.points
         dg = digest(points)
@@ -216,7 +219,8 @@ class CharterJob:
             self._replace(name, start, end, points)
         closed = end <= closed_until
         self.store.record(name, start, end, version=self.charter.version, readings_in=result.readings_in,
-                          rows_seen=rows_seen(frame), published=len(points), suppressed=result.groups_suppressed,
+                          rows_seen=rows_seen(frame[frame["t"] >= start]), published=len(points),
+                          suppressed=result.groups_suppressed,
                           deferred=result.rows_deferred, digest=dg, reprocessed=reprocessed, written=written,
                           watermark=end if closed and not reprocessed else None)
         return WindowReport(name, start, end, result.readings_in, len(points), result.groups_suppressed,
@@ -224,20 +228,41 @@ class CharterJob:
 
     # -- pure part --------------------------------------------------------------------------------------
     def apply(self, ds: Dataset, frame: pd.DataFrame, positions: pd.DataFrame | None, closed_until: int,
-              window: tuple[int, int] | None = None) -> Result:
+              window: tuple[int, int] | None = None, partners: dict[str, pd.DataFrame] | None = None) -> Result:
         """The dataset's method on a window's rows (only the rows of sensors the dataset admits count); for a
-        dataset of a release, together with the release's other datasets on the same window."""
+        dataset of a release, together with the release's other datasets (``partners``: their rows, read
+        when not given) on the same window. A release is computed once per run and window."""
         name = self._name(ds)
         ctx = self.context(name, closed_until, window)
         frame = self.admit(name, frame)
         if ds.release is None or window is None:
             return run(ds, frame, positions, ctx)
-        inputs = {}
+        if partners is None:
+            partners = self._partners(ds, *window)
+        key = (ds.release, window, closed_until)
+        if key not in self._releases:
+            inputs = {name: (ds, frame, positions)}
+            for other, raw in partners.items():
+                inputs[other] = (self.charter.datasets[other], self.admit(other, raw), None)
+            self._releases = {key: release(inputs, ctx)}  # the last release only: its other datasets come next
+        return self._releases[key][name]
+
+    def _partners(self, ds: Dataset, start: int, end: int,
+                  own: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
+        """The rows of the other datasets of ``ds``'s release on a window: ``own`` (``ds``'s rows) where they read
+        the same measurement, else one read per measurement."""
+        if ds.release is None:
+            return {}
+        mine = (ds.source.database, ds.source.measurement)
+        frames: dict[tuple, pd.DataFrame] = {} if own is None else {mine: own}
+        out = {}
         for other, ods in self.charter.datasets.items():
-            if ods.release == ds.release:
-                inputs[other] = (ods, frame, positions) if other == name else (
-                    ods, self.admit(other, self.read(ods, *window)[0]), None)
-        return release(inputs, ctx)[name]
+            if ods.release == ds.release and ods is not ds:
+                src = (ods.source.database, ods.source.measurement)
+                if src not in frames:
+                    frames[src] = self.read(ods, start, end)[0]
+                out[other] = frames[src]
+        return out
 
     def context(self, name: str, closed_until: int, window: tuple[int, int] | None = None) -> Context:
         admitted = self.admitted.get(name, set())
