@@ -357,30 +357,41 @@ def occupancy(frame: pd.DataFrame, ds: Dataset, ctx: Context) -> Result:
 def _state_bins(events: pd.DataFrame, start: int, end: int, bin_ns: int, ttl: int) -> pd.DataFrame:
     """Per sensor and bin of [start, end): the time-weighted mean state (``occ``, in occupied spaces) over the
     part of the bin where the sensor's state was known (its last report at most ``ttl`` old), and its spaces.
-    Bins where it was never known are left out."""
-    events = events.sort_values(["sensor", "t"], kind="stable")
-    sensors = events.drop_duplicates("sensor", keep="last")[["sensor", "cell"]]
+    Bins where it was never known are left out. (numpy: a timeline per sensor of its reports and the bins'
+    starts, each point carrying the last report's state forward.)"""
+    codes, sensors = pd.factorize(events["sensor"])
+    cell_of = events.groupby(codes)["cell"].last().to_numpy()
     grid = np.arange(start, end, bin_ns, dtype=np.int64)
-    marks = pd.DataFrame({"sensor": np.repeat(sensors["sensor"].to_numpy(), len(grid)),
-                          "t": np.tile(grid, len(sensors)), "_mark": True})
-    tl = pd.concat([events.assign(_mark=False), marks], ignore_index=True)
-    tl = tl.sort_values(["sensor", "t", "_mark"], kind="stable")  # a report at a bin's start comes first
-    tl["_last"] = tl["t"].where(~tl["_mark"])
-    g = tl.groupby("sensor", sort=False)
-    tl[["occ", "spaces", "_last"]] = g[["occ", "spaces", "_last"]].ffill()
-    nxt = g["t"].shift(-1).fillna(end).to_numpy(dtype=np.int64)
-    t = tl["t"].to_numpy(dtype=np.int64)
+    n_s, n_g = len(sensors), len(grid)
+    s_code = np.concatenate([codes, np.repeat(np.arange(n_s), n_g)])
+    t = np.concatenate([events["t"].to_numpy(dtype=np.int64), np.tile(grid, n_s)])
+    mark = np.concatenate([np.zeros(len(codes), bool), np.ones(n_s * n_g, bool)])
+    occ = np.concatenate([events["occ"].to_numpy(dtype=float), np.full(n_s * n_g, np.nan)])
+    spaces = np.concatenate([events["spaces"].to_numpy(dtype=float), np.full(n_s * n_g, np.nan)])
+    order = np.lexsort((mark, t, s_code))  # a report at a bin's start comes before the bin's mark
+    s_code, t, mark, occ, spaces = s_code[order], t[order], mark[order], occ[order], spaces[order]
+    pos = np.arange(len(t))
+    first = np.r_[True, s_code[1:] != s_code[:-1]]
+    group_start = np.maximum.accumulate(np.where(first, pos, 0))
+    last = np.maximum.accumulate(np.where(~mark, pos, -1))
+    known = last >= group_start  # a report of this sensor came before
+    src = np.where(known, last, 0)
+    last_t = t[src]
+    nxt = np.r_[t[1:], end]
+    nxt[np.r_[first[1:], True]] = end  # the last point of each sensor runs to the end
     b = t // bin_ns * bin_ns
     dur = (np.minimum(nxt, np.minimum(b + bin_ns, end)) - np.maximum(t, start)).clip(min=0)
-    known = tl["_last"].notna().to_numpy() & (t - tl["_last"].fillna(0).to_numpy(dtype=np.int64) <= ttl)
-    live = (t >= start) & (t < end) & known & (dur > 0)
-    seg = pd.DataFrame({"sensor": tl["sensor"].to_numpy()[live], "_b": b[live], "dur": dur[live],
-                        "occ_t": (tl["occ"].to_numpy(dtype=float) * dur)[live],
-                        "spaces": tl["spaces"].to_numpy(dtype=float)[live]})
-    per = seg.groupby(["sensor", "_b"], sort=True).agg(dur=("dur", "sum"), occ_t=("occ_t", "sum"),
-                                                      spaces=("spaces", "max")).reset_index()
-    per["occ"] = per["occ_t"] / per["dur"]
-    return per.merge(sensors, on="sensor", how="left")
+    live = (t >= start) & (t < end) & known & (t - last_t <= ttl) & (dur > 0)
+    key = s_code[live] * n_g + (b[live] - start) // bin_ns
+    d = dur[live].astype(float)
+    total = np.bincount(key, weights=d, minlength=n_s * n_g)
+    weighted = np.bincount(key, weights=occ[src][live] * d, minlength=n_s * n_g)
+    most = np.full(n_s * n_g, -np.inf)
+    np.maximum.at(most, key, spaces[src][live])
+    present = np.flatnonzero(total > 0)
+    return pd.DataFrame({"sensor": sensors.to_numpy()[present // n_g], "_b": grid[present % n_g],
+                         "occ": weighted[present] / total[present], "spaces": most[present],
+                         "cell": cell_of[present // n_g]})
 
 
 def distinct_count(frame: pd.DataFrame, ds: Dataset, ctx: Context) -> Result:
