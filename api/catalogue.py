@@ -25,8 +25,8 @@ from starlette.responses import Response
 
 from api.app import state
 from api.problems import PROBLEM, Problem
-from datacharter.charter import POINT_FIELDS, Charter, Dataset, open_field
-from datacharter.explain import explain_dataset
+from datacharter.charter import POINT_FIELDS, REGISTRY_OUTPUTS, Charter, Dataset, open_field
+from datacharter.explain import counted, explain_dataset, partners, risks
 from smartzone.names import parse_duration
 from smartzone.quantities import QUANTITIES
 from smartzone.registry import Registry
@@ -73,7 +73,9 @@ _OUTPUT_QUANTITY = {"devices": "pedestrian_flow.devices", "randomised_devices": 
                     "occupied_spaces": "parking.occupied_spaces"}
 _OUTPUT_UNITS = {"occupancy": ("/", "share of the watched spaces that are taken (0 to 1)"),
                  "spaces": ("count", "parking spaces watched"),
-                 "energy_kwh": ("kWh", "energy used in the day")}
+                 "energy_kwh": ("kWh", "energy used in the day"),
+                 "relative_load": ("/", "hourly power relative to the meter's own mean of the day (1 = its average "
+                                        "hour; no kW)")}
 CONTEXT = {
     "dcat": "http://www.w3.org/ns/dcat#",
     "dct": "http://purl.org/dc/terms/",
@@ -300,7 +302,7 @@ def fields(ds: Dataset) -> list[dict[str, Any]]:
                     "description": f"{_AGGREGATES[agg]} of {what} per cell and time bin"})
     for f in POINT_FIELDS:
         out.append({"name": f, "field": f, "aggregate": "count", "quantity": None, "unit": "count",
-                    "description": f"{ds.subject.replace('_', ' ')}s behind the point (at least k = {ds.k})"
+                    "description": f"{counted(ds)} behind the point (at least k = {ds.k})"
                                    + (", noised" if ds.noise else "")})
     return out
 
@@ -341,15 +343,53 @@ def describe(base: str, name: str, ds: Dataset, charter: Charter, registry: Regi
         "charter": {"version": charter.version, "title": doc.title, "method": ds.method, "explanation": explained,
                     "subject": ds.subject, "k": ds.k, "levels": [{"h3_resolution": r, "bin": iso_duration(b)}
                                                                  for r, b in ds.levels],
-                    "noise": noise,
-                    "small_counts": ds.small_counts.model_dump() if ds.small_counts else None,
-                    "dominance": ds.dominance,
+                    "noise": noise, **protection(name, ds, charter),
                     "trim": ds.trim.model_dump() if ds.trim else None},
         "fields": fields(ds),
         "distributions": [{"format": f, "media_type": mt,
                            "access_url": f"{base}/v1/datasets/{name}/observations?format={f}"}
                           for f, (mt, _) in FORMATS.items()],
         "links": _links(base, name),
+    }
+
+
+def extremes(ds: Dataset) -> dict[str, Any]:
+    """Which minima and maxima the dataset publishes, and the rule behind them."""
+    published = [open_field(f, a) for f, a in ds.outputs if a in ("min", "max")]
+    if ds.method == "trajectory":
+        rule = ("statistics over contributors: each vehicle's mean in the group, top- and bottom-coded to the range "
+                "of the other vehicles (second smallest to second largest), then the mean and percentiles of those; "
+                "no minimum or maximum")
+    elif ds.about_people:
+        rule = "no minimum or maximum of contributors' values: an extreme is one contributor's value"
+        registry = [open_field(f, a) for f, a in ds.outputs if a in ("min", "max") and f in REGISTRY_OUTPUTS]
+        if registry:
+            rule += f" ({', '.join(registry)}: from the registry, not from contributors)"
+    else:
+        rule = "published: readings of sensors in the public space, not of a person"
+    return {"published": published, "rule": rule}
+
+
+def protection(name: str, ds: Dataset, charter: Charter) -> dict[str, Any]:
+    """The charter's rules that protect the people behind a dataset, as data: which sensors it takes, what k
+    counts, the magnitude rules, the release, the state carry, small counts, the extremes policy, and the
+    residual risks in plain language (``datacharter.explain.risks``). Noise is described by the caller."""
+    protects, residual = risks(name, ds, charter)
+    m = ds.magnitude
+    return {
+        "k": ds.k,
+        "counts": counted(ds),
+        "sources": {"categories": list(ds.source.categories), "placement": list(ds.source.placement),
+                    "sensors": ds.source.sensors},
+        "magnitude": None if m is None else {
+            "per": "data owner (the registry's owner of each sensor)", "min_owners": m.min_owners,
+            "dominance": m.dominance.model_dump() if m.dominance else None, "p_percent": m.p_percent},
+        "release": None if ds.release is None else {"id": ds.release, "with": partners(name, ds, charter)},
+        "state_ttl": iso_duration(ds.state_ttl) if ds.state_ttl else None,
+        "small_counts": ds.small_counts.model_dump() if ds.small_counts else None,
+        "extremes": extremes(ds),
+        "protects_against": protects,
+        "does_not_protect_against": residual,
     }
 
 
@@ -387,6 +427,9 @@ def dataset_ld(d: dict[str, Any], charter: Charter) -> dict[str, Any]:
         out["dct:temporal"] = {"@type": "dct:PeriodOfTime",
                                "dcat:startDate": {"@value": period["start"], "@type": "xsd:dateTime"},
                                "dcat:endDate": {"@value": period["end"], "@type": "xsd:dateTime"}}
+    out["sz:placement"] = charter_d["sources"]["placement"]
+    if charter_d["release"] is not None:
+        out["sz:release"] = charter_d["release"]["id"]
     noise = charter_d["noise"]
     if noise is not None:
         out["sz:epsilonPerDay"] = noise["epsilon_per_day"]

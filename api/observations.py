@@ -12,8 +12,9 @@
   derived from them: sums of counts, minimum of minima, maximum of maxima, mean of means, and
   ``n_contributors`` = the largest group in the period (a lower bound of the distinct contributors);
   percentiles and energy means cannot be derived and are refused.
-- ``level``: ``finest`` (the charter's cell and bin: the default) or ``rollups`` (points the charter
-  published at a coarser cell or bin because the finest group was too small).
+- ``level``: ``finest`` (the charter's cell and bin: the default), ``rollups`` (points the charter
+  published at a coarser cell or bin because the finest group was too small) or ``all`` (both: what a
+  dashboard shows; a roll-up never repeats a finest point, so sums over ``all`` count each reading once).
 - Formats by ``format=`` or ``Accept``: JSON, CSV (RFC 4180), Parquet, GeoJSON (cells as polygons).
 - Pages: ``limit`` rows, then a ``Link: <...>; rel="next"`` header (and ``links.next`` in JSON) with an
   opaque ``cursor``; CSV and Parquet stream their rows, in constant memory, up to ``api.max_page_size``.
@@ -47,6 +48,7 @@ from starlette.responses import Response, StreamingResponse
 
 from api.problems import Problem
 from datacharter.charter import Dataset, open_field
+from datacharter.job import integer_fields
 from smartzone.names import parse_duration
 from smartzone.quantities import QUANTITIES
 from storage.influx import quote_ident
@@ -203,6 +205,10 @@ class Query_:
         self.derived = res != ds.time.bin
         self.columns = ["time", "cell", "h3_resolution", "bin", "charter_version", "n_contributors",
                         *[o[0] for o in outputs]]
+        # the counts the charter writes as integers (coarser resolutions sum them: integers still); in every
+        # format they stay integers, missing where a point lacks them (a small count moved to a coarser bin)
+        counts = integer_fields(ds)
+        self.integers = [o[0] for o in outputs if o[0] in counts]
         if "profile" in ds.fields or ds.method == "profiles":
             self.columns.insert(4, "profile")
         m = store.measurement(dataset)
@@ -212,7 +218,7 @@ class Query_:
             where.append('"bin" = $bin')
             where.append('"resolution" = $h3res')
             self.params.update(bin=ds.time.bin, h3res=str(ds.space.resolution))
-        else:
+        elif level == "rollups":
             where.append('("bin" != $bin OR "resolution" != $h3res)')
             self.params.update(bin=ds.time.bin, h3res=str(ds.space.resolution))
         if cells:
@@ -302,6 +308,8 @@ class Query_:
         frame = frame[self.columns].reset_index(drop=True)
         frame["h3_resolution"] = frame["h3_resolution"].astype(int)
         frame["n_contributors"] = frame["n_contributors"].astype("int64")
+        for name in self.integers:  # nullable: a NaN elsewhere in the chunk must not turn 36 into 36.0
+            frame[name] = pd.to_numeric(frame[name]).astype("Int64")
         return frame
 
 
@@ -345,8 +353,8 @@ def observations(
                                       examples=["4.39,51.20,4.41,51.22"])] = None,
     fields: Annotated[str | None, Query(description="comma-separated published fields (default: all)",
                                         max_length=1000)] = None,
-    level: Annotated[Literal["finest", "rollups"], Query(description="finest: the charter's cell and bin; "
-                                                         "rollups: groups published coarser")] = "finest",
+    level: Annotated[Literal["finest", "rollups", "all"], Query(
+        description="finest: the charter's cell and bin; rollups: groups published coarser; all: both")] = "finest",
     format: Annotated[Fmt | None, Query(description="instead of Accept")] = None,
     limit: Annotated[int | None, Query(ge=1, description="rows per page")] = None,
     cursor: Annotated[str | None, Query(max_length=200, description="from the Link header")] = None,
@@ -467,7 +475,7 @@ def _iso(times: pd.Series) -> np.ndarray:
 
 def _records(frame: pd.DataFrame) -> list[dict]:
     out = frame.assign(time=_iso(frame["time"]) if len(frame) else frame["time"])
-    return [{k: v for k, v in r.items() if not (isinstance(v, float) and math.isnan(v))}
+    return [{k: v for k, v in r.items() if not (v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)))}
             for r in out.to_dict("records")]
 
 
@@ -559,7 +567,7 @@ def _schema(q: Query_, text_time: bool = False) -> pa.Schema:
     if "profile" in q.columns:
         fields.append(pa.field("profile", pa.string()))
     fields.append(pa.field("n_contributors", pa.int64()))
-    fields += [pa.field(name, pa.float64()) for name, _f, _a in q.outputs]
+    fields += [pa.field(name, pa.int64() if name in q.integers else pa.float64()) for name, _f, _a in q.outputs]
     return pa.schema(fields)
 
 

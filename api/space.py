@@ -4,8 +4,11 @@
   published points (coarser roll-up cells included), as a GeoJSON FeatureCollection named after the
   nearest street and neighbourhood of the registry's places, with the datasets published there.
 - ``GET /v1/zone``: name, city, time zone, resolution, centre, bbox, outline, counts, links.
-- ``GET /v1/sensors``, ``GET /v1/sensors/{id}``: what each sensor is and measures, in which cell its data is
-  published and under which of the charter's rules. Never a device key (MAC, DevEUI, IEEE address, SenML
+- ``GET /v1/sensors``, ``GET /v1/sensors/{id}``: what each sensor is and measures, where it is placed (public
+  space, private premises, indoors), which datasets its data reaches (exactly those whose charter rules admit it,
+  ``Dataset.admits``, the rule the charter job applies), how each of them protects it, and in which cell its data
+  is published. A sensor whose data reaches no dataset (an indoor classroom CO2 sensor) says so, and shows no
+  cell. Never a data owner or vehicle id of the registry, never a device key (MAC, DevEUI, IEEE address, SenML
   URN, topic), never a gateway, never a latitude or longitude: a fixed sensor is shown by the H3 cell its
   data is published in, a mobile one by the cell size and period its readings are published at. Gateway
   health "sensors" (the gateways reporting on themselves) are not listed: their data is never published.
@@ -37,6 +40,7 @@ from api.catalogue import (
     json_response,
     negotiate,
     open_db,
+    protection,
 )
 from api.problems import PROBLEM, Problem
 from datacharter.charter import Charter, Dataset
@@ -120,6 +124,10 @@ class Rule(_Model):
     bins: list[str] = Field(examples=[["PT15M"]])
     noise: dict[str, Any] | None
     late_data: str
+    protection: dict[str, Any] = Field(
+        description="how the dataset protects the sensor's data: which sensors it takes (categories, placement), "
+                    "k and what it counts, magnitude rules per data owner, the release it belongs to, the state "
+                    "carry, small counts, the extremes policy, and what it protects against and what not")
     explanation: str
     links: dict[str, str]
 
@@ -131,6 +139,9 @@ class SensorOut(_Model):
     model: str
     description: str
     measures: list[Measures]
+    placement: str = Field(examples=["public_space"], description="public_space, private_premises or indoor")
+    published: bool = Field(description="whether the sensor's data reaches any open dataset")
+    publication: str = Field(description="in plain words: which datasets the sensor's data reaches, or none")
     location: Location
     datasets: list[Rule]
     links: dict[str, str]
@@ -152,11 +163,19 @@ _SENSOR_EXAMPLE = {
     "id": "aq-volkstraat-1", "category": "air_quality", "technology": "zigbee", "model": "Aqara TVOC + PM kit",
     "description": "", "measures": [{"quantity": "air_quality.pm2_5", "unit": "ug/m3",
                                      "description": "particulate matter below 2.5 µm"}],
+    "placement": "public_space", "published": True,
+    "publication": "Its data is published in 1 dataset: air_quality.",
     "location": {"mobile": False, "cell": "8a1fa4a4e6b7fff", "h3_resolution": 10,
                  "published_as": "H3 cell of about 76 m (resolution 10); its exact position is not published"},
     "datasets": [{"id": "air_quality", "title": "Air quality at fixed stations", "method": "summary",
                   "subject": "sensor", "k": 1, "cell": "8a1fa4a4e6b7fff", "h3_resolutions": [10], "bins": ["PT15M"],
-                  "noise": None, "late_data": "reprocess", "explanation": "Air quality at fixed stations ...",
+                  "noise": None, "late_data": "reprocess",
+                  "protection": {"k": 1, "counts": "sensors", "sources": {"categories": ["air_quality"],
+                                 "placement": ["public_space"], "sensors": "fixed"}, "magnitude": None,
+                                 "release": None, "state_ttl": None, "small_counts": None,
+                                 "extremes": {"published": ["pm2_5_min", "pm2_5_max"], "rule": "published: ..."},
+                                 "protects_against": "...", "does_not_protect_against": "..."},
+                  "explanation": "Air quality at fixed stations ...",
                   "links": {"self": "https://data.example.org/v1/datasets/air_quality"}}],
     "links": {"self": "https://data.example.org/v1/sensors/aq-volkstraat-1"},
 }
@@ -269,22 +288,46 @@ def measures(s: Sensor) -> list[dict[str, str]]:
 
 
 def feeds(s: Sensor, charter: Charter) -> list[tuple[str, Dataset]]:
-    """The datasets the sensor's data may go into: those reading its category, or fields it measures, from
-    sensors of its kind (fixed or mobile); sightings for the probe sniffers of the kinds a dataset counts."""
-    mapped = [QUANTITIES[k] for k in s.fields.values()]
+    """The datasets the sensor's data reaches: those that admit it (``Dataset.admits``: its category, placement
+    and kind, fixed or mobile; the rule the charter job applies, dropping every other sensor's rows) and that
+    read what it sends: the dataset's measurement (its category's, or fields mapped to it) or, for pseudonymised
+    sightings, the kinds a dataset counts from the probe sniffers of its technology."""
     out = []
     for name, ds in charter.datasets.items():
-        if s.mobile != (ds.source.sensors == "mobile"):
-            continue
-        if ds.source.database == "pseudonymous":
-            hit = any(kind in _SIGHTINGS and s.category == _SIGHTINGS[kind][0]
-                      and _SIGHTINGS[kind][1] in (None, s.technology) for kind in ds.source.kinds)
-        else:
-            m = ds.source.measurement
-            hit = m == s.category or any(q.category == m and q.field in ds.fields for q in mapped)
-        if hit:
+        if ds.admits(s) and sends(s, ds):
             out.append((name, ds))
     return out
+
+
+def sends(s: Sensor, ds: Dataset) -> bool:
+    """Whether the sensor sends what the dataset reads (whether or not the dataset admits the sensor)."""
+    if ds.source.database == "pseudonymous":
+        return any(kind in _SIGHTINGS and s.category == _SIGHTINGS[kind][0]
+                   and _SIGHTINGS[kind][1] in (None, s.technology) for kind in ds.source.kinds)
+    m = ds.source.measurement
+    used = {*ds.fields, ds.source.meter_field, ds.source.power_field}
+    return m == s.category or any(QUANTITIES[q].category == m and QUANTITIES[q].field in used
+                                  for q in s.fields.values())
+
+
+_PLACED = {"public_space": "in the public space", "private_premises": "on private premises", "indoor": "indoors"}
+
+
+def publication(s: Sensor, fed: list[str], charter: Charter) -> str:
+    """In plain words: which datasets the sensor's data reaches, or why it reaches none."""
+    if fed:
+        return f"Its data is published in {len(fed)} dataset{'s' if len(fed) > 1 else ''}: {', '.join(fed)}."
+    # the datasets that would take it but for where it is placed
+    refused = [name for name, ds in charter.datasets.items() if sends(s, ds) and s.category in ds.source.categories
+               and s.mobile == (ds.source.sensors == "mobile") and s.placement not in ds.source.placement]
+    text = "Its data is not published in any open dataset."
+    if refused:
+        places = sorted({p for n in refused for p in charter.datasets[n].source.placement}, key=list(_PLACED).index)
+        text += (f" It is placed {_PLACED[s.placement]}, and the datasets of what it measures ({', '.join(refused)}) "
+                 f"take sensors {' or '.join(_PLACED[p] for p in places)} only")
+        text += (": a sensor off the public space measures a household or a business." if s.placement != "public_space"
+                 else ".")
+    return text
 
 
 def _cell_at(s: Sensor, res: int, zone_res: int) -> str | None:
@@ -305,8 +348,9 @@ def _period(b: str) -> str:
 
 def describe_sensor(base: str, s: Sensor, charter: Charter, registry: Registry) -> dict[str, Any]:
     zone_res = registry.doc.zone.h3_resolution
+    fed = feeds(s, charter)
     rules = []
-    for name, ds in feeds(s, charter):
+    for name, ds in fed:
         noise = None
         if ds.noise:
             noise = {"epsilon_per_day": ds.noise.epsilon_per_day,
@@ -317,20 +361,26 @@ def describe_sensor(base: str, s: Sensor, charter: Charter, registry: Registry) 
             "cell": _cell_at(s, ds.space.resolution, zone_res),
             "h3_resolutions": [ds.space.resolution, *ds.space.roll_up],
             "bins": [iso_duration(b) for b in ds.time.chain], "noise": noise, "late_data": ds.late_data,
+            "protection": protection(name, ds, charter),
             "explanation": explain_dataset(name, ds, charter),
             "links": {"self": f"{base}/v1/datasets/{name}", "observations": f"{base}/v1/datasets/{name}/observations"},
         })
-    if s.mobile:
-        ways = sorted({(ds.space.resolution, ds.time.bin) for _, ds in feeds(s, charter)},
+    if not fed:
+        location = {"mobile": s.mobile, "cell": None, "h3_resolution": None,
+                    "published_as": "not published: its data reaches no open dataset"}
+    elif s.mobile:
+        ways = sorted({(ds.space.resolution, ds.time.bin) for _, ds in fed},
                       key=lambda rb: (-rb[0], parse_duration(rb[1])))
         how = " or ".join(f"per {edge_text(r)} cell and {_period(b)}" for r, b in ways)
         location = {"mobile": True, "cell": None, "h3_resolution": None,
                     "published_as": f"mobile: published {how}" if how else "mobile: not published"}
     else:
-        res = min(max((ds.space.resolution for _, ds in feeds(s, charter)), default=zone_res), zone_res)
+        res = min(max(ds.space.resolution for _, ds in fed), zone_res)
         location = {"mobile": False, "cell": _cell_at(s, res, zone_res), "h3_resolution": res,
                     "published_as": f"H3 cell of about {edge_text(res)} (resolution {res}); its exact position "
                                     "is not published"}
     return {"id": s.id, "category": s.category, "technology": s.technology, "model": s.model,
-            "description": s.description, "measures": measures(s), "location": location, "datasets": rules,
+            "description": s.description, "measures": measures(s), "placement": s.placement,
+            "published": bool(fed), "publication": publication(s, [n for n, _ in fed], charter),
+            "location": location, "datasets": rules,
             "links": {"self": f"{base}/v1/sensors/{s.id}"}}

@@ -60,10 +60,10 @@ def open_data_links(dataset: str) -> list[dash.DashboardLink]:
             model.DashboardLinkType.LINK).url(api).target_blank(True).icon("info")
         .tooltip("The dataset in the open-data catalogue (DCAT-AP): fields, units, k, noise, licence"),
         dash.DashboardLink(f"Download {d} for this time range (CSV)").type(model.DashboardLinkType.LINK)
-        .url(api + "/observations?from=${__from:date:iso}&to=${__to:date:iso}&align=outer&format=csv"
-             "&limit=1000000").target_blank(True).icon("cloud")
-        .tooltip("Every published point of the dataset in the dashboard's time range, all cells, from the "
-                 "open-data API"),
+        .url(api + "/observations?from=${__from:date:iso}&to=${__to:date:iso}&align=outer&level=all"
+             "&format=csv&limit=1000000").target_blank(True).icon("cloud")
+        .tooltip("Every published point of the dataset in the dashboard's time range, all cells and "
+                 "roll-ups, from the open-data API"),
     ]
 
 
@@ -250,13 +250,17 @@ def overview(z: Zone) -> Board:
     ]
     centre_lat, centre_lon = h3.cell_to_latlng(z.cells[len(z.cells) // 2])
     for dataset, column, label, th, ref_id in layers:
+        ds = z.charter.datasets[dataset]
+        # the charter's own bin only: a roll-up (traffic: a class's small hours summed over the day) is not a rate
+        # of that bin, and as the newest point of a cell it would show a day's remainder as an hour
+        finest = f' AND "bin" = \'{ds.time.bin}\'' if ds.time.roll_up else ""
         g = (geomap.Panel().title(f"Latest {label} by cell").description(
             f"Latest published `{column}` of the open dataset `{dataset}` per H3 cell (newest bin in the time range). "
             "Markers sit at cell centres (gazetteer smartzone-cells.json); colour follows the thresholds"
             + (" (WHO 2021 guideline values)" if dataset == "air_quality" else "") + ".")
             .datasource(ref(OPEN))
-            .with_target(InfluxQL(OPEN, f'SELECT last("{column}") AS "{column}" FROM "{dataset}" WHERE $timeFilter '
-                                        'GROUP BY "cell"', table=True, ref_id=ref_id))
+            .with_target(InfluxQL(OPEN, f'SELECT last("{column}") AS "{column}" FROM "{dataset}" WHERE $timeFilter'
+                                        f'{finest} GROUP BY "cell"', table=True, ref_id=ref_id))
             .unit(z.unit(dataset, column)).thresholds(th).span(8).height(12)
             .view(geomap.MapViewConfig().id("coords").lat(round(centre_lat, 5)).lon(round(centre_lon, 5)).zoom(15))
             .basemap(common_b.MapLayerOptions().type("default").name("Basemap"))
@@ -302,12 +306,16 @@ def air_quality(z: Zone) -> Board:
                         f'SELECT mean("{col}") AS "{col}" FROM "air_quality" WHERE $timeFilter AND "cell" =~ /^$cell$/ '
                         f"GROUP BY time(1d), \"cell\" fill(none) tz('{TZ}')", z.unit("air_quality", col),
                         th=who(pollutant), alias="$tag_cell", bars=True))
-    b.panel(_series("PM2.5 along city-vehicle routes", "Hourly mean PM2.5 measured by city vehicles, per H3 cell of "
+    b.panel(_series("PM2.5 along city-vehicle routes", "Hourly PM2.5 measured by city vehicles, per H3 cell of "
                     "resolution 9 (open dataset `mobile_air_quality`: trips trimmed by 5 min / 300 m, cells with at "
-                    "least 3 vehicles). Published once a day for the previous day.", OPEN,
-                    'SELECT mean("pm2_5_mean") AS "pm2_5_mean" FROM "mobile_air_quality" WHERE $timeFilter '
-                    'GROUP BY time($__interval), "cell" fill(none)', z.unit("mobile_air_quality", "pm2_5_mean"),
-                    th=who("pm2_5"), alias="$tag_cell", width=24, interval="1h"))
+                    "least 3 vehicles): `pm2_5_mean`, the mean over the vehicles of each vehicle's mean in the cell "
+                    "and hour, and `pm2_5_p90`, their 90th percentile (top-coded to the other vehicles' range; no "
+                    "minimum or maximum is published, as an extreme is one vehicle's). Hourly bins only (a cell's "
+                    "day roll-up is in the dataset). Published once a day for the previous day.", OPEN,
+                    'SELECT mean("pm2_5_mean") AS "pm2_5_mean", mean("pm2_5_p90") AS "pm2_5_p90" FROM '
+                    '"mobile_air_quality" WHERE $timeFilter AND "bin" = \'1h\' GROUP BY time($__interval), "cell" '
+                    'fill(none)', z.unit("mobile_air_quality", "pm2_5_mean"),
+                    th=who("pm2_5"), alias="$col $tag_cell", width=24, interval="1h"))
     return b
 
 
@@ -317,17 +325,20 @@ def mobility(z: Zone) -> Board:
              "about people are published once a day for the previous (UTC) day, so the default range is a week.",
              "now-7d", "15m", ["traffic", "parking", "pedestrian_flow"])
     _variables(b, cell_var(z))
+    # hourly panels read the hourly bins only: the charter rolls every class below 5 in an hour up to the day, and
+    # a day's remainder summed into the midnight hour would read as traffic at midnight
     for column, label in (("cars", "Cars"), ("heavy_vehicles", "Heavy vehicles"), ("cyclists", "Cyclists")):
         b.panel(_series(f"{label} per hour", f"{label} counted per hour and H3 cell (open dataset `traffic`, field "
-                        f"`{column}`; small counts are rolled up to the day).", OPEN,
-                        f'SELECT sum("{column}") AS "{column}" FROM "traffic" WHERE $timeFilter AND '
-                        '"cell" =~ /^$cell$/ '
-                        'GROUP BY time($__interval), "cell" fill(none)', z.unit("traffic", column),
-                        alias="$tag_cell", bars=True, stack=True, interval="1h", width=8))
-    b.panel(_series("Mean vehicle speed", "Mean speed of counted vehicles per hour and cell (open dataset `traffic`, "
-                    "`speed_mean_mean`). Red above the zone's 30 km/h limit.", OPEN,
+                        f"`{column}`, hourly bins). An hour with fewer than 5 {label.lower()} in a cell has no "
+                        "value here: the charter rolls it up to the day, and the dataset's daily points hold it.", OPEN,
+                        f'SELECT sum("{column}") AS "{column}" FROM "traffic" WHERE $timeFilter AND "bin" = \'1h\' '
+                        'AND "cell" =~ /^$cell$/ GROUP BY time($__interval), "cell" fill(none)',
+                        z.unit("traffic", column), alias="$tag_cell", bars=True, stack=True, interval="1h", width=8))
+    b.panel(_series("Mean vehicle speed", "Mean speed per hour and cell (open dataset `traffic`, `speed_mean_mean`), "
+                    "weighted by the cars and heavy vehicles counted and published only over at least 5 of them; "
+                    "hourly bins only. Red above the zone's 30 km/h limit.", OPEN,
                     'SELECT mean("speed_mean_mean") AS "speed_mean_mean" FROM "traffic" WHERE $timeFilter AND '
-                    '"cell" =~ /^$cell$/ GROUP BY time($__interval), "cell" fill(none)',
+                    '"bin" = \'1h\' AND "cell" =~ /^$cell$/ GROUP BY time($__interval), "cell" fill(none)',
                     z.unit("traffic", "speed_mean_mean"), th=thresholds("green", (30, "red")), alias="$tag_cell",
                     interval="1h"))
     b.panel(_series("Parking occupancy by zone", "Share of watched spaces occupied, 15-minute means per parking "
@@ -547,7 +558,8 @@ def operations(z: Zone) -> Board:
                     '"dataset" fill(none)', z.unit("charter", "lag_s"),
                     th=thresholds("green", (90_000, "orange"), (180_000, "red")), alias="$tag_dataset", width=12))
     b.panel(_series("Published vs suppressed groups", "Groups (cell × bin) the charter job published and suppressed "
-                    "(fewer than k contributors, small counts, dominance) per interval (ops `charter`).", OPS,
+                    "(fewer than k contributors, small counts, magnitude rules per owner, held back by a release) per "
+                    "interval (ops `charter`).", OPS,
                     'SELECT sum("published") AS "published", sum("suppressed") AS "suppressed" FROM "charter" WHERE '
                     '$timeFilter GROUP BY time($__interval) fill(none)', z.unit("charter", "published"),
                     bars=True, stack=True, width=12))

@@ -34,8 +34,10 @@ GRAFANA_UNITS = {
     "per_min": "cpm",
 }
 # Outputs of charter methods that are not vocabulary fields, and the units they carry.
+# relative_load (energy_profiles): a meter's hourly power over its own daily mean, a dimensionless shape
+# (1.0 = the meter's average hour), no unit.
 OUTPUT_UNITS = {"occupancy": "fraction", "occupied_spaces": "count", "spaces": "count", "devices": "count",
-                "randomised_devices": "count", "energy_kwh": "kWh", "power": "W", "n_contributors": "count"}
+                "randomised_devices": "count", "energy_kwh": "kWh", "relative_load": "/", "n_contributors": "count"}
 assert set(OUTPUT_UNITS) >= {o for outs in METHOD_OUTPUTS.values() for o in outs} | set(POINT_FIELDS)
 
 # The ops database's measurements (written by the ingest worker and the charter job) and the units of

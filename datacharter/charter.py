@@ -223,6 +223,10 @@ class Dataset(_Strict):
     # release: each of them publishes only the subjects every one of them publishes, so that none can be
     # combined with another to give back what one suppressed
     release: str | None = Field(None, pattern=r"^[a-z][a-z0-9_]{0,62}$")
+    # count: fields that count crossings of one line both ways (people in, people out). Who walks in may walk
+    # out again, so each crossing is half a person in k: the (in + out) / 2 of a group is at most max(in, out),
+    # the fewest people who could have made its crossings. Other counts are different road users, one each.
+    crossings: tuple[str, ...] = ()
     # state sensors (parking bays): a sensor's last state holds until it changes, for at most this long
     # (a heartbeat's period and a margin); older, the sensor counts as offline
     state_ttl: str | None = None
@@ -276,6 +280,8 @@ class Dataset(_Strict):
         if private and self.k < 2:
             raise ValueError(f"source.placement: sensors {' or '.join(private)} measure a household or a business: "
                              "they never feed a dataset with k = 1")
+        if self.crossings and (self.method != "count" or set(self.crossings) - set(self.fields)):
+            raise ValueError("crossings: fields of this count dataset that count crossings of a line both ways")
         if self.noise is not None and self.method not in ("distinct_count", "count"):
             raise ValueError("noise applies to counts of people only (methods distinct_count and count)")
         if self.small_counts is not None:

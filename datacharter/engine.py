@@ -112,6 +112,8 @@ def publish(rows: pd.DataFrame, ds: Dataset, ctx: Context, aggregate, *, k: int 
             break
         subj = lvl.drop_duplicates([*keys, "subject"])
         n = subj.groupby(keys, sort=True)["w"].sum()
+        if n.dtype.kind == "f":  # halves (crossings): whole people only, rounded down
+            n = np.floor(n + 1e-9).astype(np.int64)
         ok = threshold_fn(n, lvl, r, b, cells) if threshold_fn else n >= k
         if check is not None:
             ok &= check(lvl, keys, n)
@@ -213,8 +215,10 @@ def count(frame: pd.DataFrame, ds: Dataset, ctx: Context) -> Result:
     keep = [f for f in ds.fields if f not in small and f not in means]
     parts = []
     if keep:
-        total = rows[main_fields].fillna(0).sum(axis=1) if main_fields else pd.Series(0, index=rows.index)
-        base = rows.assign(subject=np.arange(len(rows)), w=total.astype(np.int64))
+        # people a row stands for: a crossing of a line both ways is half a person (see Dataset.crossings)
+        half = pd.Series([0.5 if f in ds.crossings else 1.0 for f in main_fields], index=main_fields, dtype=float)
+        total = rows[main_fields].fillna(0).mul(half).sum(axis=1) if main_fields else pd.Series(0, index=rows.index)
+        base = rows.assign(subject=np.arange(len(rows)), w=total if ds.crossings else total.astype(np.int64))
         base = base.drop(columns=[f for f in (small | set(means)) if f in base])
         parts.append(publish(base, ds, ctx, _stats(ds.model_copy(update={"fields": {f: ds.fields[f] for f in keep}}))))
     if small or means:

@@ -7,11 +7,13 @@ For each dataset of the charter, in UTC-day windows:
    dataset's method (``datacharter.engine``) and written to the open database: one point per
    (dataset, cell, time bin), tagged with the charter version. Only closed bins (ended ``settle``
    ago) are published; the current day is processed again on the next run.
-2. Late data: closed windows within ``late_window`` whose raw row count grew since they were
-   processed are processed again, and only their points are replaced, for datasets the charter lets
-   re-publish (``late_data: reprocess``: levels of the environment). Datasets about people
-   (``late_data: freeze``) publish each day once, when it has closed, and never change it: a re-release
-   would show, by difference, what the late subjects contributed. Their late rows are counted in the audit.
+2. Late data: closed windows within ``late_window`` whose raw content changed since they were processed
+   (rows added: the row count grew; readings rewritten with the same timestamp: the count is the same, a
+   field's sum is not; one ``count(*), sum(*)`` query per dataset and run, per UTC day) are processed again,
+   and only their points are replaced, for datasets the charter lets re-publish (``late_data: reprocess``:
+   levels of the environment). Datasets about people (``late_data: freeze``) publish each day once, when it
+   has closed, and never change it: a re-release would show, by difference, what the late subjects
+   contributed. Their late rows and rewritten readings are counted in the audit.
 3. A window's old points are deleted and its new points written only when they differ (a digest):
    re-running over the same input and charter version changes nothing, and noise is never re-drawn.
 4. Each window processed leaves an audit record; the watermark moves in the same transaction.
@@ -22,7 +24,9 @@ start, as the ingest worker does.
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass
@@ -62,6 +66,46 @@ class WindowReport:
     reprocessed: bool
     read_s: float
     apply_s: float
+
+
+@dataclass(frozen=True)
+class Content:
+    """A raw window's content as one InfluxQL query sums it up, per UTC day: each field's count and, for numbers,
+    its sum (booleans: the count of ``true``; strings: the count only, InfluxDB sums no text). Rows added raise
+    a count; a reading rewritten with the same timestamp (InfluxDB overwrites it) changes a sum."""
+
+    counts: dict[str, int]
+    sums: dict[str, float]
+
+    @property
+    def rows(self) -> int:
+        """The window's size as ``SELECT count(*)`` measures it: the largest count of any field."""
+        return max(self.counts.values(), default=0)
+
+    def dumps(self) -> str:
+        return json.dumps({"count": self.counts, "sum": self.sums}, sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def loads(cls, text: str) -> Content:
+        doc = json.loads(text)
+        return cls(doc["count"], doc["sum"])
+
+    def same(self, other: Content) -> bool:
+        """Equal counts and sums; float sums up to rounding (InfluxDB may add a day's partial sums in another
+        order)."""
+        if self.counts != other.counts or self.sums.keys() != other.sums.keys():
+            return False
+        for k, a in self.sums.items():
+            b = other.sums[k]
+            if isinstance(a, int) and isinstance(b, int):
+                if a != b:
+                    return False
+            elif not math.isclose(a, b, rel_tol=1e-12, abs_tol=1e-9):
+                return False
+        return True
+
+
+EMPTY = Content({}, {})
 
 
 def databases(settings: Settings) -> dict[str, str]:
@@ -193,15 +237,19 @@ class CharterJob:
         return reports
 
     def _late_ignored(self, name: str, start: int, late: int) -> None:
-        """A frozen day received late rows: count them in the audit (once), publish nothing new."""
+        """A frozen day received late rows (``late``) or rewritten readings: count them in the audit (once: the
+        window's new content is recorded), publish nothing new."""
         seen = self.store.window(name, start)
         self.store.record(name, start, start + DAY_NS, version=seen.charter_version if seen else self.charter.version,
                           readings_in=0, rows_seen=(seen.rows_seen if seen else 0) + late,
                           published=seen.points if seen else 0, suppressed=0, deferred=0,
                           digest=seen.digest if seen else "", reprocessed=False, written=False, watermark=None,
-                          late_rows=late)
-        log.info("charter: %s %s received %d late rows; the day is frozen, nothing re-published", name,
-                 datetime.fromtimestamp(start / 1e9, UTC).date(), late)
+                          late_rows=late, fingerprint=self._fingerprint(name, start), changed=True)
+        day = datetime.fromtimestamp(start / 1e9, UTC).date()
+        if late:
+            log.info("charter: %s %s received %d late rows; the day is frozen, nothing re-published", name, day, late)
+        else:
+            log.info("charter: %s %s had readings rewritten; the day is frozen, nothing re-published", name, day)
 
     def _window(self, name: str, ds: Dataset, start: int, closed_until: int, *, reprocessed: bool) -> WindowReport:
         end = start + DAY_NS
@@ -222,7 +270,8 @@ class CharterJob:
                           rows_seen=rows_seen(frame[frame["t"] >= start]), published=len(points),
                           suppressed=result.groups_suppressed,
                           deferred=result.rows_deferred, digest=dg, reprocessed=reprocessed, written=written,
-                          watermark=end if closed and not reprocessed else None)
+                          watermark=end if closed and not reprocessed else None,
+                          fingerprint=self._fingerprint(name, start), changed=reprocessed)
         return WindowReport(name, start, end, result.readings_in, len(points), result.groups_suppressed,
                             result.rows_deferred, written, reprocessed, t1 - t0, t2 - t1)
 
@@ -305,28 +354,82 @@ class CharterJob:
             return None
         return int(df["time"].iloc[0])
 
-    def _counts(self, ds: Dataset, since: int, until: int) -> dict[int, int]:
-        """Raw rows per UTC day in [since, until)."""
+    def _counts(self, ds: Dataset, since: int, until: int) -> dict[int, Content]:
+        """The raw content (``Content``) of each UTC day in [since, until) that has rows: one request, ``count(*)``
+        and ``sum(*)`` per day (InfluxDB 1.6 sums integer and float fields and leaves booleans and strings out),
+        and per boolean field of the measurement its count of ``true``."""
         db = self.dbs[ds.source.database]
         m = quote_ident(ds.source.measurement)
-        out: dict[int, int] = {}
-        q = f"SELECT count(*) FROM {m} WHERE time >= $a AND time < $b GROUP BY time(1d)"  # noqa: S608 - checked
-        for row in self.influx.rows(q, db, {"a": since, "b": until - 1}):
-            n = max((v for k, v in row.items() if k.startswith("count_") and v is not None), default=0)
-            if n:
-                out[int(row["time"])] = int(n)
-        return out
+        when = "time >= $a AND time < $b GROUP BY time(1d)"
+        booleans = sorted(q.key.split(".", 1)[1] for q in QUANTITIES.values()
+                          if q.kind == "bool" and q.key.startswith(f"{ds.source.measurement}."))
+        q = ";".join([f"SELECT count(*), sum(*) FROM {m} WHERE {when}",  # noqa: S608 - identifiers checked
+                      *(f"SELECT count({quote_ident(b)}) FROM {m} WHERE {quote_ident(b)} = true AND {when}"  # noqa: S608
+                        for b in booleans)])
+        results = self.influx.query(q, db, {"a": since, "b": until - 1})
+        counts: dict[int, dict[str, int]] = {}
+        sums: dict[int, dict[str, float]] = {}
+        for i, res in enumerate(results):
+            for series in res.get("series", []):
+                for values in series["values"]:
+                    row = dict(zip(series["columns"], values, strict=True))
+                    day = int(row.pop("time"))
+                    for k, v in row.items():
+                        # a day's columns are those of the whole range: a field without values that day is left
+                        # out, so that a day's content does not depend on the range asked
+                        if v is None or (k.startswith("count_") and not v) or (i and not v):
+                            continue
+                        if i:  # a boolean field's count of true
+                            sums.setdefault(day, {})[booleans[i - 1]] = int(v)
+                        elif k.startswith("count_"):
+                            counts.setdefault(day, {})[k.removeprefix("count_")] = int(v)
+                        elif k.startswith("sum_"):
+                            sums.setdefault(day, {})[k.removeprefix("sum_")] = v
+        return {day: Content(c, sums.get(day, {})) for day, c in counts.items()}
 
     def _grown(self, name: str, ds: Dataset, wm: int, closed_until: int) -> list[tuple[int, int]]:
-        """(window, rows gained) of closed windows within the late window whose raw data grew since they
-        were processed."""
+        """(window, rows gained) of closed windows within the late window whose raw content changed since they
+        were processed: rows added (the row count grew, as ``rows_seen`` measured it), or readings rewritten
+        with the same timestamp (no fewer rows, another ``Content``: 0 rows gained). Fewer rows (retention)
+        are ignored: published data outlives raw data.
+
+        The one query also takes the content of every window this run may process, before any is read
+        (``_fingerprint``): a change that lands after it shows at the next run."""
         since = max(0, (closed_until - self.late_ns) // DAY_NS * DAY_NS)
+        first = min(since, wm)
+        until = closed_until // DAY_NS * DAY_NS + DAY_NS  # the end of the day holding closed_until
+        contents = self._counts(ds, first, until)
+        self._contents = (name, first, until, contents)
         if since >= wm:
             return []
         seen = self.store.windows_since(name, since)
-        counts = self._counts(ds, since, wm)
-        return sorted((s, n - (seen[s].rows_seen if s in seen else 0)) for s, n in counts.items()
-                      if s < wm and (s not in seen or n > seen[s].rows_seen))
+        out = []
+        for s, now in sorted(contents.items()):
+            if s >= wm:
+                continue
+            w = seen.get(s)
+            if w is None or now.rows > w.rows_seen:
+                out.append((s, now.rows - (w.rows_seen if w else 0)))
+            elif w.fingerprint is None:  # processed before contents were recorded: today's content is the baseline
+                self.store.set_fingerprint(name, s, now.dumps())
+            else:
+                before = Content.loads(w.fingerprint)
+                if now.rows >= before.rows and not now.same(before):
+                    out.append((s, 0))
+        return out
+
+    # the content of the windows of the current dataset, as ``_grown`` found it: (dataset, since, until, per day)
+    _contents: tuple[str, int, int, dict[int, Content]] | None = None
+
+    def _fingerprint(self, name: str, start: int) -> str | None:
+        """The content the window had before it was read (``_grown``'s query), for ``charter_windows``; None when
+        not known (then only a grown row count re-processes it)."""
+        if self._contents is None:
+            return None
+        dataset, since, until, contents = self._contents
+        if dataset != name or not since <= start < until:
+            return None
+        return contents.get(start, EMPTY).dumps()
 
     def _replace(self, dataset: str, start: int, end: int, points: pd.DataFrame) -> None:
         m = quote_ident(dataset)

@@ -1,11 +1,17 @@
 """The charter job's memory, in SQL (SQLite by default, PostgreSQL in docker-compose).
 
 - ``charter_watermarks``: per dataset, the end of the last closed window processed;
-- ``charter_windows``: per dataset and window, the raw rows seen, the digest of what was published
-  and the charter version that published it (late data is found by a growing row count);
+- ``charter_windows``: per dataset and window, the raw rows seen, the raw content it was processed from
+  (``fingerprint``: per field its count and sum, JSON), the digest of what was published and the charter
+  version that published it (late data is found by a growing row count, rewritten readings by a changed
+  fingerprint);
 - ``charter_audit``: one record per window processed: charter version, window, readings in, groups
-  published and suppressed, rows deferred to a later run, whether it was a re-processing, and the late
-  rows a frozen day received and did not publish.
+  published and suppressed, rows deferred to a later run, whether it was a re-processing, the late
+  rows a frozen day received and did not publish, and whether the window's raw content had changed
+  (``content_changed``: late rows or rewritten readings).
+
+Databases made before a column existed get it at start-up (``ALTER TABLE ... ADD COLUMN``): ``create_all``
+creates missing tables only.
 """
 
 from __future__ import annotations
@@ -22,10 +28,16 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
+    false,
     insert,
+    inspect,
     select,
+    text,
     update,
 )
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.schema import CreateColumn
 
 from storage.deadletters import make_engine
 
@@ -46,6 +58,7 @@ windows = Table(
     Column("digest", String(64), nullable=False),
     Column("charter_version", String(32), nullable=False),
     Column("processed_at", DateTime(timezone=True), nullable=False),
+    Column("fingerprint", Text, nullable=True),  # the raw content processed (job.Content); NULL: not known
 )
 audit = Table(
     "charter_audit", metadata,
@@ -62,6 +75,8 @@ audit = Table(
     Column("reprocessed", Boolean, nullable=False),
     Column("written", Boolean, nullable=False),  # False: the output was already there, unchanged
     Column("late_rows", BigInteger, nullable=False, default=0),  # late raw rows a frozen day did not publish
+    # the window's raw content had changed since it was processed (late rows, readings rewritten)
+    Column("content_changed", Boolean, nullable=False, default=False, server_default=false()),
 )
 
 
@@ -71,12 +86,30 @@ class Window:
     points: int
     digest: str
     charter_version: str
+    fingerprint: str | None = None
 
 
 class CharterStore:
     def __init__(self, url: str) -> None:
         self.engine = make_engine(url)
         metadata.create_all(self.engine)
+        self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        """Columns added to the tables since a database was created (``create_all`` leaves existing tables
+        alone): added with their type and server default. Another process adding one at the same time is fine."""
+        for table in metadata.sorted_tables:
+            have = {c["name"] for c in inspect(self.engine).get_columns(table.name)}
+            for column in table.columns:
+                if column.name in have:
+                    continue
+                ddl = CreateColumn(column).compile(dialect=self.engine.dialect)
+                try:
+                    with self.engine.begin() as c:
+                        c.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {ddl}"))
+                except DBAPIError:
+                    if column.name not in {c["name"] for c in inspect(self.engine).get_columns(table.name)}:
+                        raise
 
     def close(self) -> None:
         self.engine.dispose()
@@ -89,21 +122,31 @@ class CharterStore:
         with self.engine.connect() as c:
             row = c.execute(select(windows).where(windows.c.dataset == dataset,
                                                   windows.c.window_start == start)).first()
-        return None if row is None else Window(row.rows_seen, row.points, row.digest, row.charter_version)
+        return None if row is None else Window(row.rows_seen, row.points, row.digest, row.charter_version,
+                                               row.fingerprint)
 
     def windows_since(self, dataset: str, start: int) -> dict[int, Window]:
         with self.engine.connect() as c:
             rows = c.execute(select(windows).where(windows.c.dataset == dataset, windows.c.window_start >= start))
-            return {r.window_start: Window(r.rows_seen, r.points, r.digest, r.charter_version) for r in rows}
+            return {r.window_start: Window(r.rows_seen, r.points, r.digest, r.charter_version, r.fingerprint)
+                    for r in rows}
+
+    def set_fingerprint(self, dataset: str, start: int, fingerprint: str) -> None:
+        """A window processed before fingerprints were recorded: its content now, the baseline of later changes."""
+        with self.engine.begin() as c:
+            c.execute(update(windows).where(windows.c.dataset == dataset, windows.c.window_start == start,
+                                            windows.c.fingerprint.is_(None)).values(fingerprint=fingerprint))
 
     def record(self, dataset: str, start: int, end: int, *, version: str, readings_in: int, rows_seen: int,
                published: int, suppressed: int, deferred: int, digest: str, reprocessed: bool, written: bool,
-               watermark: int | None, late_rows: int = 0) -> None:
-        """One transaction: the window's state, its audit record and (when it closed) the watermark."""
+               watermark: int | None, late_rows: int = 0, fingerprint: str | None = None,
+               changed: bool = False) -> None:
+        """One transaction: the window's state, its audit record and (when it closed) the watermark.
+        ``changed``: the window's raw content had changed since it was processed."""
         now = datetime.now(UTC)
         with self.engine.begin() as c:
             state = {"rows_seen": rows_seen, "points": published, "digest": digest, "charter_version": version,
-                     "processed_at": now}
+                     "processed_at": now, "fingerprint": fingerprint}
             n = c.execute(update(windows).where(windows.c.dataset == dataset, windows.c.window_start == start)
                           .values(**state)).rowcount
             if not n:
@@ -111,7 +154,8 @@ class CharterStore:
             c.execute(insert(audit).values(at=now, charter_version=version, dataset=dataset, window_start=start,
                                            window_end=end, readings_in=readings_in, groups_published=published,
                                            groups_suppressed=suppressed, rows_deferred=deferred,
-                                           reprocessed=reprocessed, written=written, late_rows=late_rows))
+                                           reprocessed=reprocessed, written=written, late_rows=late_rows,
+                                           content_changed=changed))
             if watermark is not None:
                 n = c.execute(update(watermarks).where(watermarks.c.dataset == dataset)
                               .values(until_ns=watermark, updated_at=now)).rowcount

@@ -270,6 +270,20 @@ def cmd_charter(settings: Settings, args: argparse.Namespace) -> int:
                 spent = spent_epsilon(ds.noise_scale, n.max_bins_per_subject_per_day * len(ds.levels))
                 print(f"{name}: noise spends epsilon {spent:g} per subject per day (budget {n.epsilon_per_day:g}); "
                       f"published from a noised count of {ds.noise_threshold:.0f}")
+        # which registered sensors each dataset reads (category, placement, fixed or mobile), and which feed none
+        from smartzone.registry import Registry
+
+        registry = Registry.load(settings.registry)
+        network = {"gateway_health"}  # the network's own data: operations only, never a dataset
+        for name, ds in charter.datasets.items():
+            taken = sorted(s.id for s in registry.sensors.values() if ds.admits(s))
+            print(f"{name}: reads {len(taken)} registered sensors ({', '.join(ds.source.categories)}; "
+                  f"{', '.join(ds.source.placement)})")
+        idle = [s for s in registry.sensors.values() if s.category not in network
+                and not any(ds.admits(s) for ds in charter.datasets.values())]
+        for s in idle:
+            print(f"  {s.id} ({s.category}, {s.placement}{', mobile' if s.mobile else ''}) feeds no dataset: "
+                  "its data is never published")
         print(f"{settings.charter.path}: valid charter version {charter.version}, {len(charter.datasets)} datasets "
               f"({', '.join(charter.datasets)}); raw data kept {charter.doc.retention.raw}, pseudonymised "
               f"sightings {charter.doc.retention.pseudonymous}")
@@ -300,6 +314,8 @@ def cmd_charter(settings: Settings, args: argparse.Namespace) -> int:
                                                                                 else "unchanged")
             if r["late_rows"]:
                 note = f"{r['late_rows']} late rows not published (day frozen)"
+            elif r.get("content_changed") and not r["reprocessed"]:
+                note = "readings rewritten, not published (day frozen)"
             print(f"{r['at']:%Y-%m-%d %H:%M:%S} {r['charter_version']:11} {r['dataset']:19} {day:16} "
                   f"{r['readings_in']:9d} {r['groups_published']:9d} {r['groups_suppressed']:10d} "
                   f"{r['rows_deferred']:8d}  {note}")

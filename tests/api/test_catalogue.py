@@ -128,6 +128,28 @@ def test_noise_is_shown_for_pedestrian_flow(described):
     assert all(described[n]["charter"]["noise"] is None for n in CHARTER.datasets if n != "pedestrian_flow")
 
 
+def test_the_charter_rules_are_all_shown(described):
+    for name, d in described.items():
+        ds, rules = CHARTER.datasets[name], d["charter"]
+        assert "dominance" not in rules  # the old key: the rules are per data owner now (magnitude)
+        assert rules["sources"] == {"categories": list(ds.source.categories), "placement": list(ds.source.placement),
+                                    "sensors": ds.source.sensors}
+        assert (rules["magnitude"] is None) == (ds.magnitude is None)
+        assert (rules["release"] is None) == (ds.release is None)
+        assert (rules["state_ttl"] is None) == (ds.state_ttl is None)
+        assert rules["protects_against"] and rules["does_not_protect_against"]
+        assert rules["protects_against"] in rules["explanation"]
+    energy = described["energy"]["charter"]
+    assert energy["magnitude"]["min_owners"] == 3 and energy["magnitude"]["p_percent"] == 10
+    assert energy["magnitude"]["dominance"] == {"n": 1, "k": 50}
+    assert energy["release"] == {"id": "energy", "with": ["energy_profiles"]}
+    assert described["parking"]["charter"]["state_ttl"] == "PT2H"
+    assert described["mobile_air_quality"]["charter"]["counts"].startswith("vehicles")
+    assert described["energy_profiles"]["charter"]["counts"] == "meters"
+    units = {f["name"]: f["unit"] for f in described["energy_profiles"]["fields"]}
+    assert units["relative_load_p50"] == "/"
+
+
 def test_fields_carry_units(described):
     units = {(n, f["name"]): f["unit"] for n, d in described.items() for f in d["fields"]}
     assert units["air_quality", "pm2_5_mean"] == QUANTITIES["air_quality.pm2_5"].unit == "ug/m3"

@@ -6,6 +6,7 @@ import io
 from datetime import timedelta
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -82,6 +83,46 @@ def test_csv_and_parquet_read_back_with_pandas_equal_the_json(client, limit):
     table = pq.read_table(io.BytesIO(r.content)).to_pandas()
     table["time"] = table["time"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
     pd.testing.assert_frame_equal(table[expected.columns], expected, check_dtype=False)
+
+
+@pytest.mark.parametrize(("dataset", "extra"), [("traffic", {}), ("traffic", {"resolution": "1d"}),
+                                                ("pedestrian_counts", {}), ("pedestrian_flow", {})])
+def test_counts_are_integers_in_parquet_as_in_json_and_csv(client, dataset, extra):
+    """The counts the charter writes as integers (``integer_fields``) are int64 columns in Parquet, nullable
+    (pedestrian_counts publishes ``people_in``/``people_out`` and never ``people``): 36, not 36.0."""
+    from datacharter.job import integer_fields
+
+    ds = CHARTER.datasets[dataset]
+    params = {"from": D0, "to": D1, "limit": 100_000, **extra}
+    rows, _ = get_all(client, URL.format(dataset), **params)
+    assert rows
+    r = client.get(URL.format(dataset), params={**params, "format": "parquet"})
+    assert r.status_code == 200, r.text
+    table = pq.read_table(io.BytesIO(r.content))
+    schema = table.schema
+    counts = [n for n in schema.names if n in integer_fields(ds)]
+    assert "n_contributors" in counts and len(counts) > 1, counts
+    for name in schema.names:
+        if name in counts:
+            assert schema.field(name).type == pa.int64(), (name, schema.field(name).type)
+        elif name not in ("time", "cell", "h3_resolution", "bin", "charter_version", "profile"):
+            assert schema.field(name).type == pa.float64(), name
+    # the values equal the JSON's, integers as integers (and missing where JSON omits them)
+    got = [{k: v for k, v in row.items() if v is not None} for row in table.to_pylist()]
+    for row in got:
+        row["time"] = row["time"].strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert got == rows
+    for row in rows:
+        for name in counts:
+            assert name not in row or type(row[name]) is int, (name, row)
+    if dataset == "pedestrian_counts":  # a count the dataset never publishes: an int64 column of nulls
+        assert table.column("people").null_count == table.num_rows and "people" not in rows[0]
+    # CSV writes the same integers
+    text = client.get(URL.format(dataset), params={**params, "format": "csv"}).text
+    header, first = text.split("\r\n")[:2]
+    for name, value in zip(header.split(","), first.split(","), strict=True):
+        if name in counts and value:
+            assert value == str(rows[0][name]), (name, value)
 
 
 def test_formats_by_accept_header_and_geojson_polygons(client):
@@ -188,3 +229,18 @@ def test_closed_windows_are_immutable_and_etags_give_304(client):
     r = client.get(URL.format("noise"), params=params)  # may still change with late data (2-day window)
     assert r.headers["cache-control"] == "public, max-age=60"
     assert client.get(URL.format("noise"), params={**params, "limit": 11}).headers["etag"] != r.headers["etag"]
+
+
+@pytest.mark.parametrize("dataset", ["energy", "noise"])
+def test_level_all_is_the_finest_points_and_the_rollups_each_once(client, published, dataset):
+    """What a dashboard shows (every level): the finest points and the roll-ups, none twice or missing."""
+    params = {"from": D0, "to": D1, "limit": 100_000}
+    finest, _ = get_all(client, URL.format(dataset), **params, level="finest")
+    rollups, _ = get_all(client, URL.format(dataset), **params, level="rollups")
+    both, _ = get_all(client, URL.format(dataset), **params, level="all")
+    assert finest or rollups
+    if dataset == "energy":
+        assert rollups and not finest  # energy: every cell holds too few owners, rolled up to res 8
+    key = lambda r: (r["time"], r["cell"], r["bin"])  # noqa: E731
+    assert sorted(map(key, both)) == sorted(map(key, finest + rollups))
+    assert len(set(map(key, both))) == len(both)

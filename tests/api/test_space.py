@@ -168,13 +168,28 @@ def test_each_sensor(client, registry):
         quantities = {m["quantity"] for m in d["measures"]}
         assert {k for k in QUANTITIES if k.startswith(s.category + ".")} | set(s.fields.values()) == quantities
         assert all(m["unit"] == QUANTITIES[m["quantity"]].unit for m in d["measures"])
-        assert d["datasets"], s.id  # every listed sensor feeds a dataset of the charter
+        # exactly the datasets the charter job reads the sensor for: admitted, and of what it sends
+        assert [x["id"] for x in d["datasets"]] == reached(s), s.id
+        assert d["placement"] == s.placement and d["published"] == bool(d["datasets"])
         for rule in d["datasets"]:
             ds = CHARTER.datasets[rule["id"]]
             assert rule["k"] == ds.k and rule["explanation"].startswith(ds.title)
             assert ("epsilon_per_day" in (rule["noise"] or {})) == (ds.noise is not None)
+            prot = rule["protection"]
+            assert prot["k"] == ds.k and s.placement in prot["sources"]["placement"]
+            assert prot["sources"]["categories"] == list(ds.source.categories)
+            assert (prot["magnitude"] is None) == (ds.magnitude is None)
+            assert (prot["release"] is None) == (ds.release is None)
+            assert (prot["small_counts"] is None) == (ds.small_counts is None)
+            assert (prot["state_ttl"] is None) == (ds.state_ttl is None)
+            assert prot["protects_against"] and prot["does_not_protect_against"]
+            if ds.about_people:  # no raw extreme of a contributor, only registry outputs (spaces)
+                assert all(f.startswith("spaces_") for f in prot["extremes"]["published"]), rule["id"]
         loc = d["location"]
-        if s.mobile:
+        if not d["datasets"]:
+            assert loc["cell"] is None and loc["published_as"].startswith("not published")
+            assert d["publication"].startswith("Its data is not published in any open dataset")
+        elif s.mobile:
             assert loc["cell"] is None and loc["published_as"] == "mobile: published per 200 m cell and hour"
             assert [x["id"] for x in d["datasets"]] == ["mobile_air_quality"]
         else:
@@ -183,6 +198,56 @@ def test_each_sensor(client, registry):
             for rule in d["datasets"]:
                 ds = CHARTER.datasets[rule["id"]]
                 assert rule["cell"] == h3.latlng_to_cell(s.position.lat, s.position.lon, ds.space.resolution)
+
+
+def reached(s) -> list[str]:
+    """The datasets a sensor's data reaches, from the charter's own rule: admitted, and sending what it reads."""
+    out = []
+    for name, ds in CHARTER.datasets.items():
+        if not ds.admits(s):
+            continue
+        if ds.source.database == "pseudonymous":  # probe sniffers of the sighting kinds it counts
+            sends = s.category == "pedestrian_flow" and s.technology in ds.source.kinds
+        else:
+            sends = ds.source.measurement == s.category or any(
+                q.split(".")[0] == ds.source.measurement and q.split(".")[1] in ds.fields for q in s.fields.values())
+        if sends:
+            out.append(name)
+    return out
+
+
+def test_sensors_reach_only_the_datasets_that_admit_them(client, registry):
+    # the housing block's box also holds a BME280: its weather rows are never read, so weather is not listed
+    egmont = client.get("/v1/sensors/energy-housing-egmont").json()
+    assert [x["id"] for x in egmont["datasets"]] == ["energy", "energy_profiles"]
+    assert egmont["placement"] == "private_premises"
+    rules = {x["id"]: x["protection"] for x in egmont["datasets"]}
+    assert rules["energy"]["magnitude"] == {"per": "data owner (the registry's owner of each sensor)",
+                                            "min_owners": 3, "dominance": {"n": 1, "k": 50.0}, "p_percent": 10.0}
+    assert rules["energy"]["release"] == {"id": "energy", "with": ["energy_profiles"]}
+    assert rules["energy_profiles"]["release"] == {"id": "energy", "with": ["energy"]}
+    assert rules["energy_profiles"]["counts"] == "meters"
+    assert "moves the median at most to its neighbours' values" in rules["energy_profiles"]["does_not_protect_against"]
+    assert "block manager" in rules["energy"]["protects_against"]
+    assert "housing-egmont-manager" not in client.get("/v1/sensors").text  # owners are never shown
+    # an indoor classroom CO2 sensor feeds nothing, and says so
+    school = client.get("/v1/sensors/aq-lora-school-volkstraat").json()
+    assert school["datasets"] == [] and school["published"] is False and school["placement"] == "indoor"
+    assert school["location"]["cell"] is None
+    assert school["publication"].startswith("Its data is not published in any open dataset. It is placed indoors")
+    # trackers: k counts vehicles; statistics over vehicles, no extremes
+    tracker = client.get("/v1/sensors/aq-lora-tracker-1").json()
+    prot = tracker["datasets"][0]["protection"]
+    assert prot["counts"].startswith("vehicles") and prot["extremes"]["published"] == []
+    assert "city-van-1" not in client.get("/v1/sensors").text  # vehicles are never shown
+    parking = client.get("/v1/sensors/parking-lora-bay-volkstraat-1").json()["datasets"][0]["protection"]
+    assert parking["state_ttl"] == "PT2H" and parking["extremes"]["published"] == ["spaces_max"]
+    traffic = client.get("/v1/sensors/traffic-volkstraat-1").json()["datasets"][0]["protection"]
+    assert traffic["small_counts"]["below"] == 5 and traffic["small_counts"]["means"] == {
+        "speed_mean": ["cars", "heavy_vehicles"]}
+    for s in registry.sensors.values():
+        if s.placement != "public_space":
+            assert all(CHARTER.datasets[n].k > 1 for n in reached(s)), s.id
 
 
 def test_sensor_rules(client):

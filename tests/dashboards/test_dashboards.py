@@ -268,7 +268,7 @@ def test_every_open_data_panel_links_to_its_dataset_in_the_api():
             assert urls == sorted(u for d in datasets for u in (
                 f"${{api_url}}/v1/datasets/{d}",
                 f"${{api_url}}/v1/datasets/{d}/observations?from=${{__from:date:iso}}&to=${{__to:date:iso}}"
-                "&align=outer&format=csv&limit=1000000")), (uid, p["title"])
+                "&align=outer&level=all&format=csv&limit=1000000")), (uid, p["title"])
             assert all(link["targetBlank"] and link["title"] for link in p["links"])
             linked += 1
         if any(p.get("links") for p in _panels(board)):

@@ -857,3 +857,28 @@ def test_one_car_at_night_on_a_dead_end_street_is_not_published():
     vehicles = speed["cars"].fillna(0) + speed["heavy_vehicles"].fillna(0)
     assert (speed["n_contributors"] >= ds.small_counts.below).all()
     assert (vehicles[speed["bin"] == "1h"] >= 0).all()
+
+
+def test_five_people_crossing_a_line_both_ways_are_not_a_group_of_ten():
+    """A people counter counts crossings: five people who walk in and out again are ten crossings, not ten people.
+    Each crossing is half a person in k (``crossings``): (in + out) / 2 is at most max(in, out), the fewest people
+    who could have made them."""
+    door = h3.latlng_to_cell(*synthetic.CENTRE, 10)
+    # the counter reports every 15 minutes: five in at 02:00, the same five out at 02:30
+    rows = [(DAY0 + 2 * HOUR_NS + 15 * MINUTE_NS, "people-counter-door", door, np.nan, 5, 0),
+            (DAY0 + 2 * HOUR_NS + 45 * MINUTE_NS, "people-counter-door", door, np.nan, 0, 5)]
+    frame = pd.DataFrame(rows, columns=["t", "sensor", "cell", "people", "people_in", "people_out"])
+    ds = CHARTER.datasets["pedestrian_counts"]
+    ctx = _ctx(DAY0 + DAY_NS)
+    # negative control: every crossing counted as a person, the five night walkers publish as a group of 10
+    old = ds.model_copy(update={"crossings": ()})
+    leak = engine.count(frame, old, ctx).points
+    assert len(leak) == 1 and leak["n_contributors"].iloc[0] == 10 and leak["people_in"].iloc[0] == 5
+    assert engine.count(frame, ds, ctx).points.empty
+    # ten people in and out (twenty crossings) are a group of ten; a one-way counter (people) counts each
+    both = frame.assign(people_in=frame["people_in"] * 2, people_out=frame["people_out"] * 2)
+    pts = engine.count(both, ds, ctx).points
+    assert len(pts) == 1 and pts["people_in"].iloc[0] == 10 and pts["n_contributors"].iloc[0] == 10
+    one_way = frame.assign(sensor="thermal-counter", people=frame["people_in"] + frame["people_out"],
+                           people_in=np.nan, people_out=np.nan)
+    assert engine.count(one_way, ds, ctx).points["n_contributors"].tolist() == [10]

@@ -96,3 +96,51 @@ def test_explain_speaks_plainly_about_every_dataset():
     assert "Not published: gateway and sensor health" in text
     with pytest.raises(KeyError):
         explain(c, "gateway_health")
+
+
+def test_explain_says_every_rule_of_the_second_attack_round():
+    c = Charter.load()
+    texts = {name: explain(c, name) for name in c.datasets}
+    for name, text in texts.items():
+        assert "  Which sensors: only registered " in text, name
+        assert "  Protects against: " in text and "  Does not protect against: " in text, name
+        if c.datasets[name].about_people:
+            assert "No minimum or maximum is published" in text or "Statistics over vehicles" in text, name
+    # placement: the k = 1 environment datasets read public-space sensors only, and say what is left
+    for name in ("air_quality", "weather", "noise"):
+        assert "placed in the street (public space). Sensors on private premises or indoors" in texts[name]
+        assert "they are never read for this dataset" in texts[name]
+        assert "single public-space sensors (k = 1)" in texts[name]
+    energy = texts["energy"]
+    assert "on private premises" in energy and "indoors" in energy
+    assert "never publishes fewer than 10 grid connections together" in energy
+    # magnitude rules per data owner
+    assert "at least 3 different owners" in energy and "more than 50% of it" in energy
+    assert "could estimate another owner's to within 10%" in energy
+    assert "a block manager reading his own meter" in energy
+    # one release with the profiles
+    assert "One release with 'energy_profiles'" in energy
+    assert "One release with 'energy'" in texts["energy_profiles"]
+    # shapes only
+    profiles = texts["energy_profiles"]
+    assert "Shapes only" in profiles and "no kW or kWh is published" in profiles
+    assert "at least 10 meters to a group" in profiles and "median of each hour" in profiles
+    assert "moves the median at most to its neighbours' values" in profiles
+    # vehicles counted, statistics over contributors, the residual of a group of 3
+    mobile = texts["mobile_air_quality"]
+    assert "k counts vehicles (trackers on the same vehicle count once)" in mobile
+    assert "from the second smallest to the second largest" in mobile and "No minimum or maximum" in mobile
+    assert "in a group of only 3 vehicles the median is the middle vehicle's average" in mobile
+    # state carry, publication from the registered spaces
+    parking = texts["parking"]
+    assert "holds until it changes, for at most 2 hours" in parking
+    assert "decided from the parking spaces registered in it, not from the sensors that happened to report" in parking
+    assert "an area that is full (or empty) says that every one of its bays is taken" in parking
+    # small counts of every class, and the weighted speed
+    traffic = texts["traffic"]
+    assert "counts of cars, heavy vehicles, cyclists and pedestrians below 5 in a period of 1 hour" in traffic
+    assert "added to the figure of the day" in traffic
+    assert "weighted by the cars and heavy vehicles it averages" in traffic
+    assert "never an average over fewer than 5 vehicles" in traffic
+    # the schema's removed key is gone from the text, and nothing mentions a single connection's share
+    assert "No single grid connection" not in explain(c)

@@ -20,6 +20,7 @@ from ingest.pipeline import Pipeline
 from ingest.worker import ensure_databases, pseudonymiser
 from smartzone import cli
 from smartzone.names import parse_duration
+from smartzone.quantities import QUANTITIES
 from smartzone.registry import Registry
 from smartzone.settings import Settings
 from storage.influx import Influx
@@ -243,6 +244,152 @@ def test_late_data_of_a_dataset_about_people_is_counted_not_republished(zone):
     assert len([a for a in CharterStore(settings.sql_url).audit("parking") if a["late_rows"]]) == 1
 
 
+def _rewrite(influx: Influx, db: str, measurement: str, sensor: str, at: datetime, field: str, change) -> tuple:
+    """Send again the sensor's first reading from ``at`` on, with the same series and timestamp and ``field``
+    changed by ``change``: InfluxDB overwrites the value, the row count stays. (old value, new value, time)."""
+    rows = influx.rows(f'SELECT * FROM "{measurement}" WHERE "sensor" = $s AND time >= $t GROUP BY * LIMIT 1',  # noqa: S608
+                       db, {"s": sensor, "t": int(at.timestamp()) * 10**9})
+    row = rows[0]
+    old = row[field]
+    keys = {k: v for k, v in row.items() if k not in ("time", "_measurement") and isinstance(v, str) and v != ""}
+    tags = ",".join(f"{k}={v}" for k, v in sorted(keys.items()))
+    new = change(old)
+    value = f"{int(new)}i" if QUANTITIES[f"{measurement}.{field}"].kind == "int" else repr(float(new))
+    influx.write(db, f"{measurement},{tags} {field}={value} {row['time']}".encode())
+    return old, new, row["time"]
+
+
+def _day_rows(influx: Influx, db: str, measurement: str) -> int:
+    q = f'SELECT count(*) FROM "{measurement}" WHERE time >= $a AND time < $b'  # noqa: S608
+    row = influx.rows(q, db, {"a": int(DAY.timestamp()) * 10**9, "b": int(DAY.timestamp()) * 10**9 + DAY_NS - 1})[0]
+    return max(v for k, v in row.items() if k.startswith("count_"))
+
+
+def test_a_rewritten_reading_reprocesses_its_day(zone):
+    """A corrected reading sent with the same timestamp overwrites the raw one: the day's row count does not
+    change (a count alone would miss it), its content does; the day is processed again and the open database
+    serves the new value."""
+    influx, settings, job = zone["influx"], zone["settings"], zone["job"]
+    raw, start = settings.influx.raw_database, int(DAY.timestamp()) * 10**9
+    store = CharterStore(settings.sql_url)
+    rows_before = _day_rows(influx, raw, "weather")
+    assert store.window("weather", start).rows_seen == rows_before
+    old, new, t = _rewrite(influx, raw, "weather", "wx-volkstraat-1", DAY + timedelta(hours=13), "temperature",
+                           lambda v: round(v + 15.25, 2))
+    # the negative control: the raw row count is what the job saw, so a count-only rule finds nothing late
+    assert _day_rows(influx, raw, "weather") == rows_before == store.window("weather", start).rows_seen
+    assert job._counts(CHARTER.datasets["weather"], start, start + DAY_NS)[start].rows == rows_before
+    reports = job.run_once(now=AFTER_DAY + timedelta(hours=22))
+    redone = [r for r in reports if r.reprocessed]
+    assert [(r.dataset, r.start) for r in redone] == [("weather", start)]
+    assert redone[0].written
+    cell = zone["registry"].cell_of("wx-volkstraat-1")
+    bin_start = t // (15 * 60 * 10**9) * (15 * 60 * 10**9)
+    served = influx.rows('SELECT "temperature_max" FROM "weather" WHERE "cell" = $cell AND time = $t',
+                         settings.charter.open_database, {"cell": cell, "t": bin_start})
+    assert served[0]["temperature_max"] == new != old
+    # recorded: the next run re-processes nothing, and the audit says why it re-processed
+    assert not any(r.reprocessed for r in job.run_once(now=AFTER_DAY + timedelta(hours=22)))
+    audit = [a for a in store.audit("weather", limit=500) if a["content_changed"]]
+    assert [(a["window_start"], a["reprocessed"], a["written"], a["late_rows"]) for a in audit] == [
+        (start, True, True, 0)]
+    store.close()
+
+
+def test_a_rewritten_reading_of_a_frozen_day_is_counted_not_republished(zone, monkeypatch, capsys):
+    """Energy is frozen: a meter's rewritten power changes the day's raw content, not its count; nothing is
+    re-published (its profiles, from the same meters, neither), the audit records the change once."""
+    influx, settings, job = zone["influx"], zone["settings"], zone["job"]
+    raw, start = settings.influx.raw_database, int(DAY.timestamp()) * 10**9
+    before = snapshot(influx, settings)
+    rows_before = _day_rows(influx, raw, "energy")
+    _rewrite(influx, raw, "energy", "energy-school-volkstraat", DAY + timedelta(hours=9), "power",
+             lambda v: round(v * 3 + 1000.5, 1))
+    assert _day_rows(influx, raw, "energy") == rows_before  # the count alone does not change
+    reports = job.run_once(now=AFTER_DAY + timedelta(hours=23))
+    assert not [r for r in reports if r.reprocessed]
+    assert snapshot(influx, settings) == before
+    store = CharterStore(settings.sql_url)
+
+    def changed():
+        return sorted((a["dataset"], a["window_start"], a["late_rows"], a["written"]) for a in store.audit(limit=500)
+                      if a["content_changed"] and a["dataset"].startswith("energy"))
+
+    assert changed() == [("energy", start, 0, False), ("energy_profiles", start, 0, False)]
+    job.run_once(now=AFTER_DAY + timedelta(hours=23))  # counted once, not at every run
+    assert len(changed()) == 2
+    # the other frozen days' content is as processed: the sightings (string tags, an integer field), the bays
+    # (a boolean field: the late row of the test above), ... sum up the same run after run
+    assert {a["dataset"] for a in store.audit(limit=1000) if a["content_changed"] and not a["reprocessed"]} == {
+        "parking", "energy", "energy_profiles"}
+    store.close()
+    # ``smartzone charter audit`` shows it
+    monkeypatch.setenv("SMARTZONE_DATA_DIR", str(settings.data_dir))
+    assert cli.main(["charter", "audit", "energy"]) == 0
+    assert re.search(r"energy\s+" + DAY.strftime("%Y-%m-%d") + r".*readings rewritten, not published \(day frozen\)",
+                     capsys.readouterr().out)
+
+
+def test_a_store_made_before_the_new_columns_gets_them(tmp_path):
+    """A charter_windows/charter_audit of an earlier release (SQLAlchemy's create_all does not change existing
+    tables): the columns are added at start-up, old rows read as unknown content and unchanged."""
+    import sqlalchemy as sa
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = sa.create_engine(url)
+    with engine.begin() as c:
+        c.execute(sa.text("CREATE TABLE charter_windows (dataset VARCHAR(64) NOT NULL, window_start BIGINT NOT NULL, "
+                          "rows_seen BIGINT NOT NULL, points INTEGER NOT NULL, digest VARCHAR(64) NOT NULL, "
+                          "charter_version VARCHAR(32) NOT NULL, processed_at DATETIME NOT NULL, "
+                          "PRIMARY KEY (dataset, window_start))"))
+        c.execute(sa.text("CREATE TABLE charter_audit (id INTEGER NOT NULL PRIMARY KEY, at DATETIME NOT NULL, "
+                          "charter_version VARCHAR(32) NOT NULL, dataset VARCHAR(64) NOT NULL, "
+                          "window_start BIGINT NOT NULL, window_end BIGINT NOT NULL, readings_in BIGINT NOT NULL, "
+                          "groups_published INTEGER NOT NULL, groups_suppressed INTEGER NOT NULL, "
+                          "rows_deferred BIGINT NOT NULL, reprocessed BOOLEAN NOT NULL, written BOOLEAN NOT NULL, "
+                          "late_rows BIGINT NOT NULL)"))
+        c.execute(sa.text("INSERT INTO charter_windows VALUES ('noise', 0, 10, 2, 'abc', '1', '2026-11-25 00:00:00')"))
+        c.execute(sa.text("INSERT INTO charter_audit VALUES (1, '2026-11-25 00:00:00', '1', 'noise', 0, 1, 10, 2, 0, "
+                          "0, 0, 1, 3)"))
+    engine.dispose()
+    store = CharterStore(url)
+    columns = {t: {c["name"] for c in sa.inspect(store.engine).get_columns(t)}
+               for t in ("charter_windows", "charter_audit")}
+    assert "fingerprint" in columns["charter_windows"] and "content_changed" in columns["charter_audit"]
+    assert store.window("noise", 0).fingerprint is None and store.window("noise", 0).rows_seen == 10
+    [old] = store.audit()
+    assert old["late_rows"] == 3 and old["content_changed"] is False
+    store.set_fingerprint("noise", 0, '{"count":{"laeq":10},"sum":{"laeq":500.5}}')
+    store.record("noise", DAY_NS, 2 * DAY_NS, version="2", readings_in=5, rows_seen=5, published=1, suppressed=0,
+                 deferred=0, digest="d", reprocessed=True, written=True, watermark=None, fingerprint="{}",
+                 changed=True)
+    assert store.window("noise", 0).fingerprint == '{"count":{"laeq":10},"sum":{"laeq":500.5}}'
+    assert store.windows_since("noise", DAY_NS)[DAY_NS].fingerprint == "{}"
+    assert [a["content_changed"] for a in store.audit()] == [True, False]
+    store.close()
+    CharterStore(url).close()  # started again: nothing left to add
+
+
+def test_a_day_processed_before_fingerprints_takes_its_content_as_baseline(zone):
+    """Windows recorded by an earlier release have no fingerprint: the first run takes today's content as the
+    baseline (re-processing nothing), later rewrites are found against it."""
+    import sqlalchemy as sa
+
+    influx, settings, job = zone["influx"], zone["settings"], zone["job"]
+    start = int(DAY.timestamp()) * 10**9
+    store = CharterStore(settings.sql_url)
+    with store.engine.begin() as c:
+        c.execute(sa.text("UPDATE charter_windows SET fingerprint = NULL WHERE dataset = 'noise'"))
+    assert store.window("noise", start).fingerprint is None
+    assert not any(r.reprocessed for r in job.run_once(now=AFTER_DAY + timedelta(hours=23)))
+    assert store.window("noise", start).fingerprint is not None
+    _rewrite(influx, settings.influx.raw_database, "noise", "noise-volkstraat-1", DAY + timedelta(hours=16),
+             "laeq", lambda v: round(v + 7.5, 1))
+    redone = [(r.dataset, r.start) for r in job.run_once(now=AFTER_DAY + timedelta(hours=23)) if r.reprocessed]
+    assert redone == [("noise", start)]
+    store.close()
+
+
 def test_a_new_charter_version_leaves_old_points_alone(zone, tmp_path):
     influx, settings = zone["influx"], zone["settings"]
     newer = Charter.parse(CHARTER.text.replace(f'version: "{CHARTER.version}"', 'version: "2026.12.0"'))
@@ -275,6 +422,10 @@ def test_the_commands(zone, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert f"valid charter version {CHARTER.version}" in out
     assert "pedestrian_flow: noise spends epsilon 1 per subject per day (budget 1)" in out
+    # which registered sensors each dataset reads, and the indoor classroom sensor that feeds none
+    assert "energy: reads 11 registered sensors (energy; public_space, private_premises, indoor)" in out
+    assert "weather: reads 4 registered sensors (weather; public_space)" in out
+    assert "aq-lora-school-volkstraat (air_quality, indoor) feeds no dataset" in out
     assert cli.main(["charter", "explain", "energy"]) == 0
     assert "at least 10 different grid connections" in capsys.readouterr().out
     assert cli.main(["charter", "explain", "gateway_health"]) == 2
