@@ -48,7 +48,6 @@ from starlette.responses import Response, StreamingResponse
 
 from api.problems import Problem
 from datacharter.charter import Dataset, open_field
-from datacharter.job import integer_fields
 from smartzone.names import parse_duration
 from smartzone.quantities import QUANTITIES
 from storage.influx import quote_ident
@@ -207,7 +206,7 @@ class Query_:
                         *[o[0] for o in outputs]]
         # the counts the charter writes as integers (coarser resolutions sum them: integers still); in every
         # format they stay integers, missing where a point lacks them (a small count moved to a coarser bin)
-        counts = integer_fields(ds)
+        counts = ds.integer_fields
         self.integers = [o[0] for o in outputs if o[0] in counts]
         if "profile" in ds.fields or ds.method == "profiles":
             self.columns.insert(4, "profile")

@@ -345,6 +345,16 @@ class Dataset(_Strict):
         """Every field name a published point of this dataset may carry."""
         return {open_field(f, a) for f, a in self.outputs} | set(POINT_FIELDS)
 
+    @property
+    def integer_fields(self) -> set[str]:
+        """Open fields written as integers (InfluxDB refuses a field whose type changes): counts."""
+        out = {"n_contributors", "devices", "randomised_devices"}
+        for f, a in self.outputs:
+            q = QUANTITIES.get(f"{self.source.measurement}.{f}")
+            if a in ("sum", "count") and q is not None and q.kind == "int":
+                out.add(open_field(f, a))
+        return out
+
 
 def open_field(field: str, aggregate: str) -> str:
     """The open database's field name of an aggregate: ``pm2_5_mean``; counts keep their name."""

@@ -35,7 +35,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pandas as pd
 
-from datacharter.charter import Charter, Dataset, open_field
+from datacharter.charter import Charter, Dataset
 from datacharter.engine import DAY_NS, NS, Context, Result, digest, release, run
 from datacharter.noise import load_key
 from datacharter.store import CharterStore
@@ -436,7 +436,7 @@ class CharterJob:
         q = f"DELETE FROM {m} WHERE time >= {int(start)} AND time < {int(end)}"  # noqa: S608 - identifier, integers
         self.influx.query(q, self.open_db, write=True)
         if not points.empty:
-            body = to_lines(dataset, points, self.charter.version, integer_fields(self.charter.datasets[dataset]))
+            body = to_lines(dataset, points, self.charter.version, self.charter.datasets[dataset].integer_fields)
             for i in range(0, len(body), 5000):
                 self.influx.write(self.open_db, "\n".join(body[i:i + 5000]).encode())
 
@@ -462,16 +462,6 @@ def normalise(df: pd.DataFrame) -> pd.DataFrame:
         if c not in df:
             df[c] = ""
     return df
-
-
-def integer_fields(ds: Dataset) -> set[str]:
-    """Open fields written as integers (InfluxDB refuses a field whose type changes): counts."""
-    out = {"n_contributors", "devices", "randomised_devices"}
-    for f, a in ds.outputs:
-        q = QUANTITIES.get(f"{ds.source.measurement}.{f}")
-        if a in ("sum", "count") and q is not None and q.kind == "int":
-            out.add(open_field(f, a))
-    return out
 
 
 def to_lines(dataset: str, points: pd.DataFrame, version: str, integers: set[str]) -> list[str]:

@@ -88,9 +88,8 @@ def test_csv_and_parquet_read_back_with_pandas_equal_the_json(client, limit):
 @pytest.mark.parametrize(("dataset", "extra"), [("traffic", {}), ("traffic", {"resolution": "1d"}),
                                                 ("pedestrian_counts", {}), ("pedestrian_flow", {})])
 def test_counts_are_integers_in_parquet_as_in_json_and_csv(client, dataset, extra):
-    """The counts the charter writes as integers (``integer_fields``) are int64 columns in Parquet, nullable
+    """The counts the charter writes as integers (``Dataset.integer_fields``) are int64 columns in Parquet, nullable
     (pedestrian_counts publishes ``people_in``/``people_out`` and never ``people``): 36, not 36.0."""
-    from datacharter.job import integer_fields
 
     ds = CHARTER.datasets[dataset]
     params = {"from": D0, "to": D1, "limit": 100_000, **extra}
@@ -100,7 +99,7 @@ def test_counts_are_integers_in_parquet_as_in_json_and_csv(client, dataset, extr
     assert r.status_code == 200, r.text
     table = pq.read_table(io.BytesIO(r.content))
     schema = table.schema
-    counts = [n for n in schema.names if n in integer_fields(ds)]
+    counts = [n for n in schema.names if n in ds.integer_fields]
     assert "n_contributors" in counts and len(counts) > 1, counts
     for name in schema.names:
         if name in counts:
