@@ -53,7 +53,6 @@ def _load_days(settings_json: str, days: list[tuple[int, str]], step, pseudo_cut
     from datacharter.charter import Charter
     from gateways.simulator import Zone
     from ingest.pipeline import Pipeline
-    from ingest.worker import pseudonymiser
     from smartzone.registry import Registry
     from smartzone.settings import Settings
     from storage.influx import Influx
@@ -61,11 +60,13 @@ def _load_days(settings_json: str, days: list[tuple[int, str]], step, pseudo_cut
     settings = Settings.model_validate_json(settings_json)
     charter = Charter.load(settings.charter.path)
     registry = Registry.load(settings.registry)
-    raw_db, ops_db, pseudo_db = (settings.influx.raw_database, settings.influx.ops_database,
-                                 settings.influx.pseudonymous_database)
+    from smartzone.model import Store
+    from storage.databases import databases
+
+    names = databases(settings)
+    raw_db, ops_db, pseudo_db = names[Store.RAW], names[Store.OPS], names[Store.PSEUDONYMOUS]
     with Influx(settings.influx) as influx:
-        pipe = Pipeline(registry, settings.ingest.routes, max_payload_bytes=65_536, max_future=timedelta(minutes=5),
-                        max_age=timedelta(days=DAYS + 2), pseudonymiser=pseudonymiser(settings, charter))
+        pipe = Pipeline.from_settings(settings, registry, charter)
         zone = Zone(registry, 42)
         for idx, start_iso in days:
             t0 = time.perf_counter()
@@ -84,12 +85,14 @@ def _load_days(settings_json: str, days: list[tuple[int, str]], step, pseudo_cut
                 t = start + timedelta(seconds=i * day_step)
                 received = t + timedelta(milliseconds=200)
                 for e in zone.messages(t, 1, day_step, first_round=idx * 1440 + i):
-                    res = pipe.process(pipe.message(e.topic, e.payload, received))
+                    msg = pipe.message(e.topic, e.payload, received)
+                    res, letter = pipe.render(msg, pipe.process(msg))
                     stats["messages"] += 1
-                    stats["dead_letters"] += res.letter is not None
-                    pseudo = [ln for ln in res.pseudo_lines if int(ln.rsplit(" ", 1)[1]) >= pseudo_cutoff_ns]
-                    stats["pseudo_dropped"] += len(res.pseudo_lines) - len(pseudo)
-                    for db, lines, key in ((raw_db, res.lines, "raw"), (ops_db, res.ops_lines, "ops"),
+                    stats["dead_letters"] += letter is not None
+                    every = res.get(Store.PSEUDONYMOUS, [])
+                    pseudo = [ln for ln in every if int(ln.rsplit(" ", 1)[1]) >= pseudo_cutoff_ns]
+                    stats["pseudo_dropped"] += len(every) - len(pseudo)
+                    for db, lines, key in ((raw_db, res.get(Store.RAW), "raw"), (ops_db, res.get(Store.OPS), "ops"),
                                            (pseudo_db, pseudo, "pseudo")):
                         if lines:
                             stats[key] += len(lines)

@@ -395,8 +395,9 @@ def lorawan_bench(args: argparse.Namespace) -> str:
 
 def _lines(registry_path: Path, messages) -> list[str]:
     """The same readings as the worker would write them, pre-built."""
+    from smartzone.model import Point
     from smartzone.quantities import QUANTITIES
-    from storage.lineprotocol import format_value, tag_set
+    from storage.lineprotocol import render
 
     reg = Registry.load(registry_path)
     infos = {s.id: reg.resolve(s.gateway, s.keys[0]) for s in reg.sensors.values()}
@@ -405,9 +406,9 @@ def _lines(registry_path: Path, messages) -> list[str]:
         for t in truth:
             info = infos[t.sensor_id]
             q = QUANTITIES[t.quantity]
-            tags = tag_set({"sensor": info.id, "gateway": info.gateway_id, "technology": info.technology,
-                            "category": info.category, "cell": info.cell})
-            out.append(f"{q.category}{tags} {q.field}={format_value(t.value)} {t.time_ns}")
+            tags = {"sensor": info.id, "gateway": info.gateway_id, "technology": info.technology,
+                    "category": info.category, "cell": info.cell}
+            out.append(render(Point(q.category, tags, {q.field: t.value}, t.time_ns)))
     return out
 
 
@@ -415,7 +416,7 @@ def _load_day(settings_json: str, start_iso: str) -> None:
     from datacharter.charter import Charter
     from gateways.backfill import backfill
     from ingest.pipeline import Pipeline
-    from ingest.worker import ensure_databases, pseudonymiser
+    from ingest.worker import ensure_databases
     from smartzone.settings import Settings
 
     settings = Settings.model_validate_json(settings_json)
@@ -423,8 +424,7 @@ def _load_day(settings_json: str, start_iso: str) -> None:
     registry = Registry.load(settings.registry)
     with Influx(settings.influx) as influx:
         ensure_databases(influx, settings, charter)
-        pipe = Pipeline(registry, settings.ingest.routes, max_payload_bytes=65_536, max_future=timedelta(minutes=5),
-                        max_age=timedelta(days=30), pseudonymiser=pseudonymiser(settings, charter))
+        pipe = Pipeline.from_settings(settings, registry, charter)
         backfill(Zone(registry, 42), pipe, influx, settings, datetime.fromisoformat(start_iso), 1440)
 
 

@@ -39,14 +39,20 @@ from datacharter.charter import Charter, Dataset
 from datacharter.engine import DAY_NS, NS, Context, Result, digest, release, run
 from datacharter.noise import load_key
 from datacharter.store import CharterStore
+from smartzone.model import Point, Store
 from smartzone.names import parse_duration
 from smartzone.quantities import QUANTITIES
 from smartzone.registry import Registry
 from smartzone.settings import Settings
+from storage.databases import databases, ensure_databases
 from storage.influx import Influx, quote_ident
-from storage.lineprotocol import escape_key
+from storage.lineprotocol import join, render, render_by_store
 
 log = logging.getLogger(__name__)
+
+# The job's self-metrics in the ops database: one point per dataset and run (read by the operations dashboard).
+METRICS = "charter"  # measurement; tags dataset, charter_version
+METRICS_FIELDS = ("windows", "readings_in", "published", "suppressed", "written", "lag_s")
 
 # tag columns of raw measurements: strings, "" when the point has none
 TAGS = ("sensor", "gateway", "technology", "category", "cell", "subject", "kind", "randomised", "class",
@@ -108,16 +114,10 @@ class Content:
 EMPTY = Content({}, {})
 
 
-def databases(settings: Settings) -> dict[str, str]:
-    return {"raw": settings.influx.raw_database, "pseudonymous": settings.influx.pseudonymous_database}
-
-
 def ensure_retention(influx: Influx, settings: Settings, charter: Charter) -> None:
-    """The raw and pseudonymous databases' retention policies, from the charter."""
-    influx.ensure_database(settings.influx.raw_database, charter.doc.retention.raw)
-    influx.ensure_database(settings.influx.pseudonymous_database, charter.doc.retention.pseudonymous)
-    influx.ensure_database(settings.charter.open_database, settings.charter.open_retention)
-    influx.ensure_database(settings.influx.ops_database, settings.influx.ops_retention)
+    """Every store's database, with the raw and pseudonymous retention policies from the charter
+    (``storage.databases``)."""
+    ensure_databases(influx, settings, charter.doc.retention)
 
 
 class CharterJob:
@@ -128,8 +128,8 @@ class CharterJob:
         self.registry = registry or Registry.load(settings.registry)
         self.influx = influx or Influx(settings.influx)
         self.store = store or CharterStore(settings.sql_url)
-        self.dbs = databases(settings)
-        self.open_db = settings.charter.open_database
+        self.dbs = databases(settings)  # store -> database; a dataset's source names its store
+        self.open_db = self.dbs[Store.OPEN]
         self.settle_ns = int(parse_duration(settings.charter.settle)) * NS
         self.late_ns = int(parse_duration(settings.charter.late_window)) * NS
         self.noise_key = load_key(settings.charter.noise_key_file or settings.data_dir / "charter" / "noise.key")
@@ -167,24 +167,28 @@ class CharterJob:
     def _metrics(self, reports: list[WindowReport], now_ns: int, datasets: list[str] | None) -> None:
         """The run's figures per dataset in the ops database (measurement ``charter``) for the operations
         dashboard: groups published and suppressed, readings in, and the lag of the watermark behind now."""
-        lines = []
+        points = []
         for name in self.charter.datasets:
             if datasets and name not in datasets:
                 continue
             mine = [r for r in reports if r.dataset == name]
             wm = self.store.watermark(name)
-            fields = (f"windows={len(mine)}i,readings_in={sum(r.readings_in for r in mine)}i,"
-                      f"published={sum(r.published for r in mine)}i,suppressed={sum(r.suppressed for r in mine)}i,"
-                      f"written={sum(r.written for r in mine)}i")
+            windows, readings_in, published, suppressed, written, lag_s = METRICS_FIELDS
+            fields: dict[str, int | float] = {
+                windows: len(mine), readings_in: sum(r.readings_in for r in mine),
+                published: sum(r.published for r in mine), suppressed: sum(r.suppressed for r in mine),
+                written: sum(r.written for r in mine)}
             if wm is not None:
-                fields += f",lag_s={(now_ns - wm) / 1e9!r}"
-            lines.append(f"charter,charter_version={escape_key(self.charter.version)},dataset={name} {fields} {now_ns}")
-        if lines:
+                fields[lag_s] = (now_ns - wm) / 1e9
+            points.append(Point(METRICS, {"charter_version": self.charter.version, "dataset": name}, fields, now_ns,
+                                Store.OPS))
+        if points:
             try:
-                self.influx.write(self.settings.influx.ops_database, "\n".join(lines).encode())
+                lines, _ = render_by_store(points)
+                for store, ls in lines.items():
+                    self.influx.write(self.dbs[store], join(ls))
             except Exception:  # the metrics are for watching; the published data does not depend on them
-                log.warning("charter: could not write the run's metrics to %s", self.settings.influx.ops_database,
-                            exc_info=True)
+                log.warning("charter: could not write the run's metrics to %s", self.dbs[Store.OPS], exc_info=True)
 
     def _purge_letters(self, now_ns: int) -> None:
         """Dead letters of sightings hold pseudonyms (scrubbed payloads, refused lines): the charter's
@@ -464,19 +468,22 @@ def normalise(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def to_lines(dataset: str, points: pd.DataFrame, version: str, integers: set[str]) -> list[str]:
-    """Open points as line protocol: tags bin, cell, charter_version, (profile,) resolution."""
+def to_points(dataset: str, points: pd.DataFrame, version: str, integers: set[str]) -> list[Point]:
+    """Open points (store ``open``): tags bin, cell, charter_version, (profile,) resolution."""
     fields = [c for c in points.columns if c not in ("cell", "resolution", "bin", "time", "profile")]
-    v = escape_key(version)
-    lines = []
+    out = []
     for r in points.to_dict("records"):
-        body = ",".join(f"{f}={int(r[f])}i" if f in integers else f"{f}={float(r[f])!r}"
-                        for f in fields if r[f] is not None and not pd.isna(r[f]))
-        if not body:
+        values = {f: int(r[f]) if f in integers else float(r[f]) for f in fields
+                  if r[f] is not None and not pd.isna(r[f])}
+        if not values:
             continue
-        tags = f"bin={escape_key(r['bin'])},cell={escape_key(r['cell'])},charter_version={v}"
+        tags = {"bin": r["bin"], "cell": r["cell"], "charter_version": version, "resolution": str(int(r["resolution"]))}
         if "profile" in r:
-            tags += f",profile={escape_key(str(r['profile']))}"
-        tags += f",resolution={int(r['resolution'])}"
-        lines.append(f"{dataset},{tags} {body} {int(r['time'])}")
-    return lines
+            tags["profile"] = str(r["profile"])
+        out.append(Point(dataset, tags, values, int(r["time"]), Store.OPEN))
+    return out
+
+
+def to_lines(dataset: str, points: pd.DataFrame, version: str, integers: set[str]) -> list[str]:
+    """Open points as line protocol (``storage.lineprotocol``)."""
+    return [render(p) for p in to_points(dataset, points, version, integers)]

@@ -14,8 +14,11 @@ from datetime import datetime, timedelta
 
 from gateways.simulator import Zone
 from ingest.pipeline import Pipeline
+from smartzone.model import Store
 from smartzone.settings import Settings
+from storage.databases import databases
 from storage.influx import Influx
+from storage.lineprotocol import join
 
 
 @dataclass
@@ -32,30 +35,28 @@ def backfill(zone: Zone, pipeline: Pipeline, influx: Influx, settings: Settings,
     """Simulate ``rounds`` rounds from ``start`` and write what the pipeline makes of them; ``first_round``
     continues an earlier backfill's noise sequence."""
     out = Backfilled()
-    buffers: dict[str, list[str]] = {settings.influx.raw_database: [], settings.influx.ops_database: [],
-                                     settings.influx.pseudonymous_database: []}
+    names = databases(settings)
+    buffers: dict[Store, list[str]] = {Store.RAW: [], Store.OPS: [], Store.PSEUDONYMOUS: []}
+    counted = {Store.RAW: "raw_lines", Store.OPS: "ops_lines", Store.PSEUDONYMOUS: "pseudo_lines"}
 
-    def flush(db: str) -> None:
-        if buffers[db]:
-            influx.write(db, "\n".join(buffers[db]).encode())
-            buffers[db].clear()
+    def flush(store: Store) -> None:
+        if buffers[store]:
+            influx.write(names[store], join(buffers[store]))
+            buffers[store].clear()
 
     for i in range(rounds):
         t = start + timedelta(seconds=i * step)
         received = t + timedelta(milliseconds=200)
         for e in zone.messages(t, 1, step, first_round=first_round + i):
-            res = pipeline.process(pipeline.message(e.topic, e.payload, received))
+            msg = pipeline.message(e.topic, e.payload, received)
+            rendered, letter = pipeline.render(msg, pipeline.process(msg))
             out.messages += 1
-            out.raw_lines += len(res.lines)
-            out.ops_lines += len(res.ops_lines)
-            out.pseudo_lines += len(res.pseudo_lines)
-            out.dead_letters += res.letter is not None
-            for db, lines in ((settings.influx.raw_database, res.lines), (settings.influx.ops_database, res.ops_lines),
-                              (settings.influx.pseudonymous_database, res.pseudo_lines)):
-                if lines:
-                    buffers[db] += lines
-                    if len(buffers[db]) >= batch_lines:
-                        flush(db)
-    for db in buffers:
-        flush(db)
+            out.dead_letters += letter is not None
+            for store, lines in rendered.items():
+                setattr(out, counted[store], getattr(out, counted[store]) + len(lines))
+                buffers[store] += lines
+                if len(buffers[store]) >= batch_lines:
+                    flush(store)
+    for store in buffers:
+        flush(store)
     return out

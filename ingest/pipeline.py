@@ -1,8 +1,9 @@
-"""From one MQTT message to line protocol and, for whatever is wrong with it, one dead letter.
+"""From one MQTT message to Points and, for whatever is wrong with it, one dead letter.
 
 The steps, in order: size limit, route (topic filter -> decoder), decode, resolve each device
 against the registry, map the field to a quantity (decoder table, then the sensor's own ``fields``),
-check type, finiteness, range and time. Good readings become lines; every problem in the message
+check type, finiteness, range and time. Good readings become Points (``smartzone.model.Point``: what
+storage takes; ``render`` makes them line protocol, through ``storage.lineprotocol``); every problem in the message
 becomes part of a single dead letter that keeps the whole payload, so a replay after the cause is
 fixed re-processes the message as a whole (re-writing its good readings is idempotent). The exception:
 a message routed to a private decoder (identifiers of passers-by, see ``ingest.decoders``) is kept as
@@ -22,14 +23,15 @@ from paho.mqtt.client import topic_matches_sub
 
 from ingest.decoders import NAMES, Decoder, bind
 from smartzone.errors import ConfigurationError, DecodeError
-from smartzone.model import DeadLetter, Decoded, Message, Reading, Record, to_ns
+from smartzone.model import DeadLetter, Decoded, Message, Point, Reading, Record, Store, to_ns
 from smartzone.quantities import QUANTITIES, Quantity
 from smartzone.registry import Registry, SensorInfo
-from smartzone.settings import Route
-from storage.lineprotocol import format_value, tag_set
+from smartzone.settings import Route, Settings
+from storage.lineprotocol import LineProtocolError, TagSet, render_by_store
 
 if TYPE_CHECKING:
-    from datacharter.pepper import Pseudonymiser
+    from datacharter.charter import Charter
+    from ingest.pepper import Pseudonymiser
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,7 @@ _CACHE_MAX = 100_000
 # Categories that describe the network itself (device batteries, gateway heartbeats), not the city: they go
 # to the ops database with the pipeline's self-metrics and radio metadata (DESIGN.md, Storage).
 OPS_CATEGORIES = frozenset({"gateway_health"})
+_RECORD_STORES = (Store.RAW, Store.OPS, Store.PSEUDONYMOUS)  # where a decoder's records may go
 WITHHELD_PAYLOAD = b'{"<withheld>": "the payload could not be scrubbed of identifiers, so it is not kept"}'
 
 
@@ -54,10 +57,12 @@ class PipelineStats:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    lines: list[str]  # for the raw database
+    points: list[Point]  # each names its store: raw, ops (operational events) or pseudonymous (sightings)
     letter: DeadLetter | None
-    ops_lines: list[str] = field(default_factory=list)  # for the ops database (operational events)
-    pseudo_lines: list[str] = field(default_factory=list)  # for the pseudonymous database (sightings)
+    problems: list[DecodeError] = field(default_factory=list)  # what the letter says, one by one
+
+
+_NO_PSEUDONYMISER = object()
 
 
 class Pipeline:
@@ -84,10 +89,31 @@ class Pipeline:
         self.max_age = max_age
         self.stats = PipelineStats()
         self._route_cache: dict[str, tuple[str, Decoder] | None] = {}
-        self._resolved: dict[tuple[str | None, str], tuple[SensorInfo | None, str]] = {}
+        self._resolved: dict[tuple[str | None, str], tuple[SensorInfo | None, TagSet | None]] = {}
         self._topics: dict[str, tuple] = {}
+        self._record_tags: dict[tuple, TagSet] = {}  # (sensor tags, record tags...) -> merged
         self._max_future_ns = int(max_future.total_seconds() * 1e9)
         self._max_age_ns = int(max_age.total_seconds() * 1e9)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, registry: Registry, charter: Charter, *,
+                      pseudonymiser: Pseudonymiser | object | None = _NO_PSEUDONYMISER) -> Pipeline:
+        """The pipeline the settings describe: routes and limits from ``[ingest]``, the oldest acceptable
+        reading from the charter's raw retention, and (unless given, or None for none) the pseudonymiser
+        over the peppers in ``<data_dir>/peppers``. The one way the worker, replay, backfill, benchmarks
+        and tests build it."""
+        from ingest.pepper import pseudonymiser_for
+
+        ing = settings.ingest
+        return cls(
+            registry,
+            ing.routes,
+            max_payload_bytes=ing.max_payload_bytes,
+            max_future=timedelta(seconds=ing.max_future),
+            max_age=timedelta(seconds=charter.retention_s["raw"]),
+            pseudonymiser=(pseudonymiser_for(settings, charter) if pseudonymiser is _NO_PSEUDONYMISER
+                           else pseudonymiser),
+        )
 
     # -- public -----------------------------------------------------------------------------------
     def message(self, topic: str, payload: bytes, received_at: datetime) -> Message:
@@ -122,6 +148,20 @@ class Pipeline:
             return self._reject(msg, [DecodeError("no_readings", f"{source} found no values in the payload")])
         return self._validate(msg, readings)
 
+    def render(self, msg: Message, out: Outcome) -> tuple[dict[Store, list[str]], DeadLetter | None]:
+        """``out``'s points as line protocol per store, and its dead letter. A point line protocol cannot
+        carry (a decoder's string with a newline or NUL ...) is left out and joins the message's dead letter
+        (reason ``unrepresentable``): never a broken or extra line."""
+        lines, bad = render_by_store(out.points)
+        if not bad:
+            return lines, out.letter
+        problems = [*out.problems, *(DecodeError("unrepresentable", f"{p.measurement}: {why}") for p, why in bad)]
+        if out.letter is not None:
+            self.stats.dead_lettered -= 1  # one message, one letter: counted again below
+            for p in out.problems:
+                self.stats.reasons[p.reason] -= 1
+        return lines, self._letter(msg, problems)
+
     # -- internals --------------------------------------------------------------------------------
     def _route(self, topic: str) -> tuple[str, Decoder] | None:
         try:
@@ -135,14 +175,14 @@ class Pipeline:
                   problems: list[DecodeError] = ()) -> Outcome:
         # The hot path of the worker: keep it to dict look-ups and integer comparisons.
         problems = list(problems)
-        points: dict[tuple[str, str, int], list[str]] = {}
+        points: dict[tuple[str, TagSet, int], dict] = {}
         received = msg.received_at
         received_ns = to_ns(received)
         gateway_id = msg.gateway_id
         resolved = self._resolved
         ns_of: dict[datetime, int] = {}
         n = 0
-        last_sensor, entry = None, (None, "")
+        last_sensor, entry = None, (None, None)
         for r in readings:
             if r.sensor_id is not last_sensor:  # packs and multi-value messages repeat one device
                 last_sensor = r.sensor_id
@@ -185,31 +225,27 @@ class Pipeline:
             if ns - received_ns > self._max_future_ns or received_ns - ns > self._max_age_ns:
                 problems.append(self._time_problem(t, ns, msg.received_at, received_ns, q.key))
                 continue
-            # vocabulary leaves are plain identifiers (quantities.py checks it): no escaping needed
-            field = f"{q.field}={repr(value) if type(value) is float else format_value(value)}"
             group = points.get((q.category, tags, ns))
             if group is None:
-                points[(q.category, tags, ns)] = [field]
+                points[(q.category, tags, ns)] = {q.field: value}
             else:
-                group.append(field)
+                group[q.field] = value
             n += 1
-        lines, ops_lines = [], []
+        out: list[Point] = []
         series = self.stats.series
         for (m, tags, ns), fields in points.items():
-            (ops_lines if m in OPS_CATEGORIES else lines).append(f"{m}{tags} {','.join(fields)} {ns}")
+            out.append(Point(m, tags, fields, ns, Store.OPS if m in OPS_CATEGORIES else Store.RAW))
             series[tags] += len(fields)
-        pseudo_lines: list[str] = []
         if records:
-            self._records(msg, records, {"raw": lines, "ops": ops_lines, "pseudonymous": pseudo_lines}, problems)
-        if lines or ops_lines or pseudo_lines:
+            self._records(msg, records, out, problems)
+        if out:
             self.stats.decoded += 1
             self.stats.readings += n
         letter = self._letter(msg, problems) if problems else None
-        return Outcome(lines, letter, ops_lines, pseudo_lines)
+        return Outcome(out, letter, problems)
 
-    def _records(self, msg: Message, records: list[Record], stores: dict[str, list[str]],
-                 problems: list[DecodeError]) -> None:
-        """Radio metadata, positions and operational events: resolved, time-checked, formatted."""
+    def _records(self, msg: Message, records: list[Record], out: list[Point], problems: list[DecodeError]) -> None:
+        """Radio metadata, positions and operational events: resolved, time-checked, made Points."""
         received_ns = to_ns(msg.received_at)
         unknown: set[str] = {p.detail for p in problems if p.reason == "unknown_device"}
         for rec in records:
@@ -226,12 +262,21 @@ class Pipeline:
             if ns - received_ns > self._max_future_ns or received_ns - ns > self._max_age_ns:
                 problems.append(self._time_problem(rec.time, ns, msg.received_at, received_ns, rec.measurement))
                 continue
-            out = stores.get(rec.store)
-            if out is None:
-                problems.append(DecodeError("decoder_error", f"{rec.measurement} record names no database "
-                                                             f"({rec.store!r}; known: {', '.join(stores)})"))
+            if rec.store not in _RECORD_STORES:
+                problems.append(DecodeError("decoder_error", f"{rec.measurement} record names no store "
+                                                             f"({rec.store!r}; known: {', '.join(_RECORD_STORES)})"))
                 continue
-            out.append(f"{rec.measurement}{tags}{rec.tags} {rec.fields} {ns}")
+            if rec.tags:
+                key = (tags, *rec.tags.items())
+                merged = self._record_tags.get(key)
+                if merged is None:
+                    try:
+                        merged = _cache(self._record_tags, key, TagSet({**rec.tags, **tags}))  # the sensor's win
+                    except LineProtocolError as exc:
+                        problems.append(DecodeError("unrepresentable", f"{rec.measurement}: {exc}"))
+                        continue
+                tags = merged
+            out.append(Point(rec.measurement, tags, rec.fields, ns, rec.store))
 
     def _time_problem(self, t: datetime, ns: int, received: datetime, received_ns: int, what: str) -> DecodeError:
         if ns > received_ns:
@@ -240,13 +285,13 @@ class Pipeline:
         return DecodeError("too_old", f"{what} at {t.isoformat()} is older than the raw retention "
                                       f"({self.max_age}) at receipt")
 
-    def _resolve(self, key: tuple[str | None, str]) -> tuple[SensorInfo | None, str]:
+    def _resolve(self, key: tuple[str | None, str]) -> tuple[SensorInfo | None, TagSet | None]:
         info = self.registry.resolve(*key)
-        return _cache(self._resolved, key, (info, self._tag_set(info, key[0]) if info else ""))
+        return _cache(self._resolved, key, (info, self._tag_set(info, key[0]) if info else None))
 
     @staticmethod
-    def _tag_set(info: SensorInfo, gateway_id: str | None) -> str:
-        return tag_set({
+    def _tag_set(info: SensorInfo, gateway_id: str | None) -> TagSet:
+        return TagSet({
             "sensor": info.id,
             "gateway": info.gateway_id or gateway_id,
             "technology": info.technology,
@@ -255,7 +300,7 @@ class Pipeline:
         })
 
     def _reject(self, msg: Message, problems: list[DecodeError]) -> Outcome:
-        return Outcome([], self._letter(msg, problems))
+        return Outcome([], self._letter(msg, problems), problems)
 
     def _letter(self, msg: Message, problems: list[DecodeError]) -> DeadLetter:
         self.stats.dead_lettered += 1

@@ -36,16 +36,17 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from datacharter.charter import Charter
-from datacharter.pepper import PepperStore, Pseudonymiser
+from ingest import metrics
 from ingest.journal import ReceiptJournal, message_key
 from ingest.pipeline import Pipeline
 from smartzone.errors import ConfigurationError, WriteError
-from smartzone.model import EPOCH, DeadLetter, Message
+from smartzone.model import EPOCH, DeadLetter, Message, Point, Store
 from smartzone.registry import Registry
 from smartzone.settings import Settings
+from storage import databases
 from storage.deadletters import DeadLetterStore
 from storage.influx import Influx
-from storage.lineprotocol import escape_key, tag_set
+from storage.lineprotocol import TagSet, join, render_by_store
 from storage.spool import Spool
 from storage.writer import Writer
 
@@ -59,28 +60,22 @@ _PUBACK_HEADER = 0x4002 << 16  # the broker keeps our session (and queues for it
 class Batch:
     generation: int
     started: float = field(default_factory=time.monotonic)
-    lines: list[str] = field(default_factory=list)
-    ops_lines: list[str] = field(default_factory=list)  # operational events (LoRaWAN joins, logs ...)
-    pseudo_lines: list[str] = field(default_factory=list)  # sightings of passers-by, pseudonymised
+    lines: dict[Store, list[str]] = field(default_factory=dict)  # rendered Points, by store
     letters: list[DeadLetter] = field(default_factory=list)
     acks: list[tuple[int, int]] = field(default_factory=list)
     journal: list[int] = field(default_factory=list)  # key, receipt ns, key, receipt ns, ...
     nbytes: int = 0
 
 
+# the stores ingestion writes (the open one is the charter job's)
+STORES = (Store.RAW, Store.OPS, Store.PSEUDONYMOUS)
+
+
 def ensure_databases(influx: Influx, settings: Settings, charter: Charter | None = None) -> None:
-    """The databases, with the retention policies the data charter sets for raw and pseudonymised data."""
+    """The ingest stores' databases, with the retention policies the data charter sets for raw and
+    pseudonymised data (``storage.databases``)."""
     charter = charter or Charter.load(settings.charter.path)
-    influx.ensure_database(settings.influx.raw_database, charter.doc.retention.raw)
-    influx.ensure_database(settings.influx.ops_database, settings.influx.ops_retention)
-    influx.ensure_database(settings.influx.pseudonymous_database, charter.doc.retention.pseudonymous)
-
-
-def pseudonymiser(settings: Settings, charter: Charter) -> Pseudonymiser:
-    """Pseudonyms under peppers in ``<data_dir>/peppers``, rotated as the charter says and destroyed once
-    the pseudonymous retention of their period has passed (a late message gets no pepper: dead letter)."""
-    return Pseudonymiser(PepperStore(settings.data_dir / "peppers", rotation_s=int(charter.pepper_rotation_s),
-                                     grace_s=charter.pepper_grace_s))
+    databases.ensure_databases(influx, settings, charter.doc.retention, STORES)
 
 
 class Worker:
@@ -89,15 +84,8 @@ class Worker:
         self.registry = registry or Registry.load(settings.registry)
         ing = settings.ingest
         self.charter = Charter.load(settings.charter.path)
-        max_age = timedelta(seconds=self.charter.retention_s["raw"])
-        self.pipeline = Pipeline(
-            self.registry,
-            ing.routes,
-            max_payload_bytes=ing.max_payload_bytes,
-            max_future=timedelta(seconds=ing.max_future),
-            max_age=max_age,
-            pseudonymiser=pseudonymiser(settings, self.charter),
-        )
+        self.pipeline = Pipeline.from_settings(settings, self.registry, self.charter)
+        self.databases = databases.databases(settings)
         data = settings.data_dir / "worker" / settings.mqtt.client_id
         self.influx = Influx(settings.influx)
         self.deadletters = DeadLetterStore(settings.sql_url)
@@ -105,7 +93,7 @@ class Worker:
         self.stopping = threading.Event()
         self.writer = Writer(
             self.influx,
-            settings.influx.raw_database,
+            self.databases,
             Spool(data / "spool"),
             self.deadletters,
             spool_after=ing.spool_after,
@@ -123,7 +111,7 @@ class Worker:
         self._backlog_bytes = 0
         self._unacked = 0
         self._acked = 0
-        self._series_reported: dict[str, int] = {}  # the pipeline's per-sensor counts at the last report
+        self._series_reported: dict[TagSet, int] = {}  # the pipeline's per-sensor counts at the last report
         self._reasons_reported: dict[str, int] = {}  # and its dead letters per reason
         self._connected = threading.Event()
         self._fatal: BaseException | None = None
@@ -197,29 +185,28 @@ class Worker:
             topic = topic_b.decode(errors="replace")
         received = EPOCH + timedelta(microseconds=now_ns // 1000)
         try:
-            out = self.pipeline.process(self.pipeline.message(topic, payload, received))
+            msg = self.pipeline.message(topic, payload, received)
+            lines, letter = self.pipeline.render(msg, self.pipeline.process(msg))
         except Exception as exc:  # never crash on input: the message is kept as a dead letter
             log.exception("pipeline failure topic=%s", topic)
-            out = None
+            lines = None
             kept = self.pipeline.kept_payload(Message(topic, payload, received))  # scrubbed where it must be
             letter = DeadLetter(received, topic, kept, "internal_error", f"{type(exc).__name__}: {exc}")
         with self._lock:
             b = self._batch
-            if out is None:
+            if lines:
+                batch = b.lines
+                for store, new in lines.items():
+                    held = batch.get(store)
+                    if held is None:
+                        batch[store] = new
+                    else:
+                        held += new
+                    for ln in new:
+                        b.nbytes += len(ln) + 1
+            if letter is not None:
                 b.letters.append(letter)
-            else:
-                for ln in out.lines:
-                    b.lines.append(ln)
-                    b.nbytes += len(ln) + 1
-                if out.ops_lines:
-                    b.ops_lines += out.ops_lines
-                    b.nbytes += sum(len(ln) + 1 for ln in out.ops_lines)
-                if out.pseudo_lines:
-                    b.pseudo_lines += out.pseudo_lines
-                    b.nbytes += sum(len(ln) + 1 for ln in out.pseudo_lines)
-                if out.letter is not None:
-                    b.letters.append(out.letter)
-                    b.nbytes += len(payload)
+                b.nbytes += len(payload)
             b.acks.append((m.mid, m.qos))
             b.journal += (key, now_ns)
             with self._counts_lock:
@@ -259,11 +246,7 @@ class Worker:
                 return
             try:
                 self.journal.persist(b.journal)
-                self.writer.write(b.lines, b.letters)
-                if b.ops_lines:
-                    self.writer.write(b.ops_lines, database=self.settings.influx.ops_database)
-                if b.pseudo_lines:
-                    self.writer.write(b.pseudo_lines, database=self.settings.influx.pseudonymous_database)
+                self.writer.write_stores(b.lines, b.letters)
             except ConfigurationError as exc:
                 self._fail(exc)
                 return
@@ -313,9 +296,9 @@ class Worker:
         """Write the pipeline's self-metrics (cumulative counters) to the ops database."""
         p, w = self.pipeline.stats, self.writer.stats
         latencies, w.latencies = w.latencies, []
-        worker = tag_set({"worker": self.settings.mqtt.client_id})
+        worker = {metrics.WORKER: self.settings.mqtt.client_id}
         ns = time.time_ns()
-        fields = {
+        counters = {
             "received": p.received, "decoded": p.decoded, "readings": p.readings,
             "dead_lettered": p.dead_lettered, "lines_written": w.lines_written,
             "lines_rejected": w.lines_rejected, "batches": w.batches, "batches_spooled": w.batches_spooled,
@@ -323,24 +306,29 @@ class Worker:
             "retries": w.retries, "acked": self._acked, "queue_depth": self._unacked,
             "backlog_bytes": self._backlog_bytes,
         }
-        body = ",".join(f"{k}={v}i" for k, v in fields.items())
+        fields: dict[str, int | float] = {k: counters[k] for k in metrics.INGEST_COUNTERS}
         if latencies:
-            body += (f",write_latency_ms_p50={statistics.median(latencies) * 1000:.3f}"
-                     f",write_latency_ms_max={max(latencies) * 1000:.3f}")
-        lines = [f"ingest{worker} {body} {ns}"]
+            fields[metrics.WRITE_LATENCY_P50] = round(statistics.median(latencies) * 1000, 3)
+            fields[metrics.WRITE_LATENCY_MAX] = round(max(latencies) * 1000, 3)
+        points = [Point(metrics.INGEST, worker, fields, ns, Store.OPS)]
         # Dead letters per reason: the worker's cumulative count and how many are new since the last report.
         reasons = dict(p.reasons)
         before, self._reasons_reported = self._reasons_reported, reasons
-        lines += [f"deadletters{worker},reason={escape_key(r)} count={n}i,new={n - before.get(r, 0)}i {ns}"
-                  for r, n in reasons.items()]
+        points += [Point(metrics.DEADLETTERS, {**worker, metrics.REASON: r},
+                         {metrics.COUNT: n, metrics.NEW: n - before.get(r, 0)}, ns, Store.OPS)
+                   for r, n in reasons.items() if n]
         # Readings per sensor since the last report (what "active sensors" and "gateway last seen" count).
         # dict() copies the pipeline thread's counter atomically under the GIL; deltas need no reset.
-        series = dict(p.series)
+        series: dict[TagSet, int] = dict(p.series)
         seen, self._series_reported = self._series_reported, series
-        lines += [f"sensors{tags} readings={n - seen.get(tags, 0)}i {ns}"
-                  for tags, n in series.items() if n != seen.get(tags, 0)]
+        points += [Point(metrics.SENSORS, tags, {metrics.READINGS: n - seen.get(tags, 0)}, ns, Store.OPS)
+                   for tags, n in series.items() if n != seen.get(tags, 0)]
+        lines, bad = render_by_store(points)
+        for point, why in bad:
+            log.warning("self-metric not written (%s): %s", why, point)
         try:
-            self.influx.write(self.settings.influx.ops_database, "\n".join(lines).encode())
+            for store, ls in lines.items():
+                self.influx.write(self.databases[store], join(ls))
         except (WriteError, ConfigurationError) as exc:
             log.debug("metrics not written: %s", exc)
 

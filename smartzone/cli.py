@@ -45,17 +45,8 @@ def _registry(settings: Settings):
 def _pipeline(settings: Settings):
     from datacharter.charter import Charter
     from ingest.pipeline import Pipeline
-    from ingest.worker import pseudonymiser
 
-    charter = Charter.load(settings.charter.path)
-    max_age = timedelta(seconds=charter.retention_s["raw"])
-    return Pipeline(
-        _registry(settings), settings.ingest.routes,
-        max_payload_bytes=settings.ingest.max_payload_bytes,
-        max_future=timedelta(seconds=settings.ingest.max_future),
-        max_age=max_age,
-        pseudonymiser=pseudonymiser(settings, charter),
-    )
+    return Pipeline.from_settings(settings, _registry(settings), Charter.load(settings.charter.path))
 
 
 def _on_signals(stop: threading.Event) -> None:
@@ -130,6 +121,7 @@ def _backfill(settings: Settings, zone, span: str, step: float = 60.0):
 
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    from ingest import metrics as m
     from storage.deadletters import DeadLetterStore
     from storage.influx import Influx
 
@@ -138,17 +130,18 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
             print(f"InfluxDB at {settings.influx.url} is not reachable")
             return 1
         try:
-            rows = influx.rows('SELECT * FROM "ingest" WHERE time > now() - 1h GROUP BY "worker" '
-                               'ORDER BY time DESC LIMIT 2', settings.influx.ops_database)
-            reasons = influx.rows('SELECT last("count") AS "count" FROM "deadletters" WHERE time > now() - 1h '
-                                  'GROUP BY "worker", "reason"', settings.influx.ops_database)
+            rows = influx.rows(f'SELECT * FROM "{m.INGEST}" WHERE time > now() - 1h '  # noqa: S608 - our names
+                               f'GROUP BY "{m.WORKER}" ORDER BY time DESC LIMIT 2', settings.influx.ops_database)
+            reasons = influx.rows(f'SELECT last("{m.COUNT}") AS "count" FROM "{m.DEADLETTERS}" '  # noqa: S608 - our names
+                                  f'WHERE time > now() - 1h GROUP BY "{m.WORKER}", "{m.REASON}"',
+                                  settings.influx.ops_database)
         except WriteError as exc:
             if "database not found" not in exc.message:
                 raise
             rows, reasons = [], []
     by_worker: dict[str, list[dict]] = {}
     for r in rows:
-        by_worker.setdefault(r["worker"], []).append(r)
+        by_worker.setdefault(r[m.WORKER], []).append(r)
     if not by_worker:
         print("no ingest worker reported in the last hour")
     for worker, (last, *prev) in sorted(by_worker.items()):
@@ -160,15 +153,13 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
             if dt > 0:
                 rate = (f"  rates: {(last['received'] - prev[0]['received']) / dt:.1f} msg/s received, "
                         f"{(last['lines_written'] - prev[0]['lines_written']) / dt:.1f} lines/s written")
-        for key in ("received", "decoded", "readings", "dead_lettered", "lines_written", "lines_rejected",
-                    "queue_depth", "backlog_bytes", "batches_spooled", "batches_unspooled", "spool_files",
-                    "retries", "write_latency_ms_p50", "write_latency_ms_max"):
+        for key in m.STATUS_FIELDS:
             if last.get(key) is not None:
                 print(f"  {key:<22} {last[key]}")
         if rate:
             print(rate)
     for r in reasons:
-        print(f"  dead letters reason={r['reason']:<18} {r['count']} (worker {r['worker']}, since start)")
+        print(f"  dead letters reason={r[m.REASON]:<18} {r['count']} (worker {r[m.WORKER]}, since start)")
     store = DeadLetterStore(settings.sql_url)
     pending = store.counts()
     store.close()
@@ -187,19 +178,19 @@ def cmd_deadletters(settings: Settings, args: argparse.Namespace) -> int:
             counts = store.counts(status)
             print(f"{sum(counts.values())} {args.status} dead letters" +
                   ("".join(f"\n  {k:<22} {v}" for k, v in sorted(counts.items())) if counts else ""))
-            for d in store.list(reason=args.reason, status=status, limit=args.limit):
+            for d in store.entries(reason=args.reason, status=status, limit=args.limit):
                 payload = d.payload[:args.payload_chars].decode(errors="replace")
                 print(f"#{d.id} {d.received_at.isoformat()} [{d.status}] {d.reason} topic={d.topic}\n"
                       f"    detail: {d.detail}\n    payload: {payload}"
                       f"{'...' if len(d.payload) > args.payload_chars else ''}")
             return 0
-        from ingest.replay import replay
+        from datacharter.charter import Charter
+        from ingest.replay import replay, replay_writer
         from storage.influx import Influx
 
         with Influx(settings.influx) as influx:
-            result = replay(store, _pipeline(settings), influx, settings.influx.raw_database,
-                            reason=args.reason, ids=args.id or None, ops_database=settings.influx.ops_database,
-                            pseudonymous_database=settings.influx.pseudonymous_database)
+            writer = replay_writer(settings, influx, store, Charter.load(settings.charter.path))
+            result = replay(store, _pipeline(settings), writer, reason=args.reason, ids=args.id or None)
         print(f"replayed={result.replayed} still_failing={result.still_failing} lines_written={result.lines_written}")
         return 0
     finally:

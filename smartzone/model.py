@@ -3,6 +3,10 @@
 - ``Message``: one MQTT message as the worker received it, before decoding.
 - ``Reading``: one value of one quantity from one sensor at one instant.
 - ``DeadLetter``: input that could not become Readings, kept whole with the reason.
+- ``Record``: a decoder's point that is not a Reading (radio metadata, positions, events, sightings).
+- ``Store`` and ``Point``: what every stage hands to storage. A Point names its logical store (raw, ops,
+  pseudonymous, open); which database that is, and how a Point becomes line protocol, is storage's business
+  (``storage.databases``, ``storage.lineprotocol``): the model knows no database.
 
 Immutable plain types inside; pydantic only at the edges (settings, registry file, API). ``Message``
 and ``Reading`` are NamedTuples rather than frozen dataclasses: one of each is built per message and
@@ -12,8 +16,10 @@ per value on the worker's hot path, and a frozen dataclass takes 0.67 µs to bui
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
@@ -68,23 +74,48 @@ class DeadLetter:
     extra: dict[str, str] = field(default_factory=dict)
 
 
-STORES = ("raw", "ops", "pseudonymous")  # the databases a Record can go to
+class Store(StrEnum):
+    """Where a Point belongs (the charter's data classes), not a database name."""
+
+    RAW = "raw"  # readings, positions: personal-data-free but unpublished, kept for the raw retention
+    OPS = "ops"  # the network itself: radio metadata, device health, operational events, self-metrics
+    PSEUDONYMOUS = "pseudonymous"  # sightings of passers-by, identifiers already pseudonymised
+    OPEN = "open"  # what the charter job publishes
+
+
+FieldValue = float | int | bool | str
+
+
+class Point(NamedTuple):
+    """One point for storage: measurement, tags, fields, integer nanoseconds since the epoch, and its store.
+
+    Tags and fields are plain mappings of text (and field values); nothing here is escaped: storage renders
+    (``storage.lineprotocol``) and refuses what line protocol cannot carry. Empty tag values are left out.
+    A NamedTuple for the same reason as Reading: one is built per point on the worker's hot path.
+    """
+
+    measurement: str
+    tags: Mapping[str, str]
+    fields: Mapping[str, FieldValue]
+    time_ns: int
+    store: Store = Store.RAW
 
 
 class Record(NamedTuple):
     """A point that is not a Reading of the vocabulary: radio metadata, a device's position, an
     operational event. The decoder owns its measurement and field set; the pipeline resolves
     ``sensor_key`` against the registry (an unregistered device is a dead letter, as for Readings),
-    adds the sensor's tags, checks the time and routes it to the database ``store`` names: ``raw``, ``ops``
-    (operational events) or ``pseudonymous`` (sightings of passers-by, identifiers already pseudonymised).
+    adds the sensor's tags, checks the time and makes it a Point of the ``store`` it names: raw, ops
+    (operational events) or pseudonymous (sightings of passers-by, identifiers already pseudonymised).
+    Tags and fields are plain values, never line-protocol text.
     """
 
-    measurement: str  # a plain identifier
+    measurement: str
     sensor_key: str  # the device key, as in Reading.sensor_id
-    tags: str  # extra tags, already in line-protocol form: ",rx_gateway=gw-1" or ""
-    fields: str  # the field set, already in line-protocol form: "rssi=-87i,snr=7.5"
+    tags: Mapping[str, str]  # extra tags: {"rx_gateway": "gw-1"} or {}
+    fields: Mapping[str, FieldValue]  # {"rssi": -87, "snr": 7.5}
     time: datetime
-    store: str = "raw"  # one of STORES
+    store: Store = Store.RAW
 
 
 class Decoded(NamedTuple):

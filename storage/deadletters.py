@@ -121,7 +121,7 @@ class DeadLetterStore:
                 conn.execute(deadletters.insert(), rows)
         return len(rows)
 
-    def list(self, *, reason: str | None = None, status: str | None = PENDING, limit: int = 100,
+    def entries(self, *, reason: str | None = None, status: str | None = PENDING, limit: int = 100,
              ids: Iterable[int] | None = None) -> list[StoredLetter]:
         q = select(deadletters).order_by(deadletters.c.id)
         if reason:

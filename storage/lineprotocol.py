@@ -1,47 +1,71 @@
 """InfluxDB line protocol, written by hand (as ChirpStack does): exact escaping, no client library.
 
+The only place in the project that renders line protocol: every stage hands ``smartzone.model.Point``
+values to storage, and ``render`` turns one into
+
 ``measurement[,tag=value...] field=value[,field=value...] timestamp_ns``
 
-Escaping rules (InfluxDB line protocol reference): in measurements, commas and spaces; in tag keys,
-tag values and field keys, commas, equals signs and spaces; in string field values, double quotes
-and backslashes. Newlines cannot be escaped anywhere and are refused. Tag values may not be empty:
-empty tags are left out.
+One escaping rule (InfluxDB line protocol reference): in measurements, commas and spaces; in tag keys,
+tag values and field keys, commas, equals signs and spaces; in string field values, double quotes and
+backslashes. What cannot be escaped is refused with ``LineProtocolError``: a newline, carriage return or
+NUL in a measurement, tag key, tag value or field key, one that is empty or ends with a backslash, a
+measurement starting with ``#`` (a comment line), text that is not valid Unicode (lone surrogates), a
+non-finite float, a NUL in a string field value. Newlines and carriage returns in string field values are
+written as the two characters ``\\n`` / ``\\r`` (a batch is one point per line). Empty tag values are left
+out.
+
+Fast path: escaped measurements and keys are cached, and ``TagSet`` holds a tag set rendered once (the
+pipeline keeps one per sensor), so rendering a reading is a few dictionary look-ups and one ``repr``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+
+from smartzone.model import FieldValue, Point, Store
 
 _MEASUREMENT = str.maketrans({",": r"\,", " ": r"\ "})
 _KEY = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ "})
-_STRING = str.maketrans({'"': r"\"", "\\": "\\\\"})
+_STRING = str.maketrans({'"': r"\"", "\\": "\\\\", "\n": "\\\\n", "\r": "\\\\r"})
+_CACHE_MAX = 10_000  # escaped names remembered (bounded: decoders' names come from the network)
 
 
 class LineProtocolError(ValueError):
     """A value that line protocol cannot carry (newline, empty name, non-finite float)."""
 
 
-def _no_newline(text: str, what: str) -> str:
-    if "\n" in text or "\r" in text:
-        raise LineProtocolError(f"{what} {text!r} contains a newline")
+def _check(text: str, what: str) -> str:
     if not text:
         raise LineProtocolError(f"{what} is empty")
-    if text.endswith("\\"):
+    if "\n" in text or "\r" in text or "\0" in text:
+        raise LineProtocolError(f"{what} {text!r} contains a newline, carriage return or NUL")
+    if text[-1] == "\\":
         raise LineProtocolError(f"{what} {text!r} ends with a backslash")
+    if not text.isascii():
+        _unicode(text, what)
     return text
 
 
+def _unicode(text: str, what: str) -> None:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        raise LineProtocolError(f"{what} {text!r} is not valid Unicode") from None
+
+
 def escape_measurement(name: str) -> str:
-    return _no_newline(name, "measurement").translate(_MEASUREMENT)
+    if name[:1] == "#":
+        raise LineProtocolError(f"measurement {name!r} starts with '#' (a comment line)")
+    return _check(name, "measurement").translate(_MEASUREMENT)
 
 
 def escape_key(text: str) -> str:
     """Escape a tag key, tag value or field key."""
-    return _no_newline(text, "key").translate(_KEY)
+    return _check(text, "key").translate(_KEY)
 
 
-def format_value(value: float | int | bool | str) -> str:
+def format_value(value: FieldValue) -> str:
     if value is True:
         return "true"
     if value is False:
@@ -53,8 +77,10 @@ def format_value(value: float | int | bool | str) -> str:
             raise LineProtocolError(f"{value!r} cannot be stored")
         return repr(value)
     if isinstance(value, str):
-        if "\n" in value:
-            value = value.replace("\n", "\\n")
+        if "\0" in value:
+            raise LineProtocolError(f"string field {value!r} contains NUL")
+        if not value.isascii():
+            _unicode(value, "string field")
         return f'"{value.translate(_STRING)}"'
     raise LineProtocolError(f"unsupported field type {type(value).__name__}")
 
@@ -64,12 +90,97 @@ def tag_set(tags: Mapping[str, str | None]) -> str:
     return "".join(f",{escape_key(k)}={escape_key(v)}" for k, v in sorted(tags.items()) if v)
 
 
-def line(measurement: str, tags: Mapping[str, str | None], fields: Mapping[str, float | int | bool | str],
-         time_ns: int) -> str:
-    if not fields:
+class TagSet(Mapping):
+    """A tag set checked and rendered once (empty values left out), for tags many points share.
+
+    A read-only mapping, usable wherever ``Point.tags`` is; equal and hashed by its rendering.
+    Raises ``LineProtocolError`` when built from tags line protocol cannot carry.
+    """
+
+    __slots__ = ("_tags", "rendered")
+
+    def __init__(self, tags: Mapping[str, str | None]) -> None:
+        self._tags = {k: v for k, v in sorted(tags.items()) if v}
+        self.rendered = tag_set(self._tags)
+
+    def __getitem__(self, key: str) -> str:
+        return self._tags[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._tags)
+
+    def __len__(self) -> int:
+        return len(self._tags)
+
+    def __hash__(self) -> int:
+        return hash(self.rendered)
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is TagSet:
+            return other.rendered == self.rendered
+        return isinstance(other, Mapping) and dict(self._tags) == {k: v for k, v in other.items() if v}
+
+    def __repr__(self) -> str:
+        return f"TagSet({self._tags!r})"
+
+
+_measurements: dict[str, str] = {}
+_keys: dict[str, str] = {}
+
+
+def _cached(cache: dict[str, str], text: str, escape) -> str:
+    escaped = escape(text)
+    if len(cache) >= _CACHE_MAX:
+        cache.clear()
+    cache[text] = escaped
+    return escaped
+
+
+def render(p: Point) -> str:
+    """One Point as one line, or ``LineProtocolError``."""
+    m = _measurements.get(p.measurement) or _cached(_measurements, p.measurement, escape_measurement)
+    tags = p.tags
+    ts = tags.rendered if type(tags) is TagSet else tag_set(tags)
+    body = []
+    keys = _keys
+    for k, v in p.fields.items():
+        ek = keys.get(k) or _cached(keys, k, escape_key)
+        tv = type(v)
+        if tv is float:
+            if v - v != 0.0:  # inf - inf and nan - nan are nan
+                raise LineProtocolError(f"{k}={v!r} cannot be stored")
+            body.append(f"{ek}={v!r}")
+        elif tv is int:
+            body.append(f"{ek}={v}i")
+        else:
+            body.append(f"{ek}={format_value(v)}")
+    if not body:
         raise LineProtocolError("a point needs at least one field")
-    fs = ",".join(f"{escape_key(k)}={format_value(v)}" for k, v in fields.items())
-    return f"{escape_measurement(measurement)}{tag_set(tags)} {fs} {time_ns}"
+    return f"{m}{ts} {','.join(body)} {p.time_ns}"
+
+
+def render_by_store(points: Iterable[Point]) -> tuple[dict[Store, list[str]], list[tuple[Point, str]]]:
+    """Points as lines per store, and the points line protocol cannot carry, each with the reason."""
+    out: dict[Store, list[str]] = {}
+    bad: list[tuple[Point, str]] = []
+    for p in points:
+        try:
+            ln = render(p)
+        except LineProtocolError as exc:
+            bad.append((p, str(exc)))
+            continue
+        lines = out.get(p.store)
+        if lines is None:
+            out[p.store] = [ln]
+        else:
+            lines.append(ln)
+    return out, bad
+
+
+def line(measurement: str, tags: Mapping[str, str | None], fields: Mapping[str, FieldValue],
+         time_ns: int) -> str:
+    """``render`` of one point given by its parts."""
+    return render(Point(measurement, tags, fields, time_ns))
 
 
 def join(lines: Iterable[str]) -> bytes:

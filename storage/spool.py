@@ -26,9 +26,6 @@ class Spool:
     def __len__(self) -> int:
         return len(self._files())
 
-    def size_bytes(self) -> int:
-        return sum(p.stat().st_size for p in self._files())
-
     def append(self, database: str, body: bytes) -> Path:
         path = self.folder / f"{self._next:012d}.lp"
         self._next += 1

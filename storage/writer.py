@@ -11,6 +11,11 @@ Outcomes (see ``storage.influx``):
 - 401/403: ``ConfigurationError`` propagates: the worker stops.
 
 While the spool holds anything, new batches go behind it, so InfluxDB receives batches in order.
+
+The writer knows the store -> database mapping (``storage.databases``): ``write_points`` takes Points,
+renders them (``storage.lineprotocol``) and writes each store's lines to its database; a Point line
+protocol cannot carry becomes a write-stage dead letter (``unrepresentable``). ``write_stores`` takes lines
+already rendered per store (the worker renders as messages arrive, to size its batches).
 """
 
 from __future__ import annotations
@@ -19,20 +24,21 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from smartzone.errors import WriteError
-from smartzone.model import DeadLetter
+from smartzone.model import DeadLetter, Point, Store
 from storage.deadletters import DeadLetterStore
 from storage.influx import Influx
-from storage.lineprotocol import join
+from storage.lineprotocol import join, render_by_store
 from storage.spool import Spool
 
 log = logging.getLogger(__name__)
 
 REJECTED = "rejected_by_influxdb"
+UNREPRESENTABLE = "unrepresentable"
 
 
 @dataclass
@@ -52,7 +58,7 @@ class Writer:
     def __init__(
         self,
         influx: Influx,
-        database: str,
+        database: str | Mapping[Store, str],
         spool: Spool,
         deadletters: DeadLetterStore,
         *,
@@ -63,7 +69,9 @@ class Writer:
         stopping: threading.Event | None = None,
     ) -> None:
         self.influx = influx
-        self.database = database
+        # store -> database; a single name is the raw store's (and the default of ``write``)
+        self.databases = dict(database) if isinstance(database, Mapping) else {Store.RAW: database}
+        self.database = self.databases[Store.RAW]
         self.spool = spool
         self.deadletters = deadletters
         self.spool_after = spool_after
@@ -107,6 +115,25 @@ class Writer:
                 self.stats.retries += 1
                 self.stopping.wait(min(wait, 30.0))
                 delay = min(delay * 2, 5.0)
+
+    def write_stores(self, lines: Mapping[Store, list[str]], letters: list[DeadLetter] = ()) -> None:
+        """Lines rendered per store, each to its store's database (raw first, with the letters)."""
+        self.write(lines.get(Store.RAW, []), letters)
+        for store, ls in lines.items():
+            if ls and store != Store.RAW:
+                self.write(ls, database=self.databases[store])
+
+    def write_points(self, points: Iterable[Point], letters: list[DeadLetter] = ()) -> int:
+        """Points, rendered and written to their stores' databases; how many were rendered (the others
+        are dead letters)."""
+        lines, bad = render_by_store(points)
+        if bad:
+            now = datetime.now(UTC)
+            letters = [*letters, *(DeadLetter(now, f"influxdb/{self.databases.get(p.store, p.store)}",
+                                              repr(p).encode(errors="backslashreplace"), UNREPRESENTABLE, why,
+                                              stage="write") for p, why in bad)]
+        self.write_stores(lines, letters)
+        return sum(len(ls) for ls in lines.values())
 
     def drain_spool(self) -> bool:
         """Replay spooled batches in order; True when the spool is empty afterwards."""

@@ -13,7 +13,7 @@ registry entry) exports ``make(registry) -> decode`` instead, and its ``decode``
 ``Decoded`` (readings, records such as radio metadata and operational events, and partial problems).
 
 A decoder of identifiers of passers-by (probe sniffers, counting cameras: ``sightings``) is *private*: it
-exports ``make(registry, pseudonymiser) -> decoder``, where ``pseudonymiser`` (``datacharter.pepper``) may
+exports ``make(registry, pseudonymiser) -> decoder``, where ``pseudonymiser`` (``ingest.pepper``) may
 be None (every message is then refused), and the decoder it returns also has ``scrub(msg) -> bytes``: the
 payload with every identifier replaced by its pseudonym, which the pipeline keeps in dead letters instead of
 the payload itself, so no raw identifier is ever stored.
@@ -29,7 +29,7 @@ from smartzone.model import Decoded, Message, Reading
 from smartzone.registry import Registry
 
 if TYPE_CHECKING:
-    from datacharter.pepper import Pseudonymiser
+    from ingest.pepper import Pseudonymiser
 
 Decoder = Callable[[Message], list[Reading] | Decoded]
 

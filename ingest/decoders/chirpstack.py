@@ -47,9 +47,8 @@ from google.protobuf.message import DecodeError as ProtobufDecodeError
 
 from ingest.codecs import CODECS
 from smartzone.errors import ConfigurationError, DecodeError
-from smartzone.model import EPOCH, Decoded, Message, Reading, Record
+from smartzone.model import EPOCH, Decoded, Message, Reading, Record, Store
 from smartzone.registry import Registry
-from storage.lineprotocol import escape_key, format_value
 
 NAME = "chirpstack"
 
@@ -287,7 +286,10 @@ class ChirpStackDecoder:
         if unknown:
             raise ConfigurationError(f"registry device profiles name unknown codecs {unknown}; known: "
                                      f"{sorted(CODECS)}")
-        self._gateway_tags = {eui: f",rx_gateway={escape_key(g.id)}" for eui, g in registry.lora_gateways.items()}
+        self._gateway_ids = {eui: g.id for eui, g in registry.lora_gateways.items()}
+        # one handler per event type, by ChirpStack's name for it (the topic's last level)
+        self._handlers = {"up": self._up, "status": self._status, "location": self._location, "join": self._join,
+                          "ack": self._ack, "txack": self._txack, "log": self._log, "integration": self._integration}
 
     def decode(self, msg: Message) -> Decoded:
         levels = msg.topic.split("/")
@@ -306,8 +308,7 @@ class ChirpStackDecoder:
             raise DecodeError("unknown_device", f"LoRaWAN device {dev_eui} ({info.device_name or 'no name'}, "
                                                 f"profile {info.device_profile_name or '?'}) is not in the registry")
         t = _time(event.time) if event.HasField("time") else None
-        handler = getattr(self, f"_{event_type}")
-        return handler(msg, event, dev_eui, sensor.id, t)
+        return self._handlers[event_type](msg, event, dev_eui, sensor.id, t)
 
     # -- events -------------------------------------------------------------------------------------
     def _up(self, msg: Message, ev: pb.UplinkEvent, dev_eui: str, sensor_id: str, t: datetime | None) -> Decoded:
@@ -357,20 +358,20 @@ class ChirpStackDecoder:
         tx = ev.tx_info
         mod = tx.modulation
         kind = mod.WhichOneof("parameters") or "unknown"
-        common = (f"frequency={tx.frequency}i,dr={ev.dr}i,f_cnt={ev.f_cnt}i,f_port={ev.f_port}i,"
-                  f"adr={format_value(ev.adr)},confirmed={format_value(ev.confirmed)},"
-                  f"n_gateways={len(ev.rx_info)}i")
+        common = {"frequency": tx.frequency, "dr": ev.dr, "f_cnt": ev.f_cnt, "f_port": ev.f_port, "adr": ev.adr,
+                  "confirmed": ev.confirmed, "n_gateways": len(ev.rx_info)}
         if kind == "lora":
             lora = mod.lora
-            common += (f",bandwidth={lora.bandwidth}i,spreading_factor={lora.spreading_factor}i,"
-                       f'code_rate="{_CODE_RATES.get(lora.code_rate, lora.code_rate_legacy or "")}"')
+            common["bandwidth"] = lora.bandwidth
+            common["spreading_factor"] = lora.spreading_factor
+            common["code_rate"] = _CODE_RATES.get(lora.code_rate, lora.code_rate_legacy or "")
         elif kind == "fsk":
-            common += f",bitrate={mod.fsk.datarate}i"
+            common["bitrate"] = mod.fsk.datarate
         for rx in ev.rx_info:
             gw = rx.gateway_id.lower()
-            tags = self._gateway_tags.get(gw) or (f",rx_gateway={escape_key(gw)}" if gw else "")
-            yield Record("radio", dev_eui, f"{tags},modulation={kind}",
-                         f"rssi={rx.rssi}i,snr={round(rx.snr, 2)!r},channel={rx.channel}i,{common}", t, "ops")
+            tags = {"rx_gateway": self._gateway_ids.get(gw) or gw, "modulation": kind}
+            yield Record("radio", dev_eui, tags,
+                         {"rssi": rx.rssi, "snr": round(rx.snr, 2), "channel": rx.channel, **common}, t, Store.OPS)
 
     def _object_names(self, sensor_id: str, values: list[tuple[str, object]]) -> list[tuple[str, object]]:
         fields = self.registry.sensors[sensor_id].fields
@@ -410,10 +411,9 @@ class ChirpStackDecoder:
         return Decoded([], [_position(dev_eui, t or msg.received_at, pos,
                                       _LOCATION_SOURCES.get(loc.source, "unknown"))])
 
-    def _ops(self, msg: Message, dev_eui: str, event: str, fields: dict, t, tags: str = "") -> Decoded:
-        body = ",".join(f"{k}={format_value(v)}" for k, v in fields.items())
-        return Decoded([], [Record("lorawan_events", dev_eui, f",event={event}{tags}", body, t or msg.received_at,
-                                   store="ops")])
+    def _ops(self, msg: Message, dev_eui: str, event: str, fields: dict, t, tags: dict | None = None) -> Decoded:
+        return Decoded([], [Record("lorawan_events", dev_eui, {"event": event, **(tags or {})}, fields,
+                                   t or msg.received_at, Store.OPS)])
 
     def _join(self, msg, ev: pb.JoinEvent, dev_eui, sensor_id, t) -> Decoded:
         return self._ops(msg, dev_eui, "join", {"dev_addr": ev.dev_addr or "", "count": 1}, t)
@@ -424,12 +424,12 @@ class ChirpStackDecoder:
 
     def _txack(self, msg, ev: pb.TxAckEvent, dev_eui, sensor_id, t) -> Decoded:
         gw = ev.gateway_id.lower()
-        tags = self._gateway_tags.get(gw) or (f",rx_gateway={escape_key(gw)}" if gw else "")
+        tags = {"rx_gateway": self._gateway_ids.get(gw) or gw}
         return self._ops(msg, dev_eui, "txack", {"f_cnt_down": ev.f_cnt_down, "downlink_id": ev.downlink_id,
                                                      "frequency": ev.tx_info.frequency, "count": 1}, t, tags)
 
     def _log(self, msg, ev: pb.LogEvent, dev_eui, sensor_id, t) -> Decoded:
-        tags = f",level={_LOG_LEVELS.get(ev.level, 'info')},code={_LOG_CODES.get(ev.code, 'unknown')}"
+        tags = {"level": _LOG_LEVELS.get(ev.level, "info"), "code": _LOG_CODES.get(ev.code, "unknown")}
         return self._ops(msg, dev_eui, "log", {"description": ev.description[:1000], "count": 1}, t, tags)
 
     def _integration(self, msg, ev, dev_eui, sensor_id, t) -> Decoded:
@@ -453,5 +453,4 @@ def _gps_axis(name: str) -> str | None:
 def _position(dev_eui: str, t: datetime, pos: dict[str, float], source: str) -> Record:
     if not (-90 <= pos["latitude"] <= 90 and -180 <= pos["longitude"] <= 180):
         raise DecodeError("out_of_range", f"position {pos['latitude']}, {pos['longitude']} is not on Earth")
-    body = ",".join(f"{k}={float(v)!r}" for k, v in pos.items())
-    return Record("position", dev_eui, f",source={source}", body, t)
+    return Record("position", dev_eui, {"source": source}, {k: float(v) for k, v in pos.items()}, t)

@@ -29,7 +29,7 @@ Payload: one JSON object::
 Each sighting becomes one point of measurement ``sighting`` in the *pseudonymous* database, with the sensor's
 tags and ``kind``, ``randomised`` (wifi/ble: the locally administered bit of the MAC, set by phones that
 randomise their address) or ``class`` (vehicles), and ``subject``, the pseudonym: HMAC-SHA256 of the normalised
-identifier under the pepper of the sighting's day (``datacharter.pepper``), 16 hex digits. The field is
+identifier under the pepper of the sighting's day (``ingest.pepper``), 16 hex digits. The field is
 ``rssi`` (integer dBm), or ``seen=1i`` without one::
 
     sighting,category=pedestrian_flow,cell=..,gateway=gw-volkstraat,sensor=ped-volkstraat-1,technology=wifi,\
@@ -56,16 +56,16 @@ from datetime import datetime
 
 import orjson
 
-from datacharter.pepper import Pseudonymiser, is_randomised_mac, normalise_mac
 from ingest.decoders._json import load_json
 from ingest.decoders._time import parse_time
+from ingest.pepper import Pseudonymiser, is_randomised_mac, normalise_mac
 from smartzone.errors import DecodeError
-from smartzone.model import Decoded, Message, Record
+from smartzone.model import Decoded, Message, Record, Store
 from smartzone.registry import Registry
 
 NAME = "sightings"
 MEASUREMENT = "sighting"
-STORE = "pseudonymous"
+STORE = Store.PSEUDONYMOUS
 
 MAC_KINDS = frozenset({"wifi", "ble"})
 KINDS = MAC_KINDS | {"vehicle"}
@@ -147,18 +147,18 @@ class SightingsDecoder:
             raise DecodeError("malformed", f"{where}: 'randomised' goes only with a wifi/ble 'subject'")
         if "class" in item and kind != "vehicle":
             raise DecodeError("malformed", f"{where}: 'class' goes only with a vehicle")
-        tags = ""
+        tags: dict[str, str] = {}
         if kind == "vehicle" and "class" in item:
             cls = item["class"]
             if not isinstance(cls, str) or not _CLASS.fullmatch(cls):
                 raise DecodeError("invalid_value", f"{where}: 'class' must be a lower-case name such as car or "
                                                    "heavy_vehicle")
-            tags = f",class={cls}"
+            tags["class"] = cls
         subject, randomised = self._subject(item, named[0], kind, t, where)
-        tags += f",kind={kind}"
+        tags["kind"] = kind
         if randomised is not None:
-            tags += f",randomised={'true' if randomised else 'false'}"
-        tags += f",subject={subject}"
+            tags["randomised"] = "true" if randomised else "false"
+        tags["subject"] = subject
         return Record(MEASUREMENT, device, tags, _fields(item, where), t, STORE)
 
     def _subject(self, item: dict, key: str, kind: str, t: datetime, where: str) -> tuple[str, bool | None]:
@@ -272,9 +272,9 @@ def _identifier(key: str, value: object) -> tuple[str | None, bool | None]:
     return (f"vehicle:{plate}", None) if plate else (None, None)
 
 
-def _fields(item: dict, where: str) -> str:
+def _fields(item: dict, where: str) -> dict[str, int]:
     if "rssi" not in item:
-        return "seen=1i"
+        return {"seen": 1}
     rssi = item["rssi"]
     if isinstance(rssi, bool) or not isinstance(rssi, int | float):
         raise DecodeError("invalid_value", f"{where}: 'rssi' must be a number (dBm)")
@@ -284,7 +284,7 @@ def _fields(item: dict, where: str) -> str:
         rssi = round(rssi)
     if not RSSI_MIN <= rssi <= RSSI_MAX:
         raise DecodeError("out_of_range", f"{where}: rssi {rssi} dBm is outside [{RSSI_MIN}, {RSSI_MAX}]")
-    return f"rssi={rssi}i"
+    return {"rssi": rssi}
 
 
 def _time(value: object, msg: Message, where: str) -> datetime:

@@ -16,7 +16,7 @@ from datacharter.job import CharterJob
 from gateways.backfill import backfill
 from gateways.simulator import Zone
 from ingest.pipeline import Pipeline
-from ingest.worker import ensure_databases, pseudonymiser
+from ingest.worker import ensure_databases
 from smartzone.registry import Registry
 from smartzone.settings import Settings
 from storage.influx import Influx
@@ -40,8 +40,7 @@ def published(tmp_path_factory, influxd) -> Iterator[Settings]:
     registry = Registry.load(REGISTRY)
     influx = Influx(settings.influx)
     ensure_databases(influx, settings, CHARTER)
-    pipe = Pipeline(registry, settings.ingest.routes, max_payload_bytes=65_536, max_future=timedelta(minutes=5),
-                    max_age=timedelta(days=30), pseudonymiser=pseudonymiser(settings, CHARTER))
+    pipe = Pipeline.from_settings(settings, registry, CHARTER)
     backfill(Zone(registry, 11), pipe, influx, settings, DAY, 1440)
     job = CharterJob(settings, CHARTER, registry, influx)
     job.run_once(now=DAY + timedelta(days=1, minutes=5))

@@ -4,11 +4,11 @@ Stages import ``smartzone`` (the core) and ``storage``; never one another. The c
 except its composition roots (the CLI, ``up`` and the simulator's backfill, which runs simulated data
 through the ingest pipeline), which start them. Shared parts: the LoRaWAN
 payload codecs (``ingest.codecs``, pure functions over bytes) are the device side's encoders too, so
-the gateways' simulator may import them and nothing else of ingest; and the charter's pepper store
-(``datacharter.pepper``) pseudonymises identifiers of passers-by at ingestion, and the charter document
-(``datacharter.charter``) sets the raw retention and pepper rotation, so ingest may import those two and
-nothing else of the charter. The API describes each dataset by its charter rules and their plain-language
-explanation (``datacharter.charter``, ``datacharter.explain``); it imports nothing of the charter job.
+the gateways' simulator may import them and nothing else of ingest; and the charter document
+(``datacharter.charter``) sets the raw retention and pepper rotation, so ingest may import it and
+nothing else of the charter (the pepper store, ``ingest.pepper``, is ingest's own). The API describes
+each dataset by its charter rules and their plain-language explanation (``datacharter.charter``,
+``datacharter.explain``); it imports nothing of the charter job.
 The dashboards take the open datasets' fields from the charter document (``datacharter.charter``).
 """
 
@@ -27,7 +27,7 @@ STAGES = ("ingest", "storage", "datacharter", "api", "gateways", "dashboards")
 PACKAGES = ("smartzone", *STAGES)
 COMPOSITION_ROOTS = {"smartzone/cli.py", "smartzone/up.py", "gateways/backfill.py"}
 # stage -> modules of other stages it may import
-SHARED = {"gateways": ("ingest.codecs",), "ingest": ("datacharter.pepper", "datacharter.charter"),
+SHARED = {"gateways": ("ingest.codecs",), "ingest": ("datacharter.charter",),
           "api": ("datacharter.charter", "datacharter.explain"), "dashboards": ("datacharter.charter",)}
 
 

@@ -24,7 +24,7 @@ from gateways.backfill import backfill
 from gateways.publisher import Publisher
 from gateways.simulator import Emitted, Zone
 from ingest.pipeline import Pipeline
-from ingest.worker import Worker, ensure_databases, pseudonymiser
+from ingest.worker import Worker, ensure_databases
 from smartzone import services
 from smartzone.registry import Registry
 from smartzone.settings import Settings
@@ -79,14 +79,7 @@ def loaded(tmp_path_factory, influxd) -> Iterator[Loaded]:
     worker = None
     try:
         ensure_databases(influx, settings, charter)
-        pipe = Pipeline(
-            registry,
-            settings.ingest.routes,
-            max_payload_bytes=65_536,
-            max_future=timedelta(minutes=5),
-            max_age=timedelta(days=30),
-            pseudonymiser=pseudonymiser(settings, charter),
-        )
+        pipe = Pipeline.from_settings(settings, registry, charter)
         backfill(Zone(registry, 11), pipe, influx, settings, DAY, 1440)
         job = CharterJob(settings, charter, registry, influx)
         job.run_once(now=DAY + timedelta(days=1, minutes=5))

@@ -40,7 +40,7 @@ import h3
 import numpy as np
 import pandas as pd
 
-from datacharter.pepper import pseudonym
+from ingest.pepper import pseudonym
 from smartzone.registry import Registry, RegistryFile
 from storage.lineprotocol import line
 

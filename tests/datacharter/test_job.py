@@ -17,7 +17,7 @@ from datacharter.store import CharterStore
 from gateways.backfill import backfill
 from gateways.simulator import Zone
 from ingest.pipeline import Pipeline
-from ingest.worker import ensure_databases, pseudonymiser
+from ingest.worker import ensure_databases
 from smartzone import cli
 from smartzone.names import parse_duration
 from smartzone.quantities import QUANTITIES
@@ -48,8 +48,7 @@ def zone(tmp_path_factory, influxd):
     registry = Registry.load(REGISTRY)
     influx = Influx(settings.influx)
     ensure_databases(influx, settings, CHARTER)
-    pipe = Pipeline(registry, settings.ingest.routes, max_payload_bytes=65_536, max_future=timedelta(minutes=5),
-                    max_age=timedelta(days=30), pseudonymiser=pseudonymiser(settings, CHARTER))
+    pipe = Pipeline.from_settings(settings, registry, CHARTER)
     loaded = backfill(Zone(registry, 7), pipe, influx, settings, DAY, 1440)
     job = CharterJob(settings, CHARTER, registry, influx)
     reports = job.run_once(now=AFTER_DAY)
@@ -395,8 +394,7 @@ def test_a_new_charter_version_leaves_old_points_alone(zone, tmp_path):
     newer = Charter.parse(CHARTER.text.replace(f'version: "{CHARTER.version}"', 'version: "2026.12.0"'))
     # the next day's first hours arrive; the job now runs under the new version
     registry = zone["registry"]
-    pipe = Pipeline(registry, settings.ingest.routes, max_payload_bytes=65_536, max_future=timedelta(minutes=5),
-                    max_age=timedelta(days=30), pseudonymiser=pseudonymiser(settings, CHARTER))
+    pipe = Pipeline.from_settings(settings, registry, CHARTER)
     next_day = DAY + timedelta(days=1)
     backfill(Zone(registry, 7), pipe, influx, settings, next_day, 120, first_round=1440)
     job = CharterJob(settings, newer, registry, Influx(settings.influx))
@@ -465,7 +463,7 @@ def test_dead_letters_holding_pseudonyms_expire_with_the_pseudonymous_data(zone)
         DeadLetter(AFTER_DAY, "gw/gw-volkstraat/sightings/ped-volkstraat-1", b"{}", "malformed", "x"),  # recent
     ])
     zone["job"].run_once(now=AFTER_DAY + timedelta(minutes=1))
-    left = {(d.topic, d.reason) for d in store.list(status=None, limit=0)}
+    left = {(d.topic, d.reason) for d in store.entries(status=None, limit=0)}
     store.close()
     assert ("gw/gw-volkstraat/zigbee2mqtt/aq-1", "malformed") in left
     assert ("gw/gw-volkstraat/sightings/ped-volkstraat-1", "malformed") in left

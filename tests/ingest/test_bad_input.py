@@ -65,7 +65,7 @@ def test_every_bad_input_is_dead_lettered_with_its_reason(settings, influx, run_
 
     store = DeadLetterStore(settings.sql_url)
     assert wait_for(lambda: sum(store.counts().values()) == len(CASES) + 1, 10), store.counts()
-    letters = store.list(limit=100)
+    letters = store.entries(limit=100)
     by_reason = {d.reason: d for d in letters}
     assert set(by_reason) == set(CASES)  # the mixed message's letter is unknown_field too
     for reason, (topic, payload) in CASES.items():
@@ -106,7 +106,7 @@ def test_every_bad_input_is_dead_lettered_with_its_reason(settings, influx, run_
     assert store.counts()["unknown_field"] == 2
 
     # replaying the rest changes nothing: they still fail, with their reasons kept
-    result = replay(store, worker.pipeline, influx, db)
+    result = replay(store, worker.pipeline, worker.writer)
     assert result.replayed == 0 and result.still_failing == len(CASES)
     assert set(store.counts()) == set(CASES) - {"unknown_device"}
     store.close()
@@ -132,13 +132,12 @@ def test_bad_registry_is_a_clear_configuration_error(tmp_path: Path, registry_te
 def test_pipeline_dead_letters_a_topic_no_route_matches(registry):
     # The worker subscribes only to the routes' filters, so the broker never sends it such a topic;
     # the pipeline still refuses it (replays and direct callers go through the same code).
-    from datetime import timedelta
-
+    from datacharter.charter import Charter
     from ingest.pipeline import Pipeline
-    from smartzone.settings import DEFAULT_ROUTES
+    from smartzone.settings import Settings
+    from tests.ingest.rendered import run
 
-    p = Pipeline(registry, DEFAULT_ROUTES, max_payload_bytes=1000, max_future=timedelta(minutes=5),
-                 max_age=timedelta(days=30))
-    out = p.process(p.message("gw/gw-egmont/unknown-software/thing", b"42", NOW))
+    p = Pipeline.from_settings(Settings(), registry, Charter.load(), pseudonymiser=None)
+    out = run(p, p.message("gw/gw-egmont/unknown-software/thing", b"42", NOW))
     assert out.lines == [] and out.letter is not None and out.letter.reason == "no_route"
     assert p.stats.reasons == {"no_route": 1}

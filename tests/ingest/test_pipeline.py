@@ -8,23 +8,24 @@ import h3
 import orjson
 import pytest
 
+from datacharter.charter import Charter
 from ingest.pipeline import Pipeline
-from smartzone.settings import DEFAULT_ROUTES
+from smartzone.settings import Settings
+from tests.ingest.rendered import run
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture
 def pipeline(registry) -> Pipeline:
-    return Pipeline(registry, DEFAULT_ROUTES, max_payload_bytes=4096, max_future=timedelta(minutes=5),
-                    max_age=timedelta(days=30))
+    return Pipeline.from_settings(Settings(), registry, Charter.load(), pseudonymiser=None)
 
 
 def _run(pipeline, readings: dict, time: datetime | None = NOW):
     doc = {"device": "traffic-egmont-1", "readings": readings}
     if time:
         doc["time"] = time.isoformat()
-    return pipeline.process(pipeline.message("gw/gw-egmont/json/traffic-egmont-1", orjson.dumps(doc), NOW))
+    return run(pipeline, pipeline.message("gw/gw-egmont/json/traffic-egmont-1", orjson.dumps(doc), NOW))
 
 
 @pytest.mark.parametrize("readings, field_text", [
@@ -75,7 +76,7 @@ def test_device_time_bounds(pipeline):
 
 def test_registry_field_map_and_decoder_crash(pipeline, monkeypatch):
     # noise sensors map the native ESPHome object id "laeq" through the registry's fields
-    out = pipeline.process(pipeline.message("gw/gw-volkstraat/noise-volkstraat-1/sensor/laeq/state", b"61.5", NOW))
+    out = run(pipeline, pipeline.message("gw/gw-volkstraat/noise-volkstraat-1/sensor/laeq/state", b"61.5", NOW))
     assert out.letter is None and "noise,category=noise" in out.lines[0] and "laeq=61.5" in out.lines[0]
     # a decoder bug becomes a dead letter, not a crash
     def broken(msg):

@@ -19,13 +19,15 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from datacharter.pepper import PepperStore, Pseudonymiser, is_randomised_mac, normalise_mac, pseudonym
+from datacharter.charter import Charter
 from gateways.publisher import Publisher
 from gateways.simulator import Emitted, Zone
+from ingest.pepper import PepperStore, Pseudonymiser, is_randomised_mac, normalise_mac, pseudonym
 from ingest.pipeline import Pipeline
-from smartzone.settings import DEFAULT_ROUTES
+from smartzone.settings import Settings
 from storage.deadletters import DeadLetterStore
 from tests.conftest import wait_for
+from tests.ingest.rendered import run
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 DAY = 86_400
@@ -173,12 +175,11 @@ def store(tmp_path) -> PepperStore:
 
 @pytest.fixture
 def pipeline(registry, store) -> Pipeline:
-    return Pipeline(registry, DEFAULT_ROUTES, max_payload_bytes=65_536, max_future=timedelta(minutes=5),
-                    max_age=timedelta(days=30), pseudonymiser=Pseudonymiser(store))
+    return Pipeline.from_settings(Settings(), registry, Charter.load(), pseudonymiser=Pseudonymiser(store))
 
 
 def _run(pipeline: Pipeline, payload: bytes, topic: str = TOPIC):
-    return pipeline.process(pipeline.message(topic, payload, NOW))
+    return run(pipeline, pipeline.message(topic, payload, NOW))
 
 
 def test_sightings_become_pseudonymous_lines(pipeline, store):
@@ -258,8 +259,7 @@ def test_rejected_messages_keep_no_identifier(pipeline, payload, reason):
 
 
 def test_without_a_pepper_store_every_message_is_refused_scrubbed(registry):
-    pipeline = Pipeline(registry, DEFAULT_ROUTES, max_payload_bytes=65_536, max_future=timedelta(minutes=5),
-                        max_age=timedelta(days=30))
+    pipeline = Pipeline.from_settings(Settings(), registry, Charter.load(), pseudonymiser=None)
     out = _run(pipeline, _doc([{"mac": STABLE, "kind": "wifi", "rssi": -60},
                                {"vehicle": VEHICLE, "kind": "vehicle"}]))
     assert out.letter.reason == "no_pepper" and out.pseudo_lines == []
@@ -312,7 +312,7 @@ def _scan_everything(settings, influx, identifiers) -> None:
         _assert_absent(_influx_dump(influx, db), identifiers, where=f"database {db}")
     store = DeadLetterStore(settings.sql_url)
     try:
-        for d in store.list(status=None, limit=0):
+        for d in store.entries(status=None, limit=0):
             _assert_absent(d.payload, identifiers, where=f"dead letter {d.id} payload")
             _assert_absent(d.detail + d.topic, identifiers, where=f"dead letter {d.id} detail")
     finally:
@@ -364,7 +364,7 @@ def test_worker_writes_sightings_pseudonymised_and_stores_no_identifier_anywhere
     # nothing of it in the raw database
     assert influx.query('SHOW MEASUREMENTS', settings.influx.raw_database)[0].get("series") is None
 
-    all_letters = store.list(status=None, limit=0)
+    all_letters = store.entries(status=None, limit=0)
     letters = {d.reason: d for d in all_letters}
     store.close()
     # a sighting 2 d 1 h old: its day's pepper lived the charter's 48 h (a day, then a day of grace) and is

@@ -53,7 +53,7 @@ def test_400_is_bisected_and_only_bad_lines_are_dead_lettered(settings, influx, 
     w.write(batch)
     stored = stored_readings(influx, settings.influx.raw_database)
     assert len(stored) == 51  # 50 good + the first typed point
-    letters = store.list(reason=REJECTED)
+    letters = store.entries(reason=REJECTED)
     assert sorted(d.payload.decode() for d in letters) == sorted([conflict_stored, unparseable])
     assert all(d.stage == "write" and d.detail for d in letters)
     assert any("conflict" in d.detail for d in letters) and any("unable to parse" in d.detail for d in letters)
@@ -66,7 +66,7 @@ def test_type_conflict_inside_one_request_loses_nothing(settings, influx, tmp_pa
     batch = _lines(10, sensor="fresh") + [f'weather,sensor=fresh temperature="hot" {BASE + 950_000_000_000}']
     w.write(batch)  # influxd writes nothing of such a request; the bisection recovers the 10 good lines
     assert len(stored_readings(influx, settings.influx.raw_database)) == 10
-    assert len(store.list(reason=REJECTED)) == 1
+    assert len(store.entries(reason=REJECTED)) == 1
 
 
 def test_bad_credentials_stop_with_a_configuration_error(tmp_path):

@@ -14,6 +14,10 @@ pseudonym any more, which matters because the MAC space is small enough to enume
   copy-on-write file systems and SSDs the overwrite is best effort; the unlink is what counts.
 - ``pseudonym(pepper, identifier)``: 16 lower-case hex digits.
 - ``Pseudonymiser``: the two together, with a bounded cache, for the ingest pipeline.
+- ``pseudonymiser_for(settings, charter)``: the worker's, over ``<data_dir>/peppers``.
+
+Ingest owns this (pseudonymisation happens at ingestion, before anything is stored); the charter job never
+touches peppers (they expire here, by the charter's rotation and pseudonymous retention).
 """
 
 from __future__ import annotations
@@ -29,6 +33,11 @@ import threading
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from datacharter.charter import Charter
+    from smartzone.settings import Settings
 
 PEPPER_BYTES = 32
 _SUFFIX = ".pepper"
@@ -200,6 +209,13 @@ class Pseudonymiser:
             self._cache.clear()
         found = self._cache[key] = pseudonym(pepper, identifier)
         return found
+
+
+def pseudonymiser_for(settings: Settings, charter: Charter) -> Pseudonymiser:
+    """Pseudonyms under peppers in ``<data_dir>/peppers``, rotated as the charter says and destroyed once
+    the pseudonymous retention of their period has passed (a late message gets no pepper: dead letter)."""
+    return Pseudonymiser(PepperStore(settings.data_dir / "peppers", rotation_s=int(charter.pepper_rotation_s),
+                                     grace_s=charter.pepper_grace_s))
 
 
 def _read(path: Path) -> bytes | None:

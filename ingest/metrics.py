@@ -1,0 +1,34 @@
+"""The ingest worker's self-metrics in the ops database: one definition, for the writer and the readers.
+
+The worker writes them as Points (``ingest.worker.Worker.report_metrics``) every ``metrics_interval``;
+``smartzone status``, the dashboards and the benchmarks read them by these names.
+
+- ``ingest`` (tag ``worker``): cumulative counters ``INGEST_COUNTERS`` (integers) and, when the interval
+  wrote anything, the write latency in milliseconds (``WRITE_LATENCY_P50``, ``WRITE_LATENCY_MAX``).
+- ``deadletters`` (tags ``worker``, ``reason``): ``count`` (cumulative) and ``new`` (since the last report).
+- ``sensors`` (the sensor's tags): ``readings`` since the last report.
+"""
+
+from __future__ import annotations
+
+INGEST = "ingest"
+DEADLETTERS = "deadletters"
+SENSORS = "sensors"
+
+WORKER = "worker"  # tag of ingest and deadletters
+REASON = "reason"  # tag of deadletters
+COUNT = "count"
+NEW = "new"
+READINGS = "readings"  # field of sensors
+
+INGEST_COUNTERS = (
+    "received", "decoded", "readings", "dead_lettered", "lines_written", "lines_rejected", "batches",
+    "batches_spooled", "batches_unspooled", "spool_files", "retries", "acked", "queue_depth", "backlog_bytes",
+)
+WRITE_LATENCY_P50 = "write_latency_ms_p50"
+WRITE_LATENCY_MAX = "write_latency_ms_max"
+INGEST_FIELDS = (*INGEST_COUNTERS, WRITE_LATENCY_P50, WRITE_LATENCY_MAX)
+# what ``smartzone status`` shows of a worker's last report, in this order
+STATUS_FIELDS = ("received", "decoded", "readings", "dead_lettered", "lines_written", "lines_rejected", "queue_depth",
+                 "backlog_bytes", "batches_spooled", "batches_unspooled", "spool_files", "retries", WRITE_LATENCY_P50,
+                 WRITE_LATENCY_MAX)
