@@ -7,10 +7,13 @@ from datetime import UTC, datetime, timedelta
 import h3
 import orjson
 import pytest
+import yaml
 
 from datacharter.charter import Charter
 from ingest.pipeline import Pipeline
+from smartzone.registry import Registry
 from smartzone.settings import Settings
+from tests.conftest import REGISTRY
 from tests.ingest.rendered import run
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
@@ -35,13 +38,40 @@ def _run(pipeline, readings: dict, time: datetime | None = NOW):
     ({"traffic.cars": 0}, "cars=0i"),
 ])
 def test_values_take_the_quantity_kind(pipeline, readings, field_text):
-    assert h3.latlng_to_cell(51.20960, 4.39345, 10) == "8a1fa4c5ab77fff"  # the sensor's registry position
     out = _run(pipeline, readings)
     assert out.letter is None
     assert out.lines == [
         "traffic,category=traffic,cell=8a1fa4c5ab77fff,gateway=gw-egmont,sensor=traffic-egmont-1,technology=wired "
         f"{field_text} {int(NOW.timestamp()) * 10**9}"
     ]
+
+
+@pytest.mark.parametrize("resolution", [10, 8])
+def test_a_reading_lands_in_the_cell_of_its_registry_position(tmp_path, resolution):
+    """The cell tag comes from the registry's position of the sensor at the zone's resolution, not from
+    anything the message says; a mobile sensor gets no cell at all."""
+    doc = yaml.safe_load(REGISTRY.read_text())
+    doc["zone"]["h3_resolution"] = resolution
+    moved = (51.2200, 4.4000)  # the sensor moved a kilometre north-east: another cell at every resolution here
+    sensor = next(s for s in doc["sensors"] if s["id"] == "traffic-egmont-1")
+    old = (sensor["position"]["lat"], sensor["position"]["lon"])
+    sensor["position"] = {"lat": moved[0], "lon": moved[1]}
+    path = tmp_path / "registry.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    pipeline = Pipeline.from_settings(Settings(), Registry.load(path), Charter.load(), pseudonymiser=None)
+    out = _run(pipeline, {"traffic.cars": 3})
+    (point,) = out.points
+    assert point.tags["cell"] == h3.latlng_to_cell(*moved, resolution)
+    assert h3.get_resolution(point.tags["cell"]) == resolution
+    assert point.tags["cell"] != h3.latlng_to_cell(*old, resolution)
+    assert f",cell={point.tags['cell']}," in out.lines[0]
+
+
+def test_a_mobile_sensor_has_no_cell(pipeline, registry):
+    mobile = next(s for s in registry.sensors.values() if s.mobile)
+    info = registry.resolve(mobile.gateway, mobile.keys[0])
+    assert info is not None and info.cell == ""
+    assert "cell" not in pipeline._tag_set(info, mobile.gateway)
 
 
 @pytest.mark.parametrize("readings, reason", [

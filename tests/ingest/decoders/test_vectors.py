@@ -3,6 +3,10 @@
 A case holds ``topic`` (the full topic as the central broker sees it, ``gw/<gateway>/<native>``),
 ``payload`` (text) or ``payload_hex`` / ``payload_b64``, optional ``received_at`` and ``tz``, and
 either ``readings`` (the exact list the decoder must return) or ``error`` (the DecodeError reason).
+Decoders that return more than Readings (``chirpstack``, ``sightings``) also list ``records``: measurement,
+sensor (the device key), store, time, tags and fields. They run bound to the demo registry and, for
+``sightings``, to a pseudonymiser under a fixed pepper (bytes 0..31), so their pseudonyms are vectors too.
+A topic outside ``gw/`` (ChirpStack's ``application/...``) has no gateway.
 """
 
 from __future__ import annotations
@@ -16,13 +20,18 @@ from zoneinfo import ZoneInfo
 import pytest
 import yaml
 
-from ingest.decoders import DECODERS
+from ingest.decoders import NAMES, bind
 from ingest.decoders._time import parse_time
+from ingest.pepper import pseudonym
 from smartzone.errors import DecodeError
-from smartzone.model import Message
+from smartzone.model import Decoded, Message
+from smartzone.registry import Registry
+from tests.conftest import REGISTRY
 
 CASES = sorted((Path(__file__).parent / "cases").glob("*/*.yaml"))
 DEFAULT_RECEIVED = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
+PEPPER = bytes(range(32))
+DECODERS = bind(Registry.load(REGISTRY), lambda identifier, t: pseudonym(PEPPER, identifier))
 
 
 def _message(case: dict) -> Message:
@@ -32,7 +41,9 @@ def _message(case: dict) -> Message:
         payload = base64.b64decode(case["payload_b64"])
     else:
         payload = case["payload"].encode()
-    _, gateway, native = case["topic"].split("/", 2)
+    gateway, native = None, case["topic"]
+    if case["topic"].startswith("gw/"):
+        _, gateway, native = case["topic"].split("/", 2)
     received = parse_time(case["received_at"]) if "received_at" in case else DEFAULT_RECEIVED
     tz = ZoneInfo(case["tz"]) if "tz" in case else None
     return Message(case["topic"], payload, received, gateway, native, tz)
@@ -42,7 +53,7 @@ def test_every_decoder_has_real_and_failure_vectors():
     by_decoder: dict[str, list[dict]] = {}
     for path in CASES:
         by_decoder.setdefault(path.parent.name, []).append(yaml.safe_load(path.read_text()))
-    assert set(by_decoder) == set(DECODERS)
+    assert set(by_decoder) == set(NAMES) == set(DECODERS)
     for name, cases in by_decoder.items():
         assert any("readings" in c and c.get("source") for c in cases), f"{name}: no documented example"
         assert any("error" in c for c in cases), f"{name}: no failure case"
@@ -58,9 +69,22 @@ def test_vector(path: Path):
             decode(msg)
         assert info.value.reason == case["error"]
         return
+    out = decode(msg)
+    if type(out) is Decoded:
+        assert not out.problems, out.problems
+        got_records = [{"measurement": r.measurement, "sensor": r.sensor_key, "store": str(r.store), "time": r.time,
+                        "tags": dict(r.tags), "fields": dict(r.fields)} for r in out.records]
+        want_records = [{**w, "time": parse_time(w["time"]) if "time" in w else msg.received_at}
+                        for w in case.get("records", [])]
+        assert got_records == want_records
+        for g, w in zip(got_records, want_records, strict=True):  # 41 is not 41.0, True is not 1
+            assert {k: type(v) for k, v in g["fields"].items()} == {k: type(v) for k, v in w["fields"].items()}
+        out = out.readings
+    else:
+        assert "records" not in case
     got = [
         {"time": r.time, "sensor": r.sensor_id, "quantity": r.quantity, "value": r.value}
-        for r in decode(msg)
+        for r in out
     ]
     want = [
         {
