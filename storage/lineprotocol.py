@@ -1,4 +1,4 @@
-"""InfluxDB line protocol, written by hand (as ChirpStack does): exact escaping, no client library.
+r"""InfluxDB line protocol, written by hand (as ChirpStack does): exact escaping, no client library.
 
 The only place in the project that renders line protocol: every stage hands ``smartzone.model.Point``
 values to storage, and ``render`` turns one into
@@ -8,11 +8,12 @@ values to storage, and ``render`` turns one into
 One escaping rule (InfluxDB line protocol reference): in measurements, commas and spaces; in tag keys,
 tag values and field keys, commas, equals signs and spaces; in string field values, double quotes and
 backslashes. What cannot be escaped is refused with ``LineProtocolError``: a newline, carriage return or
-NUL in a measurement, tag key, tag value or field key, one that is empty or ends with a backslash, a
-measurement starting with ``#`` (a comment line), text that is not valid Unicode (lone surrogates), a
-non-finite float, a NUL in a string field value. Newlines and carriage returns in string field values are
-written as the two characters ``\\n`` / ``\\r`` (a batch is one point per line). Empty tag values are left
-out.
+NUL in a measurement, tag key, tag value or field key; one that is empty, or has a backslash at its end or
+before a comma, equals sign or space (InfluxDB's parser skips the character after any backslash but
+unescapes only ``\,`` ``\=`` ``\ ``: a backslash itself has no escape there); a measurement starting
+with ``#`` (a comment line); text that is not valid Unicode (lone surrogates); a non-finite float; a NUL
+in a string field value. Newlines and carriage returns in string field values are written as the two
+characters ``\n`` / ``\r`` (a batch is one point per line). Empty tag values are left out.
 
 Fast path: escaped measurements and keys are cached, and ``TagSet`` holds a tag set rendered once (the
 pipeline keeps one per sensor), so rendering a reading is a few dictionary look-ups and one ``repr``.
@@ -21,6 +22,7 @@ pipeline keeps one per sensor), so rendering a reading is a few dictionary look-
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Iterator, Mapping
 
 from smartzone.model import FieldValue, Point, Store
@@ -28,6 +30,7 @@ from smartzone.model import FieldValue, Point, Store
 _MEASUREMENT = str.maketrans({",": r"\,", " ": r"\ "})
 _KEY = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ "})
 _STRING = str.maketrans({'"': r"\"", "\\": "\\\\", "\n": "\\\\n", "\r": "\\\\r"})
+_BACKSLASH = re.compile(r"\\(?=[,= ]|$)")  # a backslash line protocol would read as an escape
 _CACHE_MAX = 10_000  # escaped names remembered (bounded: decoders' names come from the network)
 
 
@@ -40,8 +43,8 @@ def _check(text: str, what: str) -> str:
         raise LineProtocolError(f"{what} is empty")
     if "\n" in text or "\r" in text or "\0" in text:
         raise LineProtocolError(f"{what} {text!r} contains a newline, carriage return or NUL")
-    if text[-1] == "\\":
-        raise LineProtocolError(f"{what} {text!r} ends with a backslash")
+    if "\\" in text and _BACKSLASH.search(text):
+        raise LineProtocolError(f"{what} {text!r} has a backslash at its end or before a comma, '=' or space")
     if not text.isascii():
         _unicode(text, what)
     return text
