@@ -96,11 +96,14 @@ def tag_set(tags: Mapping[str, str | None]) -> str:
 class TagSet(Mapping):
     """A tag set checked and rendered once (empty values left out), for tags many points share.
 
-    A read-only mapping, usable wherever ``Point.tags`` is; equal and hashed by its rendering.
-    Raises ``LineProtocolError`` when built from tags line protocol cannot carry.
+    A read-only mapping, usable wherever ``Point.tags`` is. Equal and hashed by identity (one C call on the
+    hot path, where the pipeline keeps one per sensor): compare contents with ``dict(tags)``. Raises
+    ``LineProtocolError`` when built from tags line protocol cannot carry.
     """
 
     __slots__ = ("_tags", "rendered")
+    __hash__ = object.__hash__
+    __eq__ = object.__eq__
 
     def __init__(self, tags: Mapping[str, str | None]) -> None:
         self._tags = {k: v for k, v in sorted(tags.items()) if v}
@@ -114,14 +117,6 @@ class TagSet(Mapping):
 
     def __len__(self) -> int:
         return len(self._tags)
-
-    def __hash__(self) -> int:
-        return hash(self.rendered)
-
-    def __eq__(self, other: object) -> bool:
-        if type(other) is TagSet:
-            return other.rendered == self.rendered
-        return isinstance(other, Mapping) and dict(self._tags) == {k: v for k, v in other.items() if v}
 
     def __repr__(self) -> str:
         return f"TagSet({self._tags!r})"
@@ -163,18 +158,44 @@ def render(p: Point) -> str:
 
 
 def render_by_store(points: Iterable[Point]) -> tuple[dict[Store, list[str]], list[tuple[Point, str]]]:
-    """Points as lines per store, and the points line protocol cannot carry, each with the reason."""
+    """Points as lines per store, and the points line protocol cannot carry, each with the reason.
+
+    The worker's hot path: a point whose measurement and field keys were rendered before, with a ``TagSet``
+    and numeric fields (a reading), is formatted inline; anything else goes through ``render``.
+    """
     out: dict[Store, list[str]] = {}
     bad: list[tuple[Point, str]] = []
+    measurements, keys = _measurements, _keys
     for p in points:
-        try:
-            ln = render(p)
-        except LineProtocolError as exc:
-            bad.append((p, str(exc)))
-            continue
-        lines = out.get(p.store)
+        m, tags, fields, ns, store = p
+        ln = None
+        em = measurements.get(m)
+        if em is not None and type(tags) is TagSet:
+            body = ""
+            for k, v in fields.items():
+                ek = keys.get(k)
+                tv = type(v)
+                if ek is None:
+                    body = ""
+                    break
+                if tv is float and v - v == 0.0:  # finite
+                    body = f"{body},{ek}={v!r}" if body else f"{ek}={v!r}"
+                elif tv is int:
+                    body = f"{body},{ek}={v}i" if body else f"{ek}={v}i"
+                else:
+                    body = ""
+                    break
+            if body:
+                ln = f"{em}{tags.rendered} {body} {ns}"
+        if ln is None:
+            try:
+                ln = render(p)
+            except LineProtocolError as exc:
+                bad.append((p, str(exc)))
+                continue
+        lines = out.get(store)
         if lines is None:
-            out[p.store] = [ln]
+            out[store] = [ln]
         else:
             lines.append(ln)
     return out, bad
