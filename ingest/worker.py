@@ -3,15 +3,17 @@
 The loop (Telegraf's mqtt_consumer, in paho terms):
 
 1. paho's network thread calls ``_on_message``; the message gets its receipt time (or, when it is a
-   redelivery, the time recorded in the receipt journal), goes through the pipeline, and its lines,
-   dead letter and ``(mid, qos)`` join the open batch;
+   redelivery, the time recorded in the receipt journal), goes through the pipeline, its Points are
+   rendered (``storage.lineprotocol``), and its lines per store, dead letter and ``(mid, qos)`` join the
+   open batch;
 2. the batch is handed to the writing thread when it holds ``batch_size`` messages or the broker's
    receive window, or when it is ``flush_interval`` seconds old (a ticker thread checks);
 3. the writing thread journals receipt times, writes dead letters and lines durably (InfluxDB or
    the spool), and only then acks each message, in arrival order.
 
-Lines go to three databases: raw readings, ops (operational events) and pseudonymous (sightings of
-passers-by, pseudonymised with the daily peppers kept in ``<data_dir>/peppers``).
+Points go to three stores, each a database (``storage.databases``): raw readings, ops (operational events,
+self-metrics: ``ingest.metrics``) and pseudonymous (sightings of passers-by, pseudonymised with the daily
+peppers kept in ``<data_dir>/peppers``, ``ingest.pepper``).
 
 Messages of a connection that has since dropped are written but not acked: the broker redelivers
 them on the persistent session and the rewrite is idempotent. A ``ConfigurationError`` (e.g.

@@ -39,6 +39,8 @@ class LineProtocolError(ValueError):
 
 
 def _check(text: str, what: str) -> str:
+    if type(text) is not str:
+        raise LineProtocolError(f"{what} {text!r} is not text")
     if not text:
         raise LineProtocolError(f"{what} is empty")
     if "\n" in text or "\r" in text or "\0" in text:
@@ -55,6 +57,18 @@ def _unicode(text: str, what: str) -> None:
         text.encode()
     except UnicodeEncodeError:
         raise LineProtocolError(f"{what} {text!r} is not valid Unicode") from None
+
+
+_measurements: dict[str, str] = {}
+_keys: dict[str, str] = {}
+
+
+def _cached(cache: dict[str, str], text: str, escape) -> str:
+    escaped = escape(text)
+    if len(cache) >= _CACHE_MAX:
+        cache.clear()
+    cache[text] = escaped
+    return escaped
 
 
 def escape_measurement(name: str) -> str:
@@ -90,7 +104,9 @@ def format_value(value: FieldValue) -> str:
 
 def tag_set(tags: Mapping[str, str | None]) -> str:
     """``,k=v,...`` sorted by key (InfluxDB's preferred order), empty values left out."""
-    return "".join(f",{escape_key(k)}={escape_key(v)}" for k, v in sorted(tags.items()) if v)
+    keys = _keys
+    return "".join(f",{keys.get(k) or _cached(keys, k, escape_key)}={keys.get(v) or _cached(keys, v, escape_key)}"
+                   for k, v in sorted(tags.items()) if v)
 
 
 class TagSet(Mapping):
@@ -122,18 +138,6 @@ class TagSet(Mapping):
         return f"TagSet({self._tags!r})"
 
 
-_measurements: dict[str, str] = {}
-_keys: dict[str, str] = {}
-
-
-def _cached(cache: dict[str, str], text: str, escape) -> str:
-    escaped = escape(text)
-    if len(cache) >= _CACHE_MAX:
-        cache.clear()
-    cache[text] = escaped
-    return escaped
-
-
 def render(p: Point) -> str:
     """One Point as one line, or ``LineProtocolError``."""
     m = _measurements.get(p.measurement) or _cached(_measurements, p.measurement, escape_measurement)
@@ -161,32 +165,36 @@ def render_by_store(points: Iterable[Point]) -> tuple[dict[Store, list[str]], li
     """Points as lines per store, and the points line protocol cannot carry, each with the reason.
 
     The worker's hot path: a point whose measurement and field keys were rendered before, with a ``TagSet``
-    and numeric fields (a reading), is formatted inline; anything else goes through ``render``.
+    (a reading, a radio record) is formatted inline, by the same rules; anything else goes through ``render``.
     """
     out: dict[Store, list[str]] = {}
     bad: list[tuple[Point, str]] = []
-    measurements, keys = _measurements, _keys
+    measurements, keys, string = _measurements, _keys, _STRING
     for p in points:
         m, tags, fields, ns, store = p
         ln = None
         em = measurements.get(m)
         if em is not None and type(tags) is TagSet:
-            body = ""
+            parts: list[str] | None = []
             for k, v in fields.items():
                 ek = keys.get(k)
                 tv = type(v)
                 if ek is None:
-                    body = ""
+                    parts = None
                     break
                 if tv is float and v - v == 0.0:  # finite
-                    body = f"{body},{ek}={v!r}" if body else f"{ek}={v!r}"
+                    parts.append(f"{ek}={v!r}")
                 elif tv is int:
-                    body = f"{body},{ek}={v}i" if body else f"{ek}={v}i"
-                else:
-                    body = ""
+                    parts.append(f"{ek}={v}i")
+                elif tv is bool:
+                    parts.append(f"{ek}=true" if v else f"{ek}=false")
+                elif tv is str and v.isascii() and "\0" not in v:
+                    parts.append(f'{ek}="{v.translate(string)}"')
+                else:  # non-finite, non-ASCII text, another type: render() says what
+                    parts = None
                     break
-            if body:
-                ln = f"{em}{tags.rendered} {body} {ns}"
+            if parts:
+                ln = f"{em}{tags.rendered} {','.join(parts)} {ns}"
         if ln is None:
             try:
                 ln = render(p)

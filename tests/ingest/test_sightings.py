@@ -192,14 +192,19 @@ def test_sightings_become_pseudonymous_lines(pipeline, store):
     ]))
     assert out.letter is None and out.lines == [] and out.ops_lines == []
     pepper = store.pepper(NOW)
-    tags = ("sighting,category=pedestrian_flow,cell=8a1fa4c5ab6ffff,gateway=gw-volkstraat,sensor=ped-volkstraat-1,"
-            "technology=wifi")
+    sensor = {"category": "pedestrian_flow", "cell": "8a1fa4c5ab6ffff", "gateway": "gw-volkstraat",
+              "sensor": "ped-volkstraat-1", "technology": "wifi"}
+
+    def line(tags: dict, fields: str, ns: int) -> str:  # tags in InfluxDB's (sorted) order
+        return "sighting" + "".join(f",{k}={v}" for k, v in sorted({**sensor, **tags}.items())) + f" {fields} {ns}"
+
     ns = int(NOW.timestamp()) * 10**9
     assert out.pseudo_lines == [
-        f"{tags},kind=wifi,randomised=false,subject={pseudonym(pepper, STABLE)} rssi=-71i {ns - 20 * 10**9}",
-        f"{tags},kind=wifi,randomised=true,subject={pseudonym(pepper, RANDOM)} rssi=-80i {ns}",
-        f"{tags},kind=ble,randomised=false,subject={pseudonym(pepper, '3C:22:FB:AA:BB:CC')} seen=1i {ns}",
-        f"{tags},class=car,kind=vehicle,subject={pseudonym(pepper, 'vehicle:1ABC123')} seen=1i {ns}",
+        line({"kind": "wifi", "randomised": "false", "subject": pseudonym(pepper, STABLE)}, "rssi=-71i",
+             ns - 20 * 10**9),
+        line({"kind": "wifi", "randomised": "true", "subject": pseudonym(pepper, RANDOM)}, "rssi=-80i", ns),
+        line({"kind": "ble", "randomised": "false", "subject": pseudonym(pepper, "3C:22:FB:AA:BB:CC")}, "seen=1i", ns),
+        line({"class": "car", "kind": "vehicle", "subject": pseudonym(pepper, "vehicle:1ABC123")}, "seen=1i", ns),
     ]
     _assert_absent("\n".join(out.pseudo_lines), where="lines")
     # "1 abc 123" is the same vehicle; a message without sightings writes nothing and is no error

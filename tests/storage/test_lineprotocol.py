@@ -9,9 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from smartzone.model import Point, Store
 from smartzone.settings import InfluxSettings
 from storage.influx import Influx
-from smartzone.model import Point, Store
 from storage.lineprotocol import LineProtocolError, TagSet, format_value, line, render_by_store
 
 
