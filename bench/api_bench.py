@@ -417,8 +417,8 @@ def influx_csv(client: httpx.Client, settings, dataset: str, start: int, end: in
 
 def influx_query_ms(client: httpx.Client, settings, dataset: str, first_day: datetime) -> float:
     """Median time InfluxDB itself takes to answer the 24 h, 1 h-resolution query the API sends (CSV)."""
-    from api.observations import Query_, _outputs
-    from api.store import OpenData
+    from api.observations import select_outputs
+    from api.store import ObservationQuery, OpenData
     from datacharter.charter import Charter
 
     charter = Charter.load(settings.charter.path)
@@ -428,8 +428,8 @@ def influx_query_ms(client: httpx.Client, settings, dataset: str, first_day: dat
     try:
         for i in range(DAYS):
             start = int((first_day + timedelta(days=i)).timestamp()) * 10**9
-            q = Query_(store, dataset, ds, start, start + 86_400 * 10**9, "1h", 3_600 * 10**9, None,
-                       _outputs(ds, None, True), "finest")
+            q = ObservationQuery(store, dataset, ds, start, start + 86_400 * 10**9, "1h", 3_600 * 10**9, None,
+                                 select_outputs(ds, None, True), "finest")
             data = {"q": q.select.format(where=q.where), "db": settings.charter.open_database, "epoch": "ns",
                     "params": json.dumps(q.params)}
             t0 = time.perf_counter()
