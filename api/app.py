@@ -2,7 +2,8 @@
 
 ``create_app(settings)`` builds the FastAPI application. Routers: ``catalogue`` (datasets, DCAT-AP),
 ``observations`` (the published points, JSON / CSV / Parquet / GeoJSON, cursor pages), ``space``
-(cells, zone, sensors). Health: ``/healthz``, ``/readyz``, ``/metrics`` (Prometheus).
+(cells, zone, sensors). Health: ``/healthz``, ``/readyz``, ``/metrics`` (Prometheus). The state the
+routers read (``api.deps.State``) is put on the app here; no router imports this module.
 
 Around every request: problem details for every error (RFC 9457), a per-client token-bucket rate limit
 (429 with Retry-After), a query-string size limit (414), a body size limit (413: the API takes no

@@ -3,7 +3,6 @@
 This module validates the request and answers it; ``api.store.ObservationQuery`` builds and runs its
 InfluxQL, ``api.formats`` writes the rows.
 
-
 - Time: ``from`` and ``to`` (RFC 3339, with an offset) must be aligned to ``resolution``, which is the
   charter's bin (the default) or a coarser multiple of it (``1h``, ``1d``); finer than the charter allows,
   unaligned, reversed or longer than ``api.max_range_days``: a 400 problem naming the parameter.
@@ -167,8 +166,6 @@ def _cursor(value: str | None) -> tuple[int, int]:
 
 def _encode_cursor(t: int, skip: int) -> str:
     return base64.urlsafe_b64encode(orjson.dumps({"t": t, "s": skip})).decode().rstrip("=")
-
-
 
 
 # -- the endpoint ---------------------------------------------------------------------------------------------
