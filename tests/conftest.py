@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from cli import services
 from ingest.worker import Worker
-from smartzone import services
 from smartzone.quantities import CATEGORIES
 from smartzone.registry import Registry
 from smartzone.settings import Settings
