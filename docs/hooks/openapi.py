@@ -48,8 +48,11 @@ def render(doc: dict[str, Any]) -> str:
     """Markdown for every path and method of an OpenAPI document, in the document's order."""
     components = doc.get("components", {})
     info = doc.get("info", {})
-    out = [f"Generated from the OpenAPI document of *{info.get('title', '')}* version "
-           f"`{info.get('version', '')}` (OpenAPI {doc.get('openapi', '')}).", ""]
+    out = [
+        f"Generated from the OpenAPI document of *{info.get('title', '')}* version "
+        f"`{info.get('version', '')}` (OpenAPI {doc.get('openapi', '')}).",
+        "",
+    ]
     for path, methods in doc.get("paths", {}).items():
         for method, op in methods.items():
             out += [f"## `{method.upper()} {path}`", ""]
@@ -59,15 +62,19 @@ def render(doc: dict[str, Any]) -> str:
                 out += [op["description"].strip(), ""]
             params = op.get("parameters", [])
             if params:
-                out += ["| parameter | in | required | type | default | description |",
-                        "| --- | --- | --- | --- | --- | --- |"]
+                out += [
+                    "| parameter | in | required | type | default | description |",
+                    "| --- | --- | --- | --- | --- | --- |",
+                ]
                 for p in params:
                     schema = p.get("schema", {})
                     default = schema.get("default")
-                    out.append(f"| `{p['name']}` | {p['in']} | {'yes' if p.get('required') else 'no'} | "
-                               f"{_cell(_type(schema, components))} | "
-                               f"{'' if default is None else _cell(f'`{default}`')} | "
-                               f"{_cell(p.get('description') or schema.get('description'))} |")
+                    out.append(
+                        f"| `{p['name']}` | {p['in']} | {'yes' if p.get('required') else 'no'} | "
+                        f"{_cell(_type(schema, components))} | "
+                        f"{'' if default is None else _cell(f'`{default}`')} | "
+                        f"{_cell(p.get('description') or schema.get('description'))} |"
+                    )
                 out.append("")
             responses = op.get("responses", {})
             if responses:
