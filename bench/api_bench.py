@@ -220,7 +220,7 @@ def start_api(tmp: Path, influx_url: str, port: int) -> subprocess.Popen:
            "SMARTZONE_API__RATE_LIMIT": "1e9", "SMARTZONE_API__RATE_BURST": "1000000000",
            "SMARTZONE_API__WORKERS": "1", "SMARTZONE_LOG_LEVEL": "WARNING"}
     log = open(tmp / "api.log", "wb")  # noqa: SIM115 - owned by the child
-    proc = subprocess.Popen([sys.executable, "-m", "smartzone", "api", "--host", "127.0.0.1", "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "cli", "api", "--host", "127.0.0.1", "--port", str(port)],
                             env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

@@ -193,7 +193,7 @@ def worker_run(port: int, influx_url: str, db: str, registry: Path, data: Path, 
            "SMARTZONE_INGEST__METRICS_INTERVAL": "0.1"}
     log_path = data / f"worker-{tag}.log"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "smartzone", "ingest"], env=env, cwd=REPO, stdout=log,
+        proc = subprocess.Popen([sys.executable, "-m", "cli", "ingest"], env=env, cwd=REPO, stdout=log,
                                 stderr=subprocess.STDOUT)
     influx = Influx(InfluxSettings(url=influx_url))
     deadline = time.monotonic() + 30

@@ -33,7 +33,7 @@ def test_up_demo_runs_and_stops_cleanly(tmp_path):
            "SMARTZONE_MQTT__PORT": str(mqtt_port), "SMARTZONE_INFLUX__URL": f"http://127.0.0.1:{influx_port}",
            "SMARTZONE_SIMULATOR__RATE": "200", "SMARTZONE_INGEST__METRICS_INTERVAL": "1",
            "SMARTZONE_CHARTER__EVERY": "2s", "SMARTZONE_API__PORT": str(api_port)}
-    proc = subprocess.Popen([sys.executable, "-m", "smartzone", "up", "--demo", "--backfill", "2h"], env=env, cwd=REPO,
+    proc = subprocess.Popen([sys.executable, "-m", "cli", "up", "--demo", "--backfill", "2h"], env=env, cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         influx = Influx(InfluxSettings(url=f"http://127.0.0.1:{influx_port}"))
