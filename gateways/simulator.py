@@ -126,7 +126,7 @@ def pedestrian_intensity(h: float, weekday: int) -> float:
                                       + 0.3 * _bump(h, 20.5, 1.5)))
 
 
-class Zone:
+class SimulatedZone:
     """The simulated zone for one registry; ``messages`` yields what the gateways publish."""
 
     def __init__(self, registry: Registry, seed: int = 42, lorawan_encoding: str = "json") -> None:

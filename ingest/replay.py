@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ingest.pipeline import Pipeline
-from smartzone.errors import WriteError
+from smartzone.errors import InfluxError
 from storage.deadletters import DeadLetterStore
 from storage.influx import Influx
 from storage.writer import REJECTED
@@ -36,7 +36,7 @@ def replay(store: DeadLetterStore, pipeline: Pipeline, influx: Influx, database:
                 target = letter.topic.removeprefix("influxdb/") or database
                 try:
                     influx.write(target, letter.payload)
-                except WriteError as exc:
+                except InfluxError as exc:
                     if exc.retryable:
                         raise
                     store.mark_failed(letter.id, REJECTED, exc.message)

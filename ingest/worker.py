@@ -39,7 +39,7 @@ from datacharter.charter import Charter
 from datacharter.pepper import PepperStore, Pseudonymiser
 from ingest.journal import ReceiptJournal, message_key
 from ingest.pipeline import Pipeline
-from smartzone.errors import ConfigurationError, WriteError
+from smartzone.errors import ConfigurationError, InfluxError
 from smartzone.model import EPOCH, DeadLetter, Message
 from smartzone.registry import Registry
 from smartzone.settings import Settings
@@ -341,14 +341,14 @@ class Worker:
                   for tags, n in series.items() if n != seen.get(tags, 0)]
         try:
             self.influx.write(self.settings.influx.ops_database, "\n".join(lines).encode())
-        except (WriteError, ConfigurationError) as exc:
+        except (InfluxError, ConfigurationError) as exc:
             log.debug("metrics not written: %s", exc)
 
     # -- lifecycle ----------------------------------------------------------------------------------
     def start(self) -> None:
         try:
             ensure_databases(self.influx, self.settings, self.charter)
-        except WriteError as exc:
+        except InfluxError as exc:
             log.warning("InfluxDB not reachable at start-up (%s); writes will wait or spool", exc)
         for target, name in ((self._write_loop, "writer"), (self._tick_loop, "ticker")):
             t = threading.Thread(target=target, name=f"ingest-{name}", daemon=True)
