@@ -4,6 +4,8 @@ by Accept. The API's one Accept-header parser."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -38,27 +40,37 @@ def parse_accept(header: str) -> list[tuple[str, float]]:
     return ranges
 
 
-def best_offer(header: str, offers: list[str]) -> str | None:
+def best_offer(header: str, offers: Sequence[str]) -> str | None:
     """The offer the Accept header prefers (highest q of its most specific matching range; the earlier
     offer on a tie); the first offer for an empty header; None when it accepts none of them."""
-    ranges = parse_accept(header)
-    if not ranges:
+    if header in ("", "*/*"):  # most clients: no preference
+        return offers[0]
+    offers = tuple(offers)
+    return _best_cached(header, offers) if len(header) <= 256 else _best(header, offers)
+
+
+def _best(header: str, offers: tuple[str, ...]) -> str | None:
+    quality: dict[str, float] = {}
+    for media, q in parse_accept(header):
+        quality[media] = max(q, quality.get(media, q))
+    if not quality:
         return offers[0]
     best, best_q = None, 0.0
     for offer in offers:
-        kind = offer.split("/")[0]
-        q = None
-        for pattern in (offer, f"{kind}/*", "*/*"):
-            matches = [rq for r, rq in ranges if r == pattern]
-            if matches:
-                q = max(matches)
-                break
+        q = quality.get(offer)
+        if q is None:
+            q = quality.get(offer.split("/")[0] + "/*")
+            if q is None:
+                q = quality.get("*/*")
         if q is not None and q > best_q:
             best, best_q = offer, q
     return best
 
 
-def negotiate(request: Request, offers: list[str], fmt: str | None = None,
+_best_cached = lru_cache(maxsize=512)(_best)  # clients repeat their Accept header: parse each once
+
+
+def negotiate(request: Request, offers: Sequence[str], fmt: str | None = None,
               formats: dict[str, str] | None = None) -> str:
     """The media type to answer with: ``?format=`` if given (looked up in ``formats``), else the best of
     ``offers`` for the Accept header (the first offer when it does not matter); 406 if it accepts none."""
@@ -68,7 +80,7 @@ def negotiate(request: Request, offers: list[str], fmt: str | None = None,
     best = best_offer(header, offers)
     if best is None:
         raise Problem(406, "not-acceptable", f"Accept: this resource is available as {', '.join(offers)}; "
-                      f"the Accept header asks for {header[:200]}", parameter="Accept", available=offers)
+                      f"the Accept header asks for {header[:200]}", parameter="Accept", available=list(offers))
     return best
 
 

@@ -58,6 +58,7 @@ JSON_MAX = 100_000  # JSON and GeoJSON pages are built in memory: at most this m
 # the media types of the formats, in the order Accept wildcards prefer them (application/x-parquet: an alias)
 ACCEPT = {"application/json": "json", "text/csv": "csv", "application/vnd.apache.parquet": "parquet",
           "application/x-parquet": "parquet", "application/geo+json": "geojson"}
+OFFERS = tuple(ACCEPT)
 _DURATION = re.compile(r"[0-9]{1,4}[mhd]")
 _H3 = re.compile(r"[0-9a-f]{15}")
 NOT_DERIVABLE = ("p10", "p50", "p90", "energy_mean")  # aggregates that cannot be derived at coarser bins
@@ -147,7 +148,7 @@ def select_outputs(ds: Dataset, fields: str | None, derived: bool) -> list[tuple
 
 def _format(request: Request, fmt: str | None) -> str:
     """``format=`` if given, else the format the Accept header prefers (JSON when it does not matter)."""
-    return fmt if fmt is not None else ACCEPT[negotiate(request, list(ACCEPT))]
+    return fmt if fmt is not None else ACCEPT[negotiate(request, OFFERS)]
 
 
 def _cursor(value: str | None) -> tuple[int, int]:
