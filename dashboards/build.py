@@ -30,6 +30,7 @@ from grafana_foundation_sdk.builders import geomap, stat, table, text, timeserie
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as model
+from grafana_foundation_sdk.models.text import TextMode
 
 from dashboards.panels import OPEN, OPS, InfluxQL, Var, ref, thresholds, unit_of, unit_override
 from datacharter.charter import Charter
@@ -440,7 +441,7 @@ def living_lab(z: DashboardZone) -> Board:
             .content("Each use case of the Smart Zone living lab draws on several open datasets. Pick a use case: "
                      "its datasets appear side by side, with the same cells and time range. Everything shown here is "
                      "open data: aggregated per H3 cell by the data charter, never a single person or device.")
-            .mode("markdown"))
+            .mode(TextMode.MARKDOWN))
     headline = sorted({c for ds in z.charter.datasets.values() for c in _headline(ds)})
     select = "|".join(headline)
     overrides = {c: z.unit(ds_id, c) for ds_id, ds in z.charter.datasets.items() for c in _headline(ds)}
