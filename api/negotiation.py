@@ -17,8 +17,8 @@ from api.problems import PROBLEM, Problem
 JSON = "application/json"
 JSONLD = "application/ld+json"
 GEOJSON = "application/geo+json"
-NOT_ACCEPTABLE = {406: {"description": "the Accept header names no media type this resource has",
-                        "content": {PROBLEM: {}}}}
+NOT_ACCEPTABLE: dict[int | str, dict[str, Any]] = {
+    406: {"description": "the Accept header names no media type this resource has", "content": {PROBLEM: {}}}}
 
 
 def parse_accept(header: str) -> list[tuple[str, float]]:
@@ -51,13 +51,13 @@ def best_offer(header: str, offers: Sequence[str]) -> str | None:
 
 def _best(header: str, offers: tuple[str, ...]) -> str | None:
     quality: dict[str, float] = {}
-    for media, q in parse_accept(header):
-        quality[media] = max(q, quality.get(media, q))
+    for media, weight in parse_accept(header):
+        quality[media] = max(weight, quality.get(media, weight))
     if not quality:
         return offers[0]
     best, best_q = None, 0.0
     for offer in offers:
-        q = quality.get(offer)
+        q: float | None = quality.get(offer)
         if q is None:
             q = quality.get(offer.split("/")[0] + "/*")
             if q is None:

@@ -29,6 +29,7 @@ InfluxQL, ``api.formats`` writes the rows.
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import re
 from datetime import UTC, datetime
@@ -160,7 +161,7 @@ def _cursor(value: str | None) -> tuple[int, int]:
         if skip < 0 or t < 0:
             raise ValueError
         return t, skip
-    except (ValueError, KeyError, TypeError, orjson.JSONDecodeError, base64.binascii.Error):
+    except (ValueError, KeyError, TypeError, orjson.JSONDecodeError, binascii.Error):
         raise Problem(400, "invalid-cursor", "cursor: not a cursor this API gave out; follow the Link header",
                       parameter="cursor") from None
 
