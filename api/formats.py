@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from api.geometry import boundary
+from api.geometry import cell_ring
 from api.store import ObservationQuery
 from api.timefmt import iso_times
 from smartzone.quantities import QUANTITIES
@@ -49,7 +49,7 @@ def units(q: ObservationQuery) -> dict[str, str]:
 
 def to_geojson(dataset: str, q: ObservationQuery, frame: pd.DataFrame, link: str | None) -> bytes:
     features = [{"type": "Feature", "id": f"{r['cell']}/{r['time']}",
-                 "geometry": {"type": "Polygon", "coordinates": [boundary(r["cell"])]}, "properties": r}
+                 "geometry": {"type": "Polygon", "coordinates": [cell_ring(r["cell"])]}, "properties": r}
                 for r in records(frame)]
     return orjson.dumps({"type": "FeatureCollection", "dataset": dataset, "resolution": q.res,
                          "features": features, "links": {"next": link}}, option=orjson.OPT_SERIALIZE_NUMPY)

@@ -29,14 +29,10 @@ def centre(cell: str) -> tuple[float, float]:
 
 
 @lru_cache(maxsize=100_000)
-def boundary(cell: str) -> list[list[float]]:
-    """The cell's boundary as a closed ring (lon, lat) in H3's own vertex order (the observations' GeoJSON)."""
-    ring = [[round(lon, 7), round(lat, 7)] for lat, lon in h3.cell_to_boundary(cell)]
-    return [*ring, ring[0]]
-
-
 def cell_ring(cell: str) -> list[list[float]]:
-    """The cell's boundary as a closed GeoJSON ring (lon, lat), counter-clockwise."""
+    """The cell's boundary as a closed GeoJSON ring (lon, lat), counter-clockwise as RFC 7946 asks of an
+    exterior ring (H3 gives its vertices clockwise): what every GeoJSON answer of the API uses. Cached: a
+    page of observations repeats its cells."""
     ring = [[round(lon, 7), round(lat, 7)] for lat, lon in h3.cell_to_boundary(cell)]
     if _area2(ring) < 0:
         ring.reverse()
