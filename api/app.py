@@ -2,7 +2,8 @@
 
 ``create_app(settings)`` builds the FastAPI application. Routers: ``catalogue`` (datasets, DCAT-AP),
 ``observations`` (the published points, JSON / CSV / Parquet / GeoJSON, cursor pages), ``space``
-(cells, zone, sensors). Health: ``/healthz``, ``/readyz``, ``/metrics`` (Prometheus).
+(cells, zone, sensors). Health: ``/healthz``, ``/readyz``, ``/metrics`` (Prometheus). The state the
+routers read (``api.deps.State``) is put on the app here; no router imports this module.
 
 Around every request: problem details for every error (RFC 9457), a per-client token-bucket rate limit
 (429 with Retry-After), a query-string size limit (414), a body size limit (413: the API takes no
@@ -15,9 +16,8 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.middleware.gzip import GZipMiddleware
@@ -25,7 +25,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
-from api import problems
+from api import catalogue, observations, problems, space
+from api.deps import State
 from api.store import OpenData
 from datacharter.charter import Charter
 from smartzone.registry import Registry
@@ -33,14 +34,6 @@ from smartzone.settings import Settings
 
 log = logging.getLogger(__name__)
 VERSION = "1.0.0"
-
-
-@dataclass
-class State:
-    settings: Settings
-    charter: Charter
-    registry: Registry
-    store: OpenData
 
 
 class RateLimiter:
@@ -225,8 +218,6 @@ class Guard:
 
 def create_app(settings: Settings, *, charter: Charter | None = None, registry: Registry | None = None,
                store: OpenData | None = None) -> FastAPI:
-    from api import catalogue, observations, space
-
     charter = charter or Charter.load(settings.charter.path)
     registry = registry or Registry.load(settings.registry)
     store = store or OpenData(settings, charter)
@@ -288,7 +279,3 @@ def app_from_environment() -> FastAPI:
     from smartzone.settings import get_settings
 
     return create_app(get_settings())
-
-
-def state(request: Request) -> State:
-    return request.app.state.sz

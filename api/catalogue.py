@@ -7,14 +7,11 @@ distributions (the observations endpoint, one per format). ``Accept: application
 ``?format=jsonld``) gives the same as DCAT-AP JSON-LD (``dcat:Catalog`` / ``dcat:Dataset``).
 
 Everything here is built from the charter, the registry and the open database's coverage: change a rule
-and the catalogue changes with it. The helpers at the end (content negotiation, absolute links, H3 cell
-geometry, convex hull, ISO 8601 durations) are shared with ``api.space``.
+and the catalogue changes with it.
 """
 
 from __future__ import annotations
 
-import math
-from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import h3
@@ -23,19 +20,21 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
-from api.app import state
+from api.deps import state
+from api.geometry import edge_m, hull_polygon
+from api.negotiation import GEOJSON, JSON, JSONLD, NOT_ACCEPTABLE, json_response, negotiate
 from api.problems import PROBLEM, Problem
-from datacharter.charter import POINT_FIELDS, REGISTRY_OUTPUTS, Charter, Dataset, open_field
-from datacharter.explain import counted, explain_dataset, partners, risks
-from smartzone.names import parse_duration
+from api.rules import protection
+from api.store import open_db, temporal_coverage
+from api.timefmt import iso_duration, iso_time
+from api.urls import base_url
+from datacharter.charter import POINT_FIELDS, Charter, Dataset, open_field
+from datacharter.explain import counted, explain_dataset
 from smartzone.quantities import QUANTITIES
 from smartzone.registry import Registry
 
 router = APIRouter(prefix="/v1", tags=["catalogue"])
 
-JSON = "application/json"
-JSONLD = "application/ld+json"
-GEOJSON = "application/geo+json"
 FREQUENCY = "http://publications.europa.eu/resource/authority/frequency/"
 FILE_TYPE = "http://publications.europa.eu/resource/authority/file-type/"
 THEME = "http://publications.europa.eu/resource/authority/data-theme/"
@@ -195,9 +194,7 @@ _DATASET_EXAMPLE = {
     "distributions": [{"format": "csv", "media_type": "text/csv",
                        "access_url": "https://data.example.org/v1/datasets/pedestrian_flow/observations?format=csv"}],
 }
-_ERRORS = {404: {"description": "unknown dataset (`parameter`: id)", "content": {PROBLEM: {}}},
-           406: {"description": "the Accept header names no media type this resource has", "content": {PROBLEM: {}}}}
-NOT_ACCEPTABLE = {406: _ERRORS[406]}
+_ERRORS = {404: {"description": "unknown dataset (`parameter`: id)", "content": {PROBLEM: {}}}, **NOT_ACCEPTABLE}
 FormatParam = Annotated[Literal["json", "jsonld"] | None,
                         Query(description="`jsonld` for DCAT-AP JSON-LD, `json` for plain JSON; overrides Accept")]
 
@@ -205,7 +202,7 @@ FormatParam = Annotated[Literal["json", "jsonld"] | None,
 # -- endpoints ----------------------------------------------------------------------------------------------
 @router.get("/datasets", summary="The published datasets (a DCAT catalogue)", response_model=CatalogueOut,
             responses={200: {"content": {JSON: {"example": _LIST_EXAMPLE}, JSONLD: {"schema": {"type": "object"}}}},
-                       406: _ERRORS[406]})
+                       **NOT_ACCEPTABLE})
 def list_datasets(request: Request, format: FormatParam = None) -> Response:
     media = negotiate(request, [JSON, JSONLD], format)
     st = state(request)
@@ -219,7 +216,7 @@ def list_datasets(request: Request, format: FormatParam = None) -> Response:
                    f"'{charter.doc.title}' version {charter.version}: groups of at least k contributors per H3 cell "
                    "and time bin, never an individual, a device or a raw position.")
     if media == JSONLD:
-        hull = zone_hull(registry)
+        hull = hull_polygon(set(registry.cells))
         body: dict[str, Any] = {
             "@context": CONTEXT, "@id": f"{base}/v1/datasets", "@type": "dcat:Catalog",
             "dct:title": title, "dct:description": description,
@@ -353,46 +350,6 @@ def describe(base: str, name: str, ds: Dataset, charter: Charter, registry: Regi
     }
 
 
-def extremes(ds: Dataset) -> dict[str, Any]:
-    """Which minima and maxima the dataset publishes, and the rule behind them."""
-    published = [open_field(f, a) for f, a in ds.outputs if a in ("min", "max")]
-    if ds.method == "trajectory":
-        rule = ("statistics over contributors: each vehicle's mean in the group, top- and bottom-coded to the range "
-                "of the other vehicles (second smallest to second largest), then the mean and percentiles of those; "
-                "no minimum or maximum")
-    elif ds.about_people:
-        rule = "no minimum or maximum of contributors' values: an extreme is one contributor's value"
-        registry = [open_field(f, a) for f, a in ds.outputs if a in ("min", "max") and f in REGISTRY_OUTPUTS]
-        if registry:
-            rule += f" ({', '.join(registry)}: from the registry, not from contributors)"
-    else:
-        rule = "published: readings of sensors in the public space, not of a person"
-    return {"published": published, "rule": rule}
-
-
-def protection(name: str, ds: Dataset, charter: Charter) -> dict[str, Any]:
-    """The charter's rules that protect the people behind a dataset, as data: which sensors it takes, what k
-    counts, the magnitude rules, the release, the state carry, small counts, the extremes policy, and the
-    residual risks in plain language (``datacharter.explain.risks``). Noise is described by the caller."""
-    protects, residual = risks(name, ds, charter)
-    m = ds.magnitude
-    return {
-        "k": ds.k,
-        "counts": counted(ds),
-        "sources": {"categories": list(ds.source.categories), "placement": list(ds.source.placement),
-                    "sensors": ds.source.sensors},
-        "magnitude": None if m is None else {
-            "per": "data owner (the registry's owner of each sensor)", "min_owners": m.min_owners,
-            "dominance": m.dominance.model_dump() if m.dominance else None, "p_percent": m.p_percent},
-        "release": None if ds.release is None else {"id": ds.release, "with": partners(name, ds, charter)},
-        "state_ttl": iso_duration(ds.state_ttl) if ds.state_ttl else None,
-        "small_counts": ds.small_counts.model_dump() if ds.small_counts else None,
-        "extremes": extremes(ds),
-        "protects_against": protects,
-        "does_not_protect_against": residual,
-    }
-
-
 def dataset_ld(d: dict[str, Any], charter: Charter) -> dict[str, Any]:
     """The plain description as DCAT-AP JSON-LD."""
     period = d["temporal_coverage"]
@@ -446,176 +403,8 @@ def _geometry_ld(geometry: dict[str, Any]) -> dict[str, str]:
     return {"@value": orjson.dumps(geometry).decode(), "@type": GEOJSON_LITERAL}
 
 
-def temporal_coverage(store, name: str, ds: Dataset) -> tuple[int, int] | None:
-    """(start of the first published bin, end of the last), ns; None when nothing is published yet."""
-    span = store.coverage(name)
-    if span is None:
-        return None
-    m = store.measurement(name)
-    end = span[1]
-    for row in store.rows(f'SELECT last("n_contributors") FROM {m} GROUP BY "bin"'):  # noqa: S608 - checked name
-        try:
-            b = int(parse_duration(str(row.get("bin") or ds.time.bin))) * 1_000_000_000
-        except Exception:  # an unexpected tag: fall back to the dataset's bin
-            b = int(parse_duration(ds.time.bin)) * 1_000_000_000
-        t = int(row["time"])
-        end = max(end, t // b * b + b)
-    return span[0], end
-
-
-def open_db(fn):
-    """Call ``fn`` (a query of the open database); a failure answers 503 rather than a bare 500."""
-    try:
-        return fn()
-    except Problem:
-        raise
-    except Exception as exc:
-        raise Problem(503, "open-database-unavailable", "the open database did not answer; retry later",
-                      headers={"Retry-After": "30"}) from exc
-
-
-# -- shared helpers -------------------------------------------------------------------------------------------
-def base_url(request: Request) -> str:
-    """The public URL links are built on: ``api.base_url`` if set, else the request's own."""
-    configured = state(request).settings.api.base_url
-    return (configured or str(request.base_url)).rstrip("/")
-
-
-def negotiate(request: Request, offers: list[str], fmt: str | None = None,
-              formats: dict[str, str] | None = None) -> str:
-    """The media type to answer with: ``?format=`` if given, else the best of ``offers`` for the Accept header
-    (the first offer when it does not matter); 406 if it accepts none of them."""
-    if fmt is not None:
-        return (formats or {"json": JSON, "jsonld": JSONLD})[fmt]
-    header = request.headers.get("accept", "").strip()
-    if not header:
-        return offers[0]
-    ranges: list[tuple[str, float]] = []
-    for part in header.split(","):
-        bits = [b.strip() for b in part.split(";")]
-        if not bits[0]:
-            continue
-        q = 1.0
-        for b in bits[1:]:
-            if b.lower().startswith("q="):
-                try:
-                    q = float(b[2:])
-                except ValueError:
-                    q = 0.0
-        ranges.append((bits[0].lower(), q))
-    best, best_q = None, 0.0
-    for offer in offers:
-        kind = offer.split("/")[0]
-        q = None
-        for pattern in (offer, f"{kind}/*", "*/*"):
-            matches = [rq for r, rq in ranges if r == pattern]
-            if matches:
-                q = max(matches)
-                break
-        if q is not None and q > best_q:
-            best, best_q = offer, q
-    if best is None:
-        raise Problem(406, "not-acceptable", f"this resource is available as {', '.join(offers)}; "
-                      f"the Accept header asks for {header[:200]}", available=offers)
-    return best
-
-
-def json_response(body: Any, media: str, status: int = 200) -> Response:
-    # the metadata changes at most once per charter run (every minute): clients, proxies and the API's own
-    # response cache may reuse it for a minute
-    headers = {"Vary": "Accept"}
-    if status == 200:
-        headers["Cache-Control"] = "public, max-age=60"
-    return Response(orjson.dumps(body), status_code=status, media_type=media, headers=headers)
-
-
 def licence_url(licence: str) -> str:
+    """The licence's URL: given as one, a known SPDX id's, else SPDX's page of it."""
     if licence.startswith(("http://", "https://")):
         return licence
     return LICENCES.get(licence, f"https://spdx.org/licenses/{licence}.html")
-
-
-def iso_time(ns: int) -> str:
-    return datetime.fromtimestamp(ns / 1e9, UTC).isoformat().replace("+00:00", "Z")
-
-
-def iso_duration(text: str) -> str:
-    """A charter duration (``15m``, ``1h``, ``1d``) as ISO 8601 (``PT15M``, ``PT1H``, ``P1D``)."""
-    s = int(parse_duration(text))
-    if s % 86_400 == 0:
-        return f"P{s // 86_400}D"
-    days, s = divmod(s, 86_400)
-    hours, s = divmod(s, 3600)
-    minutes, s = divmod(s, 60)
-    out = f"P{days}DT" if days else "PT"
-    return out + "".join(f"{n}{u}" for n, u in ((hours, "H"), (minutes, "M"), (s, "S")) if n)
-
-
-def edge_m(res: int) -> float:
-    return round(h3.average_hexagon_edge_length(res, unit="m"), 1)
-
-
-def edge_text(res: int) -> str:
-    """The size of a cell in words, as the charter's explanation gives it: 76 m, 200 m, 1.4 km."""
-    m = h3.average_hexagon_edge_length(res, unit="m")
-    if m >= 1000:
-        return f"{m / 1000:.1f} km"
-    return f"{round(m, -1 if m >= 100 else 0):.0f} m"
-
-
-def cell_ring(cell: str) -> list[list[float]]:
-    """The cell's boundary as a closed GeoJSON ring (lon, lat), counter-clockwise."""
-    ring = [[round(lon, 7), round(lat, 7)] for lat, lon in h3.cell_to_boundary(cell)]
-    if _area2(ring) < 0:
-        ring.reverse()
-    return [*ring, ring[0]]
-
-
-def cell_polygon(cell: str) -> dict[str, Any]:
-    return {"type": "Polygon", "coordinates": [cell_ring(cell)]}
-
-
-def _area2(ring: list[list[float]]) -> float:
-    return sum(a[0] * b[1] - b[0] * a[1] for a, b in zip(ring, ring[1:] + ring[:1], strict=True))
-
-
-def hull_polygon(cells: set[str]) -> dict[str, Any] | None:
-    """GeoJSON Polygon: the convex hull of the cells' boundaries (closed ring, counter-clockwise)."""
-    points = sorted({(lon, lat) for c in cells for lon, lat in cell_ring(c)})
-    if len(points) < 3:
-        return None
-
-    def cross(o, a, b) -> float:
-        return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
-
-    lower: list[tuple[float, float]] = []
-    for p in points:
-        while len(lower) >= 2 and cross(lower[-2], lower[-1], p) <= 0:
-            lower.pop()
-        lower.append(p)
-    upper: list[tuple[float, float]] = []
-    for p in reversed(points):
-        while len(upper) >= 2 and cross(upper[-2], upper[-1], p) <= 0:
-            upper.pop()
-        upper.append(p)
-    ring = [list(p) for p in lower[:-1] + upper[:-1]]
-    return {"type": "Polygon", "coordinates": [[*ring, ring[0]]]}
-
-
-def zone_hull(registry: Registry) -> dict[str, Any] | None:
-    return hull_polygon(set(registry.cells))
-
-
-def bbox(cells: set[str]) -> list[float] | None:
-    """[west, south, east, north] of the cells' boundaries (GeoJSON bbox order)."""
-    pts = [p for c in cells for p in cell_ring(c)]
-    if not pts:
-        return None
-    return [min(p[0] for p in pts), min(p[1] for p in pts), max(p[0] for p in pts), max(p[1] for p in pts)]
-
-
-def distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    """Equirectangular distance: exact enough within a city."""
-    x = math.radians(lon2 - lon1) * math.cos(math.radians((lat1 + lat2) / 2))
-    y = math.radians(lat2 - lat1)
-    return 6_371_000 * math.hypot(x, y)

@@ -1,5 +1,8 @@
 """``/v1/datasets/{id}/observations``: the published points of one dataset, in four formats, in pages.
 
+This module validates the request and answers it; ``api.store.ObservationQuery`` builds and runs its
+InfluxQL, ``api.formats`` writes the rows.
+
 - Time: ``from`` and ``to`` (RFC 3339, with an offset) must be aligned to ``resolution``, which is the
   charter's bin (the default) or a coarser multiple of it (``1h``, ``1d``); finer than the charter allows,
   unaligned, reversed or longer than ``api.max_range_days``: a 400 problem naming the parameter.
@@ -26,47 +29,40 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
-import io
-import math
 import re
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from functools import lru_cache
 from typing import Annotated, Literal
 
 import h3
-import numpy as np
 import orjson
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response, StreamingResponse
 
+from api import formats
+from api.deps import State, state
+from api.geometry import centre
+from api.negotiation import negotiate
 from api.problems import Problem
+from api.store import ObservationQuery, OpenData
+from api.urls import same_with
 from datacharter.charter import Dataset, open_field
 from smartzone.names import parse_duration
-from smartzone.quantities import QUANTITIES
-from storage.influx import quote_ident
 
 router = APIRouter(prefix="/v1", tags=["observations"])
 
 NS = 1_000_000_000
 DAY_NS = 86_400 * NS
-CHUNK = 10_000  # rows per InfluxDB query when a page streams: memory stays flat whatever the page size
 JSON_MAX = 100_000  # JSON and GeoJSON pages are built in memory: at most this many rows
-MEDIA = {"json": "application/json", "csv": "text/csv; charset=utf-8", "parquet": "application/vnd.apache.parquet",
-         "geojson": "application/geo+json"}
+# the media types of the formats, in the order Accept wildcards prefer them (application/x-parquet: an alias)
 ACCEPT = {"application/json": "json", "text/csv": "csv", "application/vnd.apache.parquet": "parquet",
-          "application/x-parquet": "parquet", "application/geo+json": "geojson", "*/*": "json",
-          "application/*": "json"}
+          "application/x-parquet": "parquet", "application/geo+json": "geojson"}
+OFFERS = tuple(ACCEPT)
 _DURATION = re.compile(r"[0-9]{1,4}[mhd]")
 _H3 = re.compile(r"[0-9a-f]{15}")
-NOT_DERIVABLE = ("p10", "p50", "p90", "energy_mean")
-AGG_SQL = {"sum": "sum", "count": "sum", "mean": "mean", "min": "min", "max": "max"}
+NOT_DERIVABLE = ("p10", "p50", "p90", "energy_mean")  # aggregates that cannot be derived at coarser bins
 
 
 # -- request validation -------------------------------------------------------------------------------------
@@ -100,7 +96,7 @@ def _resolution(ds: Dataset, value: str | None) -> tuple[str, int]:
     return value, seconds * NS
 
 
-def _cells(store, dataset: str, cells: str | None, bbox: str | None, max_cells: int) -> list[str] | None:
+def _cells(store: OpenData, dataset: str, cells: str | None, bbox: str | None, max_cells: int) -> list[str] | None:
     if cells is not None and bbox is not None:
         raise Problem(400, "invalid-parameter", "cells: give cells or bbox, not both", parameter="cells")
     if cells is not None:
@@ -122,7 +118,7 @@ def _cells(store, dataset: str, cells: str | None, bbox: str | None, max_cells: 
             raise Problem(400, "invalid-bbox", "bbox: min lon < max lon in [-180, 180], min lat < max lat in "
                           "[-90, 90]", parameter="bbox")
         inside = sorted(c for c in store.cells(dataset)
-                        if lat0 <= _centre(c)[0] <= lat1 and lon0 <= _centre(c)[1] <= lon1)
+                        if lat0 <= centre(c)[0] <= lat1 and lon0 <= centre(c)[1] <= lon1)
         if len(inside) > max_cells:
             raise Problem(400, "too-many-cells", f"bbox: covers {len(inside)} cells, at most {max_cells}",
                           parameter="bbox")
@@ -130,18 +126,7 @@ def _cells(store, dataset: str, cells: str | None, bbox: str | None, max_cells: 
     return None
 
 
-@lru_cache(maxsize=100_000)
-def _centre(cell: str) -> tuple[float, float]:
-    return h3.cell_to_latlng(cell)
-
-
-@lru_cache(maxsize=100_000)
-def _polygon(cell: str) -> list[list[float]]:
-    ring = [[round(lon, 7), round(lat, 7)] for lat, lon in h3.cell_to_boundary(cell)]
-    return [*ring, ring[0]]
-
-
-def _outputs(ds: Dataset, fields: str | None, derived: bool) -> list[tuple[str, str, str]]:
+def select_outputs(ds: Dataset, fields: str | None, derived: bool) -> list[tuple[str, str, str]]:
     """(open field, source field, aggregate) of the requested fields, allow-listed, in charter order."""
     available = [(open_field(f, a), f, a) for f, a in ds.outputs]
     if fields is None:
@@ -163,15 +148,8 @@ def _outputs(ds: Dataset, fields: str | None, derived: bool) -> list[tuple[str, 
 
 
 def _format(request: Request, fmt: str | None) -> str:
-    if fmt is not None:
-        return fmt
-    accept = request.headers.get("accept", "*/*")
-    for part in accept.split(","):
-        media = part.split(";")[0].strip().lower()
-        if media in ACCEPT:
-            return ACCEPT[media]
-    raise Problem(406, "not-acceptable", f"Accept: none of {accept!r} is served; use application/json, text/csv, "
-                  "application/vnd.apache.parquet or application/geo+json (or format=)", parameter="Accept")
+    """``format=`` if given, else the format the Accept header prefers (JSON when it does not matter)."""
+    return fmt if fmt is not None else ACCEPT[negotiate(request, OFFERS)]
 
 
 def _cursor(value: str | None) -> tuple[int, int]:
@@ -183,133 +161,13 @@ def _cursor(value: str | None) -> tuple[int, int]:
         if skip < 0 or t < 0:
             raise ValueError
         return t, skip
-    except (ValueError, KeyError, TypeError, orjson.JSONDecodeError, base64.binascii.Error):
+    except (ValueError, KeyError, TypeError, orjson.JSONDecodeError, binascii.Error):
         raise Problem(400, "invalid-cursor", "cursor: not a cursor this API gave out; follow the Link header",
                       parameter="cursor") from None
 
 
 def _encode_cursor(t: int, skip: int) -> str:
     return base64.urlsafe_b64encode(orjson.dumps({"t": t, "s": skip})).decode().rstrip("=")
-
-
-# -- the query -----------------------------------------------------------------------------------------------
-class Query_:
-    """One validated request, and the InfluxQL it runs (identifiers checked, values bound)."""
-
-    def __init__(self, store, dataset: str, ds: Dataset, start: int, end: int, res: str, res_ns: int,
-                 cells: list[str] | None, outputs: list[tuple[str, str, str]], level: str) -> None:
-        self.store, self.dataset, self.ds = store, dataset, ds
-        self.start, self.end, self.res, self.res_ns = start, end, res, res_ns
-        self.cells, self.outputs, self.level = cells, outputs, level
-        self.derived = res != ds.time.bin
-        self.columns = ["time", "cell", "h3_resolution", "bin", "charter_version", "n_contributors",
-                        *[o[0] for o in outputs]]
-        # the counts the charter writes as integers (coarser resolutions sum them: integers still); in every
-        # format they stay integers, missing where a point lacks them (a small count moved to a coarser bin)
-        counts = ds.integer_fields
-        self.integers = [o[0] for o in outputs if o[0] in counts]
-        if "profile" in ds.fields or ds.method == "profiles":
-            self.columns.insert(4, "profile")
-        m = store.measurement(dataset)
-        where = ["time >= $start", "time < $end"]
-        self.params: dict = {"start": start, "end": end}
-        if level == "finest":
-            where.append('"bin" = $bin')
-            where.append('"resolution" = $h3res')
-            self.params.update(bin=ds.time.bin, h3res=str(ds.space.resolution))
-        elif level == "rollups":
-            where.append('("bin" != $bin OR "resolution" != $h3res)')
-            self.params.update(bin=ds.time.bin, h3res=str(ds.space.resolution))
-        if cells:
-            where.append("(" + " OR ".join(f'"cell" = $c{i}' for i in range(len(cells))) + ")")
-            self.params.update({f"c{i}": c for i, c in enumerate(cells)})
-        self.where = " AND ".join(where)
-        tags = '"cell", "resolution", "bin", "charter_version"' + (', "profile"' if "profile" in self.columns else "")
-        if self.derived:
-            aggs = ", ".join(f'{AGG_SQL[a]}({store.field(dataset, o)}) AS {quote_ident(o)}' for o, _f, a in outputs)
-            # names: checked against the charter and quoted; res: matched [0-9]{1,4}[mhd]; values: bound
-            self.select = (f'SELECT max("n_contributors") AS "n_contributors"{", " + aggs if aggs else ""} '  # noqa: S608
-                           f"FROM {m} WHERE {{where}} GROUP BY time({res}), {tags} fill(none)")
-        else:
-            cols = ", ".join(store.field(dataset, o) for o, _f, _a in outputs)
-            self.select = (f'SELECT "n_contributors"{", " + cols if cols else ""}, {tags} '  # noqa: S608 - checked
-                           f"FROM {m} WHERE {{where}} LIMIT {{limit}} OFFSET {{offset}}")
-
-    def chunks(self, cursor: tuple[int, int], limit: int) -> Iterator[tuple[pd.DataFrame, tuple[int, int] | None]]:
-        """Frames of at most CHUNK rows, up to ``limit`` rows in all; with each, the cursor after it (None at
-        the end of the result)."""
-        t, skip = cursor
-        left = limit
-        while left > 0:
-            want = min(CHUNK, left)
-            frame = self._fetch(max(t, self.start), skip, want + 1)
-            more = len(frame) > want
-            frame = frame.iloc[:want]
-            left -= len(frame)
-            if frame.empty:
-                yield frame, None
-                return
-            last = int(frame["time"].iloc[-1])
-            at_last = int((frame["time"].to_numpy() == last).sum())
-            nxt = (last, at_last + (skip if last == t else 0))
-            if not more:
-                yield frame, None
-                return
-            yield frame, nxt
-            t, skip = nxt
-
-    def next_cursor(self, position: tuple[int, int], limit: int) -> tuple[int, int] | None:
-        """The cursor of the row after the page [position, +limit), or None when the page is the last."""
-        t, skip = max(position[0], self.start), position[1]
-        if self.derived:
-            full = self._fetch(t, 0, skip + limit + 1)
-            if len(full) <= skip + limit:
-                return None
-            nxt = int(full["time"].iloc[skip + limit])
-            return nxt, skip + limit - int((full["time"].to_numpy() < nxt).sum())
-        m = self.store.measurement(self.dataset)
-        count = f'SELECT count("n_contributors") FROM {m} WHERE {self.where}'  # noqa: S608 - checked, bound
-        rows = self.store.rows(count, dict(self.params, start=t))
-        if not rows or int(rows[0]["count"]) <= skip + limit:  # a cheap count first: most pages are the last
-            return None
-        after = self._fetch(t, skip + limit, 1)
-        if after.empty:
-            return None
-        nxt = int(after["time"].iloc[0])
-        rows = self.store.rows(count, dict(self.params, start=t, end=nxt))
-        before = int(rows[0]["count"]) if rows else 0
-        return nxt, skip + limit - before
-
-    def _fetch(self, t: int, skip: int, n: int) -> pd.DataFrame:
-        params = dict(self.params, start=t)
-        if not self.derived:
-            q = self.select.format(where=self.where, limit=int(n), offset=int(skip))
-            frame = self.store.frame(q, params)
-        else:
-            q = self.select.format(where=self.where)
-            frame = self.store.frame(q, params)
-            if not frame.empty:
-                frame = frame.sort_values(["time", "cell", "resolution"], kind="stable").iloc[skip: skip + n]
-        return self._shape(frame)
-
-    def _shape(self, frame: pd.DataFrame) -> pd.DataFrame:
-        if frame.empty:
-            return pd.DataFrame({c: pd.Series(dtype=object) for c in self.columns})
-        frame = frame.rename(columns={"resolution": "h3_resolution"})
-        if self.derived:
-            frame["bin"] = self.res
-            for name, _f, _a in self.outputs:  # a mean of means: no float noise in the output
-                if name in frame and frame[name].dtype.kind == "f":
-                    frame[name] = frame[name].round(6)
-        for c in self.columns:
-            if c not in frame:
-                frame[c] = np.nan
-        frame = frame[self.columns].reset_index(drop=True)
-        frame["h3_resolution"] = frame["h3_resolution"].astype(int)
-        frame["n_contributors"] = frame["n_contributors"].astype("int64")
-        for name in self.integers:  # nullable: a NaN elsewhere in the chunk must not turn 36 into 36.0
-            frame[name] = pd.to_numeric(frame[name]).astype("Int64")
-        return frame
 
 
 # -- the endpoint ---------------------------------------------------------------------------------------------
@@ -361,8 +219,6 @@ def observations(
                                                       "resolution; outer: widened to whole bins (from rounded "
                                                       "down, to up)")] = "exact",
 ) -> Response:
-    from api.app import state
-
     st = state(request)
     api = st.settings.api
     try:
@@ -390,12 +246,12 @@ def observations(
     cell_list = _cells(st.store, id, cells, bbox, api.max_cells)
     if cell_list == []:
         cell_list = ["-"]  # a bbox with no published cell: nothing matches
-    outputs = _outputs(ds, fields, res != ds.time.bin)
+    outputs = select_outputs(ds, fields, res != ds.time.bin)
     cap = api.max_page_size if fmt in ("csv", "parquet") else min(api.max_page_size, JSON_MAX)
     if limit is not None and limit > cap:
         raise Problem(400, "limit-too-large", f"limit: at most {cap} rows per page in {fmt}", parameter="limit")
     limit = limit or min(api.page_size, cap)
-    q = Query_(st.store, id, ds, start, end, res, res_ns, cell_list, outputs, level)
+    q = ObservationQuery(st.store, id, ds, start, end, res, res_ns, cell_list, outputs, level)
     position = _cursor(cursor)
     headers = _cache_headers(st, ds, end)
     if fmt in ("json", "geojson"):
@@ -403,16 +259,16 @@ def observations(
         for frame, after in q.chunks(position, limit):
             frames.append(frame)
             nxt = after
-        frame = pd.concat(frames, ignore_index=True) if frames else q._shape(pd.DataFrame())
-        link = _next_url(request, st, nxt)
-        body = _json(id, q, frame, link) if fmt == "json" else _geojson(id, q, frame, link)
+        frame = pd.concat(frames, ignore_index=True) if frames else q.empty()
+        link = _next_url(request, nxt)
+        body = formats.to_json(id, q, frame, link) if fmt == "json" else formats.to_geojson(id, q, frame, link)
         etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
         headers["ETag"] = etag
         if link:
             headers["Link"] = f'<{link}>; rel="next"'
         if request.headers.get("if-none-match") == etag:
             return Response(status_code=304, headers=headers)
-        return Response(body, media_type=MEDIA[fmt], headers=headers)
+        return Response(body, media_type=formats.MEDIA[fmt], headers=headers)
     # CSV and Parquet stream; their ETag is known up front only for windows that can no longer change
     if headers["Cache-Control"].endswith("immutable"):
         key = f"{request.url.path}?{sorted(request.query_params.multi_items())}|{st.charter.version}|{fmt}"
@@ -422,14 +278,14 @@ def observations(
             return Response(status_code=304, headers=headers)
     headers["Content-Disposition"] = f'attachment; filename="{id}.{fmt}"'
     if fmt == "csv":
-        stream = _csv(q, position, limit) if q.derived else _csv_arrow(q, position, limit)
+        stream = formats.csv_derived(q, position, limit) if q.derived else formats.csv_points(q, position, limit)
     else:
-        stream = _parquet(q, position, limit)
-    return StreamingResponse(stream, media_type=MEDIA[fmt], headers=headers | _stream_link(request, st, q, position,
-                                                                                             limit))
+        stream = formats.to_parquet(q, position, limit)
+    return StreamingResponse(stream, media_type=formats.MEDIA[fmt],
+                             headers=headers | _stream_link(request, q, position, limit))
 
 
-def _default_end(store, dataset: str, res_ns: int) -> int:
+def _default_end(store: OpenData, dataset: str, res_ns: int) -> int:
     cov = store.coverage(dataset)
     if cov is None:
         now = int(datetime.now(UTC).timestamp()) * NS
@@ -437,7 +293,7 @@ def _default_end(store, dataset: str, res_ns: int) -> int:
     return (cov[1] // res_ns + 1) * res_ns
 
 
-def _cache_headers(st, ds: Dataset, end: int) -> dict[str, str]:
+def _cache_headers(st: State, ds: Dataset, end: int) -> dict[str, str]:
     now = int(datetime.now(UTC).timestamp()) * NS
     settle = int(parse_duration(st.settings.charter.settle)) * NS
     if ds.late_data == "freeze":
@@ -449,159 +305,15 @@ def _cache_headers(st, ds: Dataset, end: int) -> dict[str, str]:
     return {"Cache-Control": "public, max-age=60"}
 
 
-def _next_url(request: Request, st, nxt: tuple[int, int] | None) -> str | None:
-    if nxt is None:
-        return None
-    params = [(k, v) for k, v in request.query_params.multi_items() if k != "cursor"]
-    params.append(("cursor", _encode_cursor(*nxt)))
-    base = st.settings.api.base_url.rstrip("/") or str(request.base_url).rstrip("/")
-    from urllib.parse import urlencode
-
-    return f"{base}{request.url.path}?{urlencode(params)}"
+def _next_url(request: Request, nxt: tuple[int, int] | None) -> str | None:
+    """This request's URL with the cursor of the next page; None on the last page."""
+    return None if nxt is None else same_with(request, "cursor", _encode_cursor(*nxt))
 
 
-def _stream_link(request: Request, st, q: Query_, position: tuple[int, int], limit: int) -> dict[str, str]:
+def _stream_link(request: Request, q: ObservationQuery, position: tuple[int, int], limit: int) -> dict[str, str]:
     """A streamed page's next link must be in its headers, before its body: ask where the page ends."""
     nxt = q.next_cursor(position, limit)
-    link = _next_url(request, st, nxt)
+    link = _next_url(request, nxt)
     return {"Link": f'<{link}>; rel="next"'} if link else {}
 
 
-# -- formats --------------------------------------------------------------------------------------------------
-def _iso(times: pd.Series) -> np.ndarray:
-    return np.datetime_as_string(times.to_numpy(dtype="int64").astype("datetime64[ns]"), unit="s").astype(object) + "Z"
-
-
-def _records(frame: pd.DataFrame) -> list[dict]:
-    out = frame.assign(time=_iso(frame["time"]) if len(frame) else frame["time"])
-    return [{k: v for k, v in r.items() if not (v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)))}
-            for r in out.to_dict("records")]
-
-
-def _json(dataset: str, q: Query_, frame: pd.DataFrame, link: str | None) -> bytes:
-    return orjson.dumps({
-        "dataset": dataset, "resolution": q.res, "level": q.level,
-        "fields": [o[0] for o in q.outputs], "units": _units(q), "observations": _records(frame),
-        "links": {"next": link}}, option=orjson.OPT_SERIALIZE_NUMPY)
-
-
-def _units(q: Query_) -> dict[str, str]:
-    out = {}
-    for name, f, a in q.outputs:
-        quantity = QUANTITIES.get(f"{q.ds.source.measurement}.{f}")
-        if quantity is not None and a not in ("count",):
-            out[name] = quantity.unit
-    return out
-
-
-def _geojson(dataset: str, q: Query_, frame: pd.DataFrame, link: str | None) -> bytes:
-    features = [{"type": "Feature", "id": f"{r['cell']}/{r['time']}",
-                 "geometry": {"type": "Polygon", "coordinates": [_polygon(r["cell"])]}, "properties": r}
-                for r in _records(frame)]
-    return orjson.dumps({"type": "FeatureCollection", "dataset": dataset, "resolution": q.res,
-                         "features": features, "links": {"next": link}}, option=orjson.OPT_SERIALIZE_NUMPY)
-
-
-def _csv_arrow(q: Query_, position: tuple[int, int], limit: int) -> Iterator[bytes]:
-    """The published points as CSV, from InfluxDB's CSV as it arrives, through Arrow's streaming reader and
-    writer (no pandas): one query for the whole page, constant memory (blocks of about 1 MB)."""
-    names = _schema(q, text_time=True).names
-    yield (",".join(names) + "\r\n").encode()
-    options = pacsv.WriteOptions(include_header=False, quoting_style="none", eol="\r\n")
-    # every column typed up front: a streamed block must not infer a type another block contradicts
-    types = {c: pa.string() for c in ("cell", "bin", "charter_version", "resolution", "profile")}
-    types |= {"time": pa.int64(), "n_contributors": pa.int64()} | {name: pa.float64() for name, _f, _a in q.outputs}
-    convert = pacsv.ConvertOptions(column_types=types, strings_can_be_null=True)
-    t, skip = position
-    query = q.select.format(where=q.where, limit=int(limit), offset=int(skip))
-    with q.store.csv_stream(query, dict(q.params, start=max(t, q.start))) as body:
-        try:
-            reader = pacsv.open_csv(body, read_options=pacsv.ReadOptions(block_size=1 << 20),
-                                    convert_options=convert)
-        except pa.ArrowInvalid:  # an empty result: no header either
-            return
-        for batch in reader:
-            if batch.num_rows == 0:
-                continue
-            seconds = pc.cast(pc.divide(batch["time"], NS), pa.int64()).cast(pa.timestamp("s", tz="UTC"))
-            columns = {"time": pc.strftime(seconds, format="%Y-%m-%dT%H:%M:%SZ"), "cell": batch["cell"],
-                       "h3_resolution": batch["resolution"], "bin": batch["bin"],
-                       "charter_version": batch["charter_version"]}
-            present = set(batch.schema.names)
-            for name in names[5:]:
-                columns[name] = batch[name] if name in present else pa.nulls(batch.num_rows)
-            out = io.BytesIO()
-            pacsv.write_csv(pa.table(columns), out, options)
-            yield out.getvalue()
-
-
-def _csv(q: Query_, position: tuple[int, int], limit: int) -> Iterator[bytes]:
-    """RFC 4180 rows (CRLF), written by Arrow's CSV writer. Nothing needs quoting: cells are hexadecimal,
-    bins and charter versions are checked identifiers, the rest are numbers."""
-    schema = _schema(q, text_time=True)
-    yield (",".join(schema.names) + "\r\n").encode()  # Arrow would quote the names
-    options = pacsv.WriteOptions(include_header=False, quoting_style="none", eol="\r\n")
-    for frame, _ in q.chunks(position, limit):
-        if frame.empty:
-            continue
-        out = io.BytesIO()
-        pacsv.write_csv(_table(frame, schema), out, options)
-        yield out.getvalue()
-
-
-def _table(frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:
-    data = {c.name: frame[c.name] for c in schema}
-    if pa.types.is_string(schema.field("time").type):
-        data["time"] = _iso(frame["time"]) if len(frame) else frame["time"].astype(str)
-    else:
-        data["time"] = pd.to_datetime(frame["time"].astype("int64"), utc=True)
-    return pa.Table.from_pandas(pd.DataFrame(data), schema=schema, preserve_index=False)
-
-
-def _schema(q: Query_, text_time: bool = False) -> pa.Schema:
-    time = pa.string() if text_time else pa.timestamp("ns", tz="UTC")
-    fields = [pa.field("time", time), pa.field("cell", pa.string()),
-              pa.field("h3_resolution", pa.int32()), pa.field("bin", pa.string()),
-              pa.field("charter_version", pa.string())]
-    if "profile" in q.columns:
-        fields.append(pa.field("profile", pa.string()))
-    fields.append(pa.field("n_contributors", pa.int64()))
-    fields += [pa.field(name, pa.int64() if name in q.integers else pa.float64()) for name, _f, _a in q.outputs]
-    return pa.schema(fields)
-
-
-class _Drain(io.RawIOBase):
-    """A write-only sink whose bytes are taken out as they come (Parquet row groups stream)."""
-
-    def __init__(self) -> None:
-        self.parts: list[bytes] = []
-        self.pos = 0
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, b) -> int:
-        self.parts.append(bytes(b))
-        self.pos += len(b)
-        return len(b)
-
-    def tell(self) -> int:
-        return self.pos
-
-    def take(self) -> bytes:
-        out = b"".join(self.parts)
-        self.parts.clear()
-        return out
-
-
-def _parquet(q: Query_, position: tuple[int, int], limit: int) -> Iterator[bytes]:
-    schema = _schema(q)
-    sink = _Drain()
-    writer = pq.ParquetWriter(sink, schema, compression="zstd")
-    for frame, _ in q.chunks(position, limit):
-        if frame.empty:
-            continue
-        writer.write_table(_table(frame, schema))
-        yield sink.take()
-    writer.close()
-    yield sink.take()

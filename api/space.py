@@ -25,24 +25,14 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
-from api.app import state
-from api.catalogue import (
-    GEOJSON,
-    JSON,
-    NOT_ACCEPTABLE,
-    base_url,
-    bbox,
-    cell_polygon,
-    distance_m,
-    edge_text,
-    hull_polygon,
-    iso_duration,
-    json_response,
-    negotiate,
-    open_db,
-    protection,
-)
+from api.deps import state
+from api.geometry import bbox, cell_polygon, distance_m, edge_text, hull_polygon
+from api.negotiation import GEOJSON, JSON, NOT_ACCEPTABLE, json_response, negotiate
 from api.problems import PROBLEM, Problem
+from api.rules import protection
+from api.store import open_db
+from api.timefmt import iso_duration
+from api.urls import base_url
 from datacharter.charter import Charter, Dataset
 from datacharter.explain import explain_dataset
 from smartzone.names import parse_duration

@@ -47,11 +47,11 @@ EXPORT_TARGET = 200_000
 
 # -- loading 30 days -----------------------------------------------------------------------------------------
 def _load_days(settings_json: str, days: list[tuple[int, str]], step, pseudo_cutoff_ns: int, q) -> None:
-    """Backfill ``days`` (index, ISO start) through the ingest pipeline, as ``gateways.backfill`` does, but
+    """Backfill ``days`` (index, ISO start) through the ingest pipeline, as ``cli.backfill`` does, but
     writing the pseudonymous lines itself: sightings older than ``pseudo_cutoff_ns`` would be refused by the
     48 h pseudonymous retention policy, so they are dropped (counted) instead of breaking the write."""
     from datacharter.charter import Charter
-    from gateways.simulator import Zone
+    from gateways.simulator import SimulatedZone
     from ingest.pipeline import Pipeline
     from smartzone.registry import Registry
     from smartzone.settings import Settings
@@ -67,7 +67,7 @@ def _load_days(settings_json: str, days: list[tuple[int, str]], step, pseudo_cut
     raw_db, ops_db, pseudo_db = names[Store.RAW], names[Store.OPS], names[Store.PSEUDONYMOUS]
     with Influx(settings.influx) as influx:
         pipe = Pipeline.from_settings(settings, registry, charter)
-        zone = Zone(registry, 42)
+        zone = SimulatedZone(registry, 42)
         for idx, start_iso in days:
             t0 = time.perf_counter()
             day_step = float(step.value)
@@ -223,7 +223,7 @@ def start_api(tmp: Path, influx_url: str, port: int) -> subprocess.Popen:
            "SMARTZONE_API__RATE_LIMIT": "1e9", "SMARTZONE_API__RATE_BURST": "1000000000",
            "SMARTZONE_API__WORKERS": "1", "SMARTZONE_LOG_LEVEL": "WARNING"}
     log = open(tmp / "api.log", "wb")  # noqa: SIM115 - owned by the child
-    proc = subprocess.Popen([sys.executable, "-m", "smartzone", "api", "--host", "127.0.0.1", "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "cli", "api", "--host", "127.0.0.1", "--port", str(port)],
                             env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -420,8 +420,8 @@ def influx_csv(client: httpx.Client, settings, dataset: str, start: int, end: in
 
 def influx_query_ms(client: httpx.Client, settings, dataset: str, first_day: datetime) -> float:
     """Median time InfluxDB itself takes to answer the 24 h, 1 h-resolution query the API sends (CSV)."""
-    from api.observations import Query_, _outputs
-    from api.store import OpenData
+    from api.observations import select_outputs
+    from api.store import ObservationQuery, OpenData
     from datacharter.charter import Charter
 
     charter = Charter.load(settings.charter.path)
@@ -431,8 +431,8 @@ def influx_query_ms(client: httpx.Client, settings, dataset: str, first_day: dat
     try:
         for i in range(DAYS):
             start = int((first_day + timedelta(days=i)).timestamp()) * 10**9
-            q = Query_(store, dataset, ds, start, start + 86_400 * 10**9, "1h", 3_600 * 10**9, None,
-                       _outputs(ds, None, True), "finest")
+            q = ObservationQuery(store, dataset, ds, start, start + 86_400 * 10**9, "1h", 3_600 * 10**9, None,
+                                 select_outputs(ds, None, True), "finest")
             data = {"q": q.select.format(where=q.where), "db": settings.charter.open_database, "epoch": "ns",
                     "params": json.dumps(q.params)}
             t0 = time.perf_counter()
@@ -446,7 +446,7 @@ def influx_query_ms(client: httpx.Client, settings, dataset: str, first_day: dat
 
 # -- the benchmark ------------------------------------------------------------------------------------------
 def api_bench(args: argparse.Namespace) -> str:
-    from smartzone import services
+    from cli import services
     from smartzone.settings import Settings
 
     today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)

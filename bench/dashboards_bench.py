@@ -118,10 +118,10 @@ class Opener:
 
 def dashboards_bench(args: argparse.Namespace) -> str:
     from bench.api_bench import DAYS, load_month
+    from cli import services
     from dashboards.build import JSON_DIR
     from dashboards.panels import OPEN, OPS
     from dashboards.queries import dashboard_queries
-    from smartzone import services
     from smartzone.settings import Settings
     from storage.influx import Influx
 

@@ -51,8 +51,8 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from gateways.simulator import Zone  # noqa: E402
-from smartzone import services  # noqa: E402
+from cli import services  # noqa: E402
+from gateways.simulator import SimulatedZone  # noqa: E402
 from smartzone.registry import Registry  # noqa: E402
 from smartzone.settings import InfluxSettings  # noqa: E402
 from storage.influx import Influx  # noqa: E402
@@ -77,7 +77,7 @@ def bench_registry(folder: Path) -> Path:
 
 
 def make_messages(registry_path: Path, n: int, shape: str, seed: int):
-    zone = Zone(Registry.load(registry_path), seed=seed)
+    zone = SimulatedZone(Registry.load(registry_path), seed=seed)
     # start so that all readings are recent (inside retention, not in the future)
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
     out, readings = [], 0
@@ -193,7 +193,7 @@ def worker_run(port: int, influx_url: str, db: str, registry: Path, data: Path, 
            "SMARTZONE_INGEST__METRICS_INTERVAL": "0.1"}
     log_path = data / f"worker-{tag}.log"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "smartzone", "ingest"], env=env, cwd=REPO, stdout=log,
+        proc = subprocess.Popen([sys.executable, "-m", "cli", "ingest"], env=env, cwd=REPO, stdout=log,
                                 stderr=subprocess.STDOUT)
     influx = Influx(InfluxSettings(url=influx_url))
     deadline = time.monotonic() + 30
@@ -327,7 +327,7 @@ def lorawan_messages(registry_path: Path, uplinks: int, encoding: str) -> tuple[
     from gateways import lorawan
 
     lorawan.LOSS_RATE, lorawan.DUPLICATE_RATE = 0.0, 0.0
-    zone = Zone(Registry.load(registry_path), seed=3, lorawan_encoding=encoding)
+    zone = SimulatedZone(Registry.load(registry_path), seed=3, lorawan_encoding=encoding)
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
     out, readings, receptions = [], 0, 0
     for e in zone.messages(start, rounds=uplinks // N_SENSORS + 1, step=1):
@@ -413,8 +413,8 @@ def _lines(registry_path: Path, messages) -> list[str]:
 
 
 def _load_day(settings_json: str, start_iso: str) -> None:
+    from cli.backfill import backfill
     from datacharter.charter import Charter
-    from gateways.backfill import backfill
     from ingest.pipeline import Pipeline
     from ingest.worker import ensure_databases
     from smartzone.settings import Settings
@@ -425,7 +425,7 @@ def _load_day(settings_json: str, start_iso: str) -> None:
     with Influx(settings.influx) as influx:
         ensure_databases(influx, settings, charter)
         pipe = Pipeline.from_settings(settings, registry, charter)
-        backfill(Zone(registry, 42), pipe, influx, settings, datetime.fromisoformat(start_iso), 1440)
+        backfill(SimulatedZone(registry, 42), pipe, influx, settings, datetime.fromisoformat(start_iso), 1440)
 
 
 def scaled_registry(folder: Path, scale: int) -> Path:

@@ -30,6 +30,7 @@ from grafana_foundation_sdk.builders import geomap, stat, table, text, timeserie
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as model
+from grafana_foundation_sdk.models.text import TextMode
 
 from dashboards.panels import OPEN, OPS, InfluxQL, Var, ref, thresholds, unit_of, unit_override
 from datacharter.charter import Charter
@@ -106,7 +107,7 @@ class Board:
         return json.loads(json.dumps(self.builder.build(), cls=JSONEncoder))
 
 
-class Zone:
+class DashboardZone:
     """What the dashboards need to know about the zone: cells, gateways, datasets and their fields."""
 
     def __init__(self, registry: Registry, charter: Charter) -> None:
@@ -132,12 +133,12 @@ class Zone:
 
 
 # -- template variables ------------------------------------------------------------------------------
-def cell_var(z: Zone) -> Var:
+def cell_var(z: DashboardZone) -> Var:
     return Var("cell", "Cell", "H3 cells of the zone (resolution 10). All also shows the coarser cells the charter "
                "rolls small groups up to.", options=[(c, c) for c in z.cells])
 
 
-def gateway_var(z: Zone) -> Var:
+def gateway_var(z: DashboardZone) -> Var:
     return Var("gateway", "Gateway", "Gateways of the zone (registry ids).",
                options=[((z.registry.gateways[g].name or g).split(" (")[0].replace(",", " "), g) for g in z.gateways])
 
@@ -217,7 +218,7 @@ def who(pollutant: str) -> dash.ThresholdsConfig:
     return thresholds("green", (annual, "yellow"), (daily, "red"))
 
 
-def overview(z: Zone) -> Board:
+def overview(z: DashboardZone) -> Board:
     b = _new("smartzone-overview", "Smart Zone overview", OPERATIONS,
              "The zone at a glance for city staff: latest published air quality, traffic and noise per H3 cell, "
              "and whether the network is alive (sensors, gateways, readings).", "now-24h", "1m", ["overview"])
@@ -276,7 +277,7 @@ def overview(z: Zone) -> Board:
     return b
 
 
-def air_quality(z: Zone) -> Board:
+def air_quality(z: DashboardZone) -> Board:
     b = _new("smartzone-air-quality", "Air quality", PUBLIC,
              "Air quality at the zone's fixed stations as the data charter publishes it (open dataset `air_quality`, "
              "15-minute means per H3 cell), against the WHO 2021 guideline values. For city staff and residents.",
@@ -319,7 +320,7 @@ def air_quality(z: Zone) -> Board:
     return b
 
 
-def mobility(z: Zone) -> Board:
+def mobility(z: DashboardZone) -> Board:
     b = _new("smartzone-mobility", "Mobility", PUBLIC,
              "Traffic counts, parking occupancy and pedestrian flows as the data charter publishes them. Datasets "
              "about people are published once a day for the previous (UTC) day, so the default range is a week.",
@@ -370,7 +371,7 @@ def _laeq(group: str, tail: str = "") -> str:
             + tail)
 
 
-def noise(z: Zone) -> Board:
+def noise(z: DashboardZone) -> Board:
     b = _new("smartzone-noise", "Noise", PUBLIC,
              "A-weighted sound levels per H3 cell as the data charter publishes them (open dataset `noise`), with the "
              "WHO 2018 guideline values for road traffic noise (Lden 53 dB, Lnight 45 dB).", "now-24h", "5m",
@@ -397,7 +398,7 @@ def noise(z: Zone) -> Board:
     return b
 
 
-def energy(z: Zone) -> Board:
+def energy(z: DashboardZone) -> Board:
     b = _new("smartzone-energy", "Energy", PUBLIC,
              "Energy use of the zone's public buildings, by building group: an H3 cell holding at least k "
              "connections, none of them dominating (open dataset `energy`, daily totals). Published once a day.",
@@ -426,7 +427,7 @@ USE_CASES = {
 }
 
 
-def living_lab(z: Zone) -> Board:
+def living_lab(z: DashboardZone) -> Board:
     b = _new("smartzone-living-lab", "Living lab", PUBLIC,
              "One use case of the living lab at a time: the open datasets it draws on side by side, one panel per "
              "dataset (repeated over the Category variable).", "now-7d", "15m", ["living_lab"])
@@ -440,7 +441,7 @@ def living_lab(z: Zone) -> Board:
             .content("Each use case of the Smart Zone living lab draws on several open datasets. Pick a use case: "
                      "its datasets appear side by side, with the same cells and time range. Everything shown here is "
                      "open data: aggregated per H3 cell by the data charter, never a single person or device.")
-            .mode("markdown"))
+            .mode(TextMode.MARKDOWN))
     headline = sorted({c for ds in z.charter.datasets.values() for c in _headline(ds)})
     select = "|".join(headline)
     overrides = {c: z.unit(ds_id, c) for ds_id, ds in z.charter.datasets.items() for c in _headline(ds)}
@@ -462,7 +463,7 @@ def _headline(ds) -> list[str]:
     return [f if a in ("count", "sum") else f"{f}_{a}" for f, a in ds.outputs if a in ("mean", "count", "sum")]
 
 
-def operations(z: Zone) -> Board:
+def operations(z: DashboardZone) -> Board:
     b = _new("smartzone-operations", "Operations", OPERATIONS,
              "For the operators: is every reading getting in, where does it get stuck, are gateways and LoRaWAN links "
              "healthy, is the charter job keeping up. Reads the ops database only.", "now-6h", "30s", ["ops"])
@@ -566,11 +567,12 @@ def operations(z: Zone) -> Board:
     return b
 
 
-BOARDS: list[Callable[[Zone], Board]] = [overview, air_quality, mobility, noise, energy, living_lab, operations]
+BOARDS: list[Callable[[DashboardZone], Board]] = [
+    overview, air_quality, mobility, noise, energy, living_lab, operations]
 
 
 def build(registry: Registry | None = None, charter: Charter | None = None) -> list[Board]:
-    z = Zone(registry or Registry.load(REGISTRY), charter or Charter.load())
+    z = DashboardZone(registry or Registry.load(REGISTRY), charter or Charter.load())
     return [make(z) for make in BOARDS]
 
 
@@ -590,7 +592,7 @@ def datasources(influx_url: str, open_db: str, ops_db: str, *, user: str | None 
     return out
 
 
-def provisioning_files(boards: list[Board], z: Zone, api_url: str = API_URL) -> dict[str, str]:
+def provisioning_files(boards: list[Board], z: DashboardZone, api_url: str = API_URL) -> dict[str, str]:
     """Relative path -> text of Grafana's file provisioning (datasources, dashboard provider, gazetteer) and
     of the dashboards, linking to the open-data API at ``api_url``."""
     ds_lines = ["# Grafana file provisioning: Smart Zone's two InfluxQL datasources (generated by",
@@ -629,7 +631,7 @@ def with_api_url(board: dict, url: str) -> dict:
 
 def outputs(registry: Registry | None = None, charter: Charter | None = None, *,
             api_url: str = API_URL) -> dict[str, str]:
-    z = Zone(registry or Registry.load(REGISTRY), charter or Charter.load())
+    z = DashboardZone(registry or Registry.load(REGISTRY), charter or Charter.load())
     return provisioning_files([make(z) for make in BOARDS], z, api_url)
 
 

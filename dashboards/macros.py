@@ -300,39 +300,40 @@ def _format(value: str | list[str], fmt: str | None, variable: Variable | None, 
     """formatVariableValue with a named format (formatRegistry.ts); unknown names fall back to glob as in Grafana."""
     fmt = fmt or "glob"
     fid, *args = fmt.split(":")
-    many = isinstance(value, list)
     match fid:
         case "raw":
             return _js_string(value)
         case "regex":
-            if not many:
+            if not isinstance(value, list):
                 return escape_regex(value)
             escaped = [escape_regex(v) for v in value]
             return escaped[0] if len(escaped) == 1 else "(" + "|".join(escaped) + ")"
         case "pipe":
-            return "|".join(value) if many else value
+            return "|".join(value) if isinstance(value, list) else value
         case "csv":
             return _js_string(value)
         case "distributed":
-            return ",".join(v if i == 0 else f"{name}={v}" for i, v in enumerate(value)) if many else value
+            if not isinstance(value, list):
+                return value
+            return ",".join(v if i == 0 else f"{name}={v}" for i, v in enumerate(value))
         case "json":
-            return json.dumps(value, ensure_ascii=False, separators=(",", ":")) if many else value
+            return json.dumps(value, ensure_ascii=False, separators=(",", ":")) if isinstance(value, list) else value
         case "lucene":
-            if not many:
+            if not isinstance(value, list):
                 return _lucene_escape(value)
             return "(" + " OR ".join(f'"{_lucene_escape(v)}"' for v in value) + ")" if value else "__empty__"
         case "percentencode":
-            return _percent("{" + ",".join(value) + "}" if many else value)
+            return _percent("{" + ",".join(value) + "}" if isinstance(value, list) else value)
         case "uriencode":
-            return _percent("{" + ",".join(value) + "}" if many else value, safe="-_.~;,/?:@&=+$#")
+            return _percent("{" + ",".join(value) + "}" if isinstance(value, list) else value, safe="-_.~;,/?:@&=+$#")
         case "singlequote":
-            return ",".join(map(_sq, value)) if many else _sq(value)
+            return ",".join(map(_sq, value)) if isinstance(value, list) else _sq(value)
         case "doublequote":
-            return ",".join(map(_dq, value)) if many else _dq(value)
+            return ",".join(map(_dq, value)) if isinstance(value, list) else _dq(value)
         case "sqlstring":
-            return ",".join(map(_sql, value)) if many else _sql(value)
+            return ",".join(map(_sql, value)) if isinstance(value, list) else _sql(value)
         case "join":
-            return (args[0] if args else ",").join(value) if many else value
+            return (args[0] if args else ",").join(value) if isinstance(value, list) else value
         case "date":
             return _format_date(value, args)
         case "text":  # LegacyVariableWrapper.getValueText
@@ -340,7 +341,7 @@ def _format(value: str | list[str], fmt: str | None, variable: Variable | None, 
         case "html" | "queryparam" | "customqueryparam":
             raise _Unsupported(fid)
         case _:  # "glob" and, as Grafana does after a console.error, any unknown format
-            return "{" + ",".join(value) + "}" if many and len(value) > 1 else _js_string(value)
+            return "{" + ",".join(value) + "}" if isinstance(value, list) and len(value) > 1 else _js_string(value)
 
 
 @dataclass(frozen=True)
@@ -358,7 +359,7 @@ def _evaluate(match: re.Match[str], scope: _Scope, default_format: _FormatFn | s
         if name in scope.builtins:
             if field_path:  # lodash property() on a string: not reproduced
                 return match.group(0)
-            value = scope.builtins[name]
+            value: str | list[str] = scope.builtins[name]
             var = None
             text: str | list[str] = value
         elif name in scope.variables:
@@ -426,9 +427,9 @@ def expand(query: str, time_range: TimeRange, *, variables: dict[str, Variable] 
 
     ``$__from``/``$__to`` (epoch ms, ``${__from:date}``, ``:date:iso``, ``:date:seconds``, ``:date:ms``) are
     template built-ins of the browser step. ``min_interval`` may itself use variables, as the panel's may."""
-    variables = _check(variables)
+    checked = _check(variables)
     if min_interval:  # PanelQueryRunner: templateSrv.replace(minInterval, request.scopedVars)
-        min_interval = _replace(min_interval, _Scope(variables, {}), None)
+        min_interval = _replace(min_interval, _Scope(checked, {}), None)
     step_ms = interval_ms(time_range, max_data_points, min_interval)
     builtins = {
         "__interval": "$__interval",  # applyTemplateVariables: "We want to interpolate these variables on backend"
@@ -436,7 +437,7 @@ def expand(query: str, time_range: TimeRange, *, variables: dict[str, Variable] 
         "__from": str(time_range.from_ms),  # template_srv.ts updateIndex
         "__to": str(time_range.to_ms),
     }
-    res = _frontend(query, variables, builtins)
+    res = _frontend(query, checked, builtins)
     text = format_interval(timedelta(milliseconds=step_ms))
     res = res.replace("$timeFilter", time_filter(time_range))  # models/query.go Build, same order
     res = res.replace("$interval", text)

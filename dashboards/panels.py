@@ -134,10 +134,12 @@ class Var:
     all_value: str | None = ".*"
 
     def build(self) -> cogbuilder.Builder[model.VariableModel]:
+        v: dash.CustomVariable | dash.QueryVariable
         if self.options is not None:
             v = dash.CustomVariable(self.name).values(",".join(
                 f"{text} : {value}" if text != value else value for text, value in self.options))
         else:
+            assert self.query is not None and self.datasource is not None, "a query variable needs query and datasource"
             v = dash.QueryVariable(self.name).query(self.query).datasource(ref(self.datasource)) \
                 .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED).sort(model.VariableSort.ALPHABETICAL_ASC)
         v = v.label(self.label).description(self.description).multi(True).include_all(True)

@@ -156,7 +156,8 @@ def connect(url: str, token: str, *, timeout: float = 10.0, verify: bool = True)
         verify=verify,
         timeout=timeout,
     )
-    api.url = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+    # grafana-client declares url only as "self.url = None" (inferred as None); from_url sets a str the same way
+    api.url = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))  # type: ignore[assignment]
     return api
 
 

@@ -21,7 +21,7 @@ import itertools
 import re
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -29,6 +29,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from smartzone.errors import ConfigurationError
 from smartzone.names import parse_duration
 from smartzone.quantities import CATEGORIES, QUANTITIES
+
+if TYPE_CHECKING:
+    from smartzone.registry import Sensor
 
 DEFAULT_PATH = Path(__file__).resolve().parent / "charter.yaml"
 
@@ -243,7 +246,7 @@ class Dataset(_Strict):
     def _durations(cls, v: str | None) -> str | None:
         return None if v is None else _duration(v)
 
-    def admits(self, sensor) -> bool:
+    def admits(self, sensor: Sensor) -> bool:
         """Whether the dataset may read a registered sensor (``smartzone.registry.Sensor``): its category and
         placement are among the dataset's, and it is fixed or mobile as the dataset's source."""
         return (sensor.category in self.source.categories and sensor.placement in self.source.placement
@@ -326,6 +329,7 @@ class Dataset(_Strict):
         from datacharter.noise import laplace_scale
 
         n = self.noise
+        assert n is not None, "the dataset has no noise rule"
         return laplace_scale(n.epsilon_per_day, n.max_bins_per_subject_per_day, len(self.levels))
 
     @property
@@ -333,6 +337,7 @@ class Dataset(_Strict):
         """The noised total (devices + randomised devices: two draws) a group must reach to be published."""
         from datacharter.noise import threshold
 
+        assert self.noise is not None, "the dataset has no noise rule"
         return threshold(self.k, self.noise_scale, self.noise.delta / len(self.levels), draws=2)
 
     @property
@@ -438,8 +443,8 @@ class Charter:
             raw = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
-            line = f":{mark.line + 1}" if mark is not None else ""
-            raise CharterError(f"{where}{line}: not valid YAML: {getattr(exc, 'problem', exc)}") from exc
+            at = f":{mark.line + 1}" if mark is not None else ""
+            raise CharterError(f"{where}{at}: not valid YAML: {getattr(exc, 'problem', exc)}") from exc
         if not isinstance(raw, dict):
             raise CharterError(f"{where}:1: the charter must be a mapping (version, title, datasets, ...)")
         try:

@@ -18,11 +18,13 @@ a later run. Output: one row per (cell, resolution, bin, time) with the allow-li
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 
 import h3
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from datacharter.charter import Dataset, open_field
@@ -32,6 +34,13 @@ from smartzone.names import parse_duration
 
 NS = 1_000_000_000
 DAY_NS = 86_400 * NS
+
+# aggregate(rows, keys): the published fields per group (index: the group keys)
+Aggregate = Callable[[pd.DataFrame, list[str]], pd.DataFrame]
+# check(rows, keys, n): False vetoes a group (index of n: the groups)
+Check = Callable[[pd.DataFrame, list[str], pd.Series], pd.Series]
+# threshold_fn(n, rows, resolution, bin, cells): whether each group (index of n) is published
+ThresholdFn = Callable[[pd.Series, pd.DataFrame, int, str, np.ndarray], pd.Series]
 
 
 @dataclass
@@ -68,8 +77,9 @@ def empty_points(ds: Dataset) -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype=object) for c in cols})
 
 
-def publish(rows: pd.DataFrame, ds: Dataset, ctx: Context, aggregate, *, k: int | None = None,
-            check=None, threshold_fn=None, population: pd.Series | None = None) -> Result:
+def publish(rows: pd.DataFrame, ds: Dataset, ctx: Context, aggregate: Aggregate, *, k: int | None = None,
+            check: Check | None = None, threshold_fn: ThresholdFn | None = None,
+            population: pd.Series | None = None) -> Result:
     """Walk the levels; see the module docstring.
 
     ``rows`` has ``t``, ``cell`` (H3 strings), ``subject`` (any hashable; integers are fastest), ``w`` and
@@ -157,7 +167,7 @@ def publish(rows: pd.DataFrame, ds: Dataset, ctx: Context, aggregate, *, k: int 
 
 
 # -- aggregates --------------------------------------------------------------------------------------
-def _stats(ds: Dataset):
+def _stats(ds: Dataset) -> Aggregate:
     """An aggregate function for the dataset's (field, aggregate) pairs over plain numeric columns."""
 
     def aggregate(rows: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
@@ -221,7 +231,7 @@ def count(frame: pd.DataFrame, ds: Dataset, ctx: Context) -> Result:
         base = rows.assign(subject=np.arange(len(rows)), w=total if ds.crossings else total.astype(np.int64))
         base = base.drop(columns=[f for f in (small | set(means)) if f in base])
         parts.append(publish(base, ds, ctx, _stats(ds.model_copy(update={"fields": {f: ds.fields[f] for f in keep}}))))
-    if small or means:
+    if sc is not None and (small or means):  # small or means: only with small_counts rules
         parts.append(_small_counts(rows, ds, ctx, sorted(small), means, max(ds.k, sc.below)))
     if not parts:
         return _finish(Result(empty_points(ds), readings_in=len(rows)))
@@ -268,13 +278,13 @@ def _small_counts(rows: pd.DataFrame, ds: Dataset, ctx: Context, small: list[str
         return Result(empty_points(ds), res.readings_in, 0, res.groups_suppressed, res.rows_deferred)
     keys = ["cell", "resolution", "bin", "time"]
     wide = pts.pivot_table(index=keys, columns="_part", values="_v", aggfunc="first")
-    wide.columns = [open_field(names[c], ds.fields[names[c]][0]) for c in wide.columns]
+    wide.columns = [open_field(names[int(c)], ds.fields[names[int(c)]][0]) for c in wide.columns]
     wide["n_contributors"] = pts.groupby(keys)["n_contributors"].max()
     out = wide.reset_index()
     return Result(out, res.readings_in, len(out), res.groups_suppressed, res.rows_deferred)
 
 
-def _weighted_mean(name: str):
+def _weighted_mean(name: str) -> Aggregate:
     """The mean of ``name`` weighted by ``w`` (speed over the vehicles counted with it)."""
 
     def aggregate(rows: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
@@ -328,9 +338,9 @@ def occupancy(frame: pd.DataFrame, ds: Dataset, ctx: Context) -> Result:
     in_window = (events["t"] >= start) & (events["t"] < end)
     last_closed = min(end, ctx.closed_until // bin_ns * bin_ns)
     deferred = int((in_window & (events["t"] >= last_closed)).sum())
-    population = pd.Series(ctx.subjects, dtype=float).reindex(list(ctx.cells)).fillna(1.0)
-    population.index = [ctx.cells[s] for s in population.index]
-    population = population.groupby(level=0).sum() if len(population) else None
+    spaces_of = pd.Series(ctx.subjects, dtype=float).reindex(list(ctx.cells)).fillna(1.0)
+    spaces_of.index = [ctx.cells[s] for s in spaces_of.index]
+    population = spaces_of.groupby(level=0).sum() if len(spaces_of) else None
     if events.empty or last_closed <= start:
         return _finish(Result(empty_points(ds), readings_in=n, rows_deferred=deferred))
     per = _state_bins(events[events["t"] < last_closed], start, last_closed, bin_ns, ttl)
@@ -426,9 +436,9 @@ def distinct_count(frame: pd.DataFrame, ds: Dataset, ctx: Context) -> Result:
         keep = pd.MultiIndex.from_frame(key[["s", "c", "b"]]).isin(pd.MultiIndex.from_frame(allowed[["s", "c", "b"]]))
         rows = rows[keep]
     scale = ds.noise_scale if noise else 0.0
-    state: dict[str, object] = {}
+    state: dict[str, tuple[pd.Series, pd.Series]] = {}
 
-    def counts(lvl: pd.DataFrame, index: pd.MultiIndex, r: int, b: str, cells) -> tuple[pd.Series, pd.Series]:
+    def counts(lvl: pd.DataFrame, index: pd.Index, r: int, b: str, cells: np.ndarray) -> tuple[pd.Series, pd.Series]:
         """(stable, randomised) distinct devices per group, noised when the charter says so. Each
         subject is in exactly one of the two counts, so one group costs one bin of its budget."""
         uniq = lvl.drop_duplicates(["_cell", "_t", "subject"])
@@ -444,7 +454,7 @@ def distinct_count(frame: pd.DataFrame, ds: Dataset, ctx: Context) -> Result:
             rnd = rnd + discrete_laplace(ctx.noise_key, [x + "|randomised" for x in base], scale)
         return stable, rnd
 
-    def threshold_fn(n: pd.Series, lvl: pd.DataFrame, r: int, b: str, cells) -> pd.Series:
+    def threshold_fn(n: pd.Series, lvl: pd.DataFrame, r: int, b: str, cells: np.ndarray) -> pd.Series:
         stable, rnd = counts(lvl, n.index, r, b, cells)
         state["counts"] = (stable.clip(lower=0), rnd.clip(lower=0))
         if not noise:
@@ -482,6 +492,7 @@ def trajectory(frame: pd.DataFrame, positions: pd.DataFrame, ds: Dataset, ctx: C
     pos = positions.rename(columns={"latitude": "lat", "longitude": "lon"}).dropna(subset=["lat", "lon"])
     pos = pos.sort_values("t", kind="stable")
     rows = rows.sort_values("t", kind="stable")
+    assert ds.trip_gap is not None and ds.trim is not None  # the charter requires both of a trajectory
     gap = int(parse_duration(ds.trip_gap)) * NS
     # trips: a vehicle's positions separated by more than trip_gap; along each, the time and the distance
     # travelled since its start and until its end
@@ -516,7 +527,7 @@ def trajectory(frame: pd.DataFrame, positions: pd.DataFrame, ds: Dataset, ctx: C
     return _finish(result)
 
 
-def _over_contributors(ds: Dataset):
+def _over_contributors(ds: Dataset) -> Aggregate:
     """Statistics over contributors, for datasets about people or their vehicles: each contributor's mean in
     the group, top- and bottom-coded to the range of the others (the second smallest to the second largest),
     then the mean and percentiles of those. No published number is one contributor's extreme: a vehicle
@@ -542,8 +553,8 @@ def _winsorise(per: pd.Series, keys: list[str]) -> pd.Series:
     group; in groups of fewer than 3, every value becomes the group's median."""
     srt = per.sort_values(kind="stable")
     g = srt.groupby(level=keys, sort=False)
-    lo, hi = g.nth(1), g.nth(-2)
-    lo.index, hi.index = lo.index.droplevel("subject"), hi.index.droplevel("subject")
+    lo, hi = g.nth(1).droplevel("subject"), g.nth(-2).droplevel("subject")
+    assert isinstance(per.index, pd.MultiIndex)  # keys + subject
     at = per.index.droplevel("subject")
     size = per.groupby(level=keys).transform("size").to_numpy()
     median = per.groupby(level=keys).transform("median").to_numpy()
@@ -552,7 +563,7 @@ def _winsorise(per: pd.Series, keys: list[str]) -> pd.Series:
     return pd.Series(np.where(size < 3, median, out), index=per.index)
 
 
-def _metres(lat1, lon1, lat2, lon2) -> np.ndarray:
+def _metres(lat1: npt.ArrayLike, lon1: npt.ArrayLike, lat2: npt.ArrayLike, lon2: npt.ArrayLike) -> np.ndarray:
     la1, lo1, la2, lo2 = (np.radians(np.asarray(v, dtype=float)) for v in (lat1, lon1, lat2, lon2))
     a = np.sin((la2 - la1) / 2) ** 2 + np.cos(la1) * np.cos(la2) * np.sin((lo2 - lo1) / 2) ** 2
     return 2 * 6_371_000 * np.arcsin(np.sqrt(a))
@@ -571,6 +582,7 @@ def _meter_rows(frame: pd.DataFrame, column: str) -> tuple[pd.DataFrame | None, 
 def daily_total(frame: pd.DataFrame, ds: Dataset, ctx: Context) -> Result:
     """Daily kWh per building (meter) from its cumulative reading; k connections; magnitude rules per owner."""
     meter = ds.source.meter_field
+    assert meter is not None  # the charter requires it of a daily_total
     rows, n_in = _meter_rows(frame, meter)
     if rows is None:
         return _finish(Result(empty_points(ds), readings_in=n_in))
@@ -598,6 +610,7 @@ def magnitude_ok(lvl: pd.DataFrame, keys: list[str], n: pd.Series, ds: Dataset, 
     ``min_owners`` owners; the (n, k) dominance rule; the p% rule (the second largest owner, subtracting its
     own value from the total, must not come within p% of the largest: T - x1 - x2 >= p/100 x1)."""
     m = ds.magnitude
+    assert m is not None, "the dataset has no magnitude rules"
     owners = lvl.groupby([*keys, "owner"], sort=True)[value].sum()
     srt = owners.sort_values(ascending=False, kind="stable")
     g = srt.groupby(level=keys, sort=True)
@@ -618,6 +631,7 @@ def profiles(frame: pd.DataFrame, ds: Dataset, ctx: Context) -> Result:
     """Typical daily load shapes: each meter-day's hourly power relative to its own daily mean (no kW), MDAV
     groups of at least k similar shapes, and per group the median shape (each hour's median over the group)."""
     power = ds.source.power_field
+    assert power is not None  # the charter requires it of profiles
     rows, n_in = _meter_rows(frame, power)
     if rows is None:
         return _finish(Result(empty_points(ds), readings_in=n_in))
@@ -633,6 +647,7 @@ def profiles(frame: pd.DataFrame, ds: Dataset, ctx: Context) -> Result:
     published = suppressed = 0
     members_all: set = set()
     for d, block in shapes.groupby(level="_day", sort=True):
+        day = int(d)  # type: ignore[call-overload]  # pandas-stubs types groupby keys as tuples; one level's are scalars
         block = block.sort_index(level="sensor")
         sensors = block.index.get_level_values("sensor")
         labels = mdav(block.to_numpy(), ds.k)
@@ -649,14 +664,14 @@ def profiles(frame: pd.DataFrame, ds: Dataset, ctx: Context) -> Result:
             cell = cells.iloc[members].mode().sort_values().iloc[0]
             for hour in range(24):
                 out.append({"cell": cell, "resolution": ds.space.resolution, "bin": ds.time.bin,
-                            "time": int(d) + hour * 3600 * NS, "profile": str(rank),
+                            "time": day + hour * 3600 * NS, "profile": str(rank),
                             "n_contributors": len(members), "relative_load_p50": float(medians.loc[g, hour])})
             published += 1
     pts = pd.DataFrame(out) if out else empty_points(ds).assign(profile=pd.Series(dtype=object))
     return _finish(Result(pts, n_in, published * 24, suppressed, deferred, members_all))
 
 
-def _cells_of(frame: pd.DataFrame, sensors) -> list[str]:
+def _cells_of(frame: pd.DataFrame, sensors: Iterable[str]) -> list[str]:
     first = frame.drop_duplicates("sensor").set_index("sensor")["cell"]
     return [first.get(s, "") for s in sensors]
 

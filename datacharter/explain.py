@@ -9,7 +9,7 @@ protects against and what it does not protect against (the residual risks).
 
 from __future__ import annotations
 
-from datacharter.charter import REGISTRY_OUTPUTS, Charter, Dataset
+from datacharter.charter import REGISTRY_OUTPUTS, Charter, Dataset, Magnitude
 from datacharter.noise import accuracy
 from smartzone.names import parse_duration
 from smartzone.quantities import QUANTITIES
@@ -114,8 +114,7 @@ def _sources(ds: Dataset) -> str:
                    "does not know are never read.")
 
 
-def _magnitude(ds: Dataset) -> str:
-    m = ds.magnitude
+def _magnitude(m: Magnitude) -> str:
     rules = [f"it has at least {m.min_owners} different owners"]
     if m.dominance is not None:
         d = m.dominance
@@ -212,7 +211,7 @@ def explain_dataset(name: str, ds: Dataset, charter: Charter) -> str:
                          f"only where they number at least {sc.below}; otherwise it moves with them to the "
                          f"{_join(later, 'or')}, and is never an average over fewer than {sc.below} vehicles.")
     if ds.magnitude:
-        lines.append(_magnitude(ds))
+        lines.append(_magnitude(ds.magnitude))
     others = partners(name, ds, charter)
     if others:
         lines.append(f"  One release with {_join([repr(o) for o in others])} (the same meters): each publishes only "

@@ -385,9 +385,10 @@ def sync(cfg: ChirpStackSettings, registry: Registry, *, dry_run: bool = False, 
     app_name = _validate_name(lw.application, "lorawan.application")
     profiles = {name: desired_profile(p, tenant_id) for name, p in registry.device_profiles.items()}
     devices = [s for s in registry.sensors.values() if s.lorawan is not None]
-    otaa = {s.keys[0]: s.id for s in devices if registry.device_profiles[s.lorawan.device_profile].supports_otaa}
-    lorawan_11 = {s.keys[0] for s in devices
-                  if registry.device_profiles[s.lorawan.device_profile].mac_version == "LORAWAN_1_1_0"}
+    otaa = {s.keys[0]: s.id for s in devices
+            if s.lorawan is not None and registry.device_profiles[s.lorawan.device_profile].supports_otaa}
+    lorawan_11 = {s.keys[0] for s in devices if s.lorawan is not None
+                  and registry.device_profiles[s.lorawan.device_profile].mac_version == "LORAWAN_1_1_0"}
     keys = load_keys(cfg.keys_file, otaa, lorawan_11)
 
     client = _Client(cfg)
@@ -444,10 +445,10 @@ def _plan_profiles(client: _Client, plan: _Plan, profiles: dict[str, api.DeviceP
         if _merge_tags(update, dict(want.tags), PROFILE_TAGS):
             changed.append("tags")
         if changed:
-            plan.add(Change("device-profile", name, "update", tuple(changed)),
-                     lambda update=update, name=name: client.call(
-                         "DeviceProfileService", "Update", api.UpdateDeviceProfileRequest(device_profile=update),
-                         what=f"device profile {name}"))
+            def update_profile(update: api.DeviceProfile = update, name: str = name) -> None:
+                client.call("DeviceProfileService", "Update", api.UpdateDeviceProfileRequest(device_profile=update),
+                            what=f"device profile {name}")
+            plan.add(Change("device-profile", name, "update", tuple(changed)), update_profile)
         else:
             plan.add(Change("device-profile", name, "unchanged"))
 
@@ -488,9 +489,9 @@ def _plan_gateways(client: _Client, plan: _Plan, registry: Registry, tenant_id: 
             want = api.Gateway(gateway_id=eui, name=g.id, description=g.name, tenant_id=tenant_id, tags=tags,
                                location=common.Location(latitude=g.position.lat, longitude=g.position.lon),
                                stats_interval=STATS_INTERVAL)
-            plan.add(Change("gateway", g.id, "create", detail=eui),
-                     lambda want=want, what=what: client.call(
-                         "GatewayService", "Create", api.CreateGatewayRequest(gateway=want), what=what))
+            def create_gateway(want: api.Gateway = want, what: str = what) -> None:
+                client.call("GatewayService", "Create", api.CreateGatewayRequest(gateway=want), what=what)
+            plan.add(Change("gateway", g.id, "create", detail=eui), create_gateway)
             continue
         gw = have.gateway
         if gw.tenant_id != tenant_id:
@@ -509,9 +510,9 @@ def _plan_gateways(client: _Client, plan: _Plan, registry: Registry, tenant_id: 
         if not update.stats_interval:
             update.stats_interval = STATS_INTERVAL  # older servers do not return it; 0 would be taken literally
         if changed:
-            plan.add(Change("gateway", g.id, "update", tuple(changed), detail=eui),
-                     lambda update=update, what=what: client.call(
-                         "GatewayService", "Update", api.UpdateGatewayRequest(gateway=update), what=what))
+            def update_gateway(update: api.Gateway = update, what: str = what) -> None:
+                client.call("GatewayService", "Update", api.UpdateGatewayRequest(gateway=update), what=what)
+            plan.add(Change("gateway", g.id, "update", tuple(changed), detail=eui), update_gateway)
         else:
             plan.add(Change("gateway", g.id, "unchanged", detail=eui))
 
@@ -521,6 +522,7 @@ def _plan_devices(client: _Client, plan: _Plan, devices: list[Sensor], keys: dic
     foreign_apps: dict[str, str | None] = {}  # application id -> its tenant (None: this key cannot see it)
     for s in devices:
         dev_eui, lw = s.keys[0], s.lorawan
+        assert lw is not None, f"sensor {s.id}: not a LoRaWAN device"  # the caller passes LoRaWAN sensors only
         what = f"device {s.id} ({dev_eui})"
         tags = {"smartzone_id": s.id, "category": s.category}
 
@@ -536,9 +538,9 @@ def _plan_devices(client: _Client, plan: _Plan, devices: list[Sensor], keys: dic
 
         have = client.call("DeviceService", "Get", api.GetDeviceRequest(dev_eui=dev_eui), what=what, absent=True)
         if have is None:
-            plan.add(Change("device", s.id, "create", detail=dev_eui),
-                     lambda build=build, what=what: client.call(
-                         "DeviceService", "Create", api.CreateDeviceRequest(device=build()), what=what))
+            def create_device(build: Callable[..., api.Device] = build, what: str = what) -> None:
+                client.call("DeviceService", "Create", api.CreateDeviceRequest(device=build()), what=what)
+            plan.add(Change("device", s.id, "create", detail=dev_eui), create_device)
         else:
             d = have.device
             if d.application_id != plan.application_id:
@@ -557,9 +559,10 @@ def _plan_devices(client: _Client, plan: _Plan, devices: list[Sensor], keys: dic
             if any(d.tags.get(k) != tags.get(k) for k in DEVICE_TAGS):
                 changed.append("tags")
             if changed:
-                plan.add(Change("device", s.id, "update", tuple(changed), detail=dev_eui),
-                         lambda build=build, d=d, what=what: client.call(
-                             "DeviceService", "Update", api.UpdateDeviceRequest(device=build(have=d)), what=what))
+                def update_device(build: Callable[..., api.Device] = build, d: api.Device = d,
+                                  what: str = what) -> None:
+                    client.call("DeviceService", "Update", api.UpdateDeviceRequest(device=build(have=d)), what=what)
+                plan.add(Change("device", s.id, "update", tuple(changed), detail=dev_eui), update_device)
             else:
                 plan.add(Change("device", s.id, "unchanged", detail=dev_eui))
         if dev_eui in keys:
@@ -601,9 +604,9 @@ def _plan_unregistered(client: _Client, plan: _Plan, registered: set[str], prune
             continue
         label = item.name or item.dev_eui
         if prune:
-            plan.add(Change("device", label, "delete", detail=item.dev_eui),
-                     lambda dev_eui=item.dev_eui: client.call(
-                         "DeviceService", "Delete", api.DeleteDeviceRequest(dev_eui=dev_eui),
-                         what=f"unregistered device {dev_eui}"))
+            def delete_device(dev_eui: str = item.dev_eui) -> None:
+                client.call("DeviceService", "Delete", api.DeleteDeviceRequest(dev_eui=dev_eui),
+                            what=f"unregistered device {dev_eui}")
+            plan.add(Change("device", label, "delete", detail=item.dev_eui), delete_device)
         else:
             plan.add(Change("device", label, "unregistered", detail=item.dev_eui))

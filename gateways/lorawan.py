@@ -86,13 +86,15 @@ class LoraNetwork:
 
     # -- events -------------------------------------------------------------------------------------
     def events(self, s: Sensor, t: datetime, i: int, rng: random.Random,
-               values: dict[str, float | int | bool]) -> Iterator[tuple[str, bytes, list[tuple[str, object]]]]:
+               values: dict[str, float | int | bool]
+               ) -> Iterator[tuple[str, bytes, list[tuple[str, float | int | bool]]]]:
         """(topic, payload, truth) of what ChirpStack publishes for ``s`` in round ``i``.
 
         ``truth`` holds (quantity, value) pairs as storage will hold them; an empty list for a frame
         lost on air. ``values`` are the sensor's simulated quantities for the round.
         """
         profile = self.registry.device_profile(s.id)
+        assert profile is not None, f"sensor {s.id}: not a registered LoRaWAN device"
         dev_eui = s.keys[0]
         position = self._position(s, i)
         f_cnt = self._fcnt0[s.id] + i

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gateways.simulator import Emitted, Zone
+from gateways.simulator import Emitted, SimulatedZone
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class Publisher:
         self.client.loop_stop()
 
 
-def live(zone: Zone, rate: float, duration: float, stop: threading.Event) -> Iterable[Emitted]:
+def live(zone: SimulatedZone, rate: float, duration: float, stop: threading.Event) -> Iterable[Emitted]:
     """Rounds stamped with the current time, paced so the zone sends about ``rate`` messages/s in all."""
     step = max(1, len(zone.sensors)) / rate if rate > 0 else 1.0
     started = time.monotonic()

@@ -126,7 +126,7 @@ def pedestrian_intensity(h: float, weekday: int) -> float:
                                       + 0.3 * _bump(h, 20.5, 1.5)))
 
 
-class Zone:
+class SimulatedZone:
     """The simulated zone for one registry; ``messages`` yields what the gateways publish."""
 
     def __init__(self, registry: Registry, seed: int = 42, lorawan_encoding: str = "json") -> None:
@@ -295,12 +295,13 @@ class Zone:
                      "parking.occupied": "occupancy"}
             battery = 100 - (int(t.timestamp()) // 86_400 + len(s.id)) % 40
             lqi = 60 + rng.randrange(150)
-            doc = {names[q]: x for q, x in v.items()} | {"battery": battery, "linkquality": lqi, "last_seen": iso}
+            doc: dict[str, object] = {names[q]: x for q, x in v.items()}
+            doc |= {"battery": battery, "linkquality": lqi, "last_seen": iso}
             v = v | {"gateway_health.battery": battery, "gateway_health.link_quality": lqi}
             return Emitted(f"gw/{gw}/zigbee2mqtt/{key}", orjson.dumps(doc), truth(v))
         if s.format == "tasmota":
             local = t.astimezone(self.registry.timezone(gw)).replace(tzinfo=None, microsecond=0)
-            doc: dict = {"Time": local.isoformat(), "ENERGY": {
+            doc = {"Time": local.isoformat(), "ENERGY": {
                 "TotalStartTime": "2024-01-01T00:00:00", "Total": v["energy.total"], "Yesterday": 1.2,
                 "Today": 0.4, "Power": v["energy.power"], "ApparentPower": v["energy.power"],
                 "ReactivePower": 0, "Factor": v["energy.power_factor"], "Voltage": v["energy.voltage"],
@@ -333,10 +334,10 @@ class Zone:
             units = {"air_quality.pm2_5": ("pm2_5", "ug/m3"), "air_quality.pm10": ("pm10", "ug/m3"),
                      "air_quality.co2": ("co2", "ppm"), "air_quality.no2": ("no2", "ug/m3"),
                      "weather.temperature": ("temperature", "Cel"), "weather.relative_humidity": ("humidity", "%RH")}
-            pack = [{"bn": f"{key}:", "bt": t.timestamp()}]
+            pack: list[dict[str, object]] = [{"bn": f"{key}:", "bt": t.timestamp()}]
             for j, (q, x) in enumerate(v.items()):
                 name, unit = units[q]
-                rec = {"n": name, "u": unit, "v": x}
+                rec: dict[str, object] = {"n": name, "u": unit, "v": x}
                 if j == 0:
                     pack[0].update(rec)
                 else:
@@ -420,6 +421,7 @@ class Zone:
         self._phones, self._phone_weights = phones, weights
 
     def _mac(self, phone: int, kind: str, ms: int) -> str:
+        assert self._phones is not None  # phone numbers come from _slot, which populates them
         randomised, rotation, phase, wifi, ble = self._phones[phone]
         if randomised:
             epoch = math.floor((ms / 1000 + phase) / rotation)
@@ -431,6 +433,7 @@ class Zone:
 
     def _nearest_gateway(self, s: Sensor) -> str:
         pos = s.position
+        assert pos is not None, f"sensor {s.id}: a mobile sensor has no nearest gateway"
         return min(self.registry.gateways.values(),
                    key=lambda g: (g.position.lat - pos.lat) ** 2 + (g.position.lon - pos.lon) ** 2).id
 

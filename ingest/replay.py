@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datacharter.charter import Charter
 from ingest.pipeline import Pipeline
 from ingest.worker import STORES, ensure_databases
-from smartzone.errors import WriteError
+from smartzone.errors import InfluxError
 from smartzone.model import Store
 from smartzone.settings import Settings
 from storage.databases import databases
@@ -53,7 +53,7 @@ def replay(store: DeadLetterStore, pipeline: Pipeline, writer: Writer, *, reason
                 target = letter.topic.removeprefix("influxdb/") or writer.database
                 try:  # one line: nothing to bisect; refused again, it stays this letter (not a new one)
                     writer.influx.write(target, letter.payload)
-                except WriteError as exc:
+                except InfluxError as exc:
                     if exc.retryable:
                         raise
                     store.mark_failed(letter.id, REJECTED, exc.message)

@@ -41,7 +41,7 @@ from datacharter.charter import Charter
 from ingest import metrics
 from ingest.journal import ReceiptJournal, message_key
 from ingest.pipeline import Pipeline
-from smartzone.errors import ConfigurationError, WriteError
+from smartzone.errors import ConfigurationError, InfluxError
 from smartzone.model import EPOCH, DeadLetter, Message, Point, Store
 from smartzone.registry import Registry
 from smartzone.settings import Settings
@@ -331,14 +331,14 @@ class Worker:
         try:
             for store, ls in lines.items():
                 self.influx.write(self.databases[store], join(ls))
-        except (WriteError, ConfigurationError) as exc:
+        except (InfluxError, ConfigurationError) as exc:
             log.debug("metrics not written: %s", exc)
 
     # -- lifecycle ----------------------------------------------------------------------------------
     def start(self) -> None:
         try:
             ensure_databases(self.influx, self.settings, self.charter)
-        except WriteError as exc:
+        except InfluxError as exc:
             log.warning("InfluxDB not reachable at start-up (%s); writes will wait or spool", exc)
         for target, name in ((self._write_loop, "writer"), (self._tick_loop, "ticker")):
             t = threading.Thread(target=target, name=f"ingest-{name}", daemon=True)

@@ -58,7 +58,7 @@ class Zone(_Strict):
     name: str
     city: str
     timezone: str = "UTC"
-    h3_resolution: int = Field(10, ge=0, le=15)
+    h3_resolution: int = Field(default=10, ge=0, le=15)
     description: str = ""
 
     @field_validator("timezone")
@@ -77,8 +77,8 @@ def _identifier(v: str, what: str) -> str:
     return v
 
 
-def _eui(v: str | None, what: str) -> str | None:
-    if v is not None and not _EUI.fullmatch(v):
+def _eui(v: str, what: str) -> str:
+    if not _EUI.fullmatch(v):
         raise ValueError(f"{what} {v!r}: 16 lower-case hexadecimal digits (an EUI-64)")
     return v
 
@@ -94,7 +94,7 @@ class Gateway(_Strict):
     @field_validator("eui")
     @classmethod
     def _gw_eui(cls, v: str | None) -> str | None:
-        return _eui(v, "gateway eui")
+        return None if v is None else _eui(v, "gateway eui")
 
     @field_validator("id")
     @classmethod
@@ -129,7 +129,7 @@ class DeviceProfile(_Strict):
     adr_algorithm: str = "default"
     supports_otaa: bool = True
     supports_class_c: bool = False
-    uplink_interval: int = Field(600, ge=1)  # seconds; ChirpStack marks a device inactive after it
+    uplink_interval: int = Field(default=600, ge=1)  # seconds; ChirpStack marks a device inactive after it
 
     @field_validator("name")
     @classmethod
@@ -179,7 +179,7 @@ class Sensor(_Strict):
     lorawan: LoraDevice | None = None  # LoRaWAN sensors: keys[0] is the DevEUI
     # how many of the charter's subjects one sensor stands for: the connections behind a building's energy
     # meter, the spaces a parking-zone counter watches (the charter's k counts subjects, not sensors)
-    subjects: int = Field(1, ge=1, le=1_000_000)
+    subjects: int = Field(default=1, ge=1, le=1_000_000)
     placement: Placement = "public_space"
     # who can read the sensor's own values (a meter's owner: the household, the business, the block's
     # manager): the contributor the charter's magnitude rules protect against and count. Default: the sensor.
@@ -282,7 +282,8 @@ class Registry:
         self.gateways = {g.id: g for g in doc.gateways}
         self.sensors = {s.id: s for s in doc.sensors}
         self._zone_tz = ZoneInfo(doc.zone.timezone)
-        self._timezones = {g.id: ZoneInfo(g.timezone) if g.timezone else self._zone_tz for g in doc.gateways}
+        self._timezones: dict[str | None, ZoneInfo] = {
+            g.id: ZoneInfo(g.timezone) if g.timezone else self._zone_tz for g in doc.gateways}
         self._index: dict[tuple[str | None, str], SensorInfo] = {}
         self._sensor_cells: dict[str, str] = {}
         problems: list[str] = []

@@ -26,15 +26,15 @@ EXAMPLE_SECRET = "changethis"  # noqa: S105 - the value we refuse, not a secret
 
 class MqttSettings(BaseModel):
     host: str = "127.0.0.1"
-    port: int = Field(1883, ge=1, le=65535)
+    port: int = Field(default=1883, ge=1, le=65535)
     username: str | None = None
     password: SecretStr | None = None
     tls: bool = False
     ca_file: Path | None = None
     client_id: str = "smartzone-ingest-1"
     share_group: str = "ingest"
-    keepalive: int = Field(30, ge=5, le=3600)
-    receive_maximum: int = Field(10_000, ge=1, le=65535)
+    keepalive: int = Field(default=30, ge=5, le=3600)
+    receive_maximum: int = Field(default=10_000, ge=1, le=65535)
 
     @field_validator("share_group", "client_id")
     @classmethod
@@ -52,7 +52,7 @@ class InfluxSettings(BaseModel):
     ops_database: str = "smartzone_ops"
     pseudonymous_database: str = "smartzone_pseudonymous"
     ops_retention: str = "90d"
-    timeout: float = Field(10.0, gt=0)
+    timeout: float = Field(default=10.0, gt=0)
     gzip: bool = True
 
     @field_validator("raw_database", "ops_database", "pseudonymous_database")
@@ -87,13 +87,13 @@ DEFAULT_ROUTES = [
 
 class IngestSettings(BaseModel):
     routes: list[Route] = Field(default_factory=lambda: list(DEFAULT_ROUTES))
-    batch_size: int = Field(5_000, ge=1)
-    flush_interval: float = Field(0.2, gt=0)
-    max_payload_bytes: int = Field(65_536, ge=64)
-    max_future: float = Field(300.0, ge=0)
-    max_buffer_bytes: int = Field(64 * 1024 * 1024, ge=1024)
-    spool_after: float = Field(10.0, ge=0)
-    metrics_interval: float = Field(5.0, gt=0)
+    batch_size: int = Field(default=5_000, ge=1)
+    flush_interval: float = Field(default=0.2, gt=0)
+    max_payload_bytes: int = Field(default=65_536, ge=64)
+    max_future: float = Field(default=300.0, ge=0)
+    max_buffer_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    spool_after: float = Field(default=10.0, ge=0)
+    metrics_interval: float = Field(default=5.0, gt=0)
 
 
 class ChirpStackSettings(BaseModel):
@@ -104,7 +104,7 @@ class ChirpStackSettings(BaseModel):
     tls: bool = False
     tenant_id: str = ""  # the tenant (UUID) the zone's gateways, profiles and application belong to
     keys_file: Path | None = None  # YAML: <dev_eui>: {nwk_key: <32 hex>, app_key: <32 hex>}; never in the repo
-    timeout: float = Field(10.0, gt=0)
+    timeout: float = Field(default=10.0, gt=0)
 
 
 class CharterSettings(BaseModel):
@@ -134,18 +134,18 @@ class ApiSettings(BaseModel):
     """The open-data API (``smartzone api``). It reads the open database and the registry, nothing else."""
 
     host: str = "127.0.0.1"
-    port: int = Field(8000, ge=1, le=65535)
+    port: int = Field(default=8000, ge=1, le=65535)
     base_url: str = ""  # public URL (https://data.example.org) for links and DCAT; default: from the request
     cors_origins: list[str] = Field(default_factory=lambda: ["*"])  # browser clients allowed to read
-    rate_limit: float = Field(20.0, gt=0)  # requests per second per client (token bucket), sustained
-    rate_burst: int = Field(100, ge=1)  # requests a client may send at once
-    page_size: int = Field(10_000, ge=1)  # observations per page unless ``limit`` says otherwise
-    max_page_size: int = Field(1_000_000, ge=1)  # the largest ``limit`` (CSV and Parquet stream it)
-    max_range_days: int = Field(366, ge=1)  # the longest ``from``-``to`` window of one request
-    max_cells: int = Field(500, ge=1)  # the most cells a request may name (``cells`` or a ``bbox``)
-    max_query_bytes: int = Field(4096, ge=256)  # longer query strings are refused (414)
-    workers: int = Field(1, ge=1, le=64)  # uvicorn worker processes
-    cache_bytes: int = Field(64 * 2**20, ge=0)  # memory for responses that can no longer change (closed windows)
+    rate_limit: float = Field(default=20.0, gt=0)  # requests per second per client (token bucket), sustained
+    rate_burst: int = Field(default=100, ge=1)  # requests a client may send at once
+    page_size: int = Field(default=10_000, ge=1)  # observations per page unless ``limit`` says otherwise
+    max_page_size: int = Field(default=1_000_000, ge=1)  # the largest ``limit`` (CSV and Parquet stream it)
+    max_range_days: int = Field(default=366, ge=1)  # the longest ``from``-``to`` window of one request
+    max_cells: int = Field(default=500, ge=1)  # the most cells a request may name (``cells`` or a ``bbox``)
+    max_query_bytes: int = Field(default=4096, ge=256)  # longer query strings are refused (414)
+    workers: int = Field(default=1, ge=1, le=64)  # uvicorn worker processes
+    cache_bytes: int = Field(default=64 * 2**20, ge=0)  # memory for responses that can no longer change: closed windows
     publisher_url: str = "https://www.antwerpen.be"  # DCAT publisher homepage
 
 
@@ -166,8 +166,8 @@ class StorageSettings(BaseModel):
 
 class SimulatorSettings(BaseModel):
     seed: int = 42
-    rate: float = Field(50.0, ge=0)
-    duration: float = Field(0.0, ge=0)
+    rate: float = Field(default=50.0, ge=0)
+    duration: float = Field(default=0.0, ge=0)
 
 
 class Settings(BaseSettings):

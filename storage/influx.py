@@ -4,12 +4,16 @@ InfluxDB 1.x serves it natively, 2.x through its v1-compatibility API, 3.x Core 
 a write (sorted as Telegraf's outputs do, adapted to what influxd 1.6 really answers):
 
 - 204: written (influxd has it in its WAL, fsynced).
-- 400: InfluxDB may have written part of the batch; ``WriteError(400, retryable=False)``: the caller
-  bisects and dead-letters the lines it names.
-- 404: database not found: ``WriteError(404, retryable=True)``; the caller creates the databases.
-- 413: body too large: ``WriteError(413, retryable=False)``: the caller splits the batch.
-- 401/403: ``ConfigurationError``: credentials are wrong; retrying cannot help.
-- connection errors, 429, 5xx: ``WriteError(retryable=True, retry_after=...)``.
+- 400: InfluxDB may have written part of the batch; ``BadRequest(400)``: the caller bisects and
+  dead-letters the lines it names.
+- 404: database not found: ``DatabaseNotFound``; the caller creates the databases.
+- 413: body too large: ``BadRequest(413)``: the caller splits the batch.
+- 401/403: ``Unauthorised`` (a ``ConfigurationError``): credentials are wrong; retrying cannot help.
+- connection errors, 429, 5xx: ``Unavailable(retry_after=...)``.
+
+Queries raise the same types (a query naming a missing database: ``DatabaseNotFound``). Apart from
+``Unauthorised`` (a ``ConfigurationError``), every error is an
+``InfluxError`` (``smartzone.errors``): callers branch on its type, never on its text.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from typing import Any
 
 import httpx
 
-from smartzone.errors import ConfigurationError, WriteError
+from smartzone.errors import BadRequest, DatabaseNotFound, InfluxError, Unauthorised, Unavailable
 from smartzone.names import check_identifier, parse_duration
 from smartzone.settings import InfluxSettings
 
@@ -81,7 +85,7 @@ class Influx:
 
     # -- writes -----------------------------------------------------------------------------------
     def write(self, database: str, body: bytes) -> None:
-        """Write line protocol (ns precision) or raise WriteError / ConfigurationError."""
+        """Write line protocol (ns precision) or raise an ``InfluxError``."""
         headers = {"Content-Type": "text/plain; charset=utf-8"}
         if self.settings.gzip and len(body) > 1024:
             body = gzip.compress(body, compresslevel=1)
@@ -91,18 +95,12 @@ class Influx:
                 "/write", params={"db": database, "precision": "ns"}, content=body, headers=headers
             )
         except httpx.HTTPError as exc:
-            raise WriteError(None, f"cannot reach InfluxDB at {self.settings.url}: {exc}", retryable=True) from exc
+            raise Unavailable(None, f"cannot reach InfluxDB at {self.settings.url}: {exc}") from exc
         status = r.status_code
         if status == 204:
             return
         text = _error_text(r)
-        if status in (401, 403):
-            raise ConfigurationError(f"InfluxDB refused the credentials (HTTP {status}): {text}")
-        if status == 404:
-            raise WriteError(404, text, retryable=True)
-        if status in (400, 413):
-            raise WriteError(status, text, retryable=False)
-        raise WriteError(status, text, retryable=True, retry_after=_retry_after(r))
+        raise _error(status, text, _retry_after(r))
 
     # -- queries ----------------------------------------------------------------------------------
     def query(
@@ -119,18 +117,16 @@ class Influx:
             r = (self._client.post("/query", data=data, headers=_PLAIN) if write
                  else self._client.get("/query", params=data, headers=_PLAIN))
         except httpx.HTTPError as exc:
-            raise WriteError(None, f"cannot reach InfluxDB at {self.settings.url}: {exc}", retryable=True) from exc
-        if r.status_code in (401, 403):
-            raise ConfigurationError(f"InfluxDB refused the credentials (HTTP {r.status_code}): {_error_text(r)}")
+            raise Unavailable(None, f"cannot reach InfluxDB at {self.settings.url}: {exc}") from exc
         if r.status_code >= 400 and not r.headers.get("content-type", "").startswith("application/json"):
-            raise WriteError(r.status_code, _error_text(r), retryable=r.status_code >= 500)
+            raise _error(r.status_code, _error_text(r))
         doc = r.json()
         if "error" in doc:
-            raise WriteError(r.status_code, doc["error"], retryable=False)
+            raise _error(r.status_code, doc["error"])
         results = doc.get("results", [])
         for res in results:
             if "error" in res:
-                raise WriteError(r.status_code, res["error"], retryable=False)
+                raise _error(r.status_code, res["error"])
         return results
 
     def rows(self, q: str, database: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
@@ -158,12 +154,10 @@ class Influx:
                                      headers={"Accept": "application/csv", **_PLAIN}) as r:
                 if r.status_code >= 400:
                     r.read()
-                    if r.status_code in (401, 403):
-                        raise ConfigurationError(f"InfluxDB refused the credentials (HTTP {r.status_code})")
-                    raise WriteError(r.status_code, _error_text(r), retryable=r.status_code >= 500)
+                    raise _error(r.status_code, _error_text(r))
                 yield _ByteStream(r.iter_raw(1 << 20))
         except httpx.HTTPError as exc:
-            raise WriteError(None, f"cannot reach InfluxDB at {self.settings.url}: {exc}", retryable=True) from exc
+            raise Unavailable(None, f"cannot reach InfluxDB at {self.settings.url}: {exc}") from exc
 
     def csv(self, q: str, database: str, params: dict[str, Any] | None = None) -> bytes:
         """A SELECT's rows as InfluxDB's CSV (``name,tags,time,...``), unparsed."""
@@ -173,11 +167,9 @@ class Influx:
         try:
             r = self._client.post("/query", data=data, headers={"Accept": "application/csv", **_PLAIN})
         except httpx.HTTPError as exc:
-            raise WriteError(None, f"cannot reach InfluxDB at {self.settings.url}: {exc}", retryable=True) from exc
-        if r.status_code in (401, 403):
-            raise ConfigurationError(f"InfluxDB refused the credentials (HTTP {r.status_code}): {_error_text(r)}")
+            raise Unavailable(None, f"cannot reach InfluxDB at {self.settings.url}: {exc}") from exc
         if r.status_code >= 400:
-            raise WriteError(r.status_code, _error_text(r), retryable=r.status_code >= 500)
+            raise _error(r.status_code, _error_text(r))
         return r.content
 
     def frame(self, q: str, database: str, params: dict[str, Any] | None = None, strings: tuple[str, ...] = ()):
@@ -193,7 +185,7 @@ class Influx:
         df = pd.read_csv(io.BytesIO(body), keep_default_na=False, na_values={""}, low_memory=False,
                          dtype=dict.fromkeys(strings, str))
         if "error" in df.columns and len(df.columns) <= 2:
-            raise WriteError(200, str(df["error"].iloc[0]), retryable=False)
+            raise _error(200, str(df["error"].iloc[0]))
         if "tags" in df.columns and df["tags"].notna().any():  # GROUP BY tags: "k=v,k=v" per series
             parsed = {t: dict(kv.split("=", 1) for kv in t.split(",") if "=" in kv)
                       for t in df["tags"].dropna().unique()}
@@ -241,6 +233,18 @@ class _ByteStream(io.RawIOBase):
         b[:n] = self._buffer[:n]
         self._buffer = self._buffer[n:]
         return n
+
+
+def _error(status: int, text: str, retry_after: float | None = None) -> InfluxError | Unauthorised:
+    """The typed error for an InfluxDB answer. influxd 1.x names a missing database only in its text (on a
+    query, with HTTP 200 or 404); this is the one place that reads it."""
+    if status in (401, 403):
+        return Unauthorised(status, text)
+    if status == 404 or text.startswith("database not found"):
+        return DatabaseNotFound(status, text)
+    if status == 429 or status >= 500:
+        return Unavailable(status, text, retry_after)
+    return BadRequest(status, text)
 
 
 def _error_text(r: httpx.Response) -> str:

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from smartzone.errors import WriteError
+from smartzone.errors import DatabaseNotFound, InfluxError
 from smartzone.model import DeadLetter, Point, Store
 from storage.deadletters import DeadLetterStore
 from storage.influx import Influx
@@ -104,8 +104,8 @@ class Writer:
                 self._write_bisect(lines, database)
                 self._recovered()
                 return
-            except WriteError as exc:
-                if exc.status == 404:
+            except InfluxError as exc:
+                if isinstance(exc, DatabaseNotFound):
                     self._try(self.ensure_databases)
                 self._outage(exc)
                 if self._should_spool():
@@ -142,8 +142,8 @@ class Writer:
             lines = body.decode().split("\n")
             try:
                 self._write_bisect(lines, database)
-            except WriteError as exc:
-                if exc.status == 404:
+            except InfluxError as exc:
+                if isinstance(exc, DatabaseNotFound):
                     self._try(self.ensure_databases)
                 self._outage(exc)
                 return False
@@ -175,7 +175,7 @@ class Writer:
     def _split(self, lines: list[str], database: str, rejected: list[tuple[str, str]]) -> None:
         try:
             self.influx.write(database, join(lines))
-        except WriteError as exc:
+        except InfluxError as exc:
             if exc.retryable:
                 raise
             if len(lines) == 1:
@@ -197,7 +197,7 @@ class Writer:
             return True
         return self.backlog_bytes() > self.max_buffer_bytes
 
-    def _outage(self, exc: WriteError) -> None:
+    def _outage(self, exc: InfluxError) -> None:
         if self._outage_since is None:
             self._outage_since = time.monotonic()
             log.warning("InfluxDB unavailable, holding writes: %s", exc)
@@ -209,5 +209,5 @@ class Writer:
 
     @staticmethod
     def _try(fn: Callable[[], None]) -> None:
-        with contextlib.suppress(WriteError):
+        with contextlib.suppress(InfluxError):
             fn()

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from cli import services
 from ingest.worker import Worker
-from smartzone import services
 from smartzone.quantities import CATEGORIES
 from smartzone.registry import Registry
 from smartzone.settings import Settings
@@ -139,7 +139,7 @@ class WorkerProcess:
     def start(self) -> WorkerProcess:
         self._subscribed_before = self._subscribed_count() if self.log_path.exists() else 0
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
-        self.proc = subprocess.Popen([sys.executable, "-m", "smartzone", "ingest"], env=settings_env(self.settings),
+        self.proc = subprocess.Popen([sys.executable, "-m", "cli", "ingest"], env=settings_env(self.settings),
                                      stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
         return self
 

@@ -11,10 +11,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from cli.backfill import backfill
 from datacharter.charter import Charter
 from datacharter.job import CharterJob
-from gateways.backfill import backfill
-from gateways.simulator import Zone
+from gateways.simulator import SimulatedZone
 from ingest.pipeline import Pipeline
 from ingest.worker import ensure_databases
 from smartzone.registry import Registry
@@ -41,7 +41,7 @@ def published(tmp_path_factory, influxd) -> Iterator[Settings]:
     influx = Influx(settings.influx)
     ensure_databases(influx, settings, CHARTER)
     pipe = Pipeline.from_settings(settings, registry, CHARTER)
-    backfill(Zone(registry, 11), pipe, influx, settings, DAY, 1440)
+    backfill(SimulatedZone(registry, 11), pipe, influx, settings, DAY, 1440)
     job = CharterJob(settings, CHARTER, registry, influx)
     job.run_once(now=DAY + timedelta(days=1, minutes=5))
     job.store.close()

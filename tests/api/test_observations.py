@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 from datetime import timedelta
 
 import pandas as pd
@@ -134,6 +135,9 @@ def test_formats_by_accept_header_and_geojson_polygons(client):
     ring = feature["geometry"]["coordinates"][0]
     assert feature["geometry"]["type"] == "Polygon" and ring[0] == ring[-1] and len(ring) == 7
     assert 4.38 < ring[0][0] < 4.41 and 51.20 < ring[0][1] < 51.22  # lon, lat order
+    # RFC 7946: an exterior ring is counter-clockwise (positive shoelace area); H3 gives it clockwise
+    area2 = sum(a[0] * b[1] - b[0] * a[1] for a, b in itertools.pairwise(ring))
+    assert area2 > 0
     r = client.get(URL.format("noise"), params=params, headers={"Accept": "text/html"})
     assert r.status_code == 406 and r.json()["parameter"] == "Accept"
     r = client.get(URL.format("noise"), params={**params, "format": "xml"})

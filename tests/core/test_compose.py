@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from smartzone.cli import build_parser
+from cli.main import build_parser
 from smartzone.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]

@@ -13,8 +13,8 @@ import time
 import httpx
 import psutil
 
-from smartzone import services
-from smartzone.errors import WriteError
+from cli import services
+from smartzone.errors import InfluxError
 from smartzone.settings import InfluxSettings
 from storage.influx import Influx
 from tests.conftest import REPO, count_points, wait_for
@@ -33,14 +33,14 @@ def test_up_demo_runs_and_stops_cleanly(tmp_path):
            "SMARTZONE_MQTT__PORT": str(mqtt_port), "SMARTZONE_INFLUX__URL": f"http://127.0.0.1:{influx_port}",
            "SMARTZONE_SIMULATOR__RATE": "200", "SMARTZONE_INGEST__METRICS_INTERVAL": "1",
            "SMARTZONE_CHARTER__EVERY": "2s", "SMARTZONE_API__PORT": str(api_port)}
-    proc = subprocess.Popen([sys.executable, "-m", "smartzone", "up", "--demo", "--backfill", "2h"], env=env, cwd=REPO,
+    proc = subprocess.Popen([sys.executable, "-m", "cli", "up", "--demo", "--backfill", "2h"], env=env, cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         influx = Influx(InfluxSettings(url=f"http://127.0.0.1:{influx_port}"))
         def flowing() -> bool:
             try:
                 return count_points(influx, "smartzone_raw") > 200
-            except WriteError:  # influxd not up yet
+            except InfluxError:  # influxd not up yet
                 return False
 
         assert wait_for(flowing, 60)
@@ -48,7 +48,7 @@ def test_up_demo_runs_and_stops_cleanly(tmp_path):
         def published() -> bool:
             try:
                 rows = influx.rows('SELECT count("n_contributors") FROM "noise"', "smartzone_open")
-            except WriteError:  # the charter job has not created the open database yet
+            except InfluxError:  # the charter job has not created the open database yet
                 return False
             return bool(rows) and rows[0]["count"] >= 4  # a 15-minute noise level per sensor cell at least
 

@@ -18,14 +18,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from cli import services
+from cli.backfill import backfill
 from datacharter.charter import Charter
 from datacharter.job import CharterJob
-from gateways.backfill import backfill
 from gateways.publisher import Publisher
-from gateways.simulator import Emitted, Zone
+from gateways.simulator import Emitted, SimulatedZone
 from ingest.pipeline import Pipeline
 from ingest.worker import Worker, ensure_databases
-from smartzone import services
 from smartzone.registry import Registry
 from smartzone.settings import Settings
 from storage.influx import Influx
@@ -80,7 +80,7 @@ def loaded(tmp_path_factory, influxd) -> Iterator[Loaded]:
     try:
         ensure_databases(influx, settings, charter)
         pipe = Pipeline.from_settings(settings, registry, charter)
-        backfill(Zone(registry, 11), pipe, influx, settings, DAY, 1440)
+        backfill(SimulatedZone(registry, 11), pipe, influx, settings, DAY, 1440)
         job = CharterJob(settings, charter, registry, influx)
         job.run_once(now=DAY + timedelta(days=1, minutes=5))
 
@@ -89,7 +89,7 @@ def loaded(tmp_path_factory, influxd) -> Iterator[Loaded]:
         assert worker.wait_connected(10)
         # live traffic over ~15 s (rounds stamped now, 3 s apart), bad messages in the middle
         live_start = datetime.now(UTC)
-        zone = Zone(registry, 12)
+        zone = SimulatedZone(registry, 12)
         pub = Publisher("127.0.0.1", broker.port, client_id=f"dash-sim-{tag}")
         sent = 0
         for i in range(LIVE_ROUNDS):

@@ -66,7 +66,7 @@ def test_drift_is_detected(tmp_path):
 
 
 def test_cli_check_fails_on_drift_and_build_repairs(tmp_path, monkeypatch):
-    from smartzone.cli import main
+    from cli.main import main
 
     monkeypatch.setattr(build, "HERE", tmp_path)
     assert main(["dashboards", "build", "--check"]) == 1  # nothing written yet: everything is missing
@@ -288,14 +288,14 @@ def test_api_url_is_set_per_deployment_and_validated(tmp_path):
         with pytest.raises(ValueError, match="http"):
             build.with_api_url(noise, bad)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    out = subprocess.run([sys.executable, "-m", "smartzone.cli", "dashboards", "build", "--api-url",
+    out = subprocess.run([sys.executable, "-m", "cli.main", "dashboards", "build", "--api-url",
                           "https://data.example.org", "--out", str(tmp_path)], capture_output=True, text=True,
                          env=env, cwd=REPO, check=False)
     assert out.returncode == 0, out.stderr
     written = json.loads((tmp_path / "json" / "smartzone-noise.json").read_text())
     assert written == build.with_api_url(noise, "https://data.example.org")
     assert build.drift() == []  # the committed copy is left alone
-    refused = subprocess.run([sys.executable, "-m", "smartzone.cli", "dashboards", "build", "--api-url",
+    refused = subprocess.run([sys.executable, "-m", "cli.main", "dashboards", "build", "--api-url",
                               "https://data.example.org"], capture_output=True, text=True, env=env, cwd=REPO,
                              check=False)
     assert refused.returncode != 0 and "--out" in refused.stderr and build.drift() == []
@@ -305,7 +305,7 @@ def test_cli_pushes_the_real_dashboards_idempotently(monkeypatch, capsys):
     """``smartzone dashboards push`` with the committed dashboards into the fake Grafana (the contract of
     Grafana's HTTP API, tests/dashboards/grafana_fake.py): everything created, then nothing written; a
     changed dashboard is one POST with the version message."""
-    from smartzone.cli import main
+    from cli.main import main
     from tests.dashboards.grafana_fake import FakeGrafana
 
     token = "glsa_cli_test_0123456789"

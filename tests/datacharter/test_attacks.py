@@ -72,7 +72,7 @@ class Release:
 
 
 @dataclass
-class Zone:
+class AttackedCity:
     city: synthetic.City
     sightings: pd.DataFrame  # the raw pseudonymised sightings, as the job reads them back
     full: Release  # the whole city
@@ -163,7 +163,7 @@ def zone(influxd, tmp_path_factory):
         assert {"pedestrian_flow", "energy", "energy_profiles"} <= set(late_rows), late_rows
         late = _read_open(influx, s_diff)
         job.store.close()
-        yield Zone(city, sightings, full, alone, first, late, late_phone)
+        yield AttackedCity(city, sightings, full, alone, first, late, late_phone)
     finally:
         for s in (s_full, s_alone, s_diff):
             for db in (s.influx.raw_database, s.influx.pseudonymous_database, s.charter.open_database):

@@ -140,8 +140,29 @@ def test_distinct_count_properties(n_devices, n_rows, seed, k):
     ds = CHARTER.datasets["pedestrian_flow"].model_copy(update={"k": k})
     res = distinct_count(frame, ds, _ctx())
     _check(res.points, ds, frame, set(subjects) | {"probe-1"})
-    if not res.points.empty:
-        # a device counts in at most L bins a day: the published counts cannot hold more than that,
-        # give or take the noise
-        assert res.points["n_contributors"].min() >= k
+    # a device counts in at most L bins a day: the published counts cannot hold more than L per device,
+    # give or take the noise (each draw within b·ln(n·10⁹) but with probability 10⁻⁹)
+    assert _within_contribution_bound(res.points, ds, frame["subject"].nunique())
     assert res.points.equals(distinct_count(frame, ds, _ctx()).points)  # the noise is not re-drawn
+
+
+def _within_contribution_bound(points: pd.DataFrame, ds, devices: int) -> bool:
+    if points.empty:
+        return True
+    slack = len(points) * ds.noise_scale * np.log(len(points) * 1e9)
+    return points["devices"].sum() <= devices * ds.noise.max_bins_per_subject_per_day + slack
+
+
+def test_the_contribution_bound_holds_where_an_unbounded_count_would_break_it():
+    """600 phones seen in every 15-minute bin of a day in one cell: counted in every bin they would add up
+    to 600 × 96; bounded, each counts in at most L bins (the property above, with a case that can fail)."""
+    phones = [f"{i:016x}" for i in range(600)]
+    t = BASE + np.arange(96) * 15 * 60 * NS + 7 * NS
+    frame = pd.DataFrame([(ti, CELLS[0], "probe-1", p, "wifi", "true") for ti in t for p in phones],
+                         columns=["t", "cell", "sensor", "subject", "kind", "randomised"])
+    ds = CHARTER.datasets["pedestrian_flow"]
+    res = distinct_count(frame, ds, _ctx())
+    assert not res.points.empty and _within_contribution_bound(res.points, ds, len(phones))
+    # negative control: the same phones, counted in every bin (no contribution bound), break the check
+    unbounded = pd.DataFrame({"devices": [len(phones)] * 96, "n_contributors": [len(phones)] * 96})
+    assert not _within_contribution_bound(unbounded, ds, len(phones))

@@ -27,9 +27,9 @@ import yaml
 from chirpstack_api import api, common
 from google.protobuf import empty_pb2
 
+from cli.main import main
 from gateways import chirpstack
 from gateways.chirpstack import ChirpStackError, sync
-from smartzone.cli import main
 from smartzone.errors import ConfigurationError
 from smartzone.registry import Registry
 from smartzone.settings import ChirpStackSettings

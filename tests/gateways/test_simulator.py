@@ -6,7 +6,7 @@ from datetime import datetime
 from statistics import mean
 from zoneinfo import ZoneInfo
 
-from gateways.simulator import Zone
+from gateways.simulator import SimulatedZone
 
 BRUSSELS = ZoneInfo("Europe/Brussels")
 
@@ -16,9 +16,9 @@ def _at(hour: int) -> datetime:
 
 
 def test_same_seed_same_messages_other_seed_other_values(registry):
-    a = list(Zone(registry, seed=5).messages(_at(8), rounds=3, step=60))
-    b = list(Zone(registry, seed=5).messages(_at(8), rounds=3, step=60))
-    c = list(Zone(registry, seed=6).messages(_at(8), rounds=3, step=60))
+    a = list(SimulatedZone(registry, seed=5).messages(_at(8), rounds=3, step=60))
+    b = list(SimulatedZone(registry, seed=5).messages(_at(8), rounds=3, step=60))
+    c = list(SimulatedZone(registry, seed=6).messages(_at(8), rounds=3, step=60))
     assert [(m.topic, m.payload) for m in a] == [(m.topic, m.payload) for m in b]
     assert [m.payload for m in a] != [m.payload for m in c]
     sniffers = [s for s in registry.sensors.values()
@@ -32,7 +32,7 @@ def test_same_seed_same_messages_other_seed_other_values(registry):
 
 
 def test_live_rounds_equal_batch_rounds(registry):
-    zone = Zone(registry, seed=9)
+    zone = SimulatedZone(registry, seed=9)
     batch = list(zone.messages(_at(12), rounds=2, step=60))
     one_by_one = list(zone.messages(_at(12), 1, step=60)) + [
         m for m in zone.messages(_at(12).replace(minute=1), 1, step=60, first_round=1)]
@@ -40,7 +40,7 @@ def test_live_rounds_equal_batch_rounds(registry):
 
 
 def _values(registry, hour: int, quantity: str) -> list[float]:
-    msgs = Zone(registry, seed=1).messages(_at(hour), rounds=10, step=60)
+    msgs = SimulatedZone(registry, seed=1).messages(_at(hour), rounds=10, step=60)
     return [t.value for m in msgs for t in m.truth if t.quantity == quantity]
 
 
@@ -54,7 +54,7 @@ def test_rush_hour_and_quiet_night(registry):
 
 
 def test_every_category_and_native_format_is_emitted(registry):
-    msgs = list(Zone(registry, seed=2).messages(_at(10), rounds=1))
+    msgs = list(SimulatedZone(registry, seed=2).messages(_at(10), rounds=1))
     categories = {t.quantity.split(".")[0] for m in msgs for t in m.truth}
     assert categories == {"air_quality", "noise", "traffic", "parking", "pedestrian_flow", "energy", "weather",
                           "gateway_health"}

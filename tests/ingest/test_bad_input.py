@@ -10,10 +10,10 @@ import orjson
 import pytest
 import yaml
 
+from cli.main import main
 from gateways.publisher import Publisher
 from gateways.simulator import Emitted
 from ingest.replay import replay
-from smartzone.cli import main
 from smartzone.registry import Registry
 from storage.deadletters import DeadLetterStore
 from tests.conftest import REGISTRY, settings_env, stored_readings, wait_for

@@ -15,9 +15,9 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from cli import services
 from gateways.publisher import Publisher
-from gateways.simulator import Emitted, Zone
-from smartzone import services
+from gateways.simulator import Emitted, SimulatedZone
 from tests.conftest import assert_exactly_once, count_points, expected_count, readings_dbs, wait_for
 
 pytestmark = pytest.mark.slow
@@ -27,7 +27,8 @@ N = 50_000
 
 def test_50k_burst_through_the_shipped_broker_config_loses_nothing(settings, influx, registry, run_worker):
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=3)
-    emitted = list(itertools.islice(Zone(registry, seed=3).messages(start, rounds=10_000, step=1, shape="single"),
+    zone = SimulatedZone(registry, seed=3)
+    emitted = list(itertools.islice(zone.messages(start, rounds=10_000, step=1, shape="single"),
                                     N))
     assert len(emitted) == N and expected_count(emitted) == N
     worker = run_worker()

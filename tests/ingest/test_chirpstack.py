@@ -255,10 +255,10 @@ def test_json_fast_path_gives_the_message_the_general_parser_gives(registry):
     """The uplink fast path against ``json_format.ParseDict`` on the simulator's JSON events (every
     device, one to three gateways, ChirpStack-decoded objects), the documented shape, snake_case names
     and shapes the fast path hands over (FSK, a relay)."""
-    from gateways.simulator import Zone
+    from gateways.simulator import SimulatedZone
     from ingest.decoders.chirpstack import _uplink_from_json, parse_event
 
-    zone = Zone(registry, seed=4, lorawan_encoding="json")
+    zone = SimulatedZone(registry, seed=4, lorawan_encoding="json")
     docs = [orjson.loads(e.payload) for e in zone.messages(TIME, rounds=3) if e.topic.endswith("/event/up")]
     assert len(docs) > 20
     docs.append({"deviceInfo": {"devEui": ELSYS}, "f_cnt": 12, "fPort": 5})  # proto field names

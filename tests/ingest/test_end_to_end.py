@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from gateways.publisher import Publisher
-from gateways.simulator import Zone
+from gateways.simulator import SimulatedZone
 from storage.deadletters import DeadLetterStore
 from tests.conftest import assert_exactly_once, count_points, expected_count, readings_dbs, stored_readings, wait_for
 
@@ -13,7 +13,7 @@ from tests.conftest import assert_exactly_once, count_points, expected_count, re
 def test_simulated_zone_lands_exactly(settings, influx, registry, run_worker):
     run_worker()
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
-    emitted = list(Zone(registry, seed=7).messages(start, rounds=20, step=300))
+    emitted = list(SimulatedZone(registry, seed=7).messages(start, rounds=20, step=300))
     expected = expected_count(emitted)
     pub = Publisher("127.0.0.1", settings.mqtt.port)
     pub.publish(emitted)
@@ -32,7 +32,7 @@ def test_simulated_zone_lands_exactly(settings, influx, registry, run_worker):
 
 
 def test_status_shows_the_workers_self_metrics(settings, influx, registry, run_worker, monkeypatch, capsys):
-    from smartzone.cli import main
+    from cli.main import main
     from tests.conftest import settings_env
 
     for k, v in settings_env(settings).items():
@@ -42,7 +42,7 @@ def test_status_shows_the_workers_self_metrics(settings, influx, registry, run_w
     assert "no ingest worker reported" in capsys.readouterr().out
     worker = run_worker()
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
-    emitted = list(Zone(registry, seed=1).messages(start, rounds=3, step=60))
+    emitted = list(SimulatedZone(registry, seed=1).messages(start, rounds=3, step=60))
     pub = Publisher("127.0.0.1", settings.mqtt.port)
     pub.publish(emitted)
     assert pub.wait_acked(30)

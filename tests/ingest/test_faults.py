@@ -12,9 +12,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from cli import services
 from gateways.publisher import Publisher
-from gateways.simulator import Zone
-from smartzone import services
+from gateways.simulator import SimulatedZone
 from tests.conftest import assert_exactly_once, count_points, expected_count, readings_dbs, wait_for
 
 pytestmark = pytest.mark.slow
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 
 def _stream(registry, rounds: int, *, seed: int = 11, only_device_time: bool = False):
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=6)
-    emitted = list(Zone(registry, seed=seed).messages(start, rounds=rounds, step=20))
+    emitted = list(SimulatedZone(registry, seed=seed).messages(start, rounds=rounds, step=20))
     if only_device_time:
         emitted = [e for e in emitted if all(t.time_ns is not None for t in e.truth)]
     return emitted

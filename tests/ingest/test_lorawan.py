@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from gateways.publisher import Publisher
-from gateways.simulator import Zone
+from gateways.simulator import SimulatedZone
 from storage.deadletters import DeadLetterStore
 from storage.lorawan import packet_loss
 from tests.conftest import assert_exactly_once, count_points, expected_count, readings_dbs, wait_for
@@ -23,7 +23,7 @@ from tests.conftest import assert_exactly_once, count_points, expected_count, re
 
 def _lorawan_messages(registry, encoding: str, rounds: int, seed: int = 11):
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=3)
-    zone = Zone(registry, seed=seed, lorawan_encoding=encoding)
+    zone = SimulatedZone(registry, seed=seed, lorawan_encoding=encoding)
     return start, [e for e in zone.messages(start, rounds=rounds, step=60) if e.topic.startswith("application/")]
 
 
@@ -92,7 +92,7 @@ def test_packet_loss_equals_the_frames_lost_on_air(settings, influx, registry, r
     overall = sum(d.lost for d in got) / sum(d.expected for d in got)
     assert 0.005 < overall < 0.05, overall  # the simulator loses 2 % of frames (gateways.lorawan.LOSS_RATE)
     # the same figures, as city staff and network researchers see them
-    from smartzone.cli import main
+    from cli.main import main
     from tests.conftest import settings_env
 
     for k, v in settings_env(settings).items():

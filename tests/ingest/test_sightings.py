@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from datacharter.charter import Charter
 from gateways.publisher import Publisher
-from gateways.simulator import Emitted, Zone
+from gateways.simulator import Emitted, SimulatedZone
 from ingest.pepper import PepperStore, Pseudonymiser, is_randomised_mac, normalise_mac, pseudonym
 from ingest.pipeline import Pipeline
 from smartzone.settings import Settings
@@ -392,7 +392,8 @@ def test_simulated_probe_sniffers_land_pseudonymised(settings, influx, registry,
     run_worker()
     brussels = ZoneInfo("Europe/Brussels")
     start = (NOW.astimezone(brussels) - timedelta(days=1)).replace(hour=12, minute=0, second=0)  # within 48 h
-    emitted = [e for e in Zone(registry, seed=3).messages(start, rounds=5, step=60) if "/sightings/" in e.topic]
+    zone = SimulatedZone(registry, seed=3)
+    emitted = [e for e in zone.messages(start, rounds=5, step=60) if "/sightings/" in e.topic]
     docs = [orjson.loads(e.payload) for e in emitted]
     macs = {s["mac"] for d in docs for s in d["sightings"]}
     n = sum(len(d["sightings"]) for d in docs)

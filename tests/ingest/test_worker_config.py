@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from pydantic import SecretStr
 
+from cli import services
+from cli.main import main
 from ingest.worker import Worker
-from smartzone import services
-from smartzone.cli import main
 from smartzone.errors import ConfigurationError
 from smartzone.settings import InfluxSettings, Route
 from storage.influx import Influx

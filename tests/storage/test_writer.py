@@ -7,8 +7,8 @@ import time
 
 import pytest
 
+from cli import services
 from ingest.worker import ensure_databases
-from smartzone import services
 from smartzone.errors import ConfigurationError
 from smartzone.settings import InfluxSettings
 from storage.deadletters import DeadLetterStore

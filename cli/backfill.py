@@ -10,11 +10,12 @@ instant its round was simulated.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
-from gateways.simulator import Zone
+from gateways.simulator import SimulatedZone
 from ingest.pipeline import Pipeline
 from smartzone.model import Store
+from smartzone.names import parse_duration
 from smartzone.settings import Settings
 from storage.databases import databases
 from storage.influx import Influx
@@ -30,7 +31,7 @@ class Backfilled:
     dead_letters: int = 0
 
 
-def backfill(zone: Zone, pipeline: Pipeline, influx: Influx, settings: Settings, start: datetime, rounds: int,
+def backfill(zone: SimulatedZone, pipeline: Pipeline, influx: Influx, settings: Settings, start: datetime, rounds: int,
              step: float = 60.0, batch_lines: int = 20_000, first_round: int = 0) -> Backfilled:
     """Simulate ``rounds`` rounds from ``start`` and write what the pipeline makes of them; ``first_round``
     continues an earlier backfill's noise sequence."""
@@ -60,3 +61,15 @@ def backfill(zone: Zone, pipeline: Pipeline, influx: Influx, settings: Settings,
     for store in buffers:
         flush(store)
     return out
+
+
+def simulated_past(settings: Settings, zone: SimulatedZone, span: str, step: float = 60.0) -> Backfilled:
+    """``span`` (``1d``) of simulated data up to now, through the pipeline the worker runs, into InfluxDB."""
+    from cli import wiring
+    from ingest.worker import ensure_databases
+
+    rounds = int(parse_duration(span) // step)
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=rounds * step)
+    with Influx(settings.influx) as influx:
+        ensure_databases(influx, settings)
+        return backfill(zone, wiring.pipeline(settings), influx, settings, start, rounds, step)

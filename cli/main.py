@@ -29,24 +29,12 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 
-from smartzone.errors import ConfigurationError, WriteError
+from cli import wiring
+from smartzone.errors import ConfigurationError, DatabaseNotFound, InfluxError
 from smartzone.log import setup_logging
 from smartzone.settings import Settings, get_settings
 
 log = logging.getLogger("smartzone")
-
-
-def _registry(settings: Settings):
-    from smartzone.registry import Registry
-
-    return Registry.load(settings.registry)
-
-
-def _pipeline(settings: Settings):
-    from datacharter.charter import Charter
-    from ingest.pipeline import Pipeline
-
-    return Pipeline.from_settings(settings, _registry(settings), Charter.load(settings.charter.path))
 
 
 def _on_signals(stop: threading.Event) -> None:
@@ -76,13 +64,15 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
+    from cli.backfill import simulated_past
     from gateways.publisher import Publisher, live
-    from gateways.simulator import Zone
+    from gateways.simulator import SimulatedZone
 
-    zone = Zone(_registry(settings), seed=args.seed if args.seed is not None else settings.simulator.seed,
+    seed = args.seed if args.seed is not None else settings.simulator.seed
+    zone = SimulatedZone(wiring.registry(settings), seed=seed,
                 lorawan_encoding=args.lorawan_encoding)
     if args.backfill:
-        result = _backfill(settings, zone, args.backfill, args.step)
+        result = simulated_past(settings, zone, args.backfill, args.step)
         print(f"simulate: backfilled {args.backfill}: messages={result.messages} raw_lines={result.raw_lines} "
               f"pseudonymous_lines={result.pseudo_lines} ops_lines={result.ops_lines} "
               f"dead_letters={result.dead_letters}")
@@ -107,19 +97,6 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _backfill(settings: Settings, zone, span: str, step: float = 60.0):
-    from gateways.backfill import backfill
-    from ingest.worker import ensure_databases
-    from smartzone.names import parse_duration
-    from storage.influx import Influx
-
-    rounds = int(parse_duration(span) // step)
-    start = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=rounds * step)
-    with Influx(settings.influx) as influx:
-        ensure_databases(influx, settings)
-        return backfill(zone, _pipeline(settings), influx, settings, start, rounds, step)
-
-
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     from ingest import metrics as m
     from storage.deadletters import DeadLetterStore
@@ -135,9 +112,7 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
             reasons = influx.rows(f'SELECT last("{m.COUNT}") AS "count" FROM "{m.DEADLETTERS}" '  # noqa: S608 - our names
                                   f'WHERE time > now() - 1h GROUP BY "{m.WORKER}", "{m.REASON}"',
                                   settings.influx.ops_database)
-        except WriteError as exc:
-            if "database not found" not in exc.message:
-                raise
+        except DatabaseNotFound:
             rows, reasons = [], []
     by_worker: dict[str, list[dict]] = {}
     for r in rows:
@@ -190,7 +165,7 @@ def cmd_deadletters(settings: Settings, args: argparse.Namespace) -> int:
 
         with Influx(settings.influx) as influx:
             writer = replay_writer(settings, influx, store, Charter.load(settings.charter.path))
-            result = replay(store, _pipeline(settings), writer, reason=args.reason, ids=args.id or None)
+            result = replay(store, wiring.pipeline(settings), writer, reason=args.reason, ids=args.id or None)
         print(f"replayed={result.replayed} still_failing={result.still_failing} lines_written={result.lines_written}")
         return 0
     finally:
@@ -198,7 +173,7 @@ def cmd_deadletters(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_registry(settings: Settings, args: argparse.Namespace) -> int:
-    reg = _registry(settings)
+    reg = wiring.registry(settings)
     print(f"{settings.registry}: zone {reg.doc.zone.name!r}, {len(reg.gateways)} gateways, "
           f"{len(reg.sensors)} sensors, {len(reg.cells)} H3 cells at resolution {reg.doc.zone.h3_resolution}")
     return 0
@@ -217,7 +192,7 @@ def cmd_chirpstack(settings: Settings, args: argparse.Namespace) -> int:
                                  "pip install chirpstack-api grpcio") from exc
 
     try:
-        result = sync(settings.chirpstack, _registry(settings), dry_run=args.dry_run, prune=args.prune)
+        result = sync(settings.chirpstack, wiring.registry(settings), dry_run=args.dry_run, prune=args.prune)
     except ChirpStackError as exc:
         print(f"smartzone: ChirpStack error: {exc}", file=sys.stderr)
         return 1
@@ -318,7 +293,10 @@ def cmd_charter(settings: Settings, args: argparse.Namespace) -> int:
     job = CharterJob(settings, charter)
     try:
         if args.once:
-            reports = job.run_once(datasets=args.dataset and [args.dataset])
+            now = datetime.fromisoformat(args.now) if args.now else None
+            if now is not None and now.tzinfo is None:
+                raise ConfigurationError("--now needs a UTC offset (2026-11-25T00:05:00Z)")
+            reports = job.run_once(now=now, datasets=args.dataset and [args.dataset])
             for r in reports:
                 day = datetime.fromtimestamp(r.start / 1e9, UTC).strftime("%Y-%m-%d")
                 print(f"{r.dataset:19} {day} readings={r.readings_in} published={r.published} "
@@ -376,7 +354,7 @@ def cmd_dashboards(settings: Settings, args: argparse.Namespace) -> int:
                                          "committed dashboards link to the default API URL)")
             changed = build.write()
         else:  # a deployment's own copy: its registry, charter and API URL
-            changed = build.write(Path(args.out), api_url=api_url, registry=_registry(settings),
+            changed = build.write(Path(args.out), api_url=api_url, registry=wiring.registry(settings),
                                   charter=Charter.load(settings.charter.path))
         where = args.out.rstrip("/") if args.out else "dashboards"
         print("\n".join(f"wrote {where}/{rel}" for rel in changed) or "dashboards are up to date")
@@ -394,7 +372,7 @@ def cmd_dashboards(settings: Settings, args: argparse.Namespace) -> int:
                                       settings.charter.open_database, settings.influx.ops_database,
                                       user=g.influx_username, password=password),
                     [build.with_api_url(b.json(), api_url)
-                     for b in build.build(_registry(settings), Charter.load(settings.charter.path))])
+                     for b in build.build(wiring.registry(settings), Charter.load(settings.charter.path))])
     try:
         report = push(connect(url, token, verify=g.verify_tls), plan, args.message,
                       rotate_secrets=args.rotate_secrets)
@@ -409,7 +387,7 @@ def cmd_dashboards(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
-    from smartzone.up import up
+    from cli.up import up
 
     return up(settings, demo=args.demo, rate=args.rate, backfill=args.backfill)
 
@@ -478,6 +456,8 @@ def build_parser() -> argparse.ArgumentParser:
     ch.add_argument("dataset", nargs="?", default=None, help="explain/run/audit: only this dataset")
     ch.add_argument("--once", action="store_true", help="run: one pass over everything due, then exit")
     ch.add_argument("--every", default=None, help="run: interval of the service loop (default: charter.every)")
+    ch.add_argument("--now", default=None, help="run --once: the time the pass takes as now (RFC 3339, with an "
+                    "offset; default: the clock): windows closed before it are published")
     ch.add_argument("--limit", type=int, default=50, help="audit: how many records")
     ch.set_defaults(func=cmd_charter)
 
@@ -518,7 +498,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigurationError as exc:
         print(f"smartzone: configuration error: {exc}", file=sys.stderr)
         return 2
-    except WriteError as exc:
+    except InfluxError as exc:
         print(f"smartzone: InfluxDB error: {exc}", file=sys.stderr)
         return 1
 

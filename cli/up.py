@@ -17,7 +17,7 @@ import threading
 import time
 from urllib.parse import urlparse
 
-from smartzone import services
+from cli import services
 from smartzone.errors import ConfigurationError
 from smartzone.settings import Settings
 
@@ -122,35 +122,35 @@ def _api_server(settings: Settings, registry):
 
 def _backfill_once(settings: Settings, registry, span: str) -> None:
     """A simulated past for the demo, only into an empty raw database (a second run must not double it)."""
-    from gateways.simulator import Zone
-    from smartzone.cli import _backfill
-    from smartzone.errors import WriteError
+    from cli.backfill import simulated_past
+    from gateways.simulator import SimulatedZone
+    from smartzone.errors import DatabaseNotFound
     from storage.influx import Influx
 
     with Influx(settings.influx) as influx:
         try:
             held = influx.query("SHOW MEASUREMENTS LIMIT 1", settings.influx.raw_database)[0].get("series")
-        except WriteError:  # no raw database yet
+        except DatabaseNotFound:  # no raw database yet
             held = None
         if held:
             print(f"{settings.influx.raw_database} already holds data: no backfill", flush=True)
             return
     print(f"backfilling {span} of simulated data through the ingest pipeline ...", flush=True)
-    done = _backfill(settings, Zone(registry, settings.simulator.seed), span)
+    done = simulated_past(settings, SimulatedZone(registry, settings.simulator.seed), span)
     print(f"backfilled: {done.messages} messages, {done.raw_lines} raw lines, "
           f"{done.pseudo_lines} pseudonymised sightings", flush=True)
 
 
 def _simulate(settings: Settings, registry, rate: float | None, stop: threading.Event) -> None:
     from gateways.publisher import Publisher, live
-    from gateways.simulator import Zone
+    from gateways.simulator import SimulatedZone
 
     rate = rate if rate is not None else settings.simulator.rate
     pub = Publisher(settings.mqtt.host, settings.mqtt.port, client_id="smartzone-demo-simulator",
                     username=settings.mqtt.username,
                     password=settings.mqtt.password.get_secret_value() if settings.mqtt.password else None)
     try:
-        pub.publish(live(Zone(registry, settings.simulator.seed), rate, settings.simulator.duration, stop),
+        pub.publish(live(SimulatedZone(registry, settings.simulator.seed), rate, settings.simulator.duration, stop),
                     rate=rate, stop=stop)
     finally:
         pub.close()

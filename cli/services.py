@@ -109,10 +109,6 @@ class Service:
             self.proc.kill()
             self.proc.wait(5)
 
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
 
 class InfluxService(Service):
     def ready(self) -> bool:

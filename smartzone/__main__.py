@@ -1,5 +1,0 @@
-import sys
-
-from smartzone.cli import main
-
-sys.exit(main())
