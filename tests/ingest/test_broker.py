@@ -3,7 +3,7 @@
 Plain subscriptions of a persistent session are restored from the persistence file; shared
 subscriptions ($share/...) are not: until the client subscribes again, messages for them are
 acknowledged to the publisher and dropped. This is why a single worker can use a plain subscription
-(``mqtt.share_group = ""``) and why the README says so. If a newer Mosquitto restores shared
+(``mqtt.share_group = ""``) and why docs/parts/ingest.md says so. If a newer Mosquitto restores shared
 subscriptions, the second assertion fails and the advice can change.
 """
 

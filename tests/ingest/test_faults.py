@@ -97,7 +97,7 @@ def test_mosquitto_restart_mid_stream(settings, influx, registry, run_worker, mo
 
     Mosquitto 2.0.11 restores plain subscriptions of persistent sessions from its persistence file,
     but not shared ones: after a restart, what publishers send before a shared-subscription worker has
-    resubscribed is acknowledged and dropped (measured here; README "Broker restarts"). Only readings
+    resubscribed is acknowledged and dropped (measured here; docs/parts/ingest.md, "Broker restarts"). Only readings
     with device time: a publisher that resends a QoS 1 message after the restart makes a second, new
     message, which a reading stamped at receipt could not be matched to.
     """
