@@ -247,10 +247,12 @@ def create_app(settings: Settings, *, charter: Charter | None = None, registry: 
     app.add_middleware(CORSMiddleware, allow_origins=api.cors_origins, allow_methods=["GET", "HEAD", "OPTIONS"],
                        allow_headers=["Accept", "If-None-Match", "Content-Type"],
                        expose_headers=["Link", "ETag", "Retry-After", "Content-Disposition"], max_age=3600)
-    app.add_exception_handler(problems.Problem, problems.on_problem)
-    app.add_exception_handler(RequestValidationError, problems.on_validation)
-    app.add_exception_handler(StarletteHTTPException, problems.on_http)
-    app.add_exception_handler(Exception, problems.on_error)
+    # FastAPI's exception_handler (it calls add_exception_handler): Starlette types a handler as taking any
+    # Exception, FastAPI's decorator takes one of the class it is registered for
+    app.exception_handler(problems.Problem)(problems.on_problem)
+    app.exception_handler(RequestValidationError)(problems.on_validation)
+    app.exception_handler(StarletteHTTPException)(problems.on_http)
+    app.exception_handler(Exception)(problems.on_error)
 
     @app.get("/healthz", tags=["health"], summary="The process answers")
     def healthz() -> dict:

@@ -286,10 +286,10 @@ def themes(ds: Dataset) -> list[str]:
 
 
 def fields(ds: Dataset) -> list[dict[str, Any]]:
-    out = []
+    out: list[dict[str, Any]] = []
     for f, agg in ds.outputs:
-        key = f"{ds.source.measurement}.{f}"
-        key = key if key in QUANTITIES else _OUTPUT_QUANTITY.get(f)
+        own = f"{ds.source.measurement}.{f}"
+        key = own if own in QUANTITIES else _OUTPUT_QUANTITY.get(f)
         if key is not None:
             q = QUANTITIES[key]
             unit, what = q.unit, q.description

@@ -43,7 +43,7 @@ router = APIRouter(prefix="/v1", tags=["space"])
 
 UNPUBLISHED = ("gateway_health",)  # categories that are the network's own, never published: not listed
 PUBLIC_CATEGORIES = tuple(c for c in CATEGORIES if c not in UNPUBLISHED)
-Category = enum.Enum("Category", {c: c for c in PUBLIC_CATEGORIES}, type=str)
+Category = enum.Enum("Category", {c: c for c in PUBLIC_CATEGORIES}, type=str)  # type: ignore[misc]  # members from CATEGORIES, not literals
 # pseudonymised sightings: which sensors send them, by sighting kind (category, technology or None for any)
 _SIGHTINGS = {"wifi": ("pedestrian_flow", "wifi"), "ble": ("pedestrian_flow", "ble"), "vehicle": ("traffic", None)}
 
@@ -355,6 +355,7 @@ def describe_sensor(base: str, s: Sensor, charter: Charter, registry: Registry) 
             "explanation": explain_dataset(name, ds, charter),
             "links": {"self": f"{base}/v1/datasets/{name}", "observations": f"{base}/v1/datasets/{name}/observations"},
         })
+    location: dict[str, Any]
     if not fed:
         location = {"mobile": s.mobile, "cell": None, "h3_resolution": None,
                     "published_as": "not published: its data reaches no open dataset"}

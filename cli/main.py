@@ -297,11 +297,11 @@ def cmd_charter(settings: Settings, args: argparse.Namespace) -> int:
             if now is not None and now.tzinfo is None:
                 raise ConfigurationError("--now needs a UTC offset (2026-11-25T00:05:00Z)")
             reports = job.run_once(now=now, datasets=args.dataset and [args.dataset])
-            for r in reports:
-                day = datetime.fromtimestamp(r.start / 1e9, UTC).strftime("%Y-%m-%d")
-                print(f"{r.dataset:19} {day} readings={r.readings_in} published={r.published} "
-                      f"suppressed={r.suppressed} deferred={r.deferred} "
-                      f"{'written' if r.written else 'unchanged'}{' (late data)' if r.reprocessed else ''}")
+            for w in reports:
+                day = datetime.fromtimestamp(w.start / 1e9, UTC).strftime("%Y-%m-%d")
+                print(f"{w.dataset:19} {day} readings={w.readings_in} published={w.published} "
+                      f"suppressed={w.suppressed} deferred={w.deferred} "
+                      f"{'written' if w.written else 'unchanged'}{' (late data)' if w.reprocessed else ''}")
             print(f"charter {charter.version}: {len(reports)} windows, "
                   f"{sum(r.published for r in reports)} groups published, "
                   f"{sum(r.suppressed for r in reports)} suppressed -> {settings.charter.open_database}")

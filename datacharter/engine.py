@@ -21,6 +21,7 @@ import hashlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import TypeVar
 
 import h3
 import numpy as np
@@ -717,7 +718,11 @@ def run(ds: Dataset, frame: pd.DataFrame, positions: pd.DataFrame | None, ctx: C
     return METHODS[ds.method](frame, ds, ctx)
 
 
-def release(inputs: dict[str, tuple[Dataset, pd.DataFrame, pd.DataFrame | None]], ctx: Context) -> dict[str, Result]:
+_Name = TypeVar("_Name")  # a release's datasets by name (the job's: None for a dataset not in its charter)
+
+
+def release(inputs: dict[_Name, tuple[Dataset, pd.DataFrame, pd.DataFrame | None]],
+            ctx: Context) -> dict[_Name, Result]:
     """The datasets of one release (built from the same subjects) on one window: each publishes only the
     sensors that every one of them publishes, so that no two can be combined (added, subtracted) into
     something one of them suppressed. Found as a fixed point: run each; the sensors in every publishing

@@ -141,7 +141,7 @@ class CharterJob:
         # per dataset, the registered sensors it may read (category, placement, fixed or mobile): deny by default
         self.admitted = {name: {s.id for s in sensors if ds.admits(s)} for name, ds in self.charter.datasets.items()}
         self._retention_applied = False
-        self._releases: dict[tuple, dict[str, Result]] = {}  # the last release computed in this run
+        self._releases: dict[tuple, dict[str | None, Result]] = {}  # the last release computed in this run
 
     def close(self) -> None:
         self.influx.close()
@@ -198,7 +198,7 @@ class CharterJob:
         cutoff = datetime.fromtimestamp(now_ns / 1e9 - self.charter.retention_s["pseudonymous"], UTC)
         store = DeadLetterStore(self.settings.sql_url)
         try:
-            n = store.purge(cutoff, ["gw/%/sightings/%", f"influxdb/{self.dbs['pseudonymous']}"])
+            n = store.purge(cutoff, ["gw/%/sightings/%", f"influxdb/{self.dbs[Store.PSEUDONYMOUS]}"])
         finally:
             store.close()
         if n:
@@ -294,7 +294,7 @@ class CharterJob:
             partners = self._partners(ds, *window)
         key = (ds.release, window, closed_until)
         if key not in self._releases:
-            inputs = {name: (ds, frame, positions)}
+            inputs: dict[str | None, tuple[Dataset, pd.DataFrame, pd.DataFrame | None]] = {name: (ds, frame, positions)}
             for other, raw in partners.items():
                 inputs[other] = (self.charter.datasets[other], self.admit(other, raw), None)
             self._releases = {key: release(inputs, ctx)}  # the last release only: its other datasets come next
@@ -317,17 +317,21 @@ class CharterJob:
                 out[other] = frames[src]
         return out
 
-    def context(self, name: str, closed_until: int, window: tuple[int, int] | None = None) -> Context:
-        admitted = self.admitted.get(name, set())
+    def context(self, name: str | None, closed_until: int, window: tuple[int, int] | None = None) -> Context:
+        admitted = self._admitted(name)
         return Context(self.charter.version, closed_until, self.subjects, self.noise_key, owners=self.owners,
                        vehicles=self.vehicles, cells={s: self.cells[s] for s in admitted if self.cells.get(s)},
                        window=window)
 
-    def admit(self, name: str, frame: pd.DataFrame) -> pd.DataFrame:
+    def admit(self, name: str | None, frame: pd.DataFrame) -> pd.DataFrame:
         """The rows of the sensors the dataset may read; rows of other or unknown sensors are dropped."""
         if frame.empty or "sensor" not in frame:
             return frame
-        return frame[frame["sensor"].isin(self.admitted.get(name, set()))]
+        return frame[frame["sensor"].isin(self._admitted(name))]
+
+    def _admitted(self, name: str | None) -> set[str]:
+        """The sensors the dataset ``name`` may read; none for a dataset not in the charter (``name`` None)."""
+        return self.admitted.get(name, set()) if name is not None else set()
 
     def _name(self, ds: Dataset) -> str | None:
         named = [n for n, d in self.charter.datasets.items() if d is ds] or [
@@ -336,7 +340,7 @@ class CharterJob:
 
     # -- InfluxDB ---------------------------------------------------------------------------------------
     def read(self, ds: Dataset, start: int, end: int) -> tuple[pd.DataFrame, pd.DataFrame | None]:
-        db = self.dbs[ds.source.database]
+        db = self.dbs[Store(ds.source.database)]
         # state datasets read back state_ttl before the window: the state each sensor was in at its start
         lookback = int(parse_duration(ds.state_ttl)) * NS if ds.state_ttl else 0
         frame = self._select(db, ds.source.measurement, start - lookback, end)
@@ -351,7 +355,7 @@ class CharterJob:
         return normalise(df)
 
     def _first_time(self, ds: Dataset) -> int | None:
-        db = self.dbs[ds.source.database]
+        db = self.dbs[Store(ds.source.database)]
         m = quote_ident(ds.source.measurement)
         df = self.influx.frame(f"SELECT * FROM {m} LIMIT 1", db)  # noqa: S608 - quote_ident checked it
         if df.empty:
@@ -362,7 +366,7 @@ class CharterJob:
         """The raw content (``Content``) of each UTC day in [since, until) that has rows: one request, ``count(*)``
         and ``sum(*)`` per day (InfluxDB 1.6 sums integer and float fields and leaves booleans and strings out),
         and per boolean field of the measurement its count of ``true``."""
-        db = self.dbs[ds.source.database]
+        db = self.dbs[Store(ds.source.database)]
         m = quote_ident(ds.source.measurement)
         when = "time >= $a AND time < $b GROUP BY time(1d)"
         booleans = sorted(q.key.split(".", 1)[1] for q in QUANTITIES.values()

@@ -30,12 +30,14 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.client import PUBACK
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from datacharter.charter import Charter
 from ingest import metrics
@@ -138,7 +140,8 @@ class Worker:
         client.on_message = self._on_message
         return client
 
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: mqtt.ConnectFlags, reason_code: ReasonCode,
+                    properties: Properties | None) -> None:
         if reason_code.is_failure:
             log.error("MQTT connection refused: %s", reason_code)
             if reason_code.value in (0x86, 0x87, 0x8C):  # bad credentials / not authorised
@@ -153,7 +156,8 @@ class Worker:
         client.subscribe(topics)
         log.info("MQTT connected session_present=%s subscriptions=%d", flags.session_present, len(topics))
 
-    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: list[ReasonCode],
+                      properties: Properties | None) -> None:
         refused = [str(rc) for rc in reason_codes if rc.is_failure]
         if refused:  # e.g. the broker's ACL does not let this user read the topics
             self._fail(ConfigurationError(f"MQTT broker refused our subscriptions: {', '.join(refused)}"))
@@ -161,7 +165,8 @@ class Worker:
         log.info("MQTT subscribed topics=%d", len(reason_codes))
         self._connected.set()  # ready: the broker now routes our topics to us
 
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: mqtt.DisconnectFlags, reason_code: ReasonCode,
+                       properties: Properties | None) -> None:
         self._connected.clear()
         with self._lock:
             self._generation += 1
@@ -170,10 +175,10 @@ class Worker:
         if not self.stopping.is_set():
             log.warning("MQTT connection lost: %s; reconnecting", reason_code)
 
-    def _on_message(self, client, userdata, m: mqtt.MQTTMessage) -> None:
+    def _on_message(self, client: mqtt.Client, userdata: Any, m: mqtt.MQTTMessage) -> None:
         now_ns = time.time_ns()
         topic_b = m._topic  # bytes; m.topic decodes on every access
-        payload = m.payload
+        payload = bytes(m.payload)  # paho decodes it as bytes (struct.unpack): the same object, no copy
         key = message_key(topic_b, payload, m.mid)
         if m.dup:
             recorded = self.journal.get(key)

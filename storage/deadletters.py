@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     Column,
@@ -30,8 +31,11 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, RowMapping
 from sqlalchemy.exc import DBAPIError
+
+if TYPE_CHECKING:
+    from smartzone.model import DeadLetter
 
 metadata = MetaData()
 
@@ -74,7 +78,7 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 30})
 
         @event.listens_for(engine, "connect")
-        def _pragmas(dbapi_conn, _record):  # pragma: no cover - trivial
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:  # pragma: no cover - trivial
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=FULL")
@@ -99,7 +103,7 @@ class DeadLetterStore:
     def close(self) -> None:
         self.engine.dispose()
 
-    def add(self, letters: Iterable) -> int:
+    def add(self, letters: Iterable[DeadLetter]) -> int:
         """Store letters (``smartzone.model.DeadLetter``) in one transaction; return how many."""
         now = datetime.now(UTC)
         rows = [
@@ -186,7 +190,7 @@ class DeadLetterStore:
                 updated_at=datetime.now(UTC)))
 
 
-def _letter(row) -> StoredLetter:
+def _letter(row: RowMapping) -> StoredLetter:
     received = row["received_at"]
     if received.tzinfo is None:  # SQLite keeps no zone; we only ever store UTC
         received = received.replace(tzinfo=UTC)

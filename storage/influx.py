@@ -23,13 +23,18 @@ import gzip
 import io
 import json
 import logging
-from typing import Any
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from smartzone.errors import BadRequest, DatabaseNotFound, InfluxError, Unauthorised, Unavailable
 from smartzone.names import check_identifier, parse_duration
 from smartzone.settings import InfluxSettings
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from _typeshed import WriteableBuffer
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +149,7 @@ class Influx:
         return out
 
     @contextlib.contextmanager
-    def csv_stream(self, q: str, database: str, params: dict[str, Any] | None = None):
+    def csv_stream(self, q: str, database: str, params: dict[str, Any] | None = None) -> Iterator[io.RawIOBase]:
         """A SELECT's rows as InfluxDB's CSV, as a readable binary stream (read while InfluxDB sends)."""
         data = {"q": q, "epoch": "ns", "db": check_identifier(database)}
         if params:
@@ -172,7 +177,8 @@ class Influx:
             raise _error(r.status_code, _error_text(r))
         return r.content
 
-    def frame(self, q: str, database: str, params: dict[str, Any] | None = None, strings: tuple[str, ...] = ()):
+    def frame(self, q: str, database: str, params: dict[str, Any] | None = None,
+              strings: tuple[str, ...] = ()) -> pd.DataFrame:
         """A SELECT's rows as a pandas DataFrame, read from InfluxDB's CSV output (far cheaper to parse
         than JSON). Columns: ``time`` (int ns), then tags (GROUP BY tags too) and fields; the columns named
         in ``strings`` (tags)
@@ -182,7 +188,7 @@ class Influx:
         body = self.csv(q, database, params)
         if not body.strip():
             return pd.DataFrame()
-        df = pd.read_csv(io.BytesIO(body), keep_default_na=False, na_values={""}, low_memory=False,
+        df = pd.read_csv(io.BytesIO(body), keep_default_na=False, na_values=[""], low_memory=False,
                          dtype=dict.fromkeys(strings, str))
         if "error" in df.columns and len(df.columns) <= 2:
             raise _error(200, str(df["error"].iloc[0]))
@@ -216,21 +222,22 @@ _PLAIN = {"Accept-Encoding": "identity"}
 class _ByteStream(io.RawIOBase):
     """A readable stream over an iterator of byte blocks (an HTTP body as it arrives)."""
 
-    def __init__(self, blocks) -> None:
+    def __init__(self, blocks: Iterable[bytes]) -> None:
         self._blocks = iter(blocks)
         self._buffer = b""
 
     def readable(self) -> bool:
         return True
 
-    def readinto(self, b) -> int:
+    def readinto(self, b: WriteableBuffer) -> int:
         while not self._buffer:
             try:
                 self._buffer = next(self._blocks)
             except StopIteration:
                 return 0
-        n = min(len(b), len(self._buffer))
-        b[:n] = self._buffer[:n]
+        view = memoryview(b)
+        n = min(len(view), len(self._buffer))
+        view[:n] = self._buffer[:n]
         self._buffer = self._buffer[n:]
         return n
 

@@ -24,7 +24,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -87,7 +87,7 @@ class Writer:
     def spooled_batches(self) -> int:
         return self._spool_count
 
-    def write(self, lines: list[str], letters: list[DeadLetter] = (), database: str | None = None) -> None:
+    def write(self, lines: list[str], letters: Sequence[DeadLetter] = (), database: str | None = None) -> None:
         """Make ``lines`` (for ``database``, by default the writer's) and ``letters`` durable; return
         only when they are."""
         if letters:
@@ -116,14 +116,14 @@ class Writer:
                 self.stopping.wait(min(wait, 30.0))
                 delay = min(delay * 2, 5.0)
 
-    def write_stores(self, lines: Mapping[Store, list[str]], letters: list[DeadLetter] = ()) -> None:
+    def write_stores(self, lines: Mapping[Store, list[str]], letters: Sequence[DeadLetter] = ()) -> None:
         """Lines rendered per store, each to its store's database (raw first, with the letters)."""
         self.write(lines.get(Store.RAW, []), letters)
         for store, ls in lines.items():
             if ls and store != Store.RAW:
                 self.write(ls, database=self.databases[store])
 
-    def write_points(self, points: Iterable[Point], letters: list[DeadLetter] = ()) -> int:
+    def write_points(self, points: Iterable[Point], letters: Sequence[DeadLetter] = ()) -> int:
         """Points, rendered and written to their stores' databases; how many were rendered (the others
         are dead letters)."""
         lines, bad = render_by_store(points)
