@@ -121,7 +121,7 @@ RUN = sorted({c for _, _, marked, c in documented_commands() if not marked and r
 def test_runnable_commands_succeed(command):
     args = command.split()[1:]
     done = subprocess.run(
-        [sys.executable, "-m", "smartzone.cli", *args],
+        [sys.executable, "-m", "cli", *args],
         cwd=REPO,
         env=_env(),
         capture_output=True,
