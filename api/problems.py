@@ -11,7 +11,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 PROBLEM = "application/problem+json"
-TYPES = "https://smartzone.example/problems/"  # documentation of each problem type (docs/parts/api.md, "Errors and limits")
+TYPES = "https://smartzone.example/problems/"  # each problem type: docs/parts/api.md, "Errors and limits"
 
 TITLES = {400: "Bad request", 404: "Not found", 405: "Method not allowed", 406: "Not acceptable",
           413: "Request too large", 414: "Query string too long", 429: "Too many requests",
