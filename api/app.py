@@ -156,8 +156,9 @@ class Guard:
                 await self.app(scope, receive, self._capturing(send_counted, key))
             except Exception:  # a bug must answer as a problem, not a bare 500
                 log.exception("request failed: %s", path)
-                await problems.problem_response(None, 500, "internal-error", "the server failed to answer; it has "
-                                                "been logged")(scope, receive, send_counted)
+                await problems.problem_response(
+                    None, 500, "internal-error", "the server failed to answer; it has been logged"
+                )(scope, receive, send_counted)
         route = scope.get("route")
         label = getattr(route, "path", "other") if route is not None else "other"
         self.requests_total.labels(label, str(status["code"])).inc()
@@ -166,11 +167,13 @@ class Guard:
     def _refuse(self, scope, headers: dict, path: str, query: bytes) -> Response | None:
         api = self.api
         if len(query) > api.max_query_bytes:
-            return problems.problem_response(None, 414, "query-too-long",
-                                             f"the query string is over {api.max_query_bytes} bytes")
+            return problems.problem_response(
+                None, 414, "query-too-long", f"the query string is over {api.max_query_bytes} bytes"
+            )
         if headers.get(b"content-length", b"0") not in (b"0", b"") or b"transfer-encoding" in headers:
-            return problems.problem_response(None, 413, "body-not-accepted",
-                                             "this API reads query parameters only; send no request body")
+            return problems.problem_response(
+                None, 413, "body-not-accepted", "this API reads query parameters only; send no request body"
+            )
         if path in self.PROBES or scope["method"] == "OPTIONS":
             return None
         client = scope["client"][0] if scope.get("client") else "unknown"
@@ -178,9 +181,13 @@ class Guard:
         if wait:
             self.limited.inc()
             return problems.problem_response(
-                None, 429, "rate-limited",
+                None,
+                429,
+                "rate-limited",
                 f"more than {api.rate_limit:g} requests per second (bursts of {api.rate_burst}) from this client; "
-                "retry later", headers={"Retry-After": str(max(1, round(wait + 0.5)))})
+                "retry later",
+                headers={"Retry-After": str(max(1, round(wait + 0.5)))},
+            )
         return None
 
     @staticmethod
@@ -204,8 +211,11 @@ class Guard:
                 raw = message.get("headers", [])
                 cache_control = next((v for k, v in raw if k.lower() == b"cache-control"), b"").decode()
                 state["ttl"] = _ttl(cache_control)
-                state["keep"] = message["status"] == 200 and state["ttl"] > 0 and any(
-                    k.lower() == b"content-length" for k, _ in raw)  # whole bodies only, not streams
+                state["keep"] = (
+                    message["status"] == 200
+                    and state["ttl"] > 0
+                    and any(k.lower() == b"content-length" for k, _ in raw)
+                )  # whole bodies only, not streams
                 state["status"], state["headers"] = message["status"], [(k.lower(), v) for k, v in raw]
             elif message["type"] == "http.response.body" and state["keep"]:
                 state["parts"].append(message.get("body", b""))
@@ -216,8 +226,13 @@ class Guard:
         return capture
 
 
-def create_app(settings: Settings, *, charter: Charter | None = None, registry: Registry | None = None,
-               store: OpenData | None = None) -> FastAPI:
+def create_app(
+    settings: Settings,
+    *,
+    charter: Charter | None = None,
+    registry: Registry | None = None,
+    store: OpenData | None = None,
+) -> FastAPI:
     charter = charter or Charter.load(settings.charter.path)
     registry = registry or Registry.load(settings.registry)
     store = store or OpenData(settings, charter)
@@ -228,25 +243,45 @@ def create_app(settings: Settings, *, charter: Charter | None = None, registry: 
             "Open datasets of the Antwerp smart zone (air quality, noise, traffic, parking, pedestrian flows, "
             "energy, weather), published only as the city's data charter allows: groups of at least k "
             "contributors per H3 cell and time bin, never an individual, a device or a raw position. Each "
-            "dataset carries its licence (CC BY 4.0 by default), the charter version and its method."),
+            "dataset carries its licence (CC BY 4.0 by default), the charter version and its method."
+        ),
         license_info={"name": "CC BY 4.0", "url": "https://creativecommons.org/licenses/by/4.0/"},
-        docs_url="/docs", redoc_url=None, openapi_url="/openapi.json",
+        docs_url="/docs",
+        redoc_url=None,
+        openapi_url="/openapi.json",
     )
     app.state.sz = State(settings, charter, registry, store)
     api = settings.api
     limiter = RateLimiter(api.rate_limit, api.rate_burst)
     metrics = CollectorRegistry()
     requests_total = Counter("smartzone_api_requests", "HTTP requests", ["route", "status"], registry=metrics)
-    latency = Histogram("smartzone_api_request_seconds", "time to the response headers", ["route"],
-                        registry=metrics, buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10))
+    latency = Histogram(
+        "smartzone_api_request_seconds",
+        "time to the response headers",
+        ["route"],
+        registry=metrics,
+        buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+    )
     limited = Counter("smartzone_api_rate_limited", "requests refused by the rate limit", registry=metrics)
 
-    app.add_middleware(Guard, api=api, limiter=limiter, requests_total=requests_total, latency=latency,
-                       limited=limited, cache=ResponseCache(api.cache_bytes))
+    app.add_middleware(
+        Guard,
+        api=api,
+        limiter=limiter,
+        requests_total=requests_total,
+        latency=latency,
+        limited=limited,
+        cache=ResponseCache(api.cache_bytes),
+    )
     app.add_middleware(GZipMiddleware, minimum_size=1024)
-    app.add_middleware(CORSMiddleware, allow_origins=api.cors_origins, allow_methods=["GET", "HEAD", "OPTIONS"],
-                       allow_headers=["Accept", "If-None-Match", "Content-Type"],
-                       expose_headers=["Link", "ETag", "Retry-After", "Content-Disposition"], max_age=3600)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=api.cors_origins,
+        allow_methods=["GET", "HEAD", "OPTIONS"],
+        allow_headers=["Accept", "If-None-Match", "Content-Type"],
+        expose_headers=["Link", "ETag", "Retry-After", "Content-Disposition"],
+        max_age=3600,
+    )
     # FastAPI's exception_handler (it calls add_exception_handler): Starlette types a handler as taking any
     # Exception, FastAPI's decorator takes one of the class it is registered for
     app.exception_handler(problems.Problem)(problems.on_problem)
@@ -258,8 +293,12 @@ def create_app(settings: Settings, *, charter: Charter | None = None, registry: 
     def healthz() -> dict:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["health"], summary="InfluxDB (the open database) and the registry are reachable",
-             responses={503: {"description": "not ready", "content": {problems.PROBLEM: {}}}})
+    @app.get(
+        "/readyz",
+        tags=["health"],
+        summary="InfluxDB (the open database) and the registry are reachable",
+        responses={503: {"description": "not ready", "content": {problems.PROBLEM: {}}}},
+    )
     def readyz() -> Response:
         checks = {"open_database": store.ready(), "registry": bool(registry.sensors)}
         if all(checks.values()):

@@ -50,8 +50,12 @@ LICENCES = {
     "ODC-By-1.0": "https://opendatacommons.org/licenses/by/1-0/",
 }
 # the observations endpoint's formats: (media type, EU file type)
-FORMATS = {"json": (JSON, "JSON"), "csv": ("text/csv", "CSV"), "parquet": ("application/vnd.apache.parquet", "PARQUET"),
-           "geojson": (GEOJSON, "GEOJSON")}
+FORMATS = {
+    "json": (JSON, "JSON"),
+    "csv": ("text/csv", "CSV"),
+    "parquet": ("application/vnd.apache.parquet", "PARQUET"),
+    "geojson": (GEOJSON, "GEOJSON"),
+}
 # keywords and EU data themes by source measurement
 _WORDS = {
     "air_quality": (["air quality", "air pollution", "particulate matter", "environment"], ["ENVI", "HEAL"]),
@@ -63,18 +67,30 @@ _WORDS = {
     "pedestrian_flow": (["pedestrians", "footfall", "people counting"], ["SOCI", "TRAN"]),
     "energy": (["energy", "electricity", "energy transition"], ["ENER"]),
 }
-_AGGREGATES = {"mean": "average", "min": "minimum", "max": "maximum", "sum": "total", "count": "number",
-               "energy_mean": "energy-averaged level", "p10": "10th percentile", "p50": "median",
-               "p90": "90th percentile"}
+_AGGREGATES = {
+    "mean": "average",
+    "min": "minimum",
+    "max": "maximum",
+    "sum": "total",
+    "count": "number",
+    "energy_mean": "energy-averaged level",
+    "p10": "10th percentile",
+    "p50": "median",
+    "p90": "90th percentile",
+}
 # method outputs that are not `<source measurement>.<field>` quantities: the vocabulary quantity they count,
 # or (unit, description)
-_OUTPUT_QUANTITY = {"devices": "pedestrian_flow.devices", "randomised_devices": "pedestrian_flow.randomised_devices",
-                    "occupied_spaces": "parking.occupied_spaces"}
-_OUTPUT_UNITS = {"occupancy": ("/", "share of the watched spaces that are taken (0 to 1)"),
-                 "spaces": ("count", "parking spaces watched"),
-                 "energy_kwh": ("kWh", "energy used in the day"),
-                 "relative_load": ("/", "hourly power relative to the meter's own mean of the day (1 = its average "
-                                        "hour; no kW)")}
+_OUTPUT_QUANTITY = {
+    "devices": "pedestrian_flow.devices",
+    "randomised_devices": "pedestrian_flow.randomised_devices",
+    "occupied_spaces": "parking.occupied_spaces",
+}
+_OUTPUT_UNITS = {
+    "occupancy": ("/", "share of the watched spaces that are taken (0 to 1)"),
+    "spaces": ("count", "parking spaces watched"),
+    "energy_kwh": ("kWh", "energy used in the day"),
+    "relative_load": ("/", "hourly power relative to the meter's own mean of the day (1 = its average hour; no kW)"),
+}
 CONTEXT = {
     "dcat": "http://www.w3.org/ns/dcat#",
     "dct": "http://purl.org/dc/terms/",
@@ -155,7 +171,8 @@ class DatasetOut(_Model):
     contact_point: dict[str, str]
     licence: dict[str, str]
     spatial: dict[str, Any] | None = Field(
-        description="GeoJSON Polygon: the convex hull of the zone's and the dataset's cells")
+        description="GeoJSON Polygon: the convex hull of the zone's and the dataset's cells"
+    )
     spatial_resolution: SpatialResolution
     temporal_coverage: Period | None = Field(description="null until the dataset has published points")
     temporal_resolution: str = Field(examples=["PT15M"], description="ISO 8601 duration of the finest time bin")
@@ -168,41 +185,81 @@ class DatasetOut(_Model):
 
 
 _LIST_EXAMPLE = {
-    "title": "Smart Zone open data: Antwerp smart zone (Zuid - Sint-Andries)", "charter_version": "2026.12.0",
-    "datasets": [{"id": "air_quality", "title": "Air quality at fixed stations",
-                  "description": "Show where and when the air in the zone is unhealthy, ...",
-                  "keywords": ["air quality", "smart city", "Antwerp"],
-                  "licence": "https://creativecommons.org/licenses/by/4.0/",
-                  "links": {"self": "https://data.example.org/v1/datasets/air_quality",
-                            "observations": "https://data.example.org/v1/datasets/air_quality/observations",
-                            "dcat": "https://data.example.org/v1/datasets/air_quality?format=jsonld"}}],
+    "title": "Smart Zone open data: Antwerp smart zone (Zuid - Sint-Andries)",
+    "charter_version": "2026.12.0",
+    "datasets": [
+        {
+            "id": "air_quality",
+            "title": "Air quality at fixed stations",
+            "description": "Show where and when the air in the zone is unhealthy, ...",
+            "keywords": ["air quality", "smart city", "Antwerp"],
+            "licence": "https://creativecommons.org/licenses/by/4.0/",
+            "links": {
+                "self": "https://data.example.org/v1/datasets/air_quality",
+                "observations": "https://data.example.org/v1/datasets/air_quality/observations",
+                "dcat": "https://data.example.org/v1/datasets/air_quality?format=jsonld",
+            },
+        }
+    ],
 }
 _DATASET_EXAMPLE = {
-    "id": "pedestrian_flow", "title": "Pedestrian flows (WiFi and Bluetooth presence)",
+    "id": "pedestrian_flow",
+    "title": "Pedestrian flows (WiFi and Bluetooth presence)",
     "licence": {"id": "CC-BY-4.0", "url": "https://creativecommons.org/licenses/by/4.0/"},
-    "spatial": {"type": "Polygon", "coordinates": [[[4.392, 51.208], [4.401, 51.208], [4.401, 51.219],
-                                                    [4.392, 51.208]]]},
+    "spatial": {
+        "type": "Polygon",
+        "coordinates": [[[4.392, 51.208], [4.401, 51.208], [4.401, 51.219], [4.392, 51.208]]],
+    },
     "spatial_resolution": {"h3_resolution": 10, "edge_length_m": 75.9, "roll_up": []},
     "temporal_coverage": {"start": "2026-11-24T00:00:00Z", "end": "2026-11-25T00:00:00Z"},
     "temporal_resolution": "PT1H",
     "update_frequency": {"uri": FREQUENCY + "DAILY", "label": "daily, once the UTC day has ended"},
-    "charter": {"version": "2026.12.0", "k": 10, "subject": "device",
-                "noise": {"mechanism": "discrete Laplace", "epsilon_per_day": 1.0, "max_bins_per_subject_per_day": 4,
-                          "threshold": 52.0}},
-    "fields": [{"name": "devices", "field": "devices", "aggregate": "count", "quantity": "pedestrian_flow.devices",
-                "unit": "count", "description": "distinct devices seen in the interval"}],
-    "distributions": [{"format": "csv", "media_type": "text/csv",
-                       "access_url": "https://data.example.org/v1/datasets/pedestrian_flow/observations?format=csv"}],
+    "charter": {
+        "version": "2026.12.0",
+        "k": 10,
+        "subject": "device",
+        "noise": {
+            "mechanism": "discrete Laplace",
+            "epsilon_per_day": 1.0,
+            "max_bins_per_subject_per_day": 4,
+            "threshold": 52.0,
+        },
+    },
+    "fields": [
+        {
+            "name": "devices",
+            "field": "devices",
+            "aggregate": "count",
+            "quantity": "pedestrian_flow.devices",
+            "unit": "count",
+            "description": "distinct devices seen in the interval",
+        }
+    ],
+    "distributions": [
+        {
+            "format": "csv",
+            "media_type": "text/csv",
+            "access_url": "https://data.example.org/v1/datasets/pedestrian_flow/observations?format=csv",
+        }
+    ],
 }
 _ERRORS = {404: {"description": "unknown dataset (`parameter`: id)", "content": {PROBLEM: {}}}, **NOT_ACCEPTABLE}
-FormatParam = Annotated[Literal["json", "jsonld"] | None,
-                        Query(description="`jsonld` for DCAT-AP JSON-LD, `json` for plain JSON; overrides Accept")]
+FormatParam = Annotated[
+    Literal["json", "jsonld"] | None,
+    Query(description="`jsonld` for DCAT-AP JSON-LD, `json` for plain JSON; overrides Accept"),
+]
 
 
 # -- endpoints ----------------------------------------------------------------------------------------------
-@router.get("/datasets", summary="The published datasets (a DCAT catalogue)", response_model=CatalogueOut,
-            responses={200: {"content": {JSON: {"example": _LIST_EXAMPLE}, JSONLD: {"schema": {"type": "object"}}}},
-                       **NOT_ACCEPTABLE})
+@router.get(
+    "/datasets",
+    summary="The published datasets (a DCAT catalogue)",
+    response_model=CatalogueOut,
+    responses={
+        200: {"content": {JSON: {"example": _LIST_EXAMPLE}, JSONLD: {"schema": {"type": "object"}}}},
+        **NOT_ACCEPTABLE,
+    },
+)
 def list_datasets(request: Request, format: FormatParam = None) -> Response:
     media = negotiate(request, [JSON, JSONLD], format)
     st = state(request)
@@ -212,59 +269,110 @@ def list_datasets(request: Request, format: FormatParam = None) -> Response:
     entries = [_summary(base, name, ds, registry, licence) for name, ds in charter.datasets.items()]
     publisher = {"name": charter.doc.controller, "url": st.settings.api.publisher_url}
     title = f"Smart Zone open data: {registry.doc.zone.name}"
-    description = (f"Open datasets of the {registry.doc.zone.name}, published under the data charter "
-                   f"'{charter.doc.title}' version {charter.version}: groups of at least k contributors per H3 cell "
-                   "and time bin, never an individual, a device or a raw position.")
+    description = (
+        f"Open datasets of the {registry.doc.zone.name}, published under the data charter "
+        f"'{charter.doc.title}' version {charter.version}: groups of at least k contributors per H3 cell "
+        "and time bin, never an individual, a device or a raw position."
+    )
     if media == JSONLD:
         hull = hull_polygon(set(registry.cells))
         body: dict[str, Any] = {
-            "@context": CONTEXT, "@id": f"{base}/v1/datasets", "@type": "dcat:Catalog",
-            "dct:title": title, "dct:description": description,
-            "dct:publisher": _publisher_ld(publisher), "dct:license": {"@id": licence, "@type": "dct:LicenseDocument"},
+            "@context": CONTEXT,
+            "@id": f"{base}/v1/datasets",
+            "@type": "dcat:Catalog",
+            "dct:title": title,
+            "dct:description": description,
+            "dct:publisher": _publisher_ld(publisher),
+            "dct:license": {"@id": licence, "@type": "dct:LicenseDocument"},
             "foaf:homepage": {"@id": f"{base}/docs"},
             "owl:versionInfo": charter.version,
-            "dcat:dataset": [{"@id": e["links"]["self"], "@type": "dcat:Dataset", "dct:identifier": e["id"],
-                              "dct:title": e["title"], "dct:description": e["description"],
-                              "dcat:keyword": e["keywords"], "dct:license": {"@id": licence}} for e in entries],
+            "dcat:dataset": [
+                {
+                    "@id": e["links"]["self"],
+                    "@type": "dcat:Dataset",
+                    "dct:identifier": e["id"],
+                    "dct:title": e["title"],
+                    "dct:description": e["description"],
+                    "dcat:keyword": e["keywords"],
+                    "dct:license": {"@id": licence},
+                }
+                for e in entries
+            ],
         }
         if hull is not None:
             body["dct:spatial"] = {"@type": "dct:Location", "locn:geometry": _geometry_ld(hull)}
     else:
-        body = {"title": title, "description": description, "publisher": publisher, "licence": licence,
-                "charter_version": charter.version, "datasets": entries,
-                "links": {"self": f"{base}/v1/datasets", "dcat": f"{base}/v1/datasets?format=jsonld",
-                          "zone": f"{base}/v1/zone", "cells": f"{base}/v1/cells", "sensors": f"{base}/v1/sensors"}}
+        body = {
+            "title": title,
+            "description": description,
+            "publisher": publisher,
+            "licence": licence,
+            "charter_version": charter.version,
+            "datasets": entries,
+            "links": {
+                "self": f"{base}/v1/datasets",
+                "dcat": f"{base}/v1/datasets?format=jsonld",
+                "zone": f"{base}/v1/zone",
+                "cells": f"{base}/v1/cells",
+                "sensors": f"{base}/v1/sensors",
+            },
+        }
     return json_response(body, media)
 
 
-@router.get("/datasets/{id}", summary="One dataset: DCAT-AP metadata, the charter's rules, fields and units",
-            response_model=DatasetOut,
-            responses={200: {"content": {JSON: {"example": _DATASET_EXAMPLE}, JSONLD: {"schema": {"type": "object"}}}},
-                       **_ERRORS})
+@router.get(
+    "/datasets/{id}",
+    summary="One dataset: DCAT-AP metadata, the charter's rules, fields and units",
+    response_model=DatasetOut,
+    responses={
+        200: {"content": {JSON: {"example": _DATASET_EXAMPLE}, JSONLD: {"schema": {"type": "object"}}}},
+        **_ERRORS,
+    },
+)
 def get_dataset(request: Request, id: str, format: FormatParam = None) -> Response:
     st = state(request)
     ds = st.charter.datasets.get(id)
     if ds is None:
-        raise Problem(404, "unknown-dataset", f"no dataset {id!r}; the catalogue lists them: /v1/datasets",
-                      parameter="id")
+        raise Problem(
+            404, "unknown-dataset", f"no dataset {id!r}; the catalogue lists them: /v1/datasets", parameter="id"
+        )
     media = negotiate(request, [JSON, JSONLD], format)
     base = base_url(request)
-    out = describe(base, id, ds, st.charter, st.registry, st.settings.api.publisher_url,
-                   coverage=open_db(lambda: temporal_coverage(st.store, id, ds)),
-                   cells=open_db(lambda: st.store.cells(id)))
+    out = describe(
+        base,
+        id,
+        ds,
+        st.charter,
+        st.registry,
+        st.settings.api.publisher_url,
+        coverage=open_db(lambda: temporal_coverage(st.store, id, ds)),
+        cells=open_db(lambda: st.store.cells(id)),
+    )
     return json_response(dataset_ld(out, st.charter) if media == JSONLD else out, media)
 
 
 # -- building the descriptions --------------------------------------------------------------------------------
 def _summary(base: str, name: str, ds: Dataset, registry: Registry, licence: str) -> dict[str, Any]:
-    return {"id": name, "title": ds.title, "description": ds.purpose, "keywords": keywords(ds, registry),
-            "method": ds.method, "k": ds.k, "spatial_resolution": ds.space.resolution,
-            "temporal_resolution": iso_duration(ds.time.bin), "licence": licence, "links": _links(base, name)}
+    return {
+        "id": name,
+        "title": ds.title,
+        "description": ds.purpose,
+        "keywords": keywords(ds, registry),
+        "method": ds.method,
+        "k": ds.k,
+        "spatial_resolution": ds.space.resolution,
+        "temporal_resolution": iso_duration(ds.time.bin),
+        "licence": licence,
+        "links": _links(base, name),
+    }
 
 
 def _links(base: str, name: str) -> dict[str, str]:
-    return {"self": f"{base}/v1/datasets/{name}", "observations": f"{base}/v1/datasets/{name}/observations",
-            "dcat": f"{base}/v1/datasets/{name}?format=jsonld"}
+    return {
+        "self": f"{base}/v1/datasets/{name}",
+        "observations": f"{base}/v1/datasets/{name}/observations",
+        "dcat": f"{base}/v1/datasets/{name}?format=jsonld",
+    }
 
 
 def keywords(ds: Dataset, registry: Registry) -> list[str]:
@@ -295,17 +403,42 @@ def fields(ds: Dataset) -> list[dict[str, Any]]:
             unit, what = q.unit, q.description
         else:
             unit, what = _OUTPUT_UNITS.get(f, ("/", f.replace("_", " ")))
-        out.append({"name": open_field(f, agg), "field": f, "aggregate": agg, "quantity": key, "unit": unit,
-                    "description": f"{_AGGREGATES[agg]} of {what} per cell and time bin"})
+        out.append(
+            {
+                "name": open_field(f, agg),
+                "field": f,
+                "aggregate": agg,
+                "quantity": key,
+                "unit": unit,
+                "description": f"{_AGGREGATES[agg]} of {what} per cell and time bin",
+            }
+        )
     for f in POINT_FIELDS:
-        out.append({"name": f, "field": f, "aggregate": "count", "quantity": None, "unit": "count",
-                    "description": f"{counted(ds)} behind the point (at least k = {ds.k})"
-                                   + (", noised" if ds.noise else "")})
+        out.append(
+            {
+                "name": f,
+                "field": f,
+                "aggregate": "count",
+                "quantity": None,
+                "unit": "count",
+                "description": f"{counted(ds)} behind the point (at least k = {ds.k})"
+                + (", noised" if ds.noise else ""),
+            }
+        )
     return out
 
 
-def describe(base: str, name: str, ds: Dataset, charter: Charter, registry: Registry, publisher_url: str, *,
-             coverage: tuple[int, int] | None, cells: set[str]) -> dict[str, Any]:
+def describe(
+    base: str,
+    name: str,
+    ds: Dataset,
+    charter: Charter,
+    registry: Registry,
+    publisher_url: str,
+    *,
+    coverage: tuple[int, int] | None,
+    cells: set[str],
+) -> dict[str, Any]:
     """The dataset's plain-JSON DCAT-AP description."""
     explained = explain_dataset(name, ds, charter)
     doc = charter.doc
@@ -313,10 +446,14 @@ def describe(base: str, name: str, ds: Dataset, charter: Charter, registry: Regi
     res = ds.space.resolution
     noise = None
     if ds.noise:
-        noise = {"mechanism": "discrete Laplace (differential privacy)",
-                 "epsilon_per_day": ds.noise.epsilon_per_day,
-                 "max_bins_per_subject_per_day": ds.noise.max_bins_per_subject_per_day,
-                 "delta": ds.noise.delta, "scale": ds.noise_scale, "threshold": ds.noise_threshold}
+        noise = {
+            "mechanism": "discrete Laplace (differential privacy)",
+            "epsilon_per_day": ds.noise.epsilon_per_day,
+            "max_bins_per_subject_per_day": ds.noise.max_bins_per_subject_per_day,
+            "delta": ds.noise.delta,
+            "scale": ds.noise_scale,
+            "threshold": ds.noise_threshold,
+        }
     return {
         "id": name,
         "title": ds.title,
@@ -329,23 +466,35 @@ def describe(base: str, name: str, ds: Dataset, charter: Charter, registry: Regi
         "licence": {"id": doc.licence, "url": licence_url(doc.licence)},
         "spatial": hull_polygon(set(registry.cells) | {c for c in cells if h3.is_valid_cell(c)}),
         "spatial_resolution": {"h3_resolution": res, "edge_length_m": edge_m(res), "roll_up": list(ds.space.roll_up)},
-        "temporal_coverage": None if coverage is None else {"start": iso_time(coverage[0]),
-                                                            "end": iso_time(coverage[1])},
+        "temporal_coverage": None
+        if coverage is None
+        else {"start": iso_time(coverage[0]), "end": iso_time(coverage[1])},
         "temporal_resolution": iso_duration(ds.time.bin),
         "temporal_roll_up": [iso_duration(b) for b in ds.time.roll_up],
         "update_frequency": {
-            "uri": FREQUENCY + ("DAILY" if frozen else "CONT"), "late_data": ds.late_data,
-            "label": "daily: each UTC day is published once, after it has ended, and never changed" if frozen
-            else "continuous: each time bin is published once it has closed; late readings update their day"},
-        "charter": {"version": charter.version, "title": doc.title, "method": ds.method, "explanation": explained,
-                    "subject": ds.subject, "k": ds.k, "levels": [{"h3_resolution": r, "bin": iso_duration(b)}
-                                                                 for r, b in ds.levels],
-                    "noise": noise, **protection(name, ds, charter),
-                    "trim": ds.trim.model_dump() if ds.trim else None},
+            "uri": FREQUENCY + ("DAILY" if frozen else "CONT"),
+            "late_data": ds.late_data,
+            "label": "daily: each UTC day is published once, after it has ended, and never changed"
+            if frozen
+            else "continuous: each time bin is published once it has closed; late readings update their day",
+        },
+        "charter": {
+            "version": charter.version,
+            "title": doc.title,
+            "method": ds.method,
+            "explanation": explained,
+            "subject": ds.subject,
+            "k": ds.k,
+            "levels": [{"h3_resolution": r, "bin": iso_duration(b)} for r, b in ds.levels],
+            "noise": noise,
+            **protection(name, ds, charter),
+            "trim": ds.trim.model_dump() if ds.trim else None,
+        },
         "fields": fields(ds),
-        "distributions": [{"format": f, "media_type": mt,
-                           "access_url": f"{base}/v1/datasets/{name}/observations?format={f}"}
-                          for f, (mt, _) in FORMATS.items()],
+        "distributions": [
+            {"format": f, "media_type": mt, "access_url": f"{base}/v1/datasets/{name}/observations?format={f}"}
+            for f, (mt, _) in FORMATS.items()
+        ],
         "links": _links(base, name),
     }
 
@@ -355,35 +504,70 @@ def dataset_ld(d: dict[str, Any], charter: Charter) -> dict[str, Any]:
     period = d["temporal_coverage"]
     charter_d = d["charter"]
     out: dict[str, Any] = {
-        "@context": CONTEXT, "@id": d["links"]["self"], "@type": "dcat:Dataset",
-        "dct:identifier": d["id"], "dct:title": d["title"], "dct:description": d["description"],
-        "dcat:keyword": d["keywords"], "dcat:theme": [{"@id": t} for t in d["themes"]],
+        "@context": CONTEXT,
+        "@id": d["links"]["self"],
+        "@type": "dcat:Dataset",
+        "dct:identifier": d["id"],
+        "dct:title": d["title"],
+        "dct:description": d["description"],
+        "dcat:keyword": d["keywords"],
+        "dcat:theme": [{"@id": t} for t in d["themes"]],
         "dct:publisher": _publisher_ld(d["publisher"]),
-        "dcat:contactPoint": {"@type": "vcard:Organization", "vcard:fn": d["contact_point"]["name"],
-                              "vcard:hasEmail": {"@id": f"mailto:{d['contact_point']['email']}"}},
-        "dct:license": {"@id": d["licence"]["url"], "@type": "dct:LicenseDocument",
-                        "dct:identifier": d["licence"]["id"]},
+        "dcat:contactPoint": {
+            "@type": "vcard:Organization",
+            "vcard:fn": d["contact_point"]["name"],
+            "vcard:hasEmail": {"@id": f"mailto:{d['contact_point']['email']}"},
+        },
+        "dct:license": {
+            "@id": d["licence"]["url"],
+            "@type": "dct:LicenseDocument",
+            "dct:identifier": d["licence"]["id"],
+        },
         "dct:spatial": {"@type": "dct:Location", "locn:geometry": _geometry_ld(d["spatial"])},
         "dcat:spatialResolutionInMeters": {"@value": d["spatial_resolution"]["edge_length_m"], "@type": "xsd:decimal"},
         "dcat:temporalResolution": {"@value": d["temporal_resolution"], "@type": "xsd:duration"},
         "dct:accrualPeriodicity": {"@id": d["update_frequency"]["uri"]},
-        "dct:conformsTo": {"@type": "dct:Standard", "dct:title": charter.doc.title,
-                           "owl:versionInfo": charter_d["version"], "dct:description": charter_d["explanation"]},
-        "sz:charterVersion": charter_d["version"], "sz:method": charter_d["method"], "sz:k": charter_d["k"],
-        "sz:subject": charter_d["subject"], "sz:h3Resolution": d["spatial_resolution"]["h3_resolution"],
-        "dcat:distribution": [{
-            "@id": x["access_url"], "@type": "dcat:Distribution", "dct:title": f"{d['title']} ({x['format']})",
-            "dcat:accessURL": {"@id": x["access_url"]}, "dcat:mediaType": {"@id": IANA + x["media_type"]},
-            "dct:format": {"@id": FILE_TYPE + FORMATS[x["format"]][1]}, "dct:license": {"@id": d["licence"]["url"]},
-        } for x in d["distributions"]],
-        "sz:field": [{"@type": "sz:Field", "dct:identifier": f["name"], "dct:description": f["description"],
-                      "sz:unit": f["unit"], "sz:aggregate": f["aggregate"],
-                      **({"sz:quantity": f["quantity"]} if f["quantity"] else {})} for f in d["fields"]],
+        "dct:conformsTo": {
+            "@type": "dct:Standard",
+            "dct:title": charter.doc.title,
+            "owl:versionInfo": charter_d["version"],
+            "dct:description": charter_d["explanation"],
+        },
+        "sz:charterVersion": charter_d["version"],
+        "sz:method": charter_d["method"],
+        "sz:k": charter_d["k"],
+        "sz:subject": charter_d["subject"],
+        "sz:h3Resolution": d["spatial_resolution"]["h3_resolution"],
+        "dcat:distribution": [
+            {
+                "@id": x["access_url"],
+                "@type": "dcat:Distribution",
+                "dct:title": f"{d['title']} ({x['format']})",
+                "dcat:accessURL": {"@id": x["access_url"]},
+                "dcat:mediaType": {"@id": IANA + x["media_type"]},
+                "dct:format": {"@id": FILE_TYPE + FORMATS[x["format"]][1]},
+                "dct:license": {"@id": d["licence"]["url"]},
+            }
+            for x in d["distributions"]
+        ],
+        "sz:field": [
+            {
+                "@type": "sz:Field",
+                "dct:identifier": f["name"],
+                "dct:description": f["description"],
+                "sz:unit": f["unit"],
+                "sz:aggregate": f["aggregate"],
+                **({"sz:quantity": f["quantity"]} if f["quantity"] else {}),
+            }
+            for f in d["fields"]
+        ],
     }
     if period is not None:
-        out["dct:temporal"] = {"@type": "dct:PeriodOfTime",
-                               "dcat:startDate": {"@value": period["start"], "@type": "xsd:dateTime"},
-                               "dcat:endDate": {"@value": period["end"], "@type": "xsd:dateTime"}}
+        out["dct:temporal"] = {
+            "@type": "dct:PeriodOfTime",
+            "dcat:startDate": {"@value": period["start"], "@type": "xsd:dateTime"},
+            "dcat:endDate": {"@value": period["end"], "@type": "xsd:dateTime"},
+        }
     out["sz:placement"] = charter_d["sources"]["placement"]
     if charter_d["release"] is not None:
         out["sz:release"] = charter_d["release"]["id"]

@@ -21,21 +21,35 @@ from api.timefmt import iso_times
 from smartzone.quantities import QUANTITIES
 
 NS = 1_000_000_000
-MEDIA = {"json": "application/json", "csv": "text/csv; charset=utf-8", "parquet": "application/vnd.apache.parquet",
-         "geojson": "application/geo+json"}
+MEDIA = {
+    "json": "application/json",
+    "csv": "text/csv; charset=utf-8",
+    "parquet": "application/vnd.apache.parquet",
+    "geojson": "application/geo+json",
+}
 
 
 def records(frame: pd.DataFrame) -> list[dict]:
     out = frame.assign(time=iso_times(frame["time"]) if len(frame) else frame["time"])
-    return [{k: v for k, v in r.items() if not (v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)))}
-            for r in out.to_dict("records")]
+    return [
+        {k: v for k, v in r.items() if not (v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)))}
+        for r in out.to_dict("records")
+    ]
 
 
 def to_json(dataset: str, q: ObservationQuery, frame: pd.DataFrame, link: str | None) -> bytes:
-    return orjson.dumps({
-        "dataset": dataset, "resolution": q.res, "level": q.level,
-        "fields": [o[0] for o in q.outputs], "units": units(q), "observations": records(frame),
-        "links": {"next": link}}, option=orjson.OPT_SERIALIZE_NUMPY)
+    return orjson.dumps(
+        {
+            "dataset": dataset,
+            "resolution": q.res,
+            "level": q.level,
+            "fields": [o[0] for o in q.outputs],
+            "units": units(q),
+            "observations": records(frame),
+            "links": {"next": link},
+        },
+        option=orjson.OPT_SERIALIZE_NUMPY,
+    )
 
 
 def units(q: ObservationQuery) -> dict[str, str]:
@@ -48,11 +62,25 @@ def units(q: ObservationQuery) -> dict[str, str]:
 
 
 def to_geojson(dataset: str, q: ObservationQuery, frame: pd.DataFrame, link: str | None) -> bytes:
-    features = [{"type": "Feature", "id": f"{r['cell']}/{r['time']}",
-                 "geometry": {"type": "Polygon", "coordinates": [cell_ring(r["cell"])]}, "properties": r}
-                for r in records(frame)]
-    return orjson.dumps({"type": "FeatureCollection", "dataset": dataset, "resolution": q.res,
-                         "features": features, "links": {"next": link}}, option=orjson.OPT_SERIALIZE_NUMPY)
+    features = [
+        {
+            "type": "Feature",
+            "id": f"{r['cell']}/{r['time']}",
+            "geometry": {"type": "Polygon", "coordinates": [cell_ring(r["cell"])]},
+            "properties": r,
+        }
+        for r in records(frame)
+    ]
+    return orjson.dumps(
+        {
+            "type": "FeatureCollection",
+            "dataset": dataset,
+            "resolution": q.res,
+            "features": features,
+            "links": {"next": link},
+        },
+        option=orjson.OPT_SERIALIZE_NUMPY,
+    )
 
 
 def csv_points(q: ObservationQuery, position: tuple[int, int], limit: int) -> Iterator[bytes]:
@@ -67,17 +95,20 @@ def csv_points(q: ObservationQuery, position: tuple[int, int], limit: int) -> It
     convert = pacsv.ConvertOptions(column_types=types, strings_can_be_null=True)
     with q.csv_page(position, limit) as body:
         try:
-            reader = pacsv.open_csv(body, read_options=pacsv.ReadOptions(block_size=1 << 20),
-                                    convert_options=convert)
+            reader = pacsv.open_csv(body, read_options=pacsv.ReadOptions(block_size=1 << 20), convert_options=convert)
         except pa.ArrowInvalid:  # an empty result: no header either
             return
         for batch in reader:
             if batch.num_rows == 0:
                 continue
             seconds = pc.cast(pc.divide(batch["time"], NS), pa.int64()).cast(pa.timestamp("s", tz="UTC"))
-            columns = {"time": pc.strftime(seconds, format="%Y-%m-%dT%H:%M:%SZ"), "cell": batch["cell"],
-                       "h3_resolution": batch["resolution"], "bin": batch["bin"],
-                       "charter_version": batch["charter_version"]}
+            columns = {
+                "time": pc.strftime(seconds, format="%Y-%m-%dT%H:%M:%SZ"),
+                "cell": batch["cell"],
+                "h3_resolution": batch["resolution"],
+                "bin": batch["bin"],
+                "charter_version": batch["charter_version"],
+            }
             present = set(batch.schema.names)
             for name in names[5:]:
                 columns[name] = batch[name] if name in present else pa.nulls(batch.num_rows)
@@ -111,9 +142,13 @@ def _table(frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:
 
 def _schema(q: ObservationQuery, text_time: bool = False) -> pa.Schema:
     time = pa.string() if text_time else pa.timestamp("ns", tz="UTC")
-    fields = [pa.field("time", time), pa.field("cell", pa.string()),
-              pa.field("h3_resolution", pa.int32()), pa.field("bin", pa.string()),
-              pa.field("charter_version", pa.string())]
+    fields = [
+        pa.field("time", time),
+        pa.field("cell", pa.string()),
+        pa.field("h3_resolution", pa.int32()),
+        pa.field("bin", pa.string()),
+        pa.field("charter_version", pa.string()),
+    ]
     if "profile" in q.columns:
         fields.append(pa.field("profile", pa.string()))
     fields.append(pa.field("n_contributors", pa.int64()))

@@ -18,7 +18,8 @@ JSON = "application/json"
 JSONLD = "application/ld+json"
 GEOJSON = "application/geo+json"
 NOT_ACCEPTABLE: dict[int | str, dict[str, Any]] = {
-    406: {"description": "the Accept header names no media type this resource has", "content": {PROBLEM: {}}}}
+    406: {"description": "the Accept header names no media type this resource has", "content": {PROBLEM: {}}}
+}
 
 
 def parse_accept(header: str) -> list[tuple[str, float]]:
@@ -70,8 +71,9 @@ def _best(header: str, offers: tuple[str, ...]) -> str | None:
 _best_cached = lru_cache(maxsize=512)(_best)  # clients repeat their Accept header: parse each once
 
 
-def negotiate(request: Request, offers: Sequence[str], fmt: str | None = None,
-              formats: dict[str, str] | None = None) -> str:
+def negotiate(
+    request: Request, offers: Sequence[str], fmt: str | None = None, formats: dict[str, str] | None = None
+) -> str:
     """The media type to answer with: ``?format=`` if given (looked up in ``formats``), else the best of
     ``offers`` for the Accept header (the first offer when it does not matter); 406 if it accepts none."""
     if fmt is not None:
@@ -79,8 +81,13 @@ def negotiate(request: Request, offers: Sequence[str], fmt: str | None = None,
     header = request.headers.get("accept", "").strip()
     best = best_offer(header, offers)
     if best is None:
-        raise Problem(406, "not-acceptable", f"Accept: this resource is available as {', '.join(offers)}; "
-                      f"the Accept header asks for {header[:200]}", parameter="Accept", available=list(offers))
+        raise Problem(
+            406,
+            "not-acceptable",
+            f"Accept: this resource is available as {', '.join(offers)}; the Accept header asks for {header[:200]}",
+            parameter="Accept",
+            available=list(offers),
+        )
     return best
 
 

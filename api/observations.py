@@ -57,8 +57,13 @@ NS = 1_000_000_000
 DAY_NS = 86_400 * NS
 JSON_MAX = 100_000  # JSON and GeoJSON pages are built in memory: at most this many rows
 # the media types of the formats, in the order Accept wildcards prefer them (application/x-parquet: an alias)
-ACCEPT = {"application/json": "json", "text/csv": "csv", "application/vnd.apache.parquet": "parquet",
-          "application/x-parquet": "parquet", "application/geo+json": "geojson"}
+ACCEPT = {
+    "application/json": "json",
+    "text/csv": "csv",
+    "application/vnd.apache.parquet": "parquet",
+    "application/x-parquet": "parquet",
+    "application/geo+json": "geojson",
+}
 OFFERS = tuple(ACCEPT)
 _DURATION = re.compile(r"[0-9]{1,4}[mhd]")
 _H3 = re.compile(r"[0-9a-f]{15}")
@@ -72,8 +77,12 @@ def _time(value: str | None, name: str) -> int | None:
     try:
         t = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise Problem(400, "invalid-time", f"{name}: {value!r} is not an RFC 3339 time such as "
-                      "2026-11-24T00:00:00Z", parameter=name) from None
+        raise Problem(
+            400,
+            "invalid-time",
+            f"{name}: {value!r} is not an RFC 3339 time such as 2026-11-24T00:00:00Z",
+            parameter=name,
+        ) from None
     if t.tzinfo is None:
         raise Problem(400, "invalid-time", f"{name}: give the offset (Z or +01:00): {value!r}", parameter=name)
     return int(t.timestamp()) * NS + t.microsecond * 1000
@@ -84,15 +93,28 @@ def _resolution(ds: Dataset, value: str | None) -> tuple[str, int]:
     if value is None:
         return ds.time.bin, bin_s * NS
     if not _DURATION.fullmatch(value):
-        raise Problem(400, "invalid-resolution", f"resolution: {value!r} is not a duration such as 15m, 1h, 1d",
-                      parameter="resolution")
+        raise Problem(
+            400,
+            "invalid-resolution",
+            f"resolution: {value!r} is not a duration such as 15m, 1h, 1d",
+            parameter="resolution",
+        )
     seconds = int(parse_duration(value))
     if seconds < bin_s:
-        raise Problem(400, "resolution-too-fine", f"resolution: the charter publishes {ds.time.bin} bins at the "
-                      f"finest; {value} is finer", parameter="resolution", finest=ds.time.bin)
+        raise Problem(
+            400,
+            "resolution-too-fine",
+            f"resolution: the charter publishes {ds.time.bin} bins at the finest; {value} is finer",
+            parameter="resolution",
+            finest=ds.time.bin,
+        )
     if seconds % bin_s or (86_400 % seconds and seconds % 86_400):
-        raise Problem(400, "invalid-resolution", f"resolution: {value} must be a multiple of {ds.time.bin} that "
-                      "divides a day, or whole days", parameter="resolution")
+        raise Problem(
+            400,
+            "invalid-resolution",
+            f"resolution: {value} must be a multiple of {ds.time.bin} that divides a day, or whole days",
+            parameter="resolution",
+        )
     return value, seconds * NS
 
 
@@ -103,8 +125,9 @@ def _cells(store: OpenData, dataset: str, cells: str | None, bbox: str | None, m
         out = [c.strip().lower() for c in cells.split(",") if c.strip()]
         bad = [c for c in out if not (_H3.fullmatch(c) and h3.is_valid_cell(c))]
         if bad or not out:
-            raise Problem(400, "invalid-cell", f"cells: {bad[0] if bad else cells!r} is not an H3 cell index",
-                          parameter="cells")
+            raise Problem(
+                400, "invalid-cell", f"cells: {bad[0] if bad else cells!r} is not an H3 cell index", parameter="cells"
+            )
         if len(out) > max_cells:
             raise Problem(400, "too-many-cells", f"cells: at most {max_cells} per request", parameter="cells")
         return sorted(set(out))
@@ -112,16 +135,23 @@ def _cells(store: OpenData, dataset: str, cells: str | None, bbox: str | None, m
         try:
             lon0, lat0, lon1, lat1 = (float(x) for x in bbox.split(","))
         except ValueError:
-            raise Problem(400, "invalid-bbox", "bbox: four numbers, min lon, min lat, max lon, max lat",
-                          parameter="bbox") from None
+            raise Problem(
+                400, "invalid-bbox", "bbox: four numbers, min lon, min lat, max lon, max lat", parameter="bbox"
+            ) from None
         if not (-180 <= lon0 < lon1 <= 180 and -90 <= lat0 < lat1 <= 90):
-            raise Problem(400, "invalid-bbox", "bbox: min lon < max lon in [-180, 180], min lat < max lat in "
-                          "[-90, 90]", parameter="bbox")
-        inside = sorted(c for c in store.cells(dataset)
-                        if lat0 <= centre(c)[0] <= lat1 and lon0 <= centre(c)[1] <= lon1)
+            raise Problem(
+                400,
+                "invalid-bbox",
+                "bbox: min lon < max lon in [-180, 180], min lat < max lat in [-90, 90]",
+                parameter="bbox",
+            )
+        inside = sorted(
+            c for c in store.cells(dataset) if lat0 <= centre(c)[0] <= lat1 and lon0 <= centre(c)[1] <= lon1
+        )
         if len(inside) > max_cells:
-            raise Problem(400, "too-many-cells", f"bbox: covers {len(inside)} cells, at most {max_cells}",
-                          parameter="bbox")
+            raise Problem(
+                400, "too-many-cells", f"bbox: covers {len(inside)} cells, at most {max_cells}", parameter="bbox"
+            )
         return inside
     return None
 
@@ -136,14 +166,23 @@ def select_outputs(ds: Dataset, fields: str | None, derived: bool) -> list[tuple
         known = {o[0]: o for o in available}
         bad = [n for n in names if n not in known and n != "n_contributors"]
         if bad or not names:
-            raise Problem(400, "unknown-field", f"fields: {bad[0] if bad else fields!r} is not published in this "
-                          f"dataset; it has: {', '.join(sorted(known))}", parameter="fields")
+            raise Problem(
+                400,
+                "unknown-field",
+                f"fields: {bad[0] if bad else fields!r} is not published in this "
+                f"dataset; it has: {', '.join(sorted(known))}",
+                parameter="fields",
+            )
         chosen = [known[n] for n in dict.fromkeys(names) if n != "n_contributors"]
         if derived:
             refused = [o[0] for o in chosen if o[2] in NOT_DERIVABLE]
             if refused:
-                raise Problem(400, "not-derivable", f"fields: {refused[0]} cannot be derived at a resolution coarser "
-                              f"than the charter's {ds.time.bin}", parameter="fields")
+                raise Problem(
+                    400,
+                    "not-derivable",
+                    f"fields: {refused[0]} cannot be derived at a resolution coarser than the charter's {ds.time.bin}",
+                    parameter="fields",
+                )
     return chosen
 
 
@@ -162,8 +201,9 @@ def _cursor(value: str | None) -> tuple[int, int]:
             raise ValueError
         return t, skip
     except (ValueError, KeyError, TypeError, orjson.JSONDecodeError, binascii.Error):
-        raise Problem(400, "invalid-cursor", "cursor: not a cursor this API gave out; follow the Link header",
-                      parameter="cursor") from None
+        raise Problem(
+            400, "invalid-cursor", "cursor: not a cursor this API gave out; follow the Link header", parameter="cursor"
+        ) from None
 
 
 def _encode_cursor(t: int, skip: int) -> str:
@@ -179,45 +219,89 @@ Fmt = Literal["json", "csv", "parquet", "geojson"]
     summary="Published observations of a dataset",
     response_description="One row per (cell, time bin): the charter's aggregates and n_contributors",
     responses={
-        200: {"content": {
-            "application/json": {"example": {
-                "dataset": "noise", "resolution": "15m", "charter_version": ["2026.12.0"],
-                "fields": ["laeq_energy_mean", "laeq_max"],
-                "observations": [{"time": "2026-11-24T08:00:00Z", "cell": "8a1fa4c5872ffff", "h3_resolution": 10,
-                                  "bin": "15m", "charter_version": "2026.12.0", "n_contributors": 1,
-                                  "laeq_energy_mean": 61.2, "laeq_max": 66.0}],
-                "links": {"next": None}}},
-            "text/csv": {"example": "time,cell,h3_resolution,bin,charter_version,n_contributors,laeq_max\r\n"
-                                    "2026-11-24T08:00:00Z,8a1fa4c5872ffff,10,15m,2026.12.0,1,66.0\r\n"},
-            "application/vnd.apache.parquet": {},
-            "application/geo+json": {}}},
+        200: {
+            "content": {
+                "application/json": {
+                    "example": {
+                        "dataset": "noise",
+                        "resolution": "15m",
+                        "charter_version": ["2026.12.0"],
+                        "fields": ["laeq_energy_mean", "laeq_max"],
+                        "observations": [
+                            {
+                                "time": "2026-11-24T08:00:00Z",
+                                "cell": "8a1fa4c5872ffff",
+                                "h3_resolution": 10,
+                                "bin": "15m",
+                                "charter_version": "2026.12.0",
+                                "n_contributors": 1,
+                                "laeq_energy_mean": 61.2,
+                                "laeq_max": 66.0,
+                            }
+                        ],
+                        "links": {"next": None},
+                    }
+                },
+                "text/csv": {
+                    "example": "time,cell,h3_resolution,bin,charter_version,n_contributors,laeq_max\r\n"
+                    "2026-11-24T08:00:00Z,8a1fa4c5872ffff,10,15m,2026.12.0,1,66.0\r\n"
+                },
+                "application/vnd.apache.parquet": {},
+                "application/geo+json": {},
+            }
+        },
         400: {"description": "a parameter is invalid (problem details name it)"},
         404: {"description": "no such dataset"},
-        406: {"description": "no acceptable format"}},
+        406: {"description": "no acceptable format"},
+    },
 )
 def observations(
     request: Request,
     id: str,
-    from_: Annotated[str | None, Query(alias="from", description="start (RFC 3339, aligned to resolution); "
-                                       "default: the last published day", examples=["2026-11-24T00:00:00Z"],
-                                       max_length=40)] = None,
-    to: Annotated[str | None, Query(description="end, exclusive (RFC 3339, aligned)", max_length=40,
-                                    examples=["2026-11-25T00:00:00Z"])] = None,
-    resolution: Annotated[str | None, Query(description="time resolution: the charter's bin (default) or a "
-                                            "coarser multiple (1h, 1d)", max_length=8, examples=["1h"])] = None,
+    from_: Annotated[
+        str | None,
+        Query(
+            alias="from",
+            description="start (RFC 3339, aligned to resolution); default: the last published day",
+            examples=["2026-11-24T00:00:00Z"],
+            max_length=40,
+        ),
+    ] = None,
+    to: Annotated[
+        str | None,
+        Query(description="end, exclusive (RFC 3339, aligned)", max_length=40, examples=["2026-11-25T00:00:00Z"]),
+    ] = None,
+    resolution: Annotated[
+        str | None,
+        Query(
+            description="time resolution: the charter's bin (default) or a coarser multiple (1h, 1d)",
+            max_length=8,
+            examples=["1h"],
+        ),
+    ] = None,
     cells: Annotated[str | None, Query(description="comma-separated H3 cells", max_length=3000)] = None,
-    bbox: Annotated[str | None, Query(description="min lon,min lat,max lon,max lat", max_length=120,
-                                      examples=["4.39,51.20,4.41,51.22"])] = None,
-    fields: Annotated[str | None, Query(description="comma-separated published fields (default: all)",
-                                        max_length=1000)] = None,
-    level: Annotated[Literal["finest", "rollups", "all"], Query(
-        description="finest: the charter's cell and bin; rollups: groups published coarser; all: both")] = "finest",
+    bbox: Annotated[
+        str | None,
+        Query(description="min lon,min lat,max lon,max lat", max_length=120, examples=["4.39,51.20,4.41,51.22"]),
+    ] = None,
+    fields: Annotated[
+        str | None, Query(description="comma-separated published fields (default: all)", max_length=1000)
+    ] = None,
+    level: Annotated[
+        Literal["finest", "rollups", "all"],
+        Query(description="finest: the charter's cell and bin; rollups: groups published coarser; all: both"),
+    ] = "finest",
     format: Annotated[Fmt | None, Query(description="instead of Accept")] = None,
     limit: Annotated[int | None, Query(ge=1, description="rows per page")] = None,
     cursor: Annotated[str | None, Query(max_length=200, description="from the Link header")] = None,
-    align: Annotated[Literal["exact", "outer"], Query(description="exact: from and to must be aligned to the "
-                                                      "resolution; outer: widened to whole bins (from rounded "
-                                                      "down, to up)")] = "exact",
+    align: Annotated[
+        Literal["exact", "outer"],
+        Query(
+            description="exact: from and to must be aligned to the "
+            "resolution; outer: widened to whole bins (from rounded "
+            "down, to up)"
+        ),
+    ] = "exact",
 ) -> Response:
     st = state(request)
     api = st.settings.api
@@ -236,13 +320,18 @@ def observations(
         start, end = start // res_ns * res_ns, -(-end // res_ns) * res_ns
     for name, t in (("from", start), ("to", end)):
         if t % res_ns:
-            raise Problem(400, "unaligned-time", f"{name}: must be aligned to the resolution {res} (UTC)",
-                          parameter=name)
+            raise Problem(
+                400, "unaligned-time", f"{name}: must be aligned to the resolution {res} (UTC)", parameter=name
+            )
     if end <= start:
         raise Problem(400, "invalid-range", "to: must be after from", parameter="to")
     if end - start > api.max_range_days * DAY_NS:
-        raise Problem(400, "range-too-large", f"to: at most {api.max_range_days} days per request; page through "
-                      "longer periods", parameter="to")
+        raise Problem(
+            400,
+            "range-too-large",
+            f"to: at most {api.max_range_days} days per request; page through longer periods",
+            parameter="to",
+        )
     cell_list = _cells(st.store, id, cells, bbox, api.max_cells)
     if cell_list == []:
         cell_list = ["-"]  # a bbox with no published cell: nothing matches
@@ -281,8 +370,9 @@ def observations(
         stream = formats.csv_derived(q, position, limit) if q.derived else formats.csv_points(q, position, limit)
     else:
         stream = formats.to_parquet(q, position, limit)
-    return StreamingResponse(stream, media_type=formats.MEDIA[fmt],
-                             headers=headers | _stream_link(request, q, position, limit))
+    return StreamingResponse(
+        stream, media_type=formats.MEDIA[fmt], headers=headers | _stream_link(request, q, position, limit)
+    )
 
 
 def _default_end(store: OpenData, dataset: str, res_ns: int) -> int:
@@ -315,5 +405,3 @@ def _stream_link(request: Request, q: ObservationQuery, position: tuple[int, int
     nxt = q.next_cursor(position, limit)
     link = _next_url(request, nxt)
     return {"Link": f'<{link}>; rel="next"'} if link else {}
-
-

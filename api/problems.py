@@ -13,16 +13,32 @@ from starlette.responses import Response
 PROBLEM = "application/problem+json"
 TYPES = "https://smartzone.example/problems/"  # each problem type: docs/parts/api.md, "Errors and limits"
 
-TITLES = {400: "Bad request", 404: "Not found", 405: "Method not allowed", 406: "Not acceptable",
-          413: "Request too large", 414: "Query string too long", 429: "Too many requests",
-          500: "Internal error", 503: "Service unavailable"}
+TITLES = {
+    400: "Bad request",
+    404: "Not found",
+    405: "Method not allowed",
+    406: "Not acceptable",
+    413: "Request too large",
+    414: "Query string too long",
+    429: "Too many requests",
+    500: "Internal error",
+    503: "Service unavailable",
+}
 
 
 class Problem(Exception):
     """A problem to return: ``parameter`` names the query parameter at fault, if any."""
 
-    def __init__(self, status: int, kind: str, detail: str, *, parameter: str | None = None,
-                 headers: dict[str, str] | None = None, **extra: Any) -> None:
+    def __init__(
+        self,
+        status: int,
+        kind: str,
+        detail: str,
+        *,
+        parameter: str | None = None,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
         super().__init__(detail)
         self.status = status
         self.kind = kind
@@ -32,10 +48,22 @@ class Problem(Exception):
         self.extra = extra
 
 
-def problem_response(request: Request | None, status: int, kind: str, detail: str, *,
-                     parameter: str | None = None, headers: dict[str, str] | None = None, **extra: Any) -> Response:
-    body: dict[str, Any] = {"type": TYPES + kind, "title": TITLES.get(status, "Error"), "status": status,
-                            "detail": detail}
+def problem_response(
+    request: Request | None,
+    status: int,
+    kind: str,
+    detail: str,
+    *,
+    parameter: str | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> Response:
+    body: dict[str, Any] = {
+        "type": TYPES + kind,
+        "title": TITLES.get(status, "Error"),
+        "status": status,
+        "detail": detail,
+    }
     if request is not None:
         body["instance"] = request.url.path
     if parameter:
@@ -45,8 +73,9 @@ def problem_response(request: Request | None, status: int, kind: str, detail: st
 
 
 async def on_problem(request: Request, exc: Problem) -> Response:
-    return problem_response(request, exc.status, exc.kind, exc.detail, parameter=exc.parameter,
-                            headers=exc.headers, **exc.extra)
+    return problem_response(
+        request, exc.status, exc.kind, exc.detail, parameter=exc.parameter, headers=exc.headers, **exc.extra
+    )
 
 
 async def on_validation(request: Request, exc: RequestValidationError) -> Response:
@@ -54,14 +83,18 @@ async def on_validation(request: Request, exc: RequestValidationError) -> Respon
     first = errors[0] if errors else {}
     loc = [str(p) for p in first.get("loc", ()) if p not in ("query", "path", "header", "body")]
     parameter = loc[0] if loc else None
-    return problem_response(request, 400, "invalid-parameter",
-                            f"{parameter or 'request'}: {first.get('msg', 'invalid')}", parameter=parameter)
+    return problem_response(
+        request,
+        400,
+        "invalid-parameter",
+        f"{parameter or 'request'}: {first.get('msg', 'invalid')}",
+        parameter=parameter,
+    )
 
 
 async def on_http(request: Request, exc: StarletteHTTPException) -> Response:
     kind = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
-    return problem_response(request, exc.status_code, kind, str(exc.detail),
-                            headers=getattr(exc, "headers", None))
+    return problem_response(request, exc.status_code, kind, str(exc.detail), headers=getattr(exc, "headers", None))
 
 
 async def on_error(request: Request, exc: Exception) -> Response:

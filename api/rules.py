@@ -13,9 +13,11 @@ def extremes(ds: Dataset) -> dict[str, Any]:
     """Which minima and maxima the dataset publishes, and the rule behind them."""
     published = [open_field(f, a) for f, a in ds.outputs if a in ("min", "max")]
     if ds.method == "trajectory":
-        rule = ("statistics over contributors: each vehicle's mean in the group, top- and bottom-coded to the range "
-                "of the other vehicles (second smallest to second largest), then the mean and percentiles of those; "
-                "no minimum or maximum")
+        rule = (
+            "statistics over contributors: each vehicle's mean in the group, top- and bottom-coded to the range "
+            "of the other vehicles (second smallest to second largest), then the mean and percentiles of those; "
+            "no minimum or maximum"
+        )
     elif ds.about_people:
         rule = "no minimum or maximum of contributors' values: an extreme is one contributor's value"
         registry = [open_field(f, a) for f, a in ds.outputs if a in ("min", "max") and f in REGISTRY_OUTPUTS]
@@ -35,11 +37,19 @@ def protection(name: str, ds: Dataset, charter: Charter) -> dict[str, Any]:
     return {
         "k": ds.k,
         "counts": counted(ds),
-        "sources": {"categories": list(ds.source.categories), "placement": list(ds.source.placement),
-                    "sensors": ds.source.sensors},
-        "magnitude": None if m is None else {
-            "per": "data owner (the registry's owner of each sensor)", "min_owners": m.min_owners,
-            "dominance": m.dominance.model_dump() if m.dominance else None, "p_percent": m.p_percent},
+        "sources": {
+            "categories": list(ds.source.categories),
+            "placement": list(ds.source.placement),
+            "sensors": ds.source.sensors,
+        },
+        "magnitude": None
+        if m is None
+        else {
+            "per": "data owner (the registry's owner of each sensor)",
+            "min_owners": m.min_owners,
+            "dominance": m.dominance.model_dump() if m.dominance else None,
+            "p_percent": m.p_percent,
+        },
         "release": None if ds.release is None else {"id": ds.release, "with": partners(name, ds, charter)},
         "state_ttl": iso_duration(ds.state_ttl) if ds.state_ttl else None,
         "small_counts": ds.small_counts.model_dump() if ds.small_counts else None,

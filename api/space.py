@@ -116,8 +116,9 @@ class Rule(_Model):
     late_data: str
     protection: dict[str, Any] = Field(
         description="how the dataset protects the sensor's data: which sensors it takes (categories, placement), "
-                    "k and what it counts, magnitude rules per data owner, the release it belongs to, the state "
-                    "carry, small counts, the extremes policy, and what it protects against and what not")
+        "k and what it counts, magnitude rules per data owner, the release it belongs to, the state "
+        "carry, small counts, the extremes policy, and what it protects against and what not"
+    )
     explanation: str
     links: dict[str, str]
 
@@ -143,49 +144,99 @@ class SensorList(_Model):
     links: dict[str, str]
 
 
-_CELLS_EXAMPLE = {"type": "FeatureCollection", "features": [{
-    "type": "Feature", "id": "8a1fa4a4e6b7fff",
-    "geometry": {"type": "Polygon", "coordinates": [[[4.3958, 51.2101], [4.3956, 51.2095], "...",
-                                                     [4.3958, 51.2101]]]},
-    "properties": {"cell": "8a1fa4a4e6b7fff", "resolution": 10, "name": "Volkstraat", "neighbourhood": "Zuid",
-                   "datasets": ["air_quality", "traffic"]}}]}
+_CELLS_EXAMPLE = {
+    "type": "FeatureCollection",
+    "features": [
+        {
+            "type": "Feature",
+            "id": "8a1fa4a4e6b7fff",
+            "geometry": {
+                "type": "Polygon",
+                "coordinates": [[[4.3958, 51.2101], [4.3956, 51.2095], "...", [4.3958, 51.2101]]],
+            },
+            "properties": {
+                "cell": "8a1fa4a4e6b7fff",
+                "resolution": 10,
+                "name": "Volkstraat",
+                "neighbourhood": "Zuid",
+                "datasets": ["air_quality", "traffic"],
+            },
+        }
+    ],
+}
 _SENSOR_EXAMPLE = {
-    "id": "aq-volkstraat-1", "category": "air_quality", "technology": "zigbee", "model": "Aqara TVOC + PM kit",
-    "description": "", "measures": [{"quantity": "air_quality.pm2_5", "unit": "ug/m3",
-                                     "description": "particulate matter below 2.5 µm"}],
-    "placement": "public_space", "published": True,
+    "id": "aq-volkstraat-1",
+    "category": "air_quality",
+    "technology": "zigbee",
+    "model": "Aqara TVOC + PM kit",
+    "description": "",
+    "measures": [{"quantity": "air_quality.pm2_5", "unit": "ug/m3", "description": "particulate matter below 2.5 µm"}],
+    "placement": "public_space",
+    "published": True,
     "publication": "Its data is published in 1 dataset: air_quality.",
-    "location": {"mobile": False, "cell": "8a1fa4a4e6b7fff", "h3_resolution": 10,
-                 "published_as": "H3 cell of about 76 m (resolution 10); its exact position is not published"},
-    "datasets": [{"id": "air_quality", "title": "Air quality at fixed stations", "method": "summary",
-                  "subject": "sensor", "k": 1, "cell": "8a1fa4a4e6b7fff", "h3_resolutions": [10], "bins": ["PT15M"],
-                  "noise": None, "late_data": "reprocess",
-                  "protection": {"k": 1, "counts": "sensors", "sources": {"categories": ["air_quality"],
-                                 "placement": ["public_space"], "sensors": "fixed"}, "magnitude": None,
-                                 "release": None, "state_ttl": None, "small_counts": None,
-                                 "extremes": {"published": ["pm2_5_min", "pm2_5_max"], "rule": "published: ..."},
-                                 "protects_against": "...", "does_not_protect_against": "..."},
-                  "explanation": "Air quality at fixed stations ...",
-                  "links": {"self": "https://data.example.org/v1/datasets/air_quality"}}],
+    "location": {
+        "mobile": False,
+        "cell": "8a1fa4a4e6b7fff",
+        "h3_resolution": 10,
+        "published_as": "H3 cell of about 76 m (resolution 10); its exact position is not published",
+    },
+    "datasets": [
+        {
+            "id": "air_quality",
+            "title": "Air quality at fixed stations",
+            "method": "summary",
+            "subject": "sensor",
+            "k": 1,
+            "cell": "8a1fa4a4e6b7fff",
+            "h3_resolutions": [10],
+            "bins": ["PT15M"],
+            "noise": None,
+            "late_data": "reprocess",
+            "protection": {
+                "k": 1,
+                "counts": "sensors",
+                "sources": {"categories": ["air_quality"], "placement": ["public_space"], "sensors": "fixed"},
+                "magnitude": None,
+                "release": None,
+                "state_ttl": None,
+                "small_counts": None,
+                "extremes": {"published": ["pm2_5_min", "pm2_5_max"], "rule": "published: ..."},
+                "protects_against": "...",
+                "does_not_protect_against": "...",
+            },
+            "explanation": "Air quality at fixed stations ...",
+            "links": {"self": "https://data.example.org/v1/datasets/air_quality"},
+        }
+    ],
     "links": {"self": "https://data.example.org/v1/sensors/aq-volkstraat-1"},
 }
 
 
 # -- endpoints ----------------------------------------------------------------------------------------------
-@router.get("/cells", summary="The zone's H3 cells as GeoJSON, named after the nearest street",
-            response_model=CellCollection,
-            responses={200: {"content": {GEOJSON: {"example": _CELLS_EXAMPLE}}},
-                       400: {"description": "unknown dataset or resolution", "content": {PROBLEM: {}}},
-                       **NOT_ACCEPTABLE})
-def cells(request: Request,
-          dataset: Annotated[str | None, Query(description="only the cells where this dataset has points")] = None,
-          resolution: Annotated[int | None, Query(ge=0, le=15, description="only cells of this H3 resolution")] = None,
-          ) -> Response:
+@router.get(
+    "/cells",
+    summary="The zone's H3 cells as GeoJSON, named after the nearest street",
+    response_model=CellCollection,
+    responses={
+        200: {"content": {GEOJSON: {"example": _CELLS_EXAMPLE}}},
+        400: {"description": "unknown dataset or resolution", "content": {PROBLEM: {}}},
+        **NOT_ACCEPTABLE,
+    },
+)
+def cells(
+    request: Request,
+    dataset: Annotated[str | None, Query(description="only the cells where this dataset has points")] = None,
+    resolution: Annotated[int | None, Query(ge=0, le=15, description="only cells of this H3 resolution")] = None,
+) -> Response:
     media = negotiate(request, [GEOJSON, JSON])
     st = state(request)
     if dataset is not None and dataset not in st.charter.datasets:
-        raise Problem(400, "unknown-dataset", f"no dataset {dataset!r}; the catalogue lists them: /v1/datasets",
-                      parameter="dataset")
+        raise Problem(
+            400,
+            "unknown-dataset",
+            f"no dataset {dataset!r}; the catalogue lists them: /v1/datasets",
+            parameter="dataset",
+        )
     published: dict[str, list[str]] = {}
     for name in st.charter.datasets:
         for c in open_db(lambda name=name: st.store.cells(name)):
@@ -200,14 +251,26 @@ def cells(request: Request,
     features = []
     for c in sorted(wanted, key=lambda c: (h3.get_resolution(c), c)):
         lat, lon = h3.cell_to_latlng(c)
-        features.append({"type": "Feature", "id": c, "geometry": cell_polygon(c), "properties": {
-            "cell": c, "resolution": h3.get_resolution(c), "name": nearest(places, "street", lat, lon),
-            "neighbourhood": nearest(places, "neighbourhood", lat, lon), "datasets": published.get(c, [])}})
+        features.append(
+            {
+                "type": "Feature",
+                "id": c,
+                "geometry": cell_polygon(c),
+                "properties": {
+                    "cell": c,
+                    "resolution": h3.get_resolution(c),
+                    "name": nearest(places, "street", lat, lon),
+                    "neighbourhood": nearest(places, "neighbourhood", lat, lon),
+                    "datasets": published.get(c, []),
+                },
+            }
+        )
     return json_response({"type": "FeatureCollection", "features": features}, media)
 
 
-@router.get("/zone", summary="The smart zone: where it is, what it holds", response_model=ZoneOut,
-            responses=NOT_ACCEPTABLE)
+@router.get(
+    "/zone", summary="The smart zone: where it is, what it holds", response_model=ZoneOut, responses=NOT_ACCEPTABLE
+)
 def zone(request: Request) -> Response:
     media = negotiate(request, [JSON])
     st = state(request)
@@ -221,40 +284,68 @@ def zone(request: Request) -> Response:
     listed = [s for s in registry.sensors.values() if s.category not in UNPUBLISHED]
     by_category = Counter(s.category for s in listed)
     body = {
-        "name": z.name, "city": z.city, "timezone": z.timezone, "description": z.description,
-        "h3_resolution": z.h3_resolution, "centre": centre, "bbox": box, "outline": hull_polygon(zone_cells),
-        "cells": len(zone_cells), "gateways": len(registry.gateways),
-        "sensors": {"total": len(listed), "by_category": {c: by_category[c] for c in PUBLIC_CATEGORIES
-                                                          if by_category[c]},
-                    "mobile": sum(1 for s in listed if s.mobile)},
+        "name": z.name,
+        "city": z.city,
+        "timezone": z.timezone,
+        "description": z.description,
+        "h3_resolution": z.h3_resolution,
+        "centre": centre,
+        "bbox": box,
+        "outline": hull_polygon(zone_cells),
+        "cells": len(zone_cells),
+        "gateways": len(registry.gateways),
+        "sensors": {
+            "total": len(listed),
+            "by_category": {c: by_category[c] for c in PUBLIC_CATEGORIES if by_category[c]},
+            "mobile": sum(1 for s in listed if s.mobile),
+        },
         "datasets": len(st.charter.datasets),
-        "places": {"streets": [p.name for p in registry.doc.places if p.kind == "street"],
-                   "neighbourhoods": [p.name for p in registry.doc.places if p.kind == "neighbourhood"]},
-        "links": {"self": f"{base}/v1/zone", "cells": f"{base}/v1/cells", "datasets": f"{base}/v1/datasets",
-                  "sensors": f"{base}/v1/sensors"},
+        "places": {
+            "streets": [p.name for p in registry.doc.places if p.kind == "street"],
+            "neighbourhoods": [p.name for p in registry.doc.places if p.kind == "neighbourhood"],
+        },
+        "links": {
+            "self": f"{base}/v1/zone",
+            "cells": f"{base}/v1/cells",
+            "datasets": f"{base}/v1/datasets",
+            "sensors": f"{base}/v1/sensors",
+        },
     }
     return json_response(body, media)
 
 
-@router.get("/sensors", summary="The zone's sensors: what they measure, where their data is published, which rules "
-            "apply", response_model=SensorList, responses=NOT_ACCEPTABLE)
-def sensors(request: Request,
-            category: Annotated[Category | None, Query(description="only sensors of this category")] = None,
-            ) -> Response:
+@router.get(
+    "/sensors",
+    summary="The zone's sensors: what they measure, where their data is published, which rules apply",
+    response_model=SensorList,
+    responses=NOT_ACCEPTABLE,
+)
+def sensors(
+    request: Request,
+    category: Annotated[Category | None, Query(description="only sensors of this category")] = None,
+) -> Response:
     media = negotiate(request, [JSON])
     st = state(request)
     base = base_url(request)
-    out = [describe_sensor(base, s, st.charter, st.registry) for s in st.registry.sensors.values()
-           if s.category not in UNPUBLISHED and (category is None or s.category == category.value)]
+    out = [
+        describe_sensor(base, s, st.charter, st.registry)
+        for s in st.registry.sensors.values()
+        if s.category not in UNPUBLISHED and (category is None or s.category == category.value)
+    ]
     query = f"?category={category.value}" if category is not None else ""
     return json_response({"count": len(out), "sensors": out, "links": {"self": f"{base}/v1/sensors{query}"}}, media)
 
 
-@router.get("/sensors/{id}", summary="One sensor: what it measures, where its data is published, which rules apply",
-            response_model=SensorOut,
-            responses={200: {"content": {JSON: {"example": _SENSOR_EXAMPLE}}},
-                       404: {"description": "unknown sensor (`parameter`: id)", "content": {PROBLEM: {}}},
-                       **NOT_ACCEPTABLE})
+@router.get(
+    "/sensors/{id}",
+    summary="One sensor: what it measures, where its data is published, which rules apply",
+    response_model=SensorOut,
+    responses={
+        200: {"content": {JSON: {"example": _SENSOR_EXAMPLE}}},
+        404: {"description": "unknown sensor (`parameter`: id)", "content": {PROBLEM: {}}},
+        **NOT_ACCEPTABLE,
+    },
+)
 def sensor(request: Request, id: str) -> Response:
     st = state(request)
     s = st.registry.sensors.get(id)
@@ -266,8 +357,11 @@ def sensor(request: Request, id: str) -> Response:
 
 # -- building the answers -------------------------------------------------------------------------------------
 def nearest(places: list[Place], kind: str, lat: float, lon: float) -> str | None:
-    best = min((p for p in places if p.kind == kind), default=None,
-               key=lambda p: distance_m(lat, lon, p.position.lat, p.position.lon))
+    best = min(
+        (p for p in places if p.kind == kind),
+        default=None,
+        key=lambda p: distance_m(lat, lon, p.position.lat, p.position.lon),
+    )
     return best.name if best is not None else None
 
 
@@ -292,12 +386,15 @@ def feeds(s: Sensor, charter: Charter) -> list[tuple[str, Dataset]]:
 def sends(s: Sensor, ds: Dataset) -> bool:
     """Whether the sensor sends what the dataset reads (whether or not the dataset admits the sensor)."""
     if ds.source.database == "pseudonymous":
-        return any(kind in _SIGHTINGS and s.category == _SIGHTINGS[kind][0]
-                   and _SIGHTINGS[kind][1] in (None, s.technology) for kind in ds.source.kinds)
+        return any(
+            kind in _SIGHTINGS and s.category == _SIGHTINGS[kind][0] and _SIGHTINGS[kind][1] in (None, s.technology)
+            for kind in ds.source.kinds
+        )
     m = ds.source.measurement
     used = {*ds.fields, ds.source.meter_field, ds.source.power_field}
-    return m == s.category or any(QUANTITIES[q].category == m and QUANTITIES[q].field in used
-                                  for q in s.fields.values())
+    return m == s.category or any(
+        QUANTITIES[q].category == m and QUANTITIES[q].field in used for q in s.fields.values()
+    )
 
 
 _PLACED = {"public_space": "in the public space", "private_premises": "on private premises", "indoor": "indoors"}
@@ -308,15 +405,26 @@ def publication(s: Sensor, fed: list[str], charter: Charter) -> str:
     if fed:
         return f"Its data is published in {len(fed)} dataset{'s' if len(fed) > 1 else ''}: {', '.join(fed)}."
     # the datasets that would take it but for where it is placed
-    refused = [name for name, ds in charter.datasets.items() if sends(s, ds) and s.category in ds.source.categories
-               and s.mobile == (ds.source.sensors == "mobile") and s.placement not in ds.source.placement]
+    refused = [
+        name
+        for name, ds in charter.datasets.items()
+        if sends(s, ds)
+        and s.category in ds.source.categories
+        and s.mobile == (ds.source.sensors == "mobile")
+        and s.placement not in ds.source.placement
+    ]
     text = "Its data is not published in any open dataset."
     if refused:
         places = sorted({p for n in refused for p in charter.datasets[n].source.placement}, key=list(_PLACED).index)
-        text += (f" It is placed {_PLACED[s.placement]}, and the datasets of what it measures ({', '.join(refused)}) "
-                 f"take sensors {' or '.join(_PLACED[p] for p in places)} only")
-        text += (": a sensor off the public space measures a household or a business." if s.placement != "public_space"
-                 else ".")
+        text += (
+            f" It is placed {_PLACED[s.placement]}, and the datasets of what it measures ({', '.join(refused)}) "
+            f"take sensors {' or '.join(_PLACED[p] for p in places)} only"
+        )
+        text += (
+            ": a sensor off the public space measures a household or a business."
+            if s.placement != "public_space"
+            else "."
+        )
     return text
 
 
@@ -343,35 +451,70 @@ def describe_sensor(base: str, s: Sensor, charter: Charter, registry: Registry) 
     for name, ds in fed:
         noise = None
         if ds.noise:
-            noise = {"epsilon_per_day": ds.noise.epsilon_per_day,
-                     "max_bins_per_subject_per_day": ds.noise.max_bins_per_subject_per_day,
-                     "threshold": ds.noise_threshold}
-        rules.append({
-            "id": name, "title": ds.title, "method": ds.method, "subject": ds.subject, "k": ds.k,
-            "cell": _cell_at(s, ds.space.resolution, zone_res),
-            "h3_resolutions": [ds.space.resolution, *ds.space.roll_up],
-            "bins": [iso_duration(b) for b in ds.time.chain], "noise": noise, "late_data": ds.late_data,
-            "protection": protection(name, ds, charter),
-            "explanation": explain_dataset(name, ds, charter),
-            "links": {"self": f"{base}/v1/datasets/{name}", "observations": f"{base}/v1/datasets/{name}/observations"},
-        })
+            noise = {
+                "epsilon_per_day": ds.noise.epsilon_per_day,
+                "max_bins_per_subject_per_day": ds.noise.max_bins_per_subject_per_day,
+                "threshold": ds.noise_threshold,
+            }
+        rules.append(
+            {
+                "id": name,
+                "title": ds.title,
+                "method": ds.method,
+                "subject": ds.subject,
+                "k": ds.k,
+                "cell": _cell_at(s, ds.space.resolution, zone_res),
+                "h3_resolutions": [ds.space.resolution, *ds.space.roll_up],
+                "bins": [iso_duration(b) for b in ds.time.chain],
+                "noise": noise,
+                "late_data": ds.late_data,
+                "protection": protection(name, ds, charter),
+                "explanation": explain_dataset(name, ds, charter),
+                "links": {
+                    "self": f"{base}/v1/datasets/{name}",
+                    "observations": f"{base}/v1/datasets/{name}/observations",
+                },
+            }
+        )
     location: dict[str, Any]
     if not fed:
-        location = {"mobile": s.mobile, "cell": None, "h3_resolution": None,
-                    "published_as": "not published: its data reaches no open dataset"}
+        location = {
+            "mobile": s.mobile,
+            "cell": None,
+            "h3_resolution": None,
+            "published_as": "not published: its data reaches no open dataset",
+        }
     elif s.mobile:
-        ways = sorted({(ds.space.resolution, ds.time.bin) for _, ds in fed},
-                      key=lambda rb: (-rb[0], parse_duration(rb[1])))
+        ways = sorted(
+            {(ds.space.resolution, ds.time.bin) for _, ds in fed}, key=lambda rb: (-rb[0], parse_duration(rb[1]))
+        )
         how = " or ".join(f"per {edge_text(r)} cell and {_period(b)}" for r, b in ways)
-        location = {"mobile": True, "cell": None, "h3_resolution": None,
-                    "published_as": f"mobile: published {how}" if how else "mobile: not published"}
+        location = {
+            "mobile": True,
+            "cell": None,
+            "h3_resolution": None,
+            "published_as": f"mobile: published {how}" if how else "mobile: not published",
+        }
     else:
         res = min(max(ds.space.resolution for _, ds in fed), zone_res)
-        location = {"mobile": False, "cell": _cell_at(s, res, zone_res), "h3_resolution": res,
-                    "published_as": f"H3 cell of about {edge_text(res)} (resolution {res}); its exact position "
-                                    "is not published"}
-    return {"id": s.id, "category": s.category, "technology": s.technology, "model": s.model,
-            "description": s.description, "measures": measures(s), "placement": s.placement,
-            "published": bool(fed), "publication": publication(s, [n for n, _ in fed], charter),
-            "location": location, "datasets": rules,
-            "links": {"self": f"{base}/v1/sensors/{s.id}"}}
+        location = {
+            "mobile": False,
+            "cell": _cell_at(s, res, zone_res),
+            "h3_resolution": res,
+            "published_as": f"H3 cell of about {edge_text(res)} (resolution {res}); its exact position "
+            "is not published",
+        }
+    return {
+        "id": s.id,
+        "category": s.category,
+        "technology": s.technology,
+        "model": s.model,
+        "description": s.description,
+        "measures": measures(s),
+        "placement": s.placement,
+        "published": bool(fed),
+        "publication": publication(s, [n for n, _ in fed], charter),
+        "location": location,
+        "datasets": rules,
+        "links": {"self": f"{base}/v1/sensors/{s.id}"},
+    }

@@ -117,21 +117,43 @@ def open_db(fn):
     except Problem:
         raise
     except Exception as exc:
-        raise Problem(503, "open-database-unavailable", "the open database did not answer; retry later",
-                      headers={"Retry-After": "30"}) from exc
+        raise Problem(
+            503,
+            "open-database-unavailable",
+            "the open database did not answer; retry later",
+            headers={"Retry-After": "30"},
+        ) from exc
 
 
 class ObservationQuery:
     """One validated request, and the InfluxQL it runs (identifiers checked, values bound)."""
 
-    def __init__(self, store: OpenData, dataset: str, ds: Dataset, start: int, end: int, res: str, res_ns: int,
-                 cells: list[str] | None, outputs: list[tuple[str, str, str]], level: str) -> None:
+    def __init__(
+        self,
+        store: OpenData,
+        dataset: str,
+        ds: Dataset,
+        start: int,
+        end: int,
+        res: str,
+        res_ns: int,
+        cells: list[str] | None,
+        outputs: list[tuple[str, str, str]],
+        level: str,
+    ) -> None:
         self.store, self.dataset, self.ds = store, dataset, ds
         self.start, self.end, self.res, self.res_ns = start, end, res, res_ns
         self.cells, self.outputs, self.level = cells, outputs, level
         self.derived = res != ds.time.bin
-        self.columns = ["time", "cell", "h3_resolution", "bin", "charter_version", "n_contributors",
-                        *[o[0] for o in outputs]]
+        self.columns = [
+            "time",
+            "cell",
+            "h3_resolution",
+            "bin",
+            "charter_version",
+            "n_contributors",
+            *[o[0] for o in outputs],
+        ]
         # the counts the charter writes as integers (coarser resolutions sum them: integers still); in every
         # format they stay integers, missing where a point lacks them (a small count moved to a coarser bin)
         counts = ds.integer_fields
@@ -154,14 +176,18 @@ class ObservationQuery:
         self.where = " AND ".join(where)
         tags = '"cell", "resolution", "bin", "charter_version"' + (', "profile"' if "profile" in self.columns else "")
         if self.derived:
-            aggs = ", ".join(f'{AGG_SQL[a]}({store.field(dataset, o)}) AS {quote_ident(o)}' for o, _f, a in outputs)
+            aggs = ", ".join(f"{AGG_SQL[a]}({store.field(dataset, o)}) AS {quote_ident(o)}" for o, _f, a in outputs)
             # names: checked against the charter and quoted; res: matched [0-9]{1,4}[mhd]; values: bound
-            self.select = (f'SELECT max("n_contributors") AS "n_contributors"{", " + aggs if aggs else ""} '  # noqa: S608
-                           f"FROM {m} WHERE {{where}} GROUP BY time({res}), {tags} fill(none)")
+            self.select = (
+                f'SELECT max("n_contributors") AS "n_contributors"{", " + aggs if aggs else ""} '  # noqa: S608
+                f"FROM {m} WHERE {{where}} GROUP BY time({res}), {tags} fill(none)"
+            )
         else:
             cols = ", ".join(store.field(dataset, o) for o, _f, _a in outputs)
-            self.select = (f'SELECT "n_contributors"{", " + cols if cols else ""}, {tags} '  # noqa: S608 - checked
-                           f"FROM {m} WHERE {{where}} LIMIT {{limit}} OFFSET {{offset}}")
+            self.select = (
+                f'SELECT "n_contributors"{", " + cols if cols else ""}, {tags} '  # noqa: S608 - checked
+                f"FROM {m} WHERE {{where}} LIMIT {{limit}} OFFSET {{offset}}"
+            )
 
     def chunks(self, cursor: tuple[int, int], limit: int) -> Iterator[tuple[pd.DataFrame, tuple[int, int] | None]]:
         """Frames of at most CHUNK rows, up to ``limit`` rows in all; with each, the cursor after it (None at
@@ -217,7 +243,7 @@ class ObservationQuery:
             q = self.select.format(where=self.where)
             frame = self.store.frame(q, params)
             if not frame.empty:
-                frame = frame.sort_values(["time", "cell", "resolution"], kind="stable").iloc[skip: skip + n]
+                frame = frame.sort_values(["time", "cell", "resolution"], kind="stable").iloc[skip : skip + n]
         return self._shape(frame)
 
     def _shape(self, frame: pd.DataFrame) -> pd.DataFrame:
@@ -238,7 +264,6 @@ class ObservationQuery:
         for name in self.integers:  # nullable: a NaN elsewhere in the chunk must not turn 36 into 36.0
             frame[name] = pd.to_numeric(frame[name]).astype("Int64")
         return frame
-
 
     def empty(self) -> pd.DataFrame:
         """A frame of no rows with the result's columns."""

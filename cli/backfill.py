@@ -31,8 +31,17 @@ class Backfilled:
     dead_letters: int = 0
 
 
-def backfill(zone: SimulatedZone, pipeline: Pipeline, influx: Influx, settings: Settings, start: datetime, rounds: int,
-             step: float = 60.0, batch_lines: int = 20_000, first_round: int = 0) -> Backfilled:
+def backfill(
+    zone: SimulatedZone,
+    pipeline: Pipeline,
+    influx: Influx,
+    settings: Settings,
+    start: datetime,
+    rounds: int,
+    step: float = 60.0,
+    batch_lines: int = 20_000,
+    first_round: int = 0,
+) -> Backfilled:
     """Simulate ``rounds`` rounds from ``start`` and write what the pipeline makes of them; ``first_round``
     continues an earlier backfill's noise sequence."""
     out = Backfilled()

@@ -1,22 +1,22 @@
 """The ``smartzone`` command line.
 
-    smartzone up [--demo]            start local mosquitto + influxd if missing, the ingest worker (+ simulator)
-    smartzone ingest                 run the ingest worker against the configured broker and InfluxDB
-    smartzone simulate               publish the simulated smart zone
-    smartzone status                 the pipeline's self-metrics from the ops database
-    smartzone deadletters list       dead letters by reason, and the latest ones
-    smartzone deadletters replay     re-process pending dead letters (after registering a device, ...)
-    smartzone registry check         validate the sensor registry file
-    smartzone chirpstack sync        create/update ChirpStack's gateways, profiles, application, devices
-    smartzone lorawan loss           per-device LoRaWAN packet loss from the frame counters
-    smartzone charter check          validate the data charter
-    smartzone charter explain [ds]   the charter in plain language (all datasets, or one)
-    smartzone charter run            apply the charter: raw -> open database (--once, or --every 1m)
-    smartzone charter audit          what the charter job published and suppressed, per window
-    smartzone api                    serve the open-data API (uvicorn)
-    smartzone dashboards build       write the Grafana dashboards and provisioning files (--check: drift only)
-    smartzone dashboards push        create/update the folder, datasources and dashboards in a Grafana
-    smartzone config show            the effective settings (secrets masked)
+smartzone up [--demo]            start local mosquitto + influxd if missing, the ingest worker (+ simulator)
+smartzone ingest                 run the ingest worker against the configured broker and InfluxDB
+smartzone simulate               publish the simulated smart zone
+smartzone status                 the pipeline's self-metrics from the ops database
+smartzone deadletters list       dead letters by reason, and the latest ones
+smartzone deadletters replay     re-process pending dead letters (after registering a device, ...)
+smartzone registry check         validate the sensor registry file
+smartzone chirpstack sync        create/update ChirpStack's gateways, profiles, application, devices
+smartzone lorawan loss           per-device LoRaWAN packet loss from the frame counters
+smartzone charter check          validate the data charter
+smartzone charter explain [ds]   the charter in plain language (all datasets, or one)
+smartzone charter run            apply the charter: raw -> open database (--once, or --every 1m)
+smartzone charter audit          what the charter job published and suppressed, per window
+smartzone api                    serve the open-data API (uvicorn)
+smartzone dashboards build       write the Grafana dashboards and provisioning files (--check: drift only)
+smartzone dashboards push        create/update the folder, datasources and dashboards in a Grafana
+smartzone config show            the effective settings (secrets masked)
 """
 
 from __future__ import annotations
@@ -53,8 +53,13 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
     stop = threading.Event()
     _on_signals(stop)
     worker.start()
-    log.info("ingest worker %s running: broker %s:%d, InfluxDB %s", settings.mqtt.client_id,
-             settings.mqtt.host, settings.mqtt.port, settings.influx.url)
+    log.info(
+        "ingest worker %s running: broker %s:%d, InfluxDB %s",
+        settings.mqtt.client_id,
+        settings.mqtt.host,
+        settings.mqtt.port,
+        settings.influx.url,
+    )
     while not stop.wait(0.5) and worker.fatal is None:
         pass
     worker.stop()
@@ -69,25 +74,34 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
     from gateways.simulator import SimulatedZone
 
     seed = args.seed if args.seed is not None else settings.simulator.seed
-    zone = SimulatedZone(wiring.registry(settings), seed=seed,
-                lorawan_encoding=args.lorawan_encoding)
+    zone = SimulatedZone(wiring.registry(settings), seed=seed, lorawan_encoding=args.lorawan_encoding)
     if args.backfill:
         result = simulated_past(settings, zone, args.backfill, args.step)
-        print(f"simulate: backfilled {args.backfill}: messages={result.messages} raw_lines={result.raw_lines} "
-              f"pseudonymous_lines={result.pseudo_lines} ops_lines={result.ops_lines} "
-              f"dead_letters={result.dead_letters}")
+        print(
+            f"simulate: backfilled {args.backfill}: messages={result.messages} raw_lines={result.raw_lines} "
+            f"pseudonymous_lines={result.pseudo_lines} ops_lines={result.ops_lines} "
+            f"dead_letters={result.dead_letters}"
+        )
         return 0
-    pub = Publisher(settings.mqtt.host, settings.mqtt.port, client_id=args.client_id,
-                    username=settings.mqtt.username,
-                    password=settings.mqtt.password.get_secret_value() if settings.mqtt.password else None)
+    pub = Publisher(
+        settings.mqtt.host,
+        settings.mqtt.port,
+        client_id=args.client_id,
+        username=settings.mqtt.username,
+        password=settings.mqtt.password.get_secret_value() if settings.mqtt.password else None,
+    )
     stop = threading.Event()
     _on_signals(stop)
     started = time.monotonic()
     if args.rounds:
-        start = (datetime.fromisoformat(args.start) if args.start
-                 else datetime.now(UTC) - timedelta(seconds=args.rounds * args.step))
-        n = pub.publish(zone.messages(start.astimezone(UTC), args.rounds, args.step, args.shape), rate=args.rate,
-                        stop=stop)
+        start = (
+            datetime.fromisoformat(args.start)
+            if args.start
+            else datetime.now(UTC) - timedelta(seconds=args.rounds * args.step)
+        )
+        n = pub.publish(
+            zone.messages(start.astimezone(UTC), args.rounds, args.step, args.shape), rate=args.rate, stop=stop
+        )
     else:
         rate = args.rate if args.rate is not None else settings.simulator.rate
         duration = args.duration if args.duration is not None else settings.simulator.duration
@@ -107,11 +121,16 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
             print(f"InfluxDB at {settings.influx.url} is not reachable")
             return 1
         try:
-            rows = influx.rows(f'SELECT * FROM "{m.INGEST}" WHERE time > now() - 1h '  # noqa: S608 - our names
-                               f'GROUP BY "{m.WORKER}" ORDER BY time DESC LIMIT 2', settings.influx.ops_database)
-            reasons = influx.rows(f'SELECT last("{m.COUNT}") AS "count" FROM "{m.DEADLETTERS}" '  # noqa: S608 - our names
-                                  f'WHERE time > now() - 1h GROUP BY "{m.WORKER}", "{m.REASON}"',
-                                  settings.influx.ops_database)
+            rows = influx.rows(
+                f'SELECT * FROM "{m.INGEST}" WHERE time > now() - 1h '  # noqa: S608 - our names
+                f'GROUP BY "{m.WORKER}" ORDER BY time DESC LIMIT 2',
+                settings.influx.ops_database,
+            )
+            reasons = influx.rows(
+                f'SELECT last("{m.COUNT}") AS "count" FROM "{m.DEADLETTERS}" '  # noqa: S608 - our names
+                f'WHERE time > now() - 1h GROUP BY "{m.WORKER}", "{m.REASON}"',
+                settings.influx.ops_database,
+            )
         except DatabaseNotFound:
             rows, reasons = [], []
     by_worker: dict[str, list[dict]] = {}
@@ -126,8 +145,10 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
         if prev:
             dt = (last["time"] - prev[0]["time"]) / 1e9
             if dt > 0:
-                rate = (f"  rates: {(last['received'] - prev[0]['received']) / dt:.1f} msg/s received, "
-                        f"{(last['lines_written'] - prev[0]['lines_written']) / dt:.1f} lines/s written")
+                rate = (
+                    f"  rates: {(last['received'] - prev[0]['received']) / dt:.1f} msg/s received, "
+                    f"{(last['lines_written'] - prev[0]['lines_written']) / dt:.1f} lines/s written"
+                )
         for key in m.STATUS_FIELDS:
             if last.get(key) is not None:
                 print(f"  {key:<22} {last[key]}")
@@ -138,8 +159,10 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     store = DeadLetterStore(settings.sql_url)
     pending = store.counts()
     store.close()
-    print(f"dead-letter store: {sum(pending.values())} pending" +
-          (": " + ", ".join(f"{k}={v}" for k, v in sorted(pending.items())) if pending else ""))
+    print(
+        f"dead-letter store: {sum(pending.values())} pending"
+        + (": " + ", ".join(f"{k}={v}" for k, v in sorted(pending.items())) if pending else "")
+    )
     return 0
 
 
@@ -151,13 +174,17 @@ def cmd_deadletters(settings: Settings, args: argparse.Namespace) -> int:
         if args.action == "list":
             status = None if args.status == "all" else args.status
             counts = store.counts(status)
-            print(f"{sum(counts.values())} {args.status} dead letters" +
-                  ("".join(f"\n  {k:<22} {v}" for k, v in sorted(counts.items())) if counts else ""))
+            print(
+                f"{sum(counts.values())} {args.status} dead letters"
+                + ("".join(f"\n  {k:<22} {v}" for k, v in sorted(counts.items())) if counts else "")
+            )
             for d in store.entries(reason=args.reason, status=status, limit=args.limit):
-                payload = d.payload[:args.payload_chars].decode(errors="replace")
-                print(f"#{d.id} {d.received_at.isoformat()} [{d.status}] {d.reason} topic={d.topic}\n"
-                      f"    detail: {d.detail}\n    payload: {payload}"
-                      f"{'...' if len(d.payload) > args.payload_chars else ''}")
+                payload = d.payload[: args.payload_chars].decode(errors="replace")
+                print(
+                    f"#{d.id} {d.received_at.isoformat()} [{d.status}] {d.reason} topic={d.topic}\n"
+                    f"    detail: {d.detail}\n    payload: {payload}"
+                    f"{'...' if len(d.payload) > args.payload_chars else ''}"
+                )
             return 0
         from datacharter.charter import Charter
         from ingest.replay import replay, replay_writer
@@ -174,8 +201,10 @@ def cmd_deadletters(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_registry(settings: Settings, args: argparse.Namespace) -> int:
     reg = wiring.registry(settings)
-    print(f"{settings.registry}: zone {reg.doc.zone.name!r}, {len(reg.gateways)} gateways, "
-          f"{len(reg.sensors)} sensors, {len(reg.cells)} H3 cells at resolution {reg.doc.zone.h3_resolution}")
+    print(
+        f"{settings.registry}: zone {reg.doc.zone.name!r}, {len(reg.gateways)} gateways, "
+        f"{len(reg.sensors)} sensors, {len(reg.cells)} H3 cells at resolution {reg.doc.zone.h3_resolution}"
+    )
     return 0
 
 
@@ -188,8 +217,9 @@ def cmd_chirpstack(settings: Settings, args: argparse.Namespace) -> int:
     try:
         from gateways.chirpstack import ChirpStackError, sync
     except ImportError as exc:
-        raise ConfigurationError(f"smartzone chirpstack needs chirpstack-api and grpcio ({exc}): "
-                                 "pip install chirpstack-api grpcio") from exc
+        raise ConfigurationError(
+            f"smartzone chirpstack needs chirpstack-api and grpcio ({exc}): pip install chirpstack-api grpcio"
+        ) from exc
 
     try:
         result = sync(settings.chirpstack, wiring.registry(settings), dry_run=args.dry_run, prune=args.prune)
@@ -218,8 +248,10 @@ def cmd_lorawan(settings: Settings, args: argparse.Namespace) -> int:
     for d in devices:
         print(f"{d.sensor:36} {d.received:9d} {d.expected:9d} {d.lost:6d} {d.loss:7.2%} {d.sessions:8d}")
     received, expected = sum(d.received for d in devices), sum(d.expected for d in devices)
-    print(f"all {len(devices)} devices: {expected - received} of {expected} frames lost "
-          f"({(expected - received) / expected:.2%}) in the last {args.since}")
+    print(
+        f"all {len(devices)} devices: {expected - received} of {expected} frames lost "
+        f"({(expected - received) / expected:.2%}) in the last {args.since}"
+    )
     return 0
 
 
@@ -234,8 +266,10 @@ def cmd_charter(settings: Settings, args: argparse.Namespace) -> int:
             if ds.noise:  # the budget, by OpenDP's accounting: L bins a day, each noised at up to every level
                 n = ds.noise
                 spent = spent_epsilon(ds.noise_scale, n.max_bins_per_subject_per_day * len(ds.levels))
-                print(f"{name}: noise spends epsilon {spent:g} per subject per day (budget {n.epsilon_per_day:g}); "
-                      f"published from a noised count of {ds.noise_threshold:.0f}")
+                print(
+                    f"{name}: noise spends epsilon {spent:g} per subject per day (budget {n.epsilon_per_day:g}); "
+                    f"published from a noised count of {ds.noise_threshold:.0f}"
+                )
         # which registered sensors each dataset reads (category, placement, fixed or mobile), and which feed none
         from smartzone.registry import Registry
 
@@ -243,23 +277,35 @@ def cmd_charter(settings: Settings, args: argparse.Namespace) -> int:
         network = {"gateway_health"}  # the network's own data: operations only, never a dataset
         for name, ds in charter.datasets.items():
             taken = sorted(s.id for s in registry.sensors.values() if ds.admits(s))
-            print(f"{name}: reads {len(taken)} registered sensors ({', '.join(ds.source.categories)}; "
-                  f"{', '.join(ds.source.placement)})")
-        idle = [s for s in registry.sensors.values() if s.category not in network
-                and not any(ds.admits(s) for ds in charter.datasets.values())]
+            print(
+                f"{name}: reads {len(taken)} registered sensors ({', '.join(ds.source.categories)}; "
+                f"{', '.join(ds.source.placement)})"
+            )
+        idle = [
+            s
+            for s in registry.sensors.values()
+            if s.category not in network and not any(ds.admits(s) for ds in charter.datasets.values())
+        ]
         for s in idle:
-            print(f"  {s.id} ({s.category}, {s.placement}{', mobile' if s.mobile else ''}) feeds no dataset: "
-                  "its data is never published")
-        print(f"{settings.charter.path}: valid charter version {charter.version}, {len(charter.datasets)} datasets "
-              f"({', '.join(charter.datasets)}); raw data kept {charter.doc.retention.raw}, pseudonymised "
-              f"sightings {charter.doc.retention.pseudonymous}")
+            print(
+                f"  {s.id} ({s.category}, {s.placement}{', mobile' if s.mobile else ''}) feeds no dataset: "
+                "its data is never published"
+            )
+        print(
+            f"{settings.charter.path}: valid charter version {charter.version}, {len(charter.datasets)} datasets "
+            f"({', '.join(charter.datasets)}); raw data kept {charter.doc.retention.raw}, pseudonymised "
+            f"sightings {charter.doc.retention.pseudonymous}"
+        )
         return 0
     if args.action == "explain":
         from datacharter.explain import explain
 
         if args.dataset and args.dataset not in charter.datasets:
-            print(f"smartzone: the charter has no dataset {args.dataset!r}; it has: {', '.join(charter.datasets)}. "
-                  "Anything else is not published.", file=sys.stderr)
+            print(
+                f"smartzone: the charter has no dataset {args.dataset!r}; it has: {', '.join(charter.datasets)}. "
+                "Anything else is not published.",
+                file=sys.stderr,
+            )
             return 2
         print(explain(charter, args.dataset))
         return 0
@@ -272,19 +318,24 @@ def cmd_charter(settings: Settings, args: argparse.Namespace) -> int:
         if not rows:
             print("no charter runs recorded yet (smartzone charter run --once)")
             return 0
-        print(f"{'at (UTC)':19} {'version':11} {'dataset':19} {'window (UTC day)':16} {'readings':>9} "
-              f"{'published':>9} {'suppressed':>10} {'deferred':>8}  note")
+        print(
+            f"{'at (UTC)':19} {'version':11} {'dataset':19} {'window (UTC day)':16} {'readings':>9} "
+            f"{'published':>9} {'suppressed':>10} {'deferred':>8}  note"
+        )
         for r in rows:
             day = datetime.fromtimestamp(r["window_start"] / 1e9, UTC).strftime("%Y-%m-%d")
-            note = ("late data, re-processed; " if r["reprocessed"] else "") + ("written" if r["written"]
-                                                                                else "unchanged")
+            note = ("late data, re-processed; " if r["reprocessed"] else "") + (
+                "written" if r["written"] else "unchanged"
+            )
             if r["late_rows"]:
                 note = f"{r['late_rows']} late rows not published (day frozen)"
             elif r.get("content_changed") and not r["reprocessed"]:
                 note = "readings rewritten, not published (day frozen)"
-            print(f"{r['at']:%Y-%m-%d %H:%M:%S} {r['charter_version']:11} {r['dataset']:19} {day:16} "
-                  f"{r['readings_in']:9d} {r['groups_published']:9d} {r['groups_suppressed']:10d} "
-                  f"{r['rows_deferred']:8d}  {note}")
+            print(
+                f"{r['at']:%Y-%m-%d %H:%M:%S} {r['charter_version']:11} {r['dataset']:19} {day:16} "
+                f"{r['readings_in']:9d} {r['groups_published']:9d} {r['groups_suppressed']:10d} "
+                f"{r['rows_deferred']:8d}  {note}"
+            )
         return 0
     # run
     from datacharter.job import CharterJob
@@ -299,18 +350,26 @@ def cmd_charter(settings: Settings, args: argparse.Namespace) -> int:
             reports = job.run_once(now=now, datasets=args.dataset and [args.dataset])
             for w in reports:
                 day = datetime.fromtimestamp(w.start / 1e9, UTC).strftime("%Y-%m-%d")
-                print(f"{w.dataset:19} {day} readings={w.readings_in} published={w.published} "
-                      f"suppressed={w.suppressed} deferred={w.deferred} "
-                      f"{'written' if w.written else 'unchanged'}{' (late data)' if w.reprocessed else ''}")
-            print(f"charter {charter.version}: {len(reports)} windows, "
-                  f"{sum(r.published for r in reports)} groups published, "
-                  f"{sum(r.suppressed for r in reports)} suppressed -> {settings.charter.open_database}")
+                print(
+                    f"{w.dataset:19} {day} readings={w.readings_in} published={w.published} "
+                    f"suppressed={w.suppressed} deferred={w.deferred} "
+                    f"{'written' if w.written else 'unchanged'}{' (late data)' if w.reprocessed else ''}"
+                )
+            print(
+                f"charter {charter.version}: {len(reports)} windows, "
+                f"{sum(r.published for r in reports)} groups published, "
+                f"{sum(r.suppressed for r in reports)} suppressed -> {settings.charter.open_database}"
+            )
             return 0
         stop = threading.Event()
         _on_signals(stop)
         every = parse_duration(args.every or settings.charter.every)
-        log.info("charter job running every %.0f s: %s -> %s", every, settings.influx.raw_database,
-                 settings.charter.open_database)
+        log.info(
+            "charter job running every %.0f s: %s -> %s",
+            every,
+            settings.influx.raw_database,
+            settings.charter.open_database,
+        )
         job.run_forever(every, stop)
         return 0
     finally:
@@ -325,11 +384,25 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
     host = args.host or settings.api.host
     port = args.port or settings.api.port
     if settings.api.workers > 1:  # worker processes build their app from the same settings (environment)
-        uvicorn.run("api.app:app_from_environment", factory=True, host=host, port=port, workers=settings.api.workers,
-                    log_level=settings.log_level.lower(), access_log=False, proxy_headers=True)
+        uvicorn.run(
+            "api.app:app_from_environment",
+            factory=True,
+            host=host,
+            port=port,
+            workers=settings.api.workers,
+            log_level=settings.log_level.lower(),
+            access_log=False,
+            proxy_headers=True,
+        )
     else:
-        uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level.lower(),
-                    access_log=False, proxy_headers=True)
+        uvicorn.run(
+            create_app(settings),
+            host=host,
+            port=port,
+            log_level=settings.log_level.lower(),
+            access_log=False,
+            proxy_headers=True,
+        )
     return 0
 
 
@@ -350,12 +423,18 @@ def cmd_dashboards(settings: Settings, args: argparse.Namespace) -> int:
             return 1 if stale else 0
         if not args.out:
             if args.api_url:
-                raise ConfigurationError("--api-url builds a deployment's own copy: give --out DIR too (the "
-                                         "committed dashboards link to the default API URL)")
+                raise ConfigurationError(
+                    "--api-url builds a deployment's own copy: give --out DIR too (the "
+                    "committed dashboards link to the default API URL)"
+                )
             changed = build.write()
         else:  # a deployment's own copy: its registry, charter and API URL
-            changed = build.write(Path(args.out), api_url=api_url, registry=wiring.registry(settings),
-                                  charter=Charter.load(settings.charter.path))
+            changed = build.write(
+                Path(args.out),
+                api_url=api_url,
+                registry=wiring.registry(settings),
+                charter=Charter.load(settings.charter.path),
+            )
         where = args.out.rstrip("/") if args.out else "dashboards"
         print("\n".join(f"wrote {where}/{rel}" for rel in changed) or "dashboards are up to date")
         return 0
@@ -367,15 +446,23 @@ def cmd_dashboards(settings: Settings, args: argparse.Namespace) -> int:
     if not token:
         raise ConfigurationError("a Grafana token is needed: --token, or SMARTZONE_GRAFANA__TOKEN")
     password = g.influx_password.get_secret_value() if g.influx_password else None
-    plan = PushPlan(build.FOLDER_UID, build.FOLDER_TITLE,
-                    build.datasources(args.influx_url or g.influx_url or settings.influx.url,
-                                      settings.charter.open_database, settings.influx.ops_database,
-                                      user=g.influx_username, password=password),
-                    [build.with_api_url(b.json(), api_url)
-                     for b in build.build(wiring.registry(settings), Charter.load(settings.charter.path))])
+    plan = PushPlan(
+        build.FOLDER_UID,
+        build.FOLDER_TITLE,
+        build.datasources(
+            args.influx_url or g.influx_url or settings.influx.url,
+            settings.charter.open_database,
+            settings.influx.ops_database,
+            user=g.influx_username,
+            password=password,
+        ),
+        [
+            build.with_api_url(b.json(), api_url)
+            for b in build.build(wiring.registry(settings), Charter.load(settings.charter.path))
+        ],
+    )
     try:
-        report = push(connect(url, token, verify=g.verify_tls), plan, args.message,
-                      rotate_secrets=args.rotate_secrets)
+        report = push(connect(url, token, verify=g.verify_tls), plan, args.message, rotate_secrets=args.rotate_secrets)
     except PushError as exc:
         print(f"smartzone: Grafana: {exc}", file=sys.stderr)
         return 1
@@ -401,8 +488,11 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="start local services (if missing) and the ingest worker")
     up.add_argument("--demo", action="store_true", help="also run the simulated smart zone")
     up.add_argument("--rate", type=float, default=None, help="demo messages per second (default: settings)")
-    up.add_argument("--backfill", default=None, help="demo: first write this much simulated past (e.g. 1d) "
-                                                     "so the charter job publishes at once")
+    up.add_argument(
+        "--backfill",
+        default=None,
+        help="demo: first write this much simulated past (e.g. 1d) so the charter job publishes at once",
+    )
     up.set_defaults(func=cmd_up)
 
     sub.add_parser("ingest", help="run the ingest worker").set_defaults(func=cmd_ingest)
@@ -413,14 +503,22 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--duration", type=float, default=None, help="seconds for live mode; 0 = until Ctrl-C")
     sim.add_argument("--rounds", type=int, default=0, help="batch mode: this many rounds of every sensor")
     sim.add_argument("--step", type=float, default=60.0, help="batch mode: simulated seconds between rounds")
-    sim.add_argument("--start", default=None, help="batch mode: ISO time of the first round (default: so the "
-                                                   "last round is now)")
+    sim.add_argument(
+        "--start", default=None, help="batch mode: ISO time of the first round (default: so the last round is now)"
+    )
     sim.add_argument("--shape", default="native", choices=("native", "single", "senml"))
     sim.add_argument("--client-id", default="smartzone-simulator")
-    sim.add_argument("--backfill", default=None, help="write this much simulated past (e.g. 1d, ending now) "
-                                                      "straight into InfluxDB through the ingest pipeline")
-    sim.add_argument("--lorawan-encoding", default="json", choices=("json", "protobuf", "mixed"),
-                     help="how the simulated ChirpStack marshals its events ([integration.mqtt] json)")
+    sim.add_argument(
+        "--backfill",
+        default=None,
+        help="write this much simulated past (e.g. 1d, ending now) straight into InfluxDB through the ingest pipeline",
+    )
+    sim.add_argument(
+        "--lorawan-encoding",
+        default="json",
+        choices=("json", "protobuf", "mixed"),
+        help="how the simulated ChirpStack marshals its events ([integration.mqtt] json)",
+    )
     sim.set_defaults(func=cmd_simulate)
 
     sub.add_parser("status", help="pipeline self-metrics").set_defaults(func=cmd_status)
@@ -438,12 +536,18 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument("action", choices=("check",))
     reg.set_defaults(func=cmd_registry)
 
-    cs = sub.add_parser("chirpstack", help="provision ChirpStack v4 (gateways, device profiles, application, "
-                                           "devices and their keys) from the registry")
+    cs = sub.add_parser(
+        "chirpstack",
+        help="provision ChirpStack v4 (gateways, device profiles, application, "
+        "devices and their keys) from the registry",
+    )
     cs.add_argument("action", choices=("sync",))
     cs.add_argument("--dry-run", action="store_true", help="read ChirpStack and show the plan; write nothing")
-    cs.add_argument("--prune", action="store_true", help="delete devices of the application the registry no "
-                                                         "longer has (default: only report them)")
+    cs.add_argument(
+        "--prune",
+        action="store_true",
+        help="delete devices of the application the registry no longer has (default: only report them)",
+    )
     cs.set_defaults(func=cmd_chirpstack)
 
     lw = sub.add_parser("lorawan", help="LoRaWAN network figures from the raw database")
@@ -456,8 +560,12 @@ def build_parser() -> argparse.ArgumentParser:
     ch.add_argument("dataset", nargs="?", default=None, help="explain/run/audit: only this dataset")
     ch.add_argument("--once", action="store_true", help="run: one pass over everything due, then exit")
     ch.add_argument("--every", default=None, help="run: interval of the service loop (default: charter.every)")
-    ch.add_argument("--now", default=None, help="run --once: the time the pass takes as now (RFC 3339, with an "
-                    "offset; default: the clock): windows closed before it are published")
+    ch.add_argument(
+        "--now",
+        default=None,
+        help="run --once: the time the pass takes as now (RFC 3339, with an "
+        "offset; default: the clock): windows closed before it are published",
+    )
     ch.add_argument("--limit", type=int, default=50, help="audit: how many records")
     ch.set_defaults(func=cmd_charter)
 
@@ -470,16 +578,31 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_argument("action", choices=("build", "push"))
     db.add_argument("--check", action="store_true", help="build: only report files that differ from the code")
     db.add_argument("--url", default=None, help="push: Grafana's URL (default: grafana.url)")
-    db.add_argument("--token", default=None, help="push: a service-account token (default: grafana.token; prefer "
-                                                  "SMARTZONE_GRAFANA__TOKEN, the command line is visible to others)")
-    db.add_argument("--influx-url", default=None, help="push: InfluxDB as Grafana reaches it (default: "
-                                                       "grafana.influx_url, else influx.url)")
-    db.add_argument("--api-url", default=None, help="the open-data API's public URL the dashboards link to "
-                                                    "(default: api.base_url, else http://localhost:8000, compose's)")
-    db.add_argument("--out", default=None, help="build: write here instead of dashboards/ (with --api-url, for a "
-                                                "deployment's own copy)")
-    db.add_argument("--message", default="smartzone dashboards push", help="push: version message of changed "
-                                                                           "dashboards")
+    db.add_argument(
+        "--token",
+        default=None,
+        help="push: a service-account token (default: grafana.token; prefer "
+        "SMARTZONE_GRAFANA__TOKEN, the command line is visible to others)",
+    )
+    db.add_argument(
+        "--influx-url",
+        default=None,
+        help="push: InfluxDB as Grafana reaches it (default: grafana.influx_url, else influx.url)",
+    )
+    db.add_argument(
+        "--api-url",
+        default=None,
+        help="the open-data API's public URL the dashboards link to "
+        "(default: api.base_url, else http://localhost:8000, compose's)",
+    )
+    db.add_argument(
+        "--out",
+        default=None,
+        help="build: write here instead of dashboards/ (with --api-url, for a deployment's own copy)",
+    )
+    db.add_argument(
+        "--message", default="smartzone dashboards push", help="push: version message of changed dashboards"
+    )
     db.add_argument("--rotate-secrets", action="store_true", help="push: re-send the InfluxDB password")
     db.set_defaults(func=cmd_dashboards)
 

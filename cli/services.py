@@ -20,8 +20,16 @@ import httpx
 from smartzone.errors import ConfigurationError
 
 SHIPPED_MOSQUITTO_CONF = Path(__file__).resolve().parent.parent / "ingest" / "broker" / "mosquitto.conf"
-_LOCAL_OVERRIDES = ("listener", "persistence_location", "password_file", "acl_file", "allow_anonymous",
-                    "log_dest", "protocol", "user")
+_LOCAL_OVERRIDES = (
+    "listener",
+    "persistence_location",
+    "password_file",
+    "acl_file",
+    "allow_anonymous",
+    "log_dest",
+    "protocol",
+    "user",
+)
 
 
 def free_port() -> int:
@@ -48,7 +56,8 @@ def which(name: str) -> str:
 def local_mosquitto_conf(port: int, data_dir: Path, *, extra: str = "") -> str:
     """The shipped broker configuration, made local: loopback listener, our folder, no auth."""
     kept = [
-        line for line in SHIPPED_MOSQUITTO_CONF.read_text().splitlines()
+        line
+        for line in SHIPPED_MOSQUITTO_CONF.read_text().splitlines()
         if not line.strip().startswith(_LOCAL_OVERRIDES)
     ]
     if os.geteuid() == 0:
@@ -77,14 +86,19 @@ class Service:
     def start(self, timeout: float = 15.0) -> Service:
         log = open(self.data_dir / f"{self.name}.log", "ab")  # noqa: SIM115 - owned by the child
         self.proc = subprocess.Popen(
-            self.args, env={**os.environ, **self.env}, stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
+            self.args,
+            env={**os.environ, **self.env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise ConfigurationError(f"{self.name} exited with {self.proc.returncode}; see "
-                                         f"{self.data_dir / (self.name + '.log')}")
+                raise ConfigurationError(
+                    f"{self.name} exited with {self.proc.returncode}; see {self.data_dir / (self.name + '.log')}"
+                )
             if self.ready():
                 return self
             time.sleep(0.03)
@@ -150,5 +164,4 @@ def influxd(data_dir: Path, port: int | None = None, *, auth: bool = False) -> I
         "INFLUXDB_HTTP_AUTH_ENABLED": "true" if auth else "false",
         "INFLUXDB_MONITOR_STORE_ENABLED": "false",
     }
-    return InfluxService("influxd", "127.0.0.1", port, data_dir, [which("influxd"), "run", "-config", "/dev/null"],
-                         env)
+    return InfluxService("influxd", "127.0.0.1", port, data_dir, [which("influxd"), "run", "-config", "/dev/null"], env)

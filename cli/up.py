@@ -63,31 +63,40 @@ def up(settings: Settings, *, demo: bool, rate: float | None = None, backfill: s
             _backfill_once(settings, worker.registry, backfill)
         job = CharterJob(settings, registry=worker.registry)
         api_server = _api_server(settings, worker.registry)
-        charter_thread = threading.Thread(target=job.run_forever, args=(parse_duration(settings.charter.every), stop),
-                                          name="charter", daemon=True)
+        charter_thread = threading.Thread(
+            target=job.run_forever, args=(parse_duration(settings.charter.every), stop), name="charter", daemon=True
+        )
         worker.start()
         if not worker.wait_connected(15):
             raise ConfigurationError(f"ingest worker could not connect to {settings.mqtt.host}:{settings.mqtt.port}")
         if demo:
-            sim_thread = threading.Thread(target=_simulate, args=(settings, worker.registry, rate, stop),
-                                          name="simulator", daemon=True)
+            sim_thread = threading.Thread(
+                target=_simulate, args=(settings, worker.registry, rate, stop), name="simulator", daemon=True
+            )
             sim_thread.start()
         charter_thread.start()
         api_thread = threading.Thread(target=api_server.run, name="api", daemon=True)
         api_thread.start()
-        print(f"smart zone up: worker {settings.mqtt.client_id}, broker {settings.mqtt.host}:{settings.mqtt.port}, "
-              f"InfluxDB {settings.influx.url} database {settings.influx.raw_database}"
-              + (", simulator running" if demo else "")
-              + f", charter job every {settings.charter.every} -> {settings.charter.open_database}"
-              + f", open-data API http://{settings.api.host}:{settings.api.port}/docs")
-        print("look, from another terminal: `smartzone status` (self-metrics), `smartzone deadletters list`, "
-              "`smartzone charter audit` "
-              "(from a checkout: ./dev smartzone status); "
-              f"InfluxQL: SHOW MEASUREMENTS ON {settings.influx.raw_database}. Ctrl-C stops everything.")
+        print(
+            f"smart zone up: worker {settings.mqtt.client_id}, broker {settings.mqtt.host}:{settings.mqtt.port}, "
+            f"InfluxDB {settings.influx.url} database {settings.influx.raw_database}"
+            + (", simulator running" if demo else "")
+            + f", charter job every {settings.charter.every} -> {settings.charter.open_database}"
+            + f", open-data API http://{settings.api.host}:{settings.api.port}/docs"
+        )
+        print(
+            "look, from another terminal: `smartzone status` (self-metrics), `smartzone deadletters list`, "
+            "`smartzone charter audit` "
+            "(from a checkout: ./dev smartzone status); "
+            f"InfluxQL: SHOW MEASUREMENTS ON {settings.influx.raw_database}. Ctrl-C stops everything."
+        )
         while not stop.wait(5.0) and worker.fatal is None:
             p, w = worker.pipeline.stats, worker.writer.stats
-            print(f"received={p.received} readings={p.readings} written_lines={w.lines_written} "
-                  f"dead_letters={p.dead_lettered} spooled_batches={worker.writer.spooled_batches}", flush=True)
+            print(
+                f"received={p.received} readings={p.readings} written_lines={w.lines_written} "
+                f"dead_letters={p.dead_lettered} spooled_batches={worker.writer.spooled_batches}",
+                flush=True,
+            )
     finally:
         stop.set()
         if sim_thread is not None:
@@ -115,8 +124,13 @@ def _api_server(settings: Settings, registry):
 
     from api.app import create_app
 
-    config = uvicorn.Config(create_app(settings, registry=registry), host=settings.api.host, port=settings.api.port,
-                            log_level="warning", access_log=False)
+    config = uvicorn.Config(
+        create_app(settings, registry=registry),
+        host=settings.api.host,
+        port=settings.api.port,
+        log_level="warning",
+        access_log=False,
+    )
     return uvicorn.Server(config)
 
 
@@ -137,8 +151,11 @@ def _backfill_once(settings: Settings, registry, span: str) -> None:
             return
     print(f"backfilling {span} of simulated data through the ingest pipeline ...", flush=True)
     done = simulated_past(settings, SimulatedZone(registry, settings.simulator.seed), span)
-    print(f"backfilled: {done.messages} messages, {done.raw_lines} raw lines, "
-          f"{done.pseudo_lines} pseudonymised sightings", flush=True)
+    print(
+        f"backfilled: {done.messages} messages, {done.raw_lines} raw lines, "
+        f"{done.pseudo_lines} pseudonymised sightings",
+        flush=True,
+    )
 
 
 def _simulate(settings: Settings, registry, rate: float | None, stop: threading.Event) -> None:
@@ -146,12 +163,19 @@ def _simulate(settings: Settings, registry, rate: float | None, stop: threading.
     from gateways.simulator import SimulatedZone
 
     rate = rate if rate is not None else settings.simulator.rate
-    pub = Publisher(settings.mqtt.host, settings.mqtt.port, client_id="smartzone-demo-simulator",
-                    username=settings.mqtt.username,
-                    password=settings.mqtt.password.get_secret_value() if settings.mqtt.password else None)
+    pub = Publisher(
+        settings.mqtt.host,
+        settings.mqtt.port,
+        client_id="smartzone-demo-simulator",
+        username=settings.mqtt.username,
+        password=settings.mqtt.password.get_secret_value() if settings.mqtt.password else None,
+    )
     try:
-        pub.publish(live(SimulatedZone(registry, settings.simulator.seed), rate, settings.simulator.duration, stop),
-                    rate=rate, stop=stop)
+        pub.publish(
+            live(SimulatedZone(registry, settings.simulator.seed), rate, settings.simulator.duration, stop),
+            rate=rate,
+            stop=stop,
+        )
     finally:
         pub.close()
         time.sleep(0.1)

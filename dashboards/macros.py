@@ -153,8 +153,14 @@ def interval(time_range: TimeRange, max_data_points: int = 1000, min_interval: s
 def format_interval(d: timedelta) -> str:
     """gtime.FormatInterval: the largest whole unit, truncated ("90s" -> "1m"); below 1 ms "1ms"."""
     ns = (d.days * 86_400 + d.seconds) * 1_000_000_000 + d.microseconds * 1_000
-    for unit, size in (("y", 365 * 86_400_000_000_000), ("d", 86_400_000_000_000), ("h", 3_600_000_000_000),
-                       ("m", 60_000_000_000), ("s", 1_000_000_000), ("ms", 1_000_000)):
+    for unit, size in (
+        ("y", 365 * 86_400_000_000_000),
+        ("d", 86_400_000_000_000),
+        ("h", 3_600_000_000_000),
+        ("m", 60_000_000_000),
+        ("s", 1_000_000_000),
+        ("ms", 1_000_000),
+    ):
         if ns >= size:
             return f"{ns // size}{unit}"
     return "1ms"
@@ -167,11 +173,16 @@ def time_filter(time_range: TimeRange) -> str:
 
 # ---------------------------------------------------------------- JavaScript semantics the source relies on
 
-_JS_SPACE = "\t\n\v\f\r \u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029" \
-            "\u202f\u205f\u3000\ufeff"
+_JS_SPACE = (
+    "\t\n\v\f\r \u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029"
+    "\u202f\u205f\u3000\ufeff"
+)
 _JS_FLOAT_PREFIX = re.compile(r"[+-]?(?:Infinity|(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)", re.ASCII)
-_JS_NUMBER = re.compile(r"[+-]?(?:Infinity|(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)|0[xX][0-9a-fA-F]+|0[oO][0-7]+"
-                        r"|0[bB][01]+", re.ASCII)
+_JS_NUMBER = re.compile(
+    r"[+-]?(?:Infinity|(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)|0[xX][0-9a-fA-F]+|0[oO][0-7]+"
+    r"|0[bB][01]+",
+    re.ASCII,
+)
 
 
 def _js_parse_float_is_nan(s: str) -> bool:
@@ -213,7 +224,8 @@ def escape_regex(value: str) -> str:
 # The regex literals of an InfluxQL query after =~ or !~ (the regexMatcher of Grafana 11.4.3+, PR #100762)
 _INFLUX_REGEX_LITERAL = re.compile(
     r"(\s*(=|!)~\s*)/((?![*+?])(?:[^\r\n\[/\\]|\\.|\[(?:[^\r\n\]\\]|\\.)*\])+)/"
-    r"((?:g(?:im?|mi?)?|i(?:gm?|mg?)?|m(?:gi?|ig?)?)?)")
+    r"((?:g(?:im?|mi?)?|i(?:gm?|mg?)?|m(?:gi?|ig?)?)?)"
+)
 
 
 def _influx_interpolate_query_expr(value: str | list[str], variable: Variable | None, query: str) -> str | list[str]:
@@ -295,8 +307,9 @@ def _format_date(value: str | list[str], args: list[str]) -> str:
     raise _Unsupported("moment.js date patterns depend on the browser's time zone")
 
 
-def _format(value: str | list[str], fmt: str | None, variable: Variable | None, name: str,
-            text: str | list[str]) -> str:
+def _format(
+    value: str | list[str], fmt: str | None, variable: Variable | None, name: str, text: str | list[str]
+) -> str:
     """formatVariableValue with a named format (formatRegistry.ts); unknown names fall back to glob as in Grafana."""
     fmt = fmt or "glob"
     fid, *args = fmt.split(":")
@@ -419,8 +432,15 @@ def interpolate_variables(query: str, variables: dict[str, Variable]) -> str:
 
 # ---------------------------------------------------------------- the whole pipeline
 
-def expand(query: str, time_range: TimeRange, *, variables: dict[str, Variable] | None = None,
-           max_data_points: int = 1000, min_interval: str | None = None) -> str:
+
+def expand(
+    query: str,
+    time_range: TimeRange,
+    *,
+    variables: dict[str, Variable] | None = None,
+    max_data_points: int = 1000,
+    min_interval: str | None = None,
+) -> str:
     """The query as it reaches InfluxDB: template variables first (browser), then ``$timeFilter``, ``$interval``,
     ``$__interval_ms`` and ``$__interval`` (server), e.g.
     ``time >= 1700000000000ms and time <= 1700003600000ms`` for ``$timeFilter``.

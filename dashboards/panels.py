@@ -27,32 +27,77 @@ DATASOURCES = {OPEN: "open", OPS: "ops"}
 
 # The vocabulary's units as Grafana unit ids (grafana-foundation-sdk models/units.py).
 GRAFANA_UNITS = {
-    "ug/m3": "conμgm3", "ppm": "ppm", "ppb": "conppb", "/": "none", "Cel": "celsius", "%RH": "humidity",
-    "hPa": "pressurehpa", "lx": "lux", "m/s": "velocityms", "mm/h": "suffix: mm/h", "dB": "dB", "count": "short",
-    "km/h": "velocitykmh", "W": "watt", "kWh": "kwatth", "V": "volt", "A": "amp", "%EL": "percent", "dBm": "dBm",
-    "s": "s", "%": "percent", "fraction": "percentunit", "ms": "ms", "bytes": "bytes", "per_s": "cps",
+    "ug/m3": "conμgm3",
+    "ppm": "ppm",
+    "ppb": "conppb",
+    "/": "none",
+    "Cel": "celsius",
+    "%RH": "humidity",
+    "hPa": "pressurehpa",
+    "lx": "lux",
+    "m/s": "velocityms",
+    "mm/h": "suffix: mm/h",
+    "dB": "dB",
+    "count": "short",
+    "km/h": "velocitykmh",
+    "W": "watt",
+    "kWh": "kwatth",
+    "V": "volt",
+    "A": "amp",
+    "%EL": "percent",
+    "dBm": "dBm",
+    "s": "s",
+    "%": "percent",
+    "fraction": "percentunit",
+    "ms": "ms",
+    "bytes": "bytes",
+    "per_s": "cps",
     "per_min": "cpm",
 }
 # Outputs of charter methods that are not vocabulary fields, and the units they carry.
 # relative_load (energy_profiles): a meter's hourly power over its own daily mean, a dimensionless shape
 # (1.0 = the meter's average hour), no unit.
-OUTPUT_UNITS = {"occupancy": "fraction", "occupied_spaces": "count", "spaces": "count", "devices": "count",
-                "randomised_devices": "count", "energy_kwh": "kWh", "relative_load": "/", "n_contributors": "count"}
+OUTPUT_UNITS = {
+    "occupancy": "fraction",
+    "occupied_spaces": "count",
+    "spaces": "count",
+    "devices": "count",
+    "randomised_devices": "count",
+    "energy_kwh": "kWh",
+    "relative_load": "/",
+    "n_contributors": "count",
+}
 assert set(OUTPUT_UNITS) >= {o for outs in METHOD_OUTPUTS.values() for o in outs} | set(POINT_FIELDS)
 
 # The ops database's measurements (written by the ingest worker and the charter job) and the units of
 # their fields; derived columns (rates, differences) are named here too.
 OPS_UNITS: dict[str, dict[str, str]] = {
-    "ingest": {"received": "count", "readings": "count", "dead_lettered": "count", "lines_written": "count",
-               "queue_depth": "count", "spool_files": "count", "backlog_bytes": "bytes", "retries": "count",
-               "write_latency_ms_p50": "ms", "write_latency_ms_max": "ms", "readings_per_s": "per_s",
-               "received_per_s": "per_s", "lines_rejected": "count"},
+    "ingest": {
+        "received": "count",
+        "readings": "count",
+        "dead_lettered": "count",
+        "lines_written": "count",
+        "queue_depth": "count",
+        "spool_files": "count",
+        "backlog_bytes": "bytes",
+        "retries": "count",
+        "write_latency_ms_p50": "ms",
+        "write_latency_ms_max": "ms",
+        "readings_per_s": "per_s",
+        "received_per_s": "per_s",
+        "lines_rejected": "count",
+    },
     "deadletters": {"count": "count", "new": "count"},
     "sensors": {"readings": "count", "readings_per_min": "per_min", "sensors": "count"},
-    "charter": {"lag_s": "s", "published": "count", "suppressed": "count", "readings_in": "count",
-                "written": "count", "windows": "count"},
-    "radio": {"rssi": "dBm", "snr": "dB", "uplinks": "count", "loss": "fraction", "lost": "count",
-              "expected": "count"},
+    "charter": {
+        "lag_s": "s",
+        "published": "count",
+        "suppressed": "count",
+        "readings_in": "count",
+        "written": "count",
+        "windows": "count",
+    },
+    "radio": {"rssi": "dBm", "snr": "dB", "uplinks": "count", "loss": "fraction", "lost": "count", "expected": "count"},
     "lorawan_events": {"count": "count"},
     "gateway_health": {"gateways": "count", "last_seen_s": "s"},
 }
@@ -91,16 +136,22 @@ class InfluxQLQuery(cogvariants.Dataquery):
         self.result_format, self.alias = result_format, alias
 
     def to_json(self) -> dict[str, object]:
-        out: dict[str, object] = {"refId": self.ref_id, "datasource": {"type": "influxdb", "uid": self.datasource},
-                                  "query": self.query, "rawQuery": True, "resultFormat": self.result_format}
+        out: dict[str, object] = {
+            "refId": self.ref_id,
+            "datasource": {"type": "influxdb", "uid": self.datasource},
+            "query": self.query,
+            "rawQuery": True,
+            "resultFormat": self.result_format,
+        }
         if self.alias:
             out["alias"] = self.alias
         return out
 
 
 class InfluxQL(cogbuilder.Builder[InfluxQLQuery]):
-    def __init__(self, datasource: str, query: str, *, ref_id: str = "A", table: bool = False,
-                 alias: str | None = None) -> None:
+    def __init__(
+        self, datasource: str, query: str, *, ref_id: str = "A", table: bool = False, alias: str | None = None
+    ) -> None:
         self._q = InfluxQLQuery(ref_id, datasource, query, "table" if table else "time_series", alias)
 
     def build(self) -> InfluxQLQuery:
@@ -113,8 +164,11 @@ def ref(uid: str) -> model.DataSourceRef:
 
 def thresholds(base: str = "green", *steps: tuple[float, str]) -> dash.ThresholdsConfig:
     """Absolute thresholds: ``base`` colour below the first step."""
-    return dash.ThresholdsConfig().mode(model.ThresholdsMode.ABSOLUTE).steps(
-        [model.Threshold(value=None, color=base)] + [model.Threshold(value=v, color=c) for v, c in steps])
+    return (
+        dash.ThresholdsConfig()
+        .mode(model.ThresholdsMode.ABSOLUTE)
+        .steps([model.Threshold(value=None, color=base)] + [model.Threshold(value=v, color=c) for v, c in steps])
+    )
 
 
 def unit_override(column: str, unit: str) -> tuple[str, list[model.DynamicConfigValue]]:
@@ -136,12 +190,18 @@ class Var:
     def build(self) -> cogbuilder.Builder[model.VariableModel]:
         v: dash.CustomVariable | dash.QueryVariable
         if self.options is not None:
-            v = dash.CustomVariable(self.name).values(",".join(
-                f"{text} : {value}" if text != value else value for text, value in self.options))
+            v = dash.CustomVariable(self.name).values(
+                ",".join(f"{text} : {value}" if text != value else value for text, value in self.options)
+            )
         else:
             assert self.query is not None and self.datasource is not None, "a query variable needs query and datasource"
-            v = dash.QueryVariable(self.name).query(self.query).datasource(ref(self.datasource)) \
-                .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED).sort(model.VariableSort.ALPHABETICAL_ASC)
+            v = (
+                dash.QueryVariable(self.name)
+                .query(self.query)
+                .datasource(ref(self.datasource))
+                .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
+                .sort(model.VariableSort.ALPHABETICAL_ASC)
+            )
         v = v.label(self.label).description(self.description).multi(True).include_all(True)
         if self.all_value:
             v = v.all_value(self.all_value)

@@ -68,8 +68,14 @@ def variables(board: dict, tr: TimeRange, run: RunVariableQuery) -> dict[str, Va
         if not values:
             raise ValueError(f"variable {var['name']} has no options")
         if var.get("includeAll"):
-            out[var["name"]] = Variable(var["name"], values, multi=var.get("multi", False), include_all=True,
-                                        all_selected=True, all_value=var.get("allValue"))
+            out[var["name"]] = Variable(
+                var["name"],
+                values,
+                multi=var.get("multi", False),
+                include_all=True,
+                all_selected=True,
+                all_value=var.get("allValue"),
+            )
         elif var["type"] == "constant":
             out[var["name"]] = Variable(var["name"], values)
         else:
@@ -93,8 +99,13 @@ def panel_queries(board: dict, panel: dict, tr: TimeRange, known: dict[str, Vari
     for target in panel.get("targets", []):
         ds = target["datasource"]["uid"]
         for scoped in instances(panel, known):
-            query = expand(target["query"], tr, variables=scoped, max_data_points=max_data_points(panel),
-                           min_interval=panel.get("interval") or MIN_INTERVAL[ds])
+            query = expand(
+                target["query"],
+                tr,
+                variables=scoped,
+                max_data_points=max_data_points(panel),
+                min_interval=panel.get("interval") or MIN_INTERVAL[ds],
+            )
             yield PanelQuery(panel, target, ds, scoped, query)
 
 
@@ -102,5 +113,9 @@ def dashboard_queries(board: dict, now: datetime, run: RunVariableQuery) -> list
     """Every query the dashboard sends when opened at its default time range ending ``now``."""
     default = TimeRange(now - ago(board["time"]["from"]), now)
     known = variables(board, default, run)
-    return [q for p in board["panels"] if p["type"] not in ("row", "text")
-            for q in panel_queries(board, p, time_range(board, p, now), known)]
+    return [
+        q
+        for p in board["panels"]
+        if p["type"] not in ("row", "text")
+        for q in panel_queries(board, p, time_range(board, p, now), known)
+    ]

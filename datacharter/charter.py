@@ -249,8 +249,11 @@ class Dataset(_Strict):
     def admits(self, sensor: Sensor) -> bool:
         """Whether the dataset may read a registered sensor (``smartzone.registry.Sensor``): its category and
         placement are among the dataset's, and it is fixed or mobile as the dataset's source."""
-        return (sensor.category in self.source.categories and sensor.placement in self.source.placement
-                and sensor.mobile == (self.source.sensors == "mobile"))
+        return (
+            sensor.category in self.source.categories
+            and sensor.placement in self.source.placement
+            and sensor.mobile == (self.source.sensors == "mobile")
+        )
 
     @property
     def about_people(self) -> bool:
@@ -268,21 +271,26 @@ class Dataset(_Strict):
                 raise ValueError(f"field {name}: method {self.method} cannot publish {bad}; it can: {sorted(allowed)}")
             if self.method in METHOD_OUTPUTS:
                 if name not in METHOD_OUTPUTS[self.method]:
-                    raise ValueError(f"field {name}: method {self.method} publishes only "
-                                     f"{sorted(METHOD_OUTPUTS[self.method])}")
+                    raise ValueError(
+                        f"field {name}: method {self.method} publishes only {sorted(METHOD_OUTPUTS[self.method])}"
+                    )
             elif f"{self.source.measurement}.{name}" not in QUANTITIES:
                 raise ValueError(f"field {name}: {self.source.measurement}.{name} is not a quantity of the vocabulary")
             extremes = sorted({"min", "max"} & set(aggs))
             if extremes and self.about_people and name not in REGISTRY_OUTPUTS:
-                raise ValueError(f"field {name}: a {extremes[0]} of a dataset about {self.subject}s is one "
-                                 "contributor's value; publish percentiles (p10, p50, p90) instead")
+                raise ValueError(
+                    f"field {name}: a {extremes[0]} of a dataset about {self.subject}s is one "
+                    "contributor's value; publish percentiles (p10, p50, p90) instead"
+                )
         bad_cats = sorted(set(self.source.categories) - set(CATEGORIES))
         if bad_cats:
             raise ValueError(f"source.categories: unknown sensor categories {bad_cats}; known: {', '.join(CATEGORIES)}")
         private = sorted(set(self.source.placement) - {"public_space"})
         if private and self.k < 2:
-            raise ValueError(f"source.placement: sensors {' or '.join(private)} measure a household or a business: "
-                             "they never feed a dataset with k = 1")
+            raise ValueError(
+                f"source.placement: sensors {' or '.join(private)} measure a household or a business: "
+                "they never feed a dataset with k = 1"
+            )
         if self.crossings and (self.method != "count" or set(self.crossings) - set(self.fields)):
             raise ValueError("crossings: fields of this count dataset that count crossings of a line both ways")
         if self.noise is not None and self.method not in ("distinct_count", "count"):
@@ -298,17 +306,23 @@ class Dataset(_Strict):
                     raise ValueError(f"small_counts.means: {mean} must be a field published as [mean]")
                 if not over or set(over) - set(self.small_counts.fields):
                     raise ValueError(f"small_counts.means: {mean} is weighted by small-count fields only")
-        needs = {"trajectory": ("positions", "trim", "trip_gap"), "daily_total": ("meter_field",),
-                 "profiles": ("power_field",), "distinct_count": ("kinds",)}.get(self.method, ())
+        needs = {
+            "trajectory": ("positions", "trim", "trip_gap"),
+            "daily_total": ("meter_field",),
+            "profiles": ("power_field",),
+            "distinct_count": ("kinds",),
+        }.get(self.method, ())
         for name in needs:
             if not (getattr(self.source, name, None) or getattr(self, name, None)):
                 raise ValueError(f"method {self.method} needs {name}")
         if (self.source.database == "pseudonymous") != (self.method == "distinct_count"):
             raise ValueError("pseudonymised sightings (database: pseudonymous) are read by distinct_count only")
         if self.late_data == "reprocess" and (self.k > 1 or self.noise or self.small_counts or self.magnitude):
-            raise ValueError("late_data: reprocess would re-release groups about people, and the difference between "
-                             "two releases reveals the late subjects: use freeze for datasets with k > 1, noise, "
-                             "small_counts or magnitude rules")
+            raise ValueError(
+                "late_data: reprocess would re-release groups about people, and the difference between "
+                "two releases reveals the late subjects: use freeze for datasets with k > 1, noise, "
+                "small_counts or magnitude rules"
+            )
         if (self.method == "occupancy") != (self.state_ttl is not None):
             raise ValueError("state_ttl: occupancy (state sensors), and only it, carries states through bins: give it")
         if self.magnitude is not None and self.method != "daily_total":
@@ -386,12 +400,15 @@ class CharterDoc(_Strict):
         # overlapping categories) can be combined: they must be one release
         for (a, da), (b, db) in itertools.combinations(v.items(), 2):
             sa, sb = da.source, db.source
-            same = (sa.database, sa.measurement, sa.sensors) == (sb.database, sb.measurement, sb.sensors) \
-                and set(sa.categories) & set(sb.categories)
+            same = (sa.database, sa.measurement, sa.sensors) == (sb.database, sb.measurement, sb.sensors) and set(
+                sa.categories
+            ) & set(sb.categories)
             if same and (da.k > 1 or db.k > 1) and (da.release is None or da.release != db.release):
-                raise ValueError(f"datasets {a} and {b} read the same subjects ({sa.database} {sa.measurement}): "
-                                 "name the same release for both, so that neither gives back what the other "
-                                 "suppresses")
+                raise ValueError(
+                    f"datasets {a} and {b} read the same subjects ({sa.database} {sa.measurement}): "
+                    "name the same release for both, so that neither gives back what the other "
+                    "suppresses"
+                )
         return v
 
 
@@ -413,8 +430,10 @@ class Charter:
 
     @cached_property
     def retention_s(self) -> dict[str, float]:
-        return {"raw": parse_duration(self.doc.retention.raw),
-                "pseudonymous": parse_duration(self.doc.retention.pseudonymous)}
+        return {
+            "raw": parse_duration(self.doc.retention.raw),
+            "pseudonymous": parse_duration(self.doc.retention.pseudonymous),
+        }
 
     @property
     def pepper_rotation_s(self) -> float:

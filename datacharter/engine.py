@@ -78,9 +78,17 @@ def empty_points(ds: Dataset) -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype=object) for c in cols})
 
 
-def publish(rows: pd.DataFrame, ds: Dataset, ctx: Context, aggregate: Aggregate, *, k: int | None = None,
-            check: Check | None = None, threshold_fn: ThresholdFn | None = None,
-            population: pd.Series | None = None) -> Result:
+def publish(
+    rows: pd.DataFrame,
+    ds: Dataset,
+    ctx: Context,
+    aggregate: Aggregate,
+    *,
+    k: int | None = None,
+    check: Check | None = None,
+    threshold_fn: ThresholdFn | None = None,
+    population: pd.Series | None = None,
+) -> Result:
     """Walk the levels; see the module docstring.
 
     ``rows`` has ``t``, ``cell`` (H3 strings), ``subject`` (any hashable; integers are fastest), ``w`` and
@@ -241,8 +249,9 @@ def count(frame: pd.DataFrame, ds: Dataset, ctx: Context) -> Result:
     return _finish(merged)
 
 
-def _small_counts(rows: pd.DataFrame, ds: Dataset, ctx: Context, small: list[str], means: dict[str, tuple[str, ...]],
-                  k: int) -> Result:
+def _small_counts(
+    rows: pd.DataFrame, ds: Dataset, ctx: Context, small: list[str], means: dict[str, tuple[str, ...]], k: int
+) -> Result:
     """Each small-count field on its own (its count as weight), and each mean over counted road users (weighted
     by them), rolled up while below ``k``: one pass over the levels, one table (``_part``) per field."""
     names = [*small, *sorted(means)]
@@ -259,9 +268,17 @@ def _small_counts(rows: pd.DataFrame, ds: Dataset, ctx: Context, small: list[str
         else:
             w = rows[f].to_numpy(dtype=float)
             keep = ~np.isnan(w)
-        stack.append(pd.DataFrame({"t": rows["t"].to_numpy()[keep], "cell": rows["cell"].to_numpy()[keep],
-                                   "_part": code, "value": rows[f].to_numpy(dtype=float)[keep],
-                                   "w": w[keep].astype(np.int64)}))
+        stack.append(
+            pd.DataFrame(
+                {
+                    "t": rows["t"].to_numpy()[keep],
+                    "cell": rows["cell"].to_numpy()[keep],
+                    "_part": code,
+                    "value": rows[f].to_numpy(dtype=float)[keep],
+                    "w": w[keep].astype(np.int64),
+                }
+            )
+        )
     if not stack:
         return Result(empty_points(ds))
     long = pd.concat(stack, ignore_index=True)
@@ -307,8 +324,9 @@ def _merge(parts: list[Result], ds: Dataset) -> Result:
                 merged["n_contributors"] = merged[["n_contributors", "n_contributors_r"]].max(axis=1)
                 merged = merged.drop(columns=["n_contributors_r"])
         merged = merged.sort_values(["time", "resolution", "bin", "cell"], kind="stable").reset_index(drop=True)
-    return Result(merged, parts[0].readings_in, len(merged),
-                  sum(p.groups_suppressed for p in parts), parts[0].rows_deferred)
+    return Result(
+        merged, parts[0].readings_in, len(merged), sum(p.groups_suppressed for p in parts), parts[0].rows_deferred
+    )
 
 
 def occupancy(frame: pd.DataFrame, ds: Dataset, ctx: Context) -> Result:
@@ -321,21 +339,36 @@ def occupancy(frame: pd.DataFrame, ds: Dataset, ctx: Context) -> Result:
     from who reported: see ``publish``. Rows before ``ctx.window`` are look-back (the state at the day's start)."""
     rows = _fixed(frame)
     n = len(rows)
-    col = {c: rows[c] if c in rows else pd.Series(np.nan, index=rows.index)
-           for c in ("occupied", "occupied_spaces", "free_spaces")}
+    col = {
+        c: rows[c] if c in rows else pd.Series(np.nan, index=rows.index)
+        for c in ("occupied", "occupied_spaces", "free_spaces")
+    }
     bay = col["occupied"].astype("float64")
     capacity = rows["sensor"].map(ctx.subjects).fillna(1).astype(float)
     occ, free = col["occupied_spaces"].astype(float), col["free_spaces"].astype(float)
     spaces = np.where(bay.notna(), 1.0, np.where(occ.notna() & free.notna(), occ + free, capacity))
     occupied = np.where(bay.notna(), bay, occ)
-    events = pd.DataFrame({"t": rows["t"].to_numpy(), "sensor": rows["sensor"].to_numpy(),
-                           "cell": rows["cell"].to_numpy(), "occ": occupied, "spaces": spaces})
+    events = pd.DataFrame(
+        {
+            "t": rows["t"].to_numpy(),
+            "sensor": rows["sensor"].to_numpy(),
+            "cell": rows["cell"].to_numpy(),
+            "occ": occupied,
+            "spaces": spaces,
+        }
+    )
     events = events[~np.isnan(events["occ"].to_numpy(dtype=float))]
     bin_ns = int(parse_duration(ds.time.bin)) * NS
     ttl = int(parse_duration(ds.state_ttl or "0s")) * NS
-    start, end = ctx.window if ctx.window else (
-        (int(events["t"].min()) // DAY_NS * DAY_NS, int(events["t"].max()) // DAY_NS * DAY_NS + DAY_NS)
-        if len(events) else (0, 0))
+    start, end = (
+        ctx.window
+        if ctx.window
+        else (
+            (int(events["t"].min()) // DAY_NS * DAY_NS, int(events["t"].max()) // DAY_NS * DAY_NS + DAY_NS)
+            if len(events)
+            else (0, 0)
+        )
+    )
     in_window = (events["t"] >= start) & (events["t"] < end)
     last_closed = min(end, ctx.closed_until // bin_ns * bin_ns)
     deferred = int((in_window & (events["t"] >= last_closed)).sum())
@@ -345,10 +378,17 @@ def occupancy(frame: pd.DataFrame, ds: Dataset, ctx: Context) -> Result:
     if events.empty or last_closed <= start:
         return _finish(Result(empty_points(ds), readings_in=n, rows_deferred=deferred))
     per = _state_bins(events[events["t"] < last_closed], start, last_closed, bin_ns, ttl)
-    contrib = pd.DataFrame({"t": per["_b"].to_numpy(), "cell": per["cell"].to_numpy(),
-                            "sensor": per["sensor"].to_numpy(), "subject": per["sensor"].to_numpy(),
-                            "w": per["spaces"].to_numpy(), "occ": per["occ"].to_numpy(),
-                            "spaces": per["spaces"].to_numpy()})
+    contrib = pd.DataFrame(
+        {
+            "t": per["_b"].to_numpy(),
+            "cell": per["cell"].to_numpy(),
+            "sensor": per["sensor"].to_numpy(),
+            "subject": per["sensor"].to_numpy(),
+            "w": per["spaces"].to_numpy(),
+            "occ": per["occ"].to_numpy(),
+            "spaces": per["spaces"].to_numpy(),
+        }
+    )
 
     def aggregate(sel: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
         g = sel.groupby(keys, sort=True)[["occ", "spaces"]].sum()
@@ -404,9 +444,15 @@ def _state_bins(events: pd.DataFrame, start: int, end: int, bin_ns: int, ttl: in
     most = np.full(n_s * n_g, -np.inf)
     np.maximum.at(most, key, spaces[src][live])
     present = np.flatnonzero(total > 0)
-    return pd.DataFrame({"sensor": sensors.to_numpy()[present // n_g], "_b": grid[present % n_g],
-                         "occ": weighted[present] / total[present], "spaces": most[present],
-                         "cell": cell_of[present // n_g]})
+    return pd.DataFrame(
+        {
+            "sensor": sensors.to_numpy()[present // n_g],
+            "_b": grid[present % n_g],
+            "occ": weighted[present] / total[present],
+            "spaces": most[present],
+            "cell": cell_of[present // n_g],
+        }
+    )
 
 
 def distinct_count(frame: pd.DataFrame, ds: Dataset, ctx: Context) -> Result:
@@ -418,8 +464,15 @@ def distinct_count(frame: pd.DataFrame, ds: Dataset, ctx: Context) -> Result:
     subject, uniques = pd.factorize(rows["subject"])
     # the digest of a group's input: the sum of its subjects' 64-bit hashes (order-free)
     hashes = pd.util.hash_pandas_object(pd.Series(uniques), index=False).to_numpy(dtype=np.uint64)
-    rows = pd.DataFrame({"t": rows["t"].to_numpy(), "cell": rows["cell"].to_numpy(), "subject": subject,
-                         "randomised": (rows["randomised"].to_numpy() == "true"), "w": 1})
+    rows = pd.DataFrame(
+        {
+            "t": rows["t"].to_numpy(),
+            "cell": rows["cell"].to_numpy(),
+            "subject": subject,
+            "randomised": (rows["randomised"].to_numpy() == "true"),
+            "w": 1,
+        }
+    )
     noise = ds.noise
     if noise is not None and not rows.empty:
         # contribution bound: a subject counts in at most L (cell, bin) pairs per UTC day. Which L: a hash
@@ -428,10 +481,12 @@ def distinct_count(frame: pd.DataFrame, ds: Dataset, ctx: Context) -> Result:
         first_bin = int(parse_duration(ds.time.bin)) * NS
         key = pd.DataFrame({"s": subject, "c": rows["cell"].to_numpy(), "b": rows["t"].to_numpy() // first_bin})
         pairs = key.drop_duplicates(["s", "c", "b"])
-        order = pd.util.hash_pandas_object(pd.DataFrame({"h": hashes[pairs["s"].to_numpy()], "c": pairs["c"],
-                                                         "b": pairs["b"]}), index=False).to_numpy()
-        pairs = pairs.assign(_o=order, _d=pairs["b"] * first_bin // DAY_NS).sort_values(["_o", "s", "c", "b"],
-                                                                                        kind="stable")
+        order = pd.util.hash_pandas_object(
+            pd.DataFrame({"h": hashes[pairs["s"].to_numpy()], "c": pairs["c"], "b": pairs["b"]}), index=False
+        ).to_numpy()
+        pairs = pairs.assign(_o=order, _d=pairs["b"] * first_bin // DAY_NS).sort_values(
+            ["_o", "s", "c", "b"], kind="stable"
+        )
         rank = pairs.groupby(["s", "_d"], sort=False).cumcount()
         allowed = pairs[rank.to_numpy() < noise.max_bins_per_subject_per_day]
         keep = pd.MultiIndex.from_frame(key[["s", "c", "b"]]).isin(pd.MultiIndex.from_frame(allowed[["s", "c", "b"]]))
@@ -447,10 +502,16 @@ def distinct_count(frame: pd.DataFrame, ds: Dataset, ctx: Context) -> Result:
         rnd = g["randomised"].sum().astype(np.int64).reindex(index)
         stable = g["randomised"].count().astype(np.int64).reindex(index) - rnd
         if noise:
-            digest = pd.Series(hashes[uniq["subject"].to_numpy()], index=uniq.index).groupby(
-                [uniq["_cell"], uniq["_t"]], sort=True).sum().reindex(index)
-            base = [f"{ctx.version}|{ds.source.measurement}|{cells[c]}|{r}|{b}|{t}|{d}"
-                    for (c, t), d in zip(index, digest.to_numpy(), strict=True)]
+            digest = (
+                pd.Series(hashes[uniq["subject"].to_numpy()], index=uniq.index)
+                .groupby([uniq["_cell"], uniq["_t"]], sort=True)
+                .sum()
+                .reindex(index)
+            )
+            base = [
+                f"{ctx.version}|{ds.source.measurement}|{cells[c]}|{r}|{b}|{t}|{d}"
+                for (c, t), d in zip(index, digest.to_numpy(), strict=True)
+            ]
             stable = stable + discrete_laplace(ctx.noise_key, [x + "|devices" for x in base], scale)
             rnd = rnd + discrete_laplace(ctx.noise_key, [x + "|randomised" for x in base], scale)
         return stable, rnd
@@ -508,19 +569,29 @@ def trajectory(frame: pd.DataFrame, positions: pd.DataFrame, ds: Dataset, ctx: C
     pos["_since_s"] = pos["t"] - g["t"].transform("min")
     pos["_until_s"] = g["t"].transform("max") - pos["t"]
     pos["_until_m"] = g["_m"].transform("max") - pos["_m"]
-    placed = pd.merge_asof(rows, pos.sort_values("t", kind="stable")[
-        ["t", "sensor", "lat", "lon", "_m", "_since_s", "_until_s", "_until_m"]],
-        on="t", by="sensor", tolerance=gap, direction="nearest")
+    placed = pd.merge_asof(
+        rows,
+        pos.sort_values("t", kind="stable")[["t", "sensor", "lat", "lon", "_m", "_since_s", "_until_s", "_until_m"]],
+        on="t",
+        by="sensor",
+        tolerance=gap,
+        direction="nearest",
+    )
     placed = placed.dropna(subset=["lat", "lon"])
     trim_ns = int(ds.trim.seconds * NS)
-    keep = ((placed["_since_s"] >= trim_ns) & (placed["_until_s"] >= trim_ns)
-            & (placed["_m"] >= ds.trim.metres) & (placed["_until_m"] >= ds.trim.metres))
+    keep = (
+        (placed["_since_s"] >= trim_ns)
+        & (placed["_until_s"] >= trim_ns)
+        & (placed["_m"] >= ds.trim.metres)
+        & (placed["_until_m"] >= ds.trim.metres)
+    )
     placed = placed[keep]
     cells = [h3.latlng_to_cell(a, b, ds.space.resolution) for a, b in zip(placed["lat"], placed["lon"], strict=True)]
     sensors = placed["sensor"].to_numpy()
     vehicle = pd.Series(sensors).map(ctx.vehicles).fillna(pd.Series(sensors)).to_numpy()
-    rows = pd.DataFrame({"t": placed["t"].to_numpy(), "cell": np.array(cells, dtype=object),
-                         "subject": vehicle, "w": 1})  # k counts vehicles: three trackers on one van are one
+    rows = pd.DataFrame(
+        {"t": placed["t"].to_numpy(), "cell": np.array(cells, dtype=object), "subject": vehicle, "w": 1}
+    )  # k counts vehicles: three trackers on one van are one
     for f in values:
         rows[f] = placed[f].to_numpy()
     result = publish(rows, ds, ctx, _over_contributors(ds))
@@ -587,15 +658,19 @@ def daily_total(frame: pd.DataFrame, ds: Dataset, ctx: Context) -> Result:
     rows, n_in = _meter_rows(frame, meter)
     if rows is None:
         return _finish(Result(empty_points(ds), readings_in=n_in))
-    per = rows.groupby(["sensor", "_day"], sort=True).agg(
-        cell=("cell", "first"), lo=(meter, "min"), hi=(meter, "max"))
+    per = rows.groupby(["sensor", "_day"], sort=True).agg(cell=("cell", "first"), lo=(meter, "min"), hi=(meter, "max"))
     per = per.reset_index()
     sensors = per["sensor"]
-    contrib = pd.DataFrame({"t": per["_day"].to_numpy(), "cell": per["cell"].to_numpy(),
-                            "subject": sensors.to_numpy(),
-                            "w": sensors.map(ctx.subjects).fillna(1).astype(np.int64).to_numpy(),
-                            "owner": sensors.map(ctx.owners).fillna(sensors).to_numpy(),
-                            "energy_kwh": (per["hi"] - per["lo"]).clip(lower=0).to_numpy()})
+    contrib = pd.DataFrame(
+        {
+            "t": per["_day"].to_numpy(),
+            "cell": per["cell"].to_numpy(),
+            "subject": sensors.to_numpy(),
+            "w": sensors.map(ctx.subjects).fillna(1).astype(np.int64).to_numpy(),
+            "owner": sensors.map(ctx.owners).fillna(sensors).to_numpy(),
+            "energy_kwh": (per["hi"] - per["lo"]).clip(lower=0).to_numpy(),
+        }
+    )
     check = None if ds.magnitude is None else lambda lvl, keys, n: magnitude_ok(lvl, keys, n, ds, "energy_kwh")
 
     def aggregate(sel: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
@@ -664,9 +739,17 @@ def profiles(frame: pd.DataFrame, ds: Dataset, ctx: Context) -> Result:
             members = np.flatnonzero(labels == g)
             cell = cells.iloc[members].mode().sort_values().iloc[0]
             for hour in range(24):
-                out.append({"cell": cell, "resolution": ds.space.resolution, "bin": ds.time.bin,
-                            "time": day + hour * 3600 * NS, "profile": str(rank),
-                            "n_contributors": len(members), "relative_load_p50": float(medians.loc[g, hour])})
+                out.append(
+                    {
+                        "cell": cell,
+                        "resolution": ds.space.resolution,
+                        "bin": ds.time.bin,
+                        "time": day + hour * 3600 * NS,
+                        "profile": str(rank),
+                        "n_contributors": len(members),
+                        "relative_load_p50": float(medians.loc[g, hour]),
+                    }
+                )
             published += 1
     pts = pd.DataFrame(out) if out else empty_points(ds).assign(profile=pd.Series(dtype=object))
     return _finish(Result(pts, n_in, published * 24, suppressed, deferred, members_all))
@@ -721,8 +804,9 @@ def run(ds: Dataset, frame: pd.DataFrame, positions: pd.DataFrame | None, ctx: C
 _Name = TypeVar("_Name")  # a release's datasets by name (the job's: None for a dataset not in its charter)
 
 
-def release(inputs: dict[_Name, tuple[Dataset, pd.DataFrame, pd.DataFrame | None]],
-            ctx: Context) -> dict[_Name, Result]:
+def release(
+    inputs: dict[_Name, tuple[Dataset, pd.DataFrame, pd.DataFrame | None]], ctx: Context
+) -> dict[_Name, Result]:
     """The datasets of one release (built from the same subjects) on one window: each publishes only the
     sensors that every one of them publishes, so that no two can be combined (added, subtracted) into
     something one of them suppressed. Found as a fixed point: run each; the sensors in every publishing
@@ -744,10 +828,19 @@ def release(inputs: dict[_Name, tuple[Dataset, pd.DataFrame, pd.DataFrame | None
             results[name] = run(ds, frame[frame["sensor"].isin(common)], positions, ctx)
     for name, r in results.items():  # what the release held back counts as suppressed; the input is the whole
         r.readings_in = first[name].readings_in
-        r.groups_suppressed = max(r.groups_suppressed, first[name].groups_suppressed,
-                                  int(bool(first[name].published_subjects - r.published_subjects)))
+        r.groups_suppressed = max(
+            r.groups_suppressed,
+            first[name].groups_suppressed,
+            int(bool(first[name].published_subjects - r.published_subjects)),
+        )
     return results
 
 
-METHODS = {"summary": summary, "count": count, "occupancy": occupancy, "distinct_count": distinct_count,
-           "daily_total": daily_total, "profiles": profiles}
+METHODS = {
+    "summary": summary,
+    "count": count,
+    "occupancy": occupancy,
+    "distinct_count": distinct_count,
+    "daily_total": daily_total,
+    "profiles": profiles,
+}

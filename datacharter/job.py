@@ -55,8 +55,20 @@ METRICS = "charter"  # measurement; tags dataset, charter_version
 METRICS_FIELDS = ("windows", "readings_in", "published", "suppressed", "written", "lag_s")
 
 # tag columns of raw measurements: strings, "" when the point has none
-TAGS = ("sensor", "gateway", "technology", "category", "cell", "subject", "kind", "randomised", "class",
-        "rx_gateway", "modulation", "source")
+TAGS = (
+    "sensor",
+    "gateway",
+    "technology",
+    "category",
+    "cell",
+    "subject",
+    "kind",
+    "randomised",
+    "class",
+    "rx_gateway",
+    "modulation",
+    "source",
+)
 
 
 @dataclass
@@ -121,8 +133,14 @@ def ensure_retention(influx: Influx, settings: Settings, charter: Charter) -> No
 
 
 class CharterJob:
-    def __init__(self, settings: Settings, charter: Charter | None = None, registry: Registry | None = None,
-                 influx: Influx | None = None, store: CharterStore | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        charter: Charter | None = None,
+        registry: Registry | None = None,
+        influx: Influx | None = None,
+        store: CharterStore | None = None,
+    ) -> None:
         self.settings = settings
         self.charter = charter or Charter.load(settings.charter.path)
         self.registry = registry or Registry.load(settings.registry)
@@ -175,13 +193,17 @@ class CharterJob:
             wm = self.store.watermark(name)
             windows, readings_in, published, suppressed, written, lag_s = METRICS_FIELDS
             fields: dict[str, int | float] = {
-                windows: len(mine), readings_in: sum(r.readings_in for r in mine),
-                published: sum(r.published for r in mine), suppressed: sum(r.suppressed for r in mine),
-                written: sum(r.written for r in mine)}
+                windows: len(mine),
+                readings_in: sum(r.readings_in for r in mine),
+                published: sum(r.published for r in mine),
+                suppressed: sum(r.suppressed for r in mine),
+                written: sum(r.written for r in mine),
+            }
             if wm is not None:
                 fields[lag_s] = (now_ns - wm) / 1e9
-            points.append(Point(METRICS, {"charter_version": self.charter.version, "dataset": name}, fields, now_ns,
-                                Store.OPS))
+            points.append(
+                Point(METRICS, {"charter_version": self.charter.version, "dataset": name}, fields, now_ns, Store.OPS)
+            )
         if points:
             try:
                 lines, _ = render_by_store(points)
@@ -202,8 +224,11 @@ class CharterJob:
         finally:
             store.close()
         if n:
-            log.info("charter: deleted %d dead letters holding pseudonyms older than %s", n,
-                     self.charter.doc.retention.pseudonymous)
+            log.info(
+                "charter: deleted %d dead letters holding pseudonyms older than %s",
+                n,
+                self.charter.doc.retention.pseudonymous,
+            )
 
     def run_forever(self, every_s: float, stop: threading.Event) -> None:
         while not stop.is_set():
@@ -211,8 +236,13 @@ class CharterJob:
             try:
                 reports = self.run_once()
                 written = sum(r.written for r in reports)
-                log.info("charter run: windows=%d written=%d published=%d suppressed=%d", len(reports), written,
-                         sum(r.published for r in reports), sum(r.suppressed for r in reports))
+                log.info(
+                    "charter run: windows=%d written=%d published=%d suppressed=%d",
+                    len(reports),
+                    written,
+                    sum(r.published for r in reports),
+                    sum(r.suppressed for r in reports),
+                )
             except Exception:  # InfluxDB away, ... : the next run retries; nothing advanced
                 log.exception("charter run failed; retrying in %.0f s", every_s)
             stop.wait(max(0.0, every_s - (time.monotonic() - started)))
@@ -244,11 +274,24 @@ class CharterJob:
         """A frozen day received late rows (``late``) or rewritten readings: count them in the audit (once: the
         window's new content is recorded), publish nothing new."""
         seen = self.store.window(name, start)
-        self.store.record(name, start, start + DAY_NS, version=seen.charter_version if seen else self.charter.version,
-                          readings_in=0, rows_seen=(seen.rows_seen if seen else 0) + late,
-                          published=seen.points if seen else 0, suppressed=0, deferred=0,
-                          digest=seen.digest if seen else "", reprocessed=False, written=False, watermark=None,
-                          late_rows=late, fingerprint=self._fingerprint(name, start), changed=True)
+        self.store.record(
+            name,
+            start,
+            start + DAY_NS,
+            version=seen.charter_version if seen else self.charter.version,
+            readings_in=0,
+            rows_seen=(seen.rows_seen if seen else 0) + late,
+            published=seen.points if seen else 0,
+            suppressed=0,
+            deferred=0,
+            digest=seen.digest if seen else "",
+            reprocessed=False,
+            written=False,
+            watermark=None,
+            late_rows=late,
+            fingerprint=self._fingerprint(name, start),
+            changed=True,
+        )
         day = datetime.fromtimestamp(start / 1e9, UTC).date()
         if late:
             log.info("charter: %s %s received %d late rows; the day is frozen, nothing re-published", name, day, late)
@@ -270,18 +313,47 @@ class CharterJob:
         if written:
             self._replace(name, start, end, points)
         closed = end <= closed_until
-        self.store.record(name, start, end, version=self.charter.version, readings_in=result.readings_in,
-                          rows_seen=rows_seen(frame[frame["t"] >= start]), published=len(points),
-                          suppressed=result.groups_suppressed,
-                          deferred=result.rows_deferred, digest=dg, reprocessed=reprocessed, written=written,
-                          watermark=end if closed and not reprocessed else None,
-                          fingerprint=self._fingerprint(name, start), changed=reprocessed)
-        return WindowReport(name, start, end, result.readings_in, len(points), result.groups_suppressed,
-                            result.rows_deferred, written, reprocessed, t1 - t0, t2 - t1)
+        self.store.record(
+            name,
+            start,
+            end,
+            version=self.charter.version,
+            readings_in=result.readings_in,
+            rows_seen=rows_seen(frame[frame["t"] >= start]),
+            published=len(points),
+            suppressed=result.groups_suppressed,
+            deferred=result.rows_deferred,
+            digest=dg,
+            reprocessed=reprocessed,
+            written=written,
+            watermark=end if closed and not reprocessed else None,
+            fingerprint=self._fingerprint(name, start),
+            changed=reprocessed,
+        )
+        return WindowReport(
+            name,
+            start,
+            end,
+            result.readings_in,
+            len(points),
+            result.groups_suppressed,
+            result.rows_deferred,
+            written,
+            reprocessed,
+            t1 - t0,
+            t2 - t1,
+        )
 
     # -- pure part --------------------------------------------------------------------------------------
-    def apply(self, ds: Dataset, frame: pd.DataFrame, positions: pd.DataFrame | None, closed_until: int,
-              window: tuple[int, int] | None = None, partners: dict[str, pd.DataFrame] | None = None) -> Result:
+    def apply(
+        self,
+        ds: Dataset,
+        frame: pd.DataFrame,
+        positions: pd.DataFrame | None,
+        closed_until: int,
+        window: tuple[int, int] | None = None,
+        partners: dict[str, pd.DataFrame] | None = None,
+    ) -> Result:
         """The dataset's method on a window's rows (only the rows of sensors the dataset admits count); for a
         dataset of a release, together with the release's other datasets (``partners``: their rows, read
         when not given) on the same window. A release is computed once per run and window."""
@@ -300,8 +372,7 @@ class CharterJob:
             self._releases = {key: release(inputs, ctx)}  # the last release only: its other datasets come next
         return self._releases[key][name]
 
-    def _partners(self, ds: Dataset, start: int, end: int,
-                  own: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
+    def _partners(self, ds: Dataset, start: int, end: int, own: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
         """The rows of the other datasets of ``ds``'s release on a window: ``own`` (``ds``'s rows) where they read
         the same measurement, else one read per measurement."""
         if ds.release is None:
@@ -319,9 +390,16 @@ class CharterJob:
 
     def context(self, name: str | None, closed_until: int, window: tuple[int, int] | None = None) -> Context:
         admitted = self._admitted(name)
-        return Context(self.charter.version, closed_until, self.subjects, self.noise_key, owners=self.owners,
-                       vehicles=self.vehicles, cells={s: self.cells[s] for s in admitted if self.cells.get(s)},
-                       window=window)
+        return Context(
+            self.charter.version,
+            closed_until,
+            self.subjects,
+            self.noise_key,
+            owners=self.owners,
+            vehicles=self.vehicles,
+            cells={s: self.cells[s] for s in admitted if self.cells.get(s)},
+            window=window,
+        )
 
     def admit(self, name: str | None, frame: pd.DataFrame) -> pd.DataFrame:
         """The rows of the sensors the dataset may read; rows of other or unknown sensors are dropped."""
@@ -335,7 +413,8 @@ class CharterJob:
 
     def _name(self, ds: Dataset) -> str | None:
         named = [n for n, d in self.charter.datasets.items() if d is ds] or [
-            n for n, d in self.charter.datasets.items() if d == ds]
+            n for n, d in self.charter.datasets.items() if d == ds
+        ]
         return named[0] if named else None
 
     # -- InfluxDB ---------------------------------------------------------------------------------------
@@ -369,11 +448,20 @@ class CharterJob:
         db = self.dbs[Store(ds.source.database)]
         m = quote_ident(ds.source.measurement)
         when = "time >= $a AND time < $b GROUP BY time(1d)"
-        booleans = sorted(q.key.split(".", 1)[1] for q in QUANTITIES.values()
-                          if q.kind == "bool" and q.key.startswith(f"{ds.source.measurement}."))
-        q = ";".join([f"SELECT count(*), sum(*) FROM {m} WHERE {when}",  # noqa: S608 - identifiers checked
-                      *(f"SELECT count({quote_ident(b)}) FROM {m} WHERE {quote_ident(b)} = true AND {when}"  # noqa: S608
-                        for b in booleans)])
+        booleans = sorted(
+            q.key.split(".", 1)[1]
+            for q in QUANTITIES.values()
+            if q.kind == "bool" and q.key.startswith(f"{ds.source.measurement}.")
+        )
+        q = ";".join(
+            [
+                f"SELECT count(*), sum(*) FROM {m} WHERE {when}",  # noqa: S608 - identifiers checked
+                *(
+                    f"SELECT count({quote_ident(b)}) FROM {m} WHERE {quote_ident(b)} = true AND {when}"  # noqa: S608
+                    for b in booleans
+                ),
+            ]
+        )
         results = self.influx.query(q, db, {"a": since, "b": until - 1})
         counts: dict[int, dict[str, int]] = {}
         sums: dict[int, dict[str, float]] = {}
@@ -446,7 +534,7 @@ class CharterJob:
         if not points.empty:
             body = to_lines(dataset, points, self.charter.version, self.charter.datasets[dataset].integer_fields)
             for i in range(0, len(body), 5000):
-                self.influx.write(self.open_db, "\n".join(body[i:i + 5000]).encode())
+                self.influx.write(self.open_db, "\n".join(body[i : i + 5000]).encode())
 
 
 def rows_seen(frame: pd.DataFrame) -> int:
@@ -459,8 +547,9 @@ def rows_seen(frame: pd.DataFrame) -> int:
 def normalise(df: pd.DataFrame) -> pd.DataFrame:
     """InfluxDB's CSV rows: ``t`` (int ns), tags as strings ("" when unset), fields as read."""
     if df.empty:
-        return pd.DataFrame({"t": pd.Series(dtype=np.int64), "sensor": pd.Series(dtype=object),
-                             "cell": pd.Series(dtype=object)})
+        return pd.DataFrame(
+            {"t": pd.Series(dtype=np.int64), "sensor": pd.Series(dtype=object), "cell": pd.Series(dtype=object)}
+        )
     df = df.rename(columns={"time": "t"})
     df["t"] = df["t"].astype(np.int64)
     for c in TAGS:
@@ -477,8 +566,9 @@ def to_points(dataset: str, points: pd.DataFrame, version: str, integers: set[st
     fields = [c for c in points.columns if c not in ("cell", "resolution", "bin", "time", "profile")]
     out = []
     for r in points.to_dict("records"):
-        values = {f: int(r[f]) if f in integers else float(r[f]) for f in fields
-                  if r[f] is not None and not pd.isna(r[f])}
+        values = {
+            f: int(r[f]) if f in integers else float(r[f]) for f in fields if r[f] is not None and not pd.isna(r[f])
+        }
         if not values:
             continue
         tags = {"bin": r["bin"], "cell": r["cell"], "charter_version": version, "resolution": str(int(r["resolution"]))}

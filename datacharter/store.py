@@ -44,13 +44,15 @@ from storage.deadletters import make_engine
 metadata = MetaData()
 
 watermarks = Table(
-    "charter_watermarks", metadata,
+    "charter_watermarks",
+    metadata,
     Column("dataset", String(64), primary_key=True),
     Column("until_ns", BigInteger, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
 windows = Table(
-    "charter_windows", metadata,
+    "charter_windows",
+    metadata,
     Column("dataset", String(64), primary_key=True),
     Column("window_start", BigInteger, primary_key=True),
     Column("rows_seen", BigInteger, nullable=False),
@@ -61,7 +63,8 @@ windows = Table(
     Column("fingerprint", Text, nullable=True),  # the raw content processed (job.Content); NULL: not known
 )
 audit = Table(
-    "charter_audit", metadata,
+    "charter_audit",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("at", DateTime(timezone=True), nullable=False),
     Column("charter_version", String(32), nullable=False),
@@ -120,45 +123,87 @@ class CharterStore:
 
     def window(self, dataset: str, start: int) -> Window | None:
         with self.engine.connect() as c:
-            row = c.execute(select(windows).where(windows.c.dataset == dataset,
-                                                  windows.c.window_start == start)).first()
-        return None if row is None else Window(row.rows_seen, row.points, row.digest, row.charter_version,
-                                               row.fingerprint)
+            row = c.execute(
+                select(windows).where(windows.c.dataset == dataset, windows.c.window_start == start)
+            ).first()
+        return (
+            None if row is None else Window(row.rows_seen, row.points, row.digest, row.charter_version, row.fingerprint)
+        )
 
     def windows_since(self, dataset: str, start: int) -> dict[int, Window]:
         with self.engine.connect() as c:
             rows = c.execute(select(windows).where(windows.c.dataset == dataset, windows.c.window_start >= start))
-            return {r.window_start: Window(r.rows_seen, r.points, r.digest, r.charter_version, r.fingerprint)
-                    for r in rows}
+            return {
+                r.window_start: Window(r.rows_seen, r.points, r.digest, r.charter_version, r.fingerprint) for r in rows
+            }
 
     def set_fingerprint(self, dataset: str, start: int, fingerprint: str) -> None:
         """A window processed before fingerprints were recorded: its content now, the baseline of later changes."""
         with self.engine.begin() as c:
-            c.execute(update(windows).where(windows.c.dataset == dataset, windows.c.window_start == start,
-                                            windows.c.fingerprint.is_(None)).values(fingerprint=fingerprint))
+            c.execute(
+                update(windows)
+                .where(windows.c.dataset == dataset, windows.c.window_start == start, windows.c.fingerprint.is_(None))
+                .values(fingerprint=fingerprint)
+            )
 
-    def record(self, dataset: str, start: int, end: int, *, version: str, readings_in: int, rows_seen: int,
-               published: int, suppressed: int, deferred: int, digest: str, reprocessed: bool, written: bool,
-               watermark: int | None, late_rows: int = 0, fingerprint: str | None = None,
-               changed: bool = False) -> None:
+    def record(
+        self,
+        dataset: str,
+        start: int,
+        end: int,
+        *,
+        version: str,
+        readings_in: int,
+        rows_seen: int,
+        published: int,
+        suppressed: int,
+        deferred: int,
+        digest: str,
+        reprocessed: bool,
+        written: bool,
+        watermark: int | None,
+        late_rows: int = 0,
+        fingerprint: str | None = None,
+        changed: bool = False,
+    ) -> None:
         """One transaction: the window's state, its audit record and (when it closed) the watermark.
         ``changed``: the window's raw content had changed since it was processed."""
         now = datetime.now(UTC)
         with self.engine.begin() as c:
-            state = {"rows_seen": rows_seen, "points": published, "digest": digest, "charter_version": version,
-                     "processed_at": now, "fingerprint": fingerprint}
-            n = c.execute(update(windows).where(windows.c.dataset == dataset, windows.c.window_start == start)
-                          .values(**state)).rowcount
+            state = {
+                "rows_seen": rows_seen,
+                "points": published,
+                "digest": digest,
+                "charter_version": version,
+                "processed_at": now,
+                "fingerprint": fingerprint,
+            }
+            n = c.execute(
+                update(windows).where(windows.c.dataset == dataset, windows.c.window_start == start).values(**state)
+            ).rowcount
             if not n:
                 c.execute(insert(windows).values(dataset=dataset, window_start=start, **state))
-            c.execute(insert(audit).values(at=now, charter_version=version, dataset=dataset, window_start=start,
-                                           window_end=end, readings_in=readings_in, groups_published=published,
-                                           groups_suppressed=suppressed, rows_deferred=deferred,
-                                           reprocessed=reprocessed, written=written, late_rows=late_rows,
-                                           content_changed=changed))
+            c.execute(
+                insert(audit).values(
+                    at=now,
+                    charter_version=version,
+                    dataset=dataset,
+                    window_start=start,
+                    window_end=end,
+                    readings_in=readings_in,
+                    groups_published=published,
+                    groups_suppressed=suppressed,
+                    rows_deferred=deferred,
+                    reprocessed=reprocessed,
+                    written=written,
+                    late_rows=late_rows,
+                    content_changed=changed,
+                )
+            )
             if watermark is not None:
-                n = c.execute(update(watermarks).where(watermarks.c.dataset == dataset)
-                              .values(until_ns=watermark, updated_at=now)).rowcount
+                n = c.execute(
+                    update(watermarks).where(watermarks.c.dataset == dataset).values(until_ns=watermark, updated_at=now)
+                ).rowcount
                 if not n:
                     c.execute(insert(watermarks).values(dataset=dataset, until_ns=watermark, updated_at=now))
 

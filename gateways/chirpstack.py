@@ -131,9 +131,11 @@ class SyncResult:
 
     def summary(self) -> str:
         created, updated, unchanged = self.count("create"), self.count("update"), self.count("unchanged")
-        text = (f"chirpstack sync, tenant {self.tenant_id}: "
-                f"{'would create' if self.dry_run else 'created'} {created}, "
-                f"{'would update' if self.dry_run else 'updated'} {updated}, unchanged {unchanged}")
+        text = (
+            f"chirpstack sync, tenant {self.tenant_id}: "
+            f"{'would create' if self.dry_run else 'created'} {created}, "
+            f"{'would update' if self.dry_run else 'updated'} {updated}, unchanged {unchanged}"
+        )
         if self.unregistered:
             text += f", {len(self.unregistered)} devices not in the registry (kept; --prune deletes them)"
         if self.deleted:
@@ -144,8 +146,9 @@ class SyncResult:
 
 
 # -- keys file ------------------------------------------------------------------------------------------
-def load_keys(path: Path | None, devices: dict[str, str], need_app_key: set[str] | frozenset[str] = frozenset()
-              ) -> dict[str, tuple[str, str]]:
+def load_keys(
+    path: Path | None, devices: dict[str, str], need_app_key: set[str] | frozenset[str] = frozenset()
+) -> dict[str, tuple[str, str]]:
     """The root keys of ``devices`` (DevEUI -> sensor id) from the YAML keys file: DevEUI -> (nwk_key, app_key).
 
     ``app_key`` is "" when the file gives none (ChirpStack stores no AppKey then); it is required for the
@@ -154,8 +157,10 @@ def load_keys(path: Path | None, devices: dict[str, str], need_app_key: set[str]
     if not devices:
         return {}
     if path is None:
-        raise ConfigurationError("chirpstack.keys_file is not set; it must give the root keys of the LoRaWAN "
-                                 f"devices {', '.join(sorted(devices.values()))}")
+        raise ConfigurationError(
+            "chirpstack.keys_file is not set; it must give the root keys of the LoRaWAN "
+            f"devices {', '.join(sorted(devices.values()))}"
+        )
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -173,28 +178,34 @@ def load_keys(path: Path | None, devices: dict[str, str], need_app_key: set[str]
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ConfigurationError(f"ChirpStack keys file {path}: expected a mapping <dev_eui>: "
-                                 "{nwk_key: <32 hex>, app_key: <32 hex>}")
+        raise ConfigurationError(
+            f"ChirpStack keys file {path}: expected a mapping <dev_eui>: {{nwk_key: <32 hex>, app_key: <32 hex>}}"
+        )
 
     keys: dict[str, tuple[str, str]] = {}
     for dev_eui_raw, entry in raw.items():
         if not isinstance(dev_eui_raw, str):
-            raise ConfigurationError(f"ChirpStack keys file {path}: DevEUI {dev_eui_raw!r} is not a string: quote it "
-                                     "(YAML reads unquoted digits as a number)")
+            raise ConfigurationError(
+                f"ChirpStack keys file {path}: DevEUI {dev_eui_raw!r} is not a string: quote it "
+                "(YAML reads unquoted digits as a number)"
+            )
         dev_eui = dev_eui_raw.strip().lower()
         label = f"{devices[dev_eui]} ({dev_eui})" if dev_eui in devices else dev_eui
         if not _EUI.fullmatch(dev_eui):
-            raise ConfigurationError(f"ChirpStack keys file {path}: {dev_eui_raw!r} is not a DevEUI "
-                                     "(16 hexadecimal digits)")
+            raise ConfigurationError(
+                f"ChirpStack keys file {path}: {dev_eui_raw!r} is not a DevEUI (16 hexadecimal digits)"
+            )
         if dev_eui in keys:
             raise ConfigurationError(f"ChirpStack keys file {path}: device {label} is given twice")
         if not isinstance(entry, dict):
-            raise ConfigurationError(f"ChirpStack keys file {path}: device {label}: expected "
-                                     "{nwk_key: <32 hex>, app_key: <32 hex>}")
+            raise ConfigurationError(
+                f"ChirpStack keys file {path}: device {label}: expected {{nwk_key: <32 hex>, app_key: <32 hex>}}"
+            )
         unknown = sorted(str(k) for k in entry if k not in ("nwk_key", "app_key"))
         if unknown:
-            raise ConfigurationError(f"ChirpStack keys file {path}: device {label}: unknown fields {unknown}; "
-                                     "known: nwk_key, app_key")
+            raise ConfigurationError(
+                f"ChirpStack keys file {path}: device {label}: unknown fields {unknown}; known: nwk_key, app_key"
+            )
         values = {}
         for name in ("nwk_key", "app_key"):
             value = entry.get(name)
@@ -202,26 +213,34 @@ def load_keys(path: Path | None, devices: dict[str, str], need_app_key: set[str]
                 values[name] = ""
                 continue
             if not isinstance(value, str):
-                raise ConfigurationError(f"ChirpStack keys file {path}: device {label}: {name} must be a quoted "
-                                         "string of 32 hexadecimal digits")
+                raise ConfigurationError(
+                    f"ChirpStack keys file {path}: device {label}: {name} must be a quoted "
+                    "string of 32 hexadecimal digits"
+                )
             value = value.strip().lower()
             if not _KEY.fullmatch(value):
-                raise ConfigurationError(f"ChirpStack keys file {path}: device {label}: {name} must be 32 "
-                                         "hexadecimal digits (a 128-bit AES key)")
+                raise ConfigurationError(
+                    f"ChirpStack keys file {path}: device {label}: {name} must be 32 "
+                    "hexadecimal digits (a 128-bit AES key)"
+                )
             values[name] = value
         if not values["nwk_key"]:
-            raise ConfigurationError(f"ChirpStack keys file {path}: device {label}: nwk_key is missing (for "
-                                     "LoRaWAN 1.0.x devices it is the AppKey printed on the device)")
+            raise ConfigurationError(
+                f"ChirpStack keys file {path}: device {label}: nwk_key is missing (for "
+                "LoRaWAN 1.0.x devices it is the AppKey printed on the device)"
+            )
         keys[dev_eui] = (values["nwk_key"], values["app_key"])
 
     missing = sorted(f"{sid} ({eui})" for eui, sid in devices.items() if eui not in keys)
     if missing:
-        raise ConfigurationError(f"ChirpStack keys file {path} has no keys for the LoRaWAN devices "
-                                 f"{', '.join(missing)}")
+        raise ConfigurationError(
+            f"ChirpStack keys file {path} has no keys for the LoRaWAN devices {', '.join(missing)}"
+        )
     no_app_key = sorted(f"{devices[e]} ({e})" for e in need_app_key if e in devices and not keys[e][1])
     if no_app_key:
-        raise ConfigurationError(f"ChirpStack keys file {path}: LoRaWAN 1.1 devices need an app_key as well: "
-                                 f"{', '.join(no_app_key)}")
+        raise ConfigurationError(
+            f"ChirpStack keys file {path}: LoRaWAN 1.1 devices need an app_key as well: {', '.join(no_app_key)}"
+        )
     extra = len(set(keys) - set(devices))
     if extra:
         log.info("ChirpStack keys file %s: %d entries for devices the registry does not have (ignored)", path, extra)
@@ -233,8 +252,9 @@ def _enum(enum, value: str, what: str, profile: str) -> int:
     try:
         return enum.Value(value)
     except ValueError:
-        raise ConfigurationError(f"device profile {profile}: unknown {what} {value!r}; ChirpStack knows "
-                                 f"{', '.join(enum.keys())}") from None
+        raise ConfigurationError(
+            f"device profile {profile}: unknown {what} {value!r}; ChirpStack knows {', '.join(enum.keys())}"
+        ) from None
 
 
 def desired_profile(p: DeviceProfile, tenant_id: str) -> api.DeviceProfile:
@@ -249,8 +269,9 @@ def desired_profile(p: DeviceProfile, tenant_id: str) -> api.DeviceProfile:
         description=p.description,
         region=_enum(common.Region, p.region, "region", p.name),
         mac_version=_enum(common.MacVersion, p.mac_version, "mac_version", p.name),
-        reg_params_revision=_enum(common.RegParamsRevision, p.regional_parameters_revision,
-                                  "regional_parameters_revision", p.name),
+        reg_params_revision=_enum(
+            common.RegParamsRevision, p.regional_parameters_revision, "regional_parameters_revision", p.name
+        ),
         adr_algorithm_id=p.adr_algorithm,
         payload_codec_runtime=api.CAYENNE_LPP if p.chirpstack_codec == "cayenne_lpp" else api.NONE,
         supports_otaa=p.supports_otaa,
@@ -260,8 +281,18 @@ def desired_profile(p: DeviceProfile, tenant_id: str) -> api.DeviceProfile:
     )
 
 
-PROFILE_FIELDS = ("name", "description", "region", "mac_version", "reg_params_revision", "adr_algorithm_id",
-                  "payload_codec_runtime", "supports_otaa", "supports_class_c", "uplink_interval")
+PROFILE_FIELDS = (
+    "name",
+    "description",
+    "region",
+    "mac_version",
+    "reg_params_revision",
+    "adr_algorithm_id",
+    "payload_codec_runtime",
+    "supports_otaa",
+    "supports_class_c",
+    "uplink_interval",
+)
 
 
 def _merge_tags(target, desired: dict[str, str], owned: tuple[str, ...]) -> bool:
@@ -289,14 +320,19 @@ class _Client:
     def __init__(self, cfg: ChirpStackSettings) -> None:
         token = cfg.api_token.get_secret_value().strip() if cfg.api_token is not None else ""
         if not token:
-            raise ConfigurationError("chirpstack.api_token is not set: create an API key in ChirpStack "
-                                     "(Tenant > API keys) and set SMARTZONE_CHIRPSTACK__API_TOKEN")
+            raise ConfigurationError(
+                "chirpstack.api_token is not set: create an API key in ChirpStack "
+                "(Tenant > API keys) and set SMARTZONE_CHIRPSTACK__API_TOKEN"
+            )
         if not cfg.api_url.strip():
             raise ConfigurationError("chirpstack.api_url is empty: give host:port of ChirpStack's gRPC API")
         self.cfg = cfg
         self.url = cfg.api_url.strip()
-        self.channel = (grpc.secure_channel(self.url, grpc.ssl_channel_credentials()) if cfg.tls
-                        else grpc.insecure_channel(self.url))
+        self.channel = (
+            grpc.secure_channel(self.url, grpc.ssl_channel_credentials())
+            if cfg.tls
+            else grpc.insecure_channel(self.url)
+        )
         self.metadata = (("authorization", f"Bearer {token}"),)
         self.stubs = {
             "GatewayService": api.GatewayServiceStub(self.channel),
@@ -314,8 +350,7 @@ class _Client:
         to be good, UNAUTHENTICATED / PERMISSION_DENIED: see the module docstring) return None."""
         name = f"{service}.{method}"
         try:
-            response = getattr(self.stubs[service], method)(request, metadata=self.metadata,
-                                                            timeout=self.cfg.timeout)
+            response = getattr(self.stubs[service], method)(request, metadata=self.metadata, timeout=self.cfg.timeout)
         except grpc.RpcError as exc:
             code, details = exc.code(), exc.details() or ""
             if absent and (code == grpc.StatusCode.NOT_FOUND or (self.token_accepted and code in _HIDDEN)):
@@ -330,18 +365,29 @@ class _Client:
         if code in _HIDDEN:
             return ConfigurationError(
                 f"ChirpStack refused the API token ({code.name} on {name}{about}{said}): chirpstack.api_token "
-                f"must be a valid, not read-only API key of tenant {self.cfg.tenant_id} (or an admin key)")
+                f"must be a valid, not read-only API key of tenant {self.cfg.tenant_id} (or an admin key)"
+            )
         if code == grpc.StatusCode.UNAVAILABLE:
             return ChirpStackError(
                 f"cannot reach ChirpStack's gRPC API at {self.url} ({'TLS' if self.cfg.tls else 'plaintext'}; "
                 f"{name}{said}): check chirpstack.api_url (host:port of ChirpStack's API) and chirpstack.tls",
-                method=name, code=code)
+                method=name,
+                code=code,
+            )
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-            return ChirpStackError(f"ChirpStack at {self.url} did not answer {name}{about} within "
-                                   f"{self.cfg.timeout} s (chirpstack.timeout)", method=name, code=code)
+            return ChirpStackError(
+                f"ChirpStack at {self.url} did not answer {name}{about} within "
+                f"{self.cfg.timeout} s (chirpstack.timeout)",
+                method=name,
+                code=code,
+            )
         if code == grpc.StatusCode.ALREADY_EXISTS:
-            return ChirpStackError(f"ChirpStack {name}{about} failed: ALREADY_EXISTS{said}: it exists in ChirpStack "
-                                   "where this API key cannot see it (another tenant?)", method=name, code=code)
+            return ChirpStackError(
+                f"ChirpStack {name}{about} failed: ALREADY_EXISTS{said}: it exists in ChirpStack "
+                "where this API key cannot see it (another tenant?)",
+                method=name,
+                code=code,
+            )
         return ChirpStackError(f"ChirpStack {name}{about} failed: {code.name}{said}", method=name, code=code)
 
     def pages(self, service: str, method: str, make_request: Callable[[int], object]) -> Iterator:
@@ -373,8 +419,10 @@ def sync(cfg: ChirpStackSettings, registry: Registry, *, dry_run: bool = False, 
     """Make ChirpStack's tenant hold the registry's LoRaWAN gateways, profiles, application and devices."""
     tenant_id = cfg.tenant_id.strip()
     if not tenant_id:
-        raise ConfigurationError("chirpstack.tenant_id is not set: copy the tenant's id (a UUID) from ChirpStack "
-                                 "(Tenants > <tenant>) into SMARTZONE_CHIRPSTACK__TENANT_ID")
+        raise ConfigurationError(
+            "chirpstack.tenant_id is not set: copy the tenant's id (a UUID) from ChirpStack "
+            "(Tenants > <tenant>) into SMARTZONE_CHIRPSTACK__TENANT_ID"
+        )
     try:
         uuid.UUID(tenant_id)
     except ValueError:
@@ -385,10 +433,16 @@ def sync(cfg: ChirpStackSettings, registry: Registry, *, dry_run: bool = False, 
     app_name = _validate_name(lw.application, "lorawan.application")
     profiles = {name: desired_profile(p, tenant_id) for name, p in registry.device_profiles.items()}
     devices = [s for s in registry.sensors.values() if s.lorawan is not None]
-    otaa = {s.keys[0]: s.id for s in devices
-            if s.lorawan is not None and registry.device_profiles[s.lorawan.device_profile].supports_otaa}
-    lorawan_11 = {s.keys[0] for s in devices if s.lorawan is not None
-                  and registry.device_profiles[s.lorawan.device_profile].mac_version == "LORAWAN_1_1_0"}
+    otaa = {
+        s.keys[0]: s.id
+        for s in devices
+        if s.lorawan is not None and registry.device_profiles[s.lorawan.device_profile].supports_otaa
+    }
+    lorawan_11 = {
+        s.keys[0]
+        for s in devices
+        if s.lorawan is not None and registry.device_profiles[s.lorawan.device_profile].mac_version == "LORAWAN_1_1_0"
+    }
     keys = load_keys(cfg.keys_file, otaa, lorawan_11)
 
     client = _Client(cfg)
@@ -400,23 +454,32 @@ def sync(cfg: ChirpStackSettings, registry: Registry, *, dry_run: bool = False, 
         _plan_devices(client, plan, devices, keys, tenant_id)
         _plan_unregistered(client, plan, {s.keys[0] for s in devices}, prune)
         if plan.conflicts:
-            raise ConfigurationError("ChirpStack holds objects the sync cannot take over (nothing was written): "
-                                     + "; ".join(plan.conflicts))
+            raise ConfigurationError(
+                "ChirpStack holds objects the sync cannot take over (nothing was written): " + "; ".join(plan.conflicts)
+            )
         if not dry_run:
             for step in plan.steps:
                 step()
     finally:
         client.close()
     r = plan.result
-    log.info("chirpstack sync: %d created, %d updated, %d unchanged%s", r.count("create"), r.count("update"),
-             r.count("unchanged"), " (dry run)" if dry_run else "")
+    log.info(
+        "chirpstack sync: %d created, %d updated, %d unchanged%s",
+        r.count("create"),
+        r.count("update"),
+        r.count("unchanged"),
+        " (dry run)" if dry_run else "",
+    )
     return r
 
 
 def _plan_profiles(client: _Client, plan: _Plan, profiles: dict[str, api.DeviceProfile], tenant_id: str) -> None:
     existing: dict[str, list[str]] = {}
-    for item in client.pages("DeviceProfileService", "List", lambda offset: api.ListDeviceProfilesRequest(
-            tenant_id=tenant_id, tenant_only=True, limit=PAGE, offset=offset)):
+    for item in client.pages(
+        "DeviceProfileService",
+        "List",
+        lambda offset: api.ListDeviceProfilesRequest(tenant_id=tenant_id, tenant_only=True, limit=PAGE, offset=offset),
+    ):
         existing.setdefault(item.name, []).append(item.id)
     for name, want in profiles.items():
         ids = existing.get(name, [])
@@ -424,18 +487,25 @@ def _plan_profiles(client: _Client, plan: _Plan, profiles: dict[str, api.DeviceP
             plan.conflicts.append(f"tenant has {len(ids)} device profiles named {name!r} ({', '.join(ids)})")
             continue
         if not ids:
+
             def create(want=want, name=name) -> None:
-                resp = client.call("DeviceProfileService", "Create",
-                                   api.CreateDeviceProfileRequest(device_profile=want), what=f"device profile {name}")
+                resp = client.call(
+                    "DeviceProfileService",
+                    "Create",
+                    api.CreateDeviceProfileRequest(device_profile=want),
+                    what=f"device profile {name}",
+                )
                 plan.profile_ids[name] = resp.id
+
             if want.supports_class_c:
                 want.class_c_timeout = 5  # ChirpStack's web-interface defaults, for what we do not own
             want.device_status_req_interval = 1
             want.flush_queue_on_activate = True
             plan.add(Change("device-profile", name, "create"), create)
             continue
-        have = client.call("DeviceProfileService", "Get", api.GetDeviceProfileRequest(id=ids[0]),
-                           what=f"device profile {name}").device_profile
+        have = client.call(
+            "DeviceProfileService", "Get", api.GetDeviceProfileRequest(id=ids[0]), what=f"device profile {name}"
+        ).device_profile
         plan.profile_ids[name] = have.id
         update = api.DeviceProfile()
         update.CopyFrom(have)
@@ -445,39 +515,60 @@ def _plan_profiles(client: _Client, plan: _Plan, profiles: dict[str, api.DeviceP
         if _merge_tags(update, dict(want.tags), PROFILE_TAGS):
             changed.append("tags")
         if changed:
+
             def update_profile(update: api.DeviceProfile = update, name: str = name) -> None:
-                client.call("DeviceProfileService", "Update", api.UpdateDeviceProfileRequest(device_profile=update),
-                            what=f"device profile {name}")
+                client.call(
+                    "DeviceProfileService",
+                    "Update",
+                    api.UpdateDeviceProfileRequest(device_profile=update),
+                    what=f"device profile {name}",
+                )
+
             plan.add(Change("device-profile", name, "update", tuple(changed)), update_profile)
         else:
             plan.add(Change("device-profile", name, "unchanged"))
 
 
 def _plan_application(client: _Client, plan: _Plan, name: str, description: str, tenant_id: str) -> None:
-    found = [a for a in client.pages("ApplicationService", "List", lambda offset: api.ListApplicationsRequest(
-        tenant_id=tenant_id, search=name, limit=PAGE, offset=offset)) if a.name == name]
+    found = [
+        a
+        for a in client.pages(
+            "ApplicationService",
+            "List",
+            lambda offset: api.ListApplicationsRequest(tenant_id=tenant_id, search=name, limit=PAGE, offset=offset),
+        )
+        if a.name == name
+    ]
     if len(found) > 1:
-        plan.conflicts.append(f"tenant has {len(found)} applications named {name!r} "
-                              f"({', '.join(a.id for a in found)})")
+        plan.conflicts.append(f"tenant has {len(found)} applications named {name!r} ({', '.join(a.id for a in found)})")
         return
     if not found:
+
         def create() -> None:
             app = api.Application(name=name, description=description, tenant_id=tenant_id)
-            plan.application_id = client.call("ApplicationService", "Create",
-                                              api.CreateApplicationRequest(application=app),
-                                              what=f"application {name}").id
+            plan.application_id = client.call(
+                "ApplicationService",
+                "Create",
+                api.CreateApplicationRequest(application=app),
+                what=f"application {name}",
+            ).id
+
         plan.add(Change("application", name, "create"), create)
         return
     plan.application_id = found[0].id
     if found[0].description == description:
         plan.add(Change("application", name, "unchanged"))
         return
-    app = client.call("ApplicationService", "Get", api.GetApplicationRequest(id=found[0].id),
-                      what=f"application {name}").application
+    app = client.call(
+        "ApplicationService", "Get", api.GetApplicationRequest(id=found[0].id), what=f"application {name}"
+    ).application
     app.description = description
-    plan.add(Change("application", name, "update", ("description",)),
-             lambda: client.call("ApplicationService", "Update", api.UpdateApplicationRequest(application=app),
-                                 what=f"application {name}"))
+    plan.add(
+        Change("application", name, "update", ("description",)),
+        lambda: client.call(
+            "ApplicationService", "Update", api.UpdateApplicationRequest(application=app), what=f"application {name}"
+        ),
+    )
 
 
 def _plan_gateways(client: _Client, plan: _Plan, registry: Registry, tenant_id: str) -> None:
@@ -486,17 +577,27 @@ def _plan_gateways(client: _Client, plan: _Plan, registry: Registry, tenant_id: 
         tags = {"smartzone_id": g.id}
         have = client.call("GatewayService", "Get", api.GetGatewayRequest(gateway_id=eui), what=what, absent=True)
         if have is None:
-            want = api.Gateway(gateway_id=eui, name=g.id, description=g.name, tenant_id=tenant_id, tags=tags,
-                               location=common.Location(latitude=g.position.lat, longitude=g.position.lon),
-                               stats_interval=STATS_INTERVAL)
+            want = api.Gateway(
+                gateway_id=eui,
+                name=g.id,
+                description=g.name,
+                tenant_id=tenant_id,
+                tags=tags,
+                location=common.Location(latitude=g.position.lat, longitude=g.position.lon),
+                stats_interval=STATS_INTERVAL,
+            )
+
             def create_gateway(want: api.Gateway = want, what: str = what) -> None:
                 client.call("GatewayService", "Create", api.CreateGatewayRequest(gateway=want), what=what)
+
             plan.add(Change("gateway", g.id, "create", detail=eui), create_gateway)
             continue
         gw = have.gateway
         if gw.tenant_id != tenant_id:
-            plan.conflicts.append(f"{what} belongs to tenant {gw.tenant_id} in ChirpStack, not {tenant_id} "
-                                  "(an update cannot move it: delete it there first)")
+            plan.conflicts.append(
+                f"{what} belongs to tenant {gw.tenant_id} in ChirpStack, not {tenant_id} "
+                "(an update cannot move it: delete it there first)"
+            )
             continue
         update = api.Gateway()
         update.CopyFrom(gw)
@@ -510,15 +611,18 @@ def _plan_gateways(client: _Client, plan: _Plan, registry: Registry, tenant_id: 
         if not update.stats_interval:
             update.stats_interval = STATS_INTERVAL  # older servers do not return it; 0 would be taken literally
         if changed:
+
             def update_gateway(update: api.Gateway = update, what: str = what) -> None:
                 client.call("GatewayService", "Update", api.UpdateGatewayRequest(gateway=update), what=what)
+
             plan.add(Change("gateway", g.id, "update", tuple(changed), detail=eui), update_gateway)
         else:
             plan.add(Change("gateway", g.id, "unchanged", detail=eui))
 
 
-def _plan_devices(client: _Client, plan: _Plan, devices: list[Sensor], keys: dict[str, tuple[str, str]],
-                  tenant_id: str) -> None:
+def _plan_devices(
+    client: _Client, plan: _Plan, devices: list[Sensor], keys: dict[str, tuple[str, str]], tenant_id: str
+) -> None:
     foreign_apps: dict[str, str | None] = {}  # application id -> its tenant (None: this key cannot see it)
     for s in devices:
         dev_eui, lw = s.keys[0], s.lorawan
@@ -538,30 +642,49 @@ def _plan_devices(client: _Client, plan: _Plan, devices: list[Sensor], keys: dic
 
         have = client.call("DeviceService", "Get", api.GetDeviceRequest(dev_eui=dev_eui), what=what, absent=True)
         if have is None:
+
             def create_device(build: Callable[..., api.Device] = build, what: str = what) -> None:
                 client.call("DeviceService", "Create", api.CreateDeviceRequest(device=build()), what=what)
+
             plan.add(Change("device", s.id, "create", detail=dev_eui), create_device)
         else:
             d = have.device
             if d.application_id != plan.application_id:
                 if d.application_id not in foreign_apps:
-                    app = client.call("ApplicationService", "Get", api.GetApplicationRequest(id=d.application_id),
-                                      what=f"application of {what}", absent=True)
+                    app = client.call(
+                        "ApplicationService",
+                        "Get",
+                        api.GetApplicationRequest(id=d.application_id),
+                        what=f"application of {what}",
+                        absent=True,
+                    )
                     foreign_apps[d.application_id] = app.application.tenant_id if app is not None else None
                 if foreign_apps[d.application_id] != tenant_id:
-                    plan.conflicts.append(f"{what} is registered in ChirpStack in application {d.application_id} "
-                                          f"of another tenant: delete it there first")
+                    plan.conflicts.append(
+                        f"{what} is registered in ChirpStack in application {d.application_id} "
+                        f"of another tenant: delete it there first"
+                    )
                     continue
-            changed = [f for f, want in (("name", s.id), ("description", s.model or s.description),
-                                         ("application_id", plan.application_id),
-                                         ("device_profile_id", plan.profile_ids.get(lw.device_profile)),
-                                         ("join_eui", lw.join_eui)) if getattr(d, f) != want]
+            changed = [
+                f
+                for f, want in (
+                    ("name", s.id),
+                    ("description", s.model or s.description),
+                    ("application_id", plan.application_id),
+                    ("device_profile_id", plan.profile_ids.get(lw.device_profile)),
+                    ("join_eui", lw.join_eui),
+                )
+                if getattr(d, f) != want
+            ]
             if any(d.tags.get(k) != tags.get(k) for k in DEVICE_TAGS):
                 changed.append("tags")
             if changed:
-                def update_device(build: Callable[..., api.Device] = build, d: api.Device = d,
-                                  what: str = what) -> None:
+
+                def update_device(
+                    build: Callable[..., api.Device] = build, d: api.Device = d, what: str = what
+                ) -> None:
                     client.call("DeviceService", "Update", api.UpdateDeviceRequest(device=build(have=d)), what=what)
+
                 plan.add(Change("device", s.id, "update", tuple(changed), detail=dev_eui), update_device)
             else:
                 plan.add(Change("device", s.id, "unchanged", detail=dev_eui))
@@ -575,21 +698,33 @@ def _plan_keys(client: _Client, plan: _Plan, s: Sensor, dev_eui: str, key: tuple
     want = api.DeviceKeys(dev_eui=dev_eui, nwk_key=nwk_key, app_key=app_key)
     have = None
     if exists:
-        resp = client.call("DeviceService", "GetKeys", api.GetDeviceKeysRequest(dev_eui=dev_eui), what=what,
-                           absent=True)
+        resp = client.call(
+            "DeviceService", "GetKeys", api.GetDeviceKeysRequest(dev_eui=dev_eui), what=what, absent=True
+        )
         have = resp.device_keys if resp is not None else None
     if have is None:
-        plan.add(Change("device-keys", s.id, "create", detail=dev_eui),
-                 lambda: client.call("DeviceService", "CreateKeys", api.CreateDeviceKeysRequest(device_keys=want),
-                                     what=what))
+        plan.add(
+            Change("device-keys", s.id, "create", detail=dev_eui),
+            lambda: client.call(
+                "DeviceService", "CreateKeys", api.CreateDeviceKeysRequest(device_keys=want), what=what
+            ),
+        )
         return
-    changed = [name for name, got, wanted in (("nwk_key", have.nwk_key, nwk_key),
-                                              ("app_key", have.app_key or NULL_KEY, app_key or NULL_KEY))
-               if got.lower() != wanted]
+    changed = [
+        name
+        for name, got, wanted in (
+            ("nwk_key", have.nwk_key, nwk_key),
+            ("app_key", have.app_key or NULL_KEY, app_key or NULL_KEY),
+        )
+        if got.lower() != wanted
+    ]
     if changed:
-        plan.add(Change("device-keys", s.id, "update", tuple(changed), detail=dev_eui),
-                 lambda: client.call("DeviceService", "UpdateKeys", api.UpdateDeviceKeysRequest(device_keys=want),
-                                     what=what))
+        plan.add(
+            Change("device-keys", s.id, "update", tuple(changed), detail=dev_eui),
+            lambda: client.call(
+                "DeviceService", "UpdateKeys", api.UpdateDeviceKeysRequest(device_keys=want), what=what
+            ),
+        )
     else:
         plan.add(Change("device-keys", s.id, "unchanged", detail=dev_eui))
 
@@ -598,15 +733,22 @@ def _plan_unregistered(client: _Client, plan: _Plan, registered: set[str], prune
     if plan.application_id is None:  # the application is yet to be created: it has no devices
         return
     app_id = plan.application_id
-    for item in client.pages("DeviceService", "List", lambda offset: api.ListDevicesRequest(
-            application_id=app_id, limit=PAGE, offset=offset)):
+    for item in client.pages(
+        "DeviceService", "List", lambda offset: api.ListDevicesRequest(application_id=app_id, limit=PAGE, offset=offset)
+    ):
         if item.dev_eui in registered:
             continue
         label = item.name or item.dev_eui
         if prune:
+
             def delete_device(dev_eui: str = item.dev_eui) -> None:
-                client.call("DeviceService", "Delete", api.DeleteDeviceRequest(dev_eui=dev_eui),
-                            what=f"unregistered device {dev_eui}")
+                client.call(
+                    "DeviceService",
+                    "Delete",
+                    api.DeleteDeviceRequest(dev_eui=dev_eui),
+                    what=f"unregistered device {dev_eui}",
+                )
+
             plan.add(Change("device", label, "delete", detail=item.dev_eui), delete_device)
         else:
             plan.add(Change("device", label, "unregistered", detail=item.dev_eui))

@@ -42,8 +42,7 @@ DUPLICATE_RATE = 0.01
 # SX1301 sensitivity at 125 kHz per spreading factor (dBm), and EU868 data rate of each.
 SENSITIVITY = {7: -126.5, 8: -129.0, 9: -131.5, 10: -134.0, 11: -136.5, 12: -139.5}
 DATA_RATE = {12: 0, 11: 1, 10: 2, 9: 3, 8: 4, 7: 5}
-CHANNELS_HZ = (868_100_000, 868_300_000, 868_500_000, 867_100_000, 867_300_000, 867_500_000, 867_700_000,
-               867_900_000)
+CHANNELS_HZ = (868_100_000, 868_300_000, 868_500_000, 867_100_000, 867_300_000, 867_500_000, 867_700_000, 867_900_000)
 NOISE_FLOOR_DBM = -117.0  # thermal noise in 125 kHz plus a 6 dB noise figure
 
 
@@ -56,9 +55,15 @@ def distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
 
 def _lpp_object(values: list[tuple[str, object]]) -> dict:
     """ChirpStack's Cayenne LPP ``object`` for our LPP native names (``temperature_1`` ...)."""
-    names = {"temperature": "temperatureSensor", "relative_humidity": "humiditySensor",
-             "barometric_pressure": "barometer", "luminosity": "illuminanceSensor", "analog_input": "analogInput",
-             "digital_input": "digitalInput", "presence": "presenceSensor"}
+    names = {
+        "temperature": "temperatureSensor",
+        "relative_humidity": "humiditySensor",
+        "barometric_pressure": "barometer",
+        "luminosity": "illuminanceSensor",
+        "analog_input": "analogInput",
+        "digital_input": "digitalInput",
+        "presence": "presenceSensor",
+    }
     out: dict = {}
     for name, value in values:
         kind, _, channel = name.rpartition("_")
@@ -79,15 +84,16 @@ class LoraNetwork:
         self.application_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"smartzone:application:{app}"))
         r = random.Random(f"{seed}:lorawan")
         self.sensors = [s for s in registry.sensors.values() if s.lorawan is not None]
-        self._obstruction = {(s.id, g.id): r.choice((0.0, 0.0, 8.0, 15.0, 25.0, 40.0))
-                             for s in self.sensors for g in self.gateways}
+        self._obstruction = {
+            (s.id, g.id): r.choice((0.0, 0.0, 8.0, 15.0, 25.0, 40.0)) for s in self.sensors for g in self.gateways
+        }
         self._fcnt0 = {s.id: r.randrange(0, 5_000) for s in self.sensors}
         self._offset = {s.id: r.randrange(30) for s in self.sensors}
 
     # -- events -------------------------------------------------------------------------------------
-    def events(self, s: Sensor, t: datetime, i: int, rng: random.Random,
-               values: dict[str, float | int | bool]
-               ) -> Iterator[tuple[str, bytes, list[tuple[str, float | int | bool]]]]:
+    def events(
+        self, s: Sensor, t: datetime, i: int, rng: random.Random, values: dict[str, float | int | bool]
+    ) -> Iterator[tuple[str, bytes, list[tuple[str, float | int | bool]]]]:
         """(topic, payload, truth) of what ChirpStack publishes for ``s`` in round ``i``.
 
         ``truth`` holds (quantity, value) pairs as storage will hold them; an empty list for a frame
@@ -105,7 +111,11 @@ class LoraNetwork:
             deduplication_id=str(uuid.UUID(int=rng.getrandbits(128), version=4)),
             device_info=self._device_info(s, profile),
             dev_addr=f"{int(dev_eui[-8:], 16) & 0x01FFFFFF | 0x26000000:08x}",
-            adr=True, f_cnt=f_cnt, f_port=f_port, confirmed=False, data=frame,
+            adr=True,
+            f_cnt=f_cnt,
+            f_port=f_port,
+            confirmed=False,
+            data=frame,
         )
         ev.time.FromNanoseconds(to_ns(t))
         if obj is not None:
@@ -120,18 +130,34 @@ class LoraNetwork:
         if (i + self._offset[s.id]) % 30 == 0:
             battery = round(99.5 - (i // 60 + len(s.id)) % 40, 1)  # a level in [60, 99.5] %
             margin = max(-20, min(30, round(ev.rx_info[0].snr) + 10)) if ev.rx_info else 0
-            st = pb.StatusEvent(deduplication_id=str(uuid.UUID(int=rng.getrandbits(128), version=4)),
-                                device_info=ev.device_info, margin=margin, battery_level=battery)
+            st = pb.StatusEvent(
+                deduplication_id=str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+                device_info=ev.device_info,
+                margin=margin,
+                battery_level=battery,
+            )
             st.time.FromNanoseconds(to_ns(t))
-            yield (f"application/{self.application_id}/device/{dev_eui}/event/status", self._marshal(st, s, i),
-                   [("gateway_health.link_margin", margin), ("gateway_health.external_power", False),
-                    ("gateway_health.battery", battery)])
+            yield (
+                f"application/{self.application_id}/device/{dev_eui}/event/status",
+                self._marshal(st, s, i),
+                [
+                    ("gateway_health.link_margin", margin),
+                    ("gateway_health.external_power", False),
+                    ("gateway_health.battery", battery),
+                ],
+            )
         if s.mobile and i % 10 == 0:
-            loc = pb.LocationEvent(deduplication_id=str(uuid.UUID(int=rng.getrandbits(128), version=4)),
-                                   device_info=ev.device_info,
-                                   location=common_pb2.Location(latitude=position[0], longitude=position[1],
-                                                                altitude=8.0, accuracy=25.0,
-                                                                source=common_pb2.GEO_RESOLVER_TDOA))
+            loc = pb.LocationEvent(
+                deduplication_id=str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+                device_info=ev.device_info,
+                location=common_pb2.Location(
+                    latitude=position[0],
+                    longitude=position[1],
+                    altitude=8.0,
+                    accuracy=25.0,
+                    source=common_pb2.GEO_RESOLVER_TDOA,
+                ),
+            )
             loc.time.FromNanoseconds(to_ns(t))
             yield f"application/{self.application_id}/device/{dev_eui}/event/location", self._marshal(loc, s, i), []
 
@@ -146,10 +172,14 @@ class LoraNetwork:
     def _device_info(self, s: Sensor, profile: DeviceProfile) -> pb.DeviceInfo:
         app = self.registry.doc.lorawan.application
         return pb.DeviceInfo(
-            tenant_id="52f14cd4-c6f1-4fbd-8f87-4025e1d49242", tenant_name="City of Antwerp",
-            application_id=self.application_id, application_name=app,
+            tenant_id="52f14cd4-c6f1-4fbd-8f87-4025e1d49242",
+            tenant_name="City of Antwerp",
+            application_id=self.application_id,
+            application_name=app,
             device_profile_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"smartzone:profile:{profile.name}")),
-            device_profile_name=profile.name, device_name=s.id, dev_eui=s.keys[0],
+            device_profile_name=profile.name,
+            device_name=s.id,
+            dev_eui=s.keys[0],
             tags={"category": s.category},
         )
 
@@ -181,8 +211,9 @@ class LoraNetwork:
         a = 2 * math.pi * ((i + lag) % 40) / 40
         return 51.2135 + 0.0040 * math.sin(a), 4.3970 + 0.0045 * math.cos(a)
 
-    def _radio(self, ev: pb.UplinkEvent, s: Sensor, position: tuple[float, float], rng: random.Random,
-               t: datetime) -> None:
+    def _radio(
+        self, ev: pb.UplinkEvent, s: Sensor, position: tuple[float, float], rng: random.Random, t: datetime
+    ) -> None:
         links = []
         for g in self.gateways:
             d = max(10.0, distance_m(*position, g.position.lat, g.position.lon))
@@ -198,9 +229,14 @@ class LoraNetwork:
         lora = ev.tx_info.modulation.lora
         lora.bandwidth, lora.spreading_factor, lora.code_rate = 125_000, sf, gw_pb2.CR_4_5
         for rssi, g in heard:
-            rx = ev.rx_info.add(gateway_id=g.eui, uplink_id=rng.getrandbits(31), rssi=round(rssi),
-                                snr=round(max(-20.0, min(13.5, rssi - NOISE_FLOOR_DBM + rng.gauss(0, 1))), 1),
-                                channel=channel, crc_status=gw_pb2.CRC_OK)
+            rx = ev.rx_info.add(
+                gateway_id=g.eui,
+                uplink_id=rng.getrandbits(31),
+                rssi=round(rssi),
+                snr=round(max(-20.0, min(13.5, rssi - NOISE_FLOOR_DBM + rng.gauss(0, 1))), 1),
+                channel=channel,
+                crc_status=gw_pb2.CRC_OK,
+            )
             rx.gw_time.FromNanoseconds(to_ns(t))
             rx.location.latitude, rx.location.longitude = g.position.lat, g.position.lon
 
@@ -213,11 +249,19 @@ def _codec_input(codec: str, s: Sensor, v: dict, position: tuple[float, float]) 
     """The simulated quantities of a sensor, in the names its codec's ``encode`` takes."""
     if codec == "cayenne_lpp":
         if s.mobile:  # the tracker: its registry maps these channels
-            return {"temperature_1": v["weather.temperature"], "analog_input_2": v["air_quality.pm2_5"],
-                    "analog_input_3": v["air_quality.pm10"], "gps_4_latitude": round(position[0], 4),
-                    "gps_4_longitude": round(position[1], 4), "gps_4_altitude": 8.0}
-        return {"temperature_1": v["weather.temperature"], "relative_humidity_2": v["weather.relative_humidity"],
-                "barometric_pressure_3": v["weather.pressure"]}
+            return {
+                "temperature_1": v["weather.temperature"],
+                "analog_input_2": v["air_quality.pm2_5"],
+                "analog_input_3": v["air_quality.pm10"],
+                "gps_4_latitude": round(position[0], 4),
+                "gps_4_longitude": round(position[1], 4),
+                "gps_4_altitude": 8.0,
+            }
+        return {
+            "temperature_1": v["weather.temperature"],
+            "relative_humidity_2": v["weather.relative_humidity"],
+            "barometric_pressure_3": v["weather.pressure"],
+        }
     wanted = _CODEC_QUANTITIES[codec]
     return {q: v[q] for q in wanted if q in v}
 

@@ -17,8 +17,15 @@ log = logging.getLogger(__name__)
 
 
 class Publisher:
-    def __init__(self, host: str, port: int, client_id: str = "smartzone-simulator",
-                 username: str | None = None, password: str | None = None, max_inflight: int = 100) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        client_id: str = "smartzone-simulator",
+        username: str | None = None,
+        password: str | None = None,
+        max_inflight: int = 100,
+    ) -> None:
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
         if username:
             self.client.username_pw_set(username, password)
@@ -38,8 +45,13 @@ class Publisher:
     def acked(self) -> int:
         return self._acked
 
-    def publish(self, messages: Iterable[Emitted], rate: float = 0.0, stop: threading.Event | None = None,
-                max_pending: int | None = None) -> int:
+    def publish(
+        self,
+        messages: Iterable[Emitted],
+        rate: float = 0.0,
+        stop: threading.Event | None = None,
+        max_pending: int | None = None,
+    ) -> int:
         """Publish at ``rate`` messages/s (0: as fast as the broker acks); return how many were sent.
 
         At most ``max_pending`` (default: the in-flight window) messages wait for their PUBACK: paho

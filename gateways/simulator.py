@@ -57,8 +57,18 @@ DETOUR = 1.3  # streets are not straight lines
 SLOT_S = 60  # walks are drawn per minute of wall-clock time
 MAX_SIGHTINGS = 400  # per message: about 35 kB, well under the worker's max_payload_bytes
 # OUIs of phone makers (Apple, Samsung, Huawei, Xiaomi, Google, OnePlus): globally administered addresses
-_OUIS = ((0xF0, 0x18, 0x98), (0x3C, 0x22, 0xFB), (0xA4, 0x83, 0xE7), (0x8C, 0x85, 0x90), (0xDC, 0xA6, 0x32),
-         (0x5C, 0x0A, 0x5B), (0x84, 0x38, 0x35), (0x28, 0x6C, 0x07), (0x3C, 0x28, 0x6D), (0x94, 0x65, 0x2D))
+_OUIS = (
+    (0xF0, 0x18, 0x98),
+    (0x3C, 0x22, 0xFB),
+    (0xA4, 0x83, 0xE7),
+    (0x8C, 0x85, 0x90),
+    (0xDC, 0xA6, 0x32),
+    (0x5C, 0x0A, 0x5B),
+    (0x84, 0x38, 0x35),
+    (0x28, 0x6C, 0x07),
+    (0x3C, 0x28, 0x6D),
+    (0x94, 0x65, 0x2D),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,14 +126,14 @@ def _iso_ms(ms: int) -> str:
 def traffic_intensity(h: float, weekday: int) -> float:
     """0..1 share of peak traffic at local hour ``h``."""
     peak = 1.0 if weekday < 5 else 0.55
-    return min(1.0, 0.04 + peak * (0.95 * _bump(h, 8.0, 1.1) + 0.85 * _bump(h, 17.5, 1.4))
-               + 0.45 * _bump(h, 13.0, 3.0))
+    return min(1.0, 0.04 + peak * (0.95 * _bump(h, 8.0, 1.1) + 0.85 * _bump(h, 17.5, 1.4)) + 0.45 * _bump(h, 13.0, 3.0))
 
 
 def pedestrian_intensity(h: float, weekday: int) -> float:
     weekend = 1.3 if weekday >= 5 else 1.0
-    return min(1.0, 0.02 + weekend * (0.6 * _bump(h, 12.5, 1.5) + 0.7 * _bump(h, 17.5, 1.6)
-                                      + 0.3 * _bump(h, 20.5, 1.5)))
+    return min(
+        1.0, 0.02 + weekend * (0.6 * _bump(h, 12.5, 1.5) + 0.7 * _bump(h, 17.5, 1.6) + 0.3 * _bump(h, 20.5, 1.5))
+    )
 
 
 class SimulatedZone:
@@ -140,9 +150,14 @@ class SimulatedZone:
         self._factor = {s.id: 0.6 + 0.8 * r.random() for s in self.sensors}
         self._uptime0 = {s.id: r.randrange(3_600, 2_000_000) for s in self.sensors}
         # probe sniffers (not the LoRaWAN people counters), south to north: the order walkers pass them in
-        self._probes = sorted((s for s in self.sensors if s.category == "pedestrian_flow" and s.lorawan is None
-                               and s.technology in ("wifi", "ble")),
-                              key=lambda s: (s.position.lat, s.position.lon) if s.position else (0.0, 0.0))
+        self._probes = sorted(
+            (
+                s
+                for s in self.sensors
+                if s.category == "pedestrian_flow" and s.lorawan is None and s.technology in ("wifi", "ble")
+            ),
+            key=lambda s: (s.position.lat, s.position.lon) if s.position else (0.0, 0.0),
+        )
         self._probe_index = {s.id: j for j, s in enumerate(self._probes)}
         self._legs = [_distance_m(a, b) * DETOUR for a, b in zip(self._probes, self._probes[1:], strict=False)]
         self._max_walk_s = sum(self._legs) / WALK_SPEED[0] + SLOT_S
@@ -150,8 +165,9 @@ class SimulatedZone:
         self._phones: list[tuple[bool, float, float, bytes, bytes]] | None = None
         self._phone_weights: list[float] = []
 
-    def messages(self, start: datetime, rounds: int, step: float = 60.0, shape: str = "native",
-                 first_round: int = 0) -> Iterator[Emitted]:
+    def messages(
+        self, start: datetime, rounds: int, step: float = 60.0, shape: str = "native", first_round: int = 0
+    ) -> Iterator[Emitted]:
         """``rounds`` rounds, ``step`` seconds apart from ``start``; in each, every sensor reports once.
 
         Round ``i`` draws its noise from ``(seed, i)``: a live zone asks for one round at a time with
@@ -174,8 +190,9 @@ class SimulatedZone:
                             yield from self._sightings(s, t, step)
                 continue
             # the benchmark shapes are generic JSON and SenML: LoRaWAN devices speak neither
-            values = [(s, q, v) for s in self.sensors if s.lorawan is None
-                      for q, v in self.values(s, t, rng, step).items()]
+            values = [
+                (s, q, v) for s in self.sensors if s.lorawan is None for q, v in self.values(s, t, rng, step).items()
+            ]
             if shape == "single":
                 yield from self._single(values, t)
                 continue
@@ -245,15 +262,20 @@ class SimulatedZone:
             return {"parking.occupied_spaces": occ, "parking.free_spaces": capacity - occ}
         if c == "pedestrian_flow":
             if s.format == "chirpstack":  # a people counter: line crossings, both ways
-                return {"pedestrian_flow.people_in": max(0, round(ped * 130 * f * step / 300 + g(0, 2))),
-                        "pedestrian_flow.people_out": max(0, round(ped * 110 * f * step / 300 + g(0, 2)))}
+                return {
+                    "pedestrian_flow.people_in": max(0, round(ped * 130 * f * step / 300 + g(0, 2))),
+                    "pedestrian_flow.people_out": max(0, round(ped * 110 * f * step / 300 + g(0, 2))),
+                }
             devices = max(0, round(ped * 180 * f * step / 300 + g(0, 3)))
-            return {"pedestrian_flow.devices": devices,
-                    "pedestrian_flow.randomised_devices": max(0, round(devices * 0.7 + g(0, 1)))}
+            return {
+                "pedestrian_flow.devices": devices,
+                "pedestrian_flow.randomised_devices": max(0, round(devices * 0.7 + g(0, 1))),
+            }
         if c == "energy":
             office = 1.0 if wd < 5 and 7.5 <= h <= 18 else 0.0
-            base_kw = {"school": 3, "momu": 8, "library": 4}.get(next((k for k in ("school", "momu", "library")
-                                                                        if k in s.id), ""), 2)
+            base_kw = {"school": 3, "momu": 8, "library": 4}.get(
+                next((k for k in ("school", "momu", "library") if k in s.id), ""), 2
+            )
             kw = base_kw * (1 + 3 * office * f) + 2 * _bump(h, 19, 1.5) + abs(g(0, 0.2))
             hours = (t - datetime(2024, 1, 1, tzinfo=UTC)).total_seconds() / 3600
             total = 10_000 * f + hours * base_kw * 1.8
@@ -265,8 +287,13 @@ class SimulatedZone:
                 "energy.power_factor": round(min(1.0, 0.9 + g(0, 0.02)), 2),
             }
             if "housing" in s.id:
-                out.update({"weather.temperature": round(temp, 1), "weather.relative_humidity": round(hum, 1),
-                            "weather.pressure": round(1013 + g(0, 0.5), 1)})
+                out.update(
+                    {
+                        "weather.temperature": round(temp, 1),
+                        "weather.relative_humidity": round(hum, 1),
+                        "weather.pressure": round(1013 + g(0, 0.5), 1),
+                    }
+                )
             return out
         if c == "gateway_health":
             return {
@@ -289,10 +316,16 @@ class SimulatedZone:
             return tuple(_truth(s.id, q, x, time_ns) for q, x in values.items())
 
         if s.format == "zigbee2mqtt":
-            names = {"air_quality.pm2_5": "pm25", "air_quality.pm10": "pm10", "air_quality.co2": "co2",
-                     "air_quality.voc": "voc", "weather.temperature": "temperature",
-                     "weather.relative_humidity": "humidity", "weather.pressure": "pressure",
-                     "parking.occupied": "occupancy"}
+            names = {
+                "air_quality.pm2_5": "pm25",
+                "air_quality.pm10": "pm10",
+                "air_quality.co2": "co2",
+                "air_quality.voc": "voc",
+                "weather.temperature": "temperature",
+                "weather.relative_humidity": "humidity",
+                "weather.pressure": "pressure",
+                "parking.occupied": "occupancy",
+            }
             battery = 100 - (int(t.timestamp()) // 86_400 + len(s.id)) % 40
             lqi = 60 + rng.randrange(150)
             doc: dict[str, object] = {names[q]: x for q, x in v.items()}
@@ -301,26 +334,52 @@ class SimulatedZone:
             return Emitted(f"gw/{gw}/zigbee2mqtt/{key}", orjson.dumps(doc), truth(v))
         if s.format == "tasmota":
             local = t.astimezone(self.registry.timezone(gw)).replace(tzinfo=None, microsecond=0)
-            doc = {"Time": local.isoformat(), "ENERGY": {
-                "TotalStartTime": "2024-01-01T00:00:00", "Total": v["energy.total"], "Yesterday": 1.2,
-                "Today": 0.4, "Power": v["energy.power"], "ApparentPower": v["energy.power"],
-                "ReactivePower": 0, "Factor": v["energy.power_factor"], "Voltage": v["energy.voltage"],
-                "Current": v["energy.current"]}}
+            doc = {
+                "Time": local.isoformat(),
+                "ENERGY": {
+                    "TotalStartTime": "2024-01-01T00:00:00",
+                    "Total": v["energy.total"],
+                    "Yesterday": 1.2,
+                    "Today": 0.4,
+                    "Power": v["energy.power"],
+                    "ApparentPower": v["energy.power"],
+                    "ReactivePower": 0,
+                    "Factor": v["energy.power_factor"],
+                    "Voltage": v["energy.voltage"],
+                    "Current": v["energy.current"],
+                },
+            }
             if "weather.temperature" in v:
-                doc["BME280"] = {"Temperature": v["weather.temperature"], "Humidity": v["weather.relative_humidity"],
-                                 "DewPoint": 5.0, "Pressure": v["weather.pressure"]}
+                doc["BME280"] = {
+                    "Temperature": v["weather.temperature"],
+                    "Humidity": v["weather.relative_humidity"],
+                    "DewPoint": 5.0,
+                    "Pressure": v["weather.pressure"],
+                }
                 doc["PressureUnit"] = "hPa"
             doc["TempUnit"] = "C"
             tns = to_ns(local.replace(tzinfo=self.registry.timezone(gw)).astimezone(UTC))
             return Emitted(f"gw/{gw}/tele/{key}/SENSOR", orjson.dumps(doc), truth(v, tns))
         if s.format == "ble_gateway":
-            names = {"weather.temperature": "tempc", "weather.relative_humidity": "hum",
-                     "air_quality.pm2_5": "pm25", "air_quality.pm10": "pm10", "air_quality.co2": "co2"}
+            names = {
+                "weather.temperature": "tempc",
+                "weather.relative_humidity": "hum",
+                "air_quality.pm2_5": "pm25",
+                "air_quality.pm10": "pm10",
+                "air_quality.co2": "co2",
+            }
             v = {q: x for q, x in v.items() if q in names}
             rssi = -55 - rng.randrange(40)
             batt = 100 - (int(t.timestamp()) // 86_400) % 50
-            doc = {"id": key, "name": f"ATC_{key[-8:].replace(':', '')}", "rssi": rssi, "brand": "Xiaomi",
-                   "model": "LYWSD03MMC", "model_id": "LYWSD03MMC_ATC", "type": "THB"}
+            doc = {
+                "id": key,
+                "name": f"ATC_{key[-8:].replace(':', '')}",
+                "rssi": rssi,
+                "brand": "Xiaomi",
+                "model": "LYWSD03MMC",
+                "model_id": "LYWSD03MMC_ATC",
+                "type": "THB",
+            }
             doc |= {names[q]: x for q, x in v.items()}
             doc |= {"batt": batt}
             v = v | {"gateway_health.rssi": rssi, "gateway_health.battery": batt}
@@ -328,12 +387,20 @@ class SimulatedZone:
             return Emitted(f"gw/{gw}/home/TheengsGateway/BTtoMQTT/{mac}", orjson.dumps(doc), truth(v, None))
         if s.format == "esphome":
             # ESPHome publishes one topic per sensor entity; the simulator emits LAeq (the headline value).
-            return Emitted(f"gw/{gw}/{key}/sensor/laeq/state", f"{v['noise.laeq']:.1f}".encode(),
-                           truth({"noise.laeq": v["noise.laeq"]}, None))
+            return Emitted(
+                f"gw/{gw}/{key}/sensor/laeq/state",
+                f"{v['noise.laeq']:.1f}".encode(),
+                truth({"noise.laeq": v["noise.laeq"]}, None),
+            )
         if s.format == "senml":
-            units = {"air_quality.pm2_5": ("pm2_5", "ug/m3"), "air_quality.pm10": ("pm10", "ug/m3"),
-                     "air_quality.co2": ("co2", "ppm"), "air_quality.no2": ("no2", "ug/m3"),
-                     "weather.temperature": ("temperature", "Cel"), "weather.relative_humidity": ("humidity", "%RH")}
+            units = {
+                "air_quality.pm2_5": ("pm2_5", "ug/m3"),
+                "air_quality.pm10": ("pm10", "ug/m3"),
+                "air_quality.co2": ("co2", "ppm"),
+                "air_quality.no2": ("no2", "ug/m3"),
+                "weather.temperature": ("temperature", "Cel"),
+                "weather.relative_humidity": ("humidity", "%RH"),
+            }
             pack: list[dict[str, object]] = [{"bn": f"{key}:", "bt": t.timestamp()}]
             for j, (q, x) in enumerate(v.items()):
                 name, unit = units[q]
@@ -360,17 +427,24 @@ class SimulatedZone:
         j = self._probe_index[s.id]
         end_ms = to_ns(t) // 1_000_000
         start_ms = end_ms - round(step * 1000)
-        seen = sorted((ms, phone, rssi) for first in range((start_ms - round(self._max_walk_s * 1000)) // 1000
-                                                           // SLOT_S, end_ms // 1000 // SLOT_S + 1)
-                      for k, ms, phone, rssi in self._slot(first) if k == j and start_ms < ms <= end_ms)
+        seen = sorted(
+            (ms, phone, rssi)
+            for first in range(
+                (start_ms - round(self._max_walk_s * 1000)) // 1000 // SLOT_S, end_ms // 1000 // SLOT_S + 1
+            )
+            for k, ms, phone, rssi in self._slot(first)
+            if k == j and start_ms < ms <= end_ms
+        )
         kind = s.technology
-        rows = [{"mac": self._mac(phone, kind, ms), "kind": kind, "rssi": rssi, "time": _iso_ms(ms)}
-                for ms, phone, rssi in seen]
+        rows = [
+            {"mac": self._mac(phone, kind, ms), "kind": kind, "rssi": rssi, "time": _iso_ms(ms)}
+            for ms, phone, rssi in seen
+        ]
         gw = s.gateway or self._nearest_gateway(s)
         key = s.keys[0]
         iso = t.isoformat(timespec="milliseconds").replace("+00:00", "Z")
         for c in range(0, max(1, len(rows)), MAX_SIGHTINGS):
-            doc = {"device": key, "time": iso, "sightings": rows[c:c + MAX_SIGHTINGS]}
+            doc = {"device": key, "time": iso, "sightings": rows[c : c + MAX_SIGHTINGS]}
             yield Emitted(f"gw/{gw}/sightings/{key}", orjson.dumps(doc), ())
 
     def _slot(self, slot: int) -> list[tuple[int, int, int, int]]:
@@ -434,8 +508,10 @@ class SimulatedZone:
     def _nearest_gateway(self, s: Sensor) -> str:
         pos = s.position
         assert pos is not None, f"sensor {s.id}: a mobile sensor has no nearest gateway"
-        return min(self.registry.gateways.values(),
-                   key=lambda g: (g.position.lat - pos.lat) ** 2 + (g.position.lon - pos.lon) ** 2).id
+        return min(
+            self.registry.gateways.values(),
+            key=lambda g: (g.position.lat - pos.lat) ** 2 + (g.position.lon - pos.lon) ** 2,
+        ).id
 
     # -- benchmark shapes ---------------------------------------------------------------------------
     def _single(self, values: list, t: datetime) -> Iterator[Emitted]:
@@ -459,5 +535,6 @@ class SimulatedZone:
             elif t != t0:
                 rec["t"] = (t - t0).total_seconds()
             pack.append(rec)
-        return Emitted(f"gw/{gw}/senml/{s.id}", orjson.dumps(pack),
-                       tuple(_truth(s.id, q, x, to_ns(t)) for _, q, x, t in rows))
+        return Emitted(
+            f"gw/{gw}/senml/{s.id}", orjson.dumps(pack), tuple(_truth(s.id, q, x, to_ns(t)) for _, q, x, t in rows)
+        )

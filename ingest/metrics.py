@@ -22,13 +22,38 @@ NEW = "new"
 READINGS = "readings"  # field of sensors
 
 INGEST_COUNTERS = (
-    "received", "decoded", "readings", "dead_lettered", "lines_written", "lines_rejected", "batches",
-    "batches_spooled", "batches_unspooled", "spool_files", "retries", "acked", "queue_depth", "backlog_bytes",
+    "received",
+    "decoded",
+    "readings",
+    "dead_lettered",
+    "lines_written",
+    "lines_rejected",
+    "batches",
+    "batches_spooled",
+    "batches_unspooled",
+    "spool_files",
+    "retries",
+    "acked",
+    "queue_depth",
+    "backlog_bytes",
 )
 WRITE_LATENCY_P50 = "write_latency_ms_p50"
 WRITE_LATENCY_MAX = "write_latency_ms_max"
 INGEST_FIELDS = (*INGEST_COUNTERS, WRITE_LATENCY_P50, WRITE_LATENCY_MAX)
 # what ``smartzone status`` shows of a worker's last report, in this order
-STATUS_FIELDS = ("received", "decoded", "readings", "dead_lettered", "lines_written", "lines_rejected", "queue_depth",
-                 "backlog_bytes", "batches_spooled", "batches_unspooled", "spool_files", "retries", WRITE_LATENCY_P50,
-                 WRITE_LATENCY_MAX)
+STATUS_FIELDS = (
+    "received",
+    "decoded",
+    "readings",
+    "dead_lettered",
+    "lines_written",
+    "lines_rejected",
+    "queue_depth",
+    "backlog_bytes",
+    "batches_spooled",
+    "batches_unspooled",
+    "spool_files",
+    "retries",
+    WRITE_LATENCY_P50,
+    WRITE_LATENCY_MAX,
+)

@@ -61,7 +61,7 @@ def normalise_mac(s: object) -> str | None:
     if not _MAC.fullmatch(text):
         return None
     digits = re.sub(r"[^0-9A-Fa-f]", "", text).upper()
-    return ":".join(digits[i:i + 2] for i in range(0, 12, 2))
+    return ":".join(digits[i : i + 2] for i in range(0, 12, 2))
 
 
 def is_randomised_mac(mac: str) -> bool:
@@ -85,8 +85,7 @@ def pseudonym(pepper: bytes, identifier: str) -> str:
 class PepperStore:
     """Peppers by rotation period, on disk (shared by the workers of one host) and in a small dict."""
 
-    def __init__(self, directory: Path, rotation_s: int = 86_400, *, grace_s: float,
-                 clock=time.time) -> None:
+    def __init__(self, directory: Path, rotation_s: int = 86_400, *, grace_s: float, clock=time.time) -> None:
         if rotation_s <= 0:
             raise ValueError("rotation_s must be positive")
         if grace_s < 0:
@@ -143,7 +142,7 @@ class PepperStore:
                 name = path.name
                 if name.endswith(_SUFFIX):
                     try:
-                        p = int(name[:-len(_SUFFIX)])
+                        p = int(name[: -len(_SUFFIX)])
                     except ValueError:
                         continue
                     if self.expired(p, now_s) and _shred(path):
@@ -214,8 +213,11 @@ class Pseudonymiser:
 def pseudonymiser_for(settings: Settings, charter: Charter) -> Pseudonymiser:
     """Pseudonyms under peppers in ``<data_dir>/peppers``, rotated as the charter says and destroyed once
     the pseudonymous retention of their period has passed (a late message gets no pepper: dead letter)."""
-    return Pseudonymiser(PepperStore(settings.data_dir / "peppers", rotation_s=int(charter.pepper_rotation_s),
-                                     grace_s=charter.pepper_grace_s))
+    return Pseudonymiser(
+        PepperStore(
+            settings.data_dir / "peppers", rotation_s=int(charter.pepper_rotation_s), grace_s=charter.pepper_grace_s
+        )
+    )
 
 
 def _read(path: Path) -> bytes | None:

@@ -36,13 +36,26 @@ class ReplayResult:
 
 def replay_writer(settings: Settings, influx: Influx, store: DeadLetterStore, charter: Charter) -> Writer:
     """The writer replay uses: the ingest stores' databases, its own spool."""
-    return Writer(influx, databases(settings), Spool(settings.data_dir / "replay" / "spool"), store,
-                  spool_after=settings.ingest.spool_after, max_buffer_bytes=settings.ingest.max_buffer_bytes,
-                  ensure_databases=lambda: ensure_databases(influx, settings, charter))
+    return Writer(
+        influx,
+        databases(settings),
+        Spool(settings.data_dir / "replay" / "spool"),
+        store,
+        spool_after=settings.ingest.spool_after,
+        max_buffer_bytes=settings.ingest.max_buffer_bytes,
+        ensure_databases=lambda: ensure_databases(influx, settings, charter),
+    )
 
 
-def replay(store: DeadLetterStore, pipeline: Pipeline, writer: Writer, *, reason: str | None = None,
-           ids: list[int] | None = None, stores: tuple[Store, ...] = STORES) -> ReplayResult:
+def replay(
+    store: DeadLetterStore,
+    pipeline: Pipeline,
+    writer: Writer,
+    *,
+    reason: str | None = None,
+    ids: list[int] | None = None,
+    stores: tuple[Store, ...] = STORES,
+) -> ReplayResult:
     result = ReplayResult()
     if writer.spooled_batches:
         writer.drain_spool()

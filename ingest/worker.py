@@ -125,9 +125,7 @@ class Worker:
     # -- MQTT ---------------------------------------------------------------------------------------
     def _make_client(self) -> mqtt.Client:
         m = self.settings.mqtt
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=m.client_id, protocol=mqtt.MQTTv5, manual_ack=True
-        )
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=m.client_id, protocol=mqtt.MQTTv5, manual_ack=True)
         if m.username:
             client.username_pw_set(m.username, m.password.get_secret_value() if m.password else None)
         if m.tls:
@@ -140,8 +138,14 @@ class Worker:
         client.on_message = self._on_message
         return client
 
-    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: mqtt.ConnectFlags, reason_code: ReasonCode,
-                    properties: Properties | None) -> None:
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
         if reason_code.is_failure:
             log.error("MQTT connection refused: %s", reason_code)
             if reason_code.value in (0x86, 0x87, 0x8C):  # bad credentials / not authorised
@@ -156,8 +160,14 @@ class Worker:
         client.subscribe(topics)
         log.info("MQTT connected session_present=%s subscriptions=%d", flags.session_present, len(topics))
 
-    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: list[ReasonCode],
-                      properties: Properties | None) -> None:
+    def _on_subscribe(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        mid: int,
+        reason_codes: list[ReasonCode],
+        properties: Properties | None,
+    ) -> None:
         refused = [str(rc) for rc in reason_codes if rc.is_failure]
         if refused:  # e.g. the broker's ACL does not let this user read the topics
             self._fail(ConfigurationError(f"MQTT broker refused our subscriptions: {', '.join(refused)}"))
@@ -165,8 +175,14 @@ class Worker:
         log.info("MQTT subscribed topics=%d", len(reason_codes))
         self._connected.set()  # ready: the broker now routes our topics to us
 
-    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: mqtt.DisconnectFlags, reason_code: ReasonCode,
-                       properties: Properties | None) -> None:
+    def _on_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.DisconnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
         self._connected.clear()
         with self._lock:
             self._generation += 1
@@ -306,11 +322,19 @@ class Worker:
         worker = {metrics.WORKER: self.settings.mqtt.client_id}
         ns = time.time_ns()
         counters = {
-            "received": p.received, "decoded": p.decoded, "readings": p.readings,
-            "dead_lettered": p.dead_lettered, "lines_written": w.lines_written,
-            "lines_rejected": w.lines_rejected, "batches": w.batches, "batches_spooled": w.batches_spooled,
-            "batches_unspooled": w.batches_unspooled, "spool_files": self.writer.spooled_batches,
-            "retries": w.retries, "acked": self._acked, "queue_depth": self._unacked,
+            "received": p.received,
+            "decoded": p.decoded,
+            "readings": p.readings,
+            "dead_lettered": p.dead_lettered,
+            "lines_written": w.lines_written,
+            "lines_rejected": w.lines_rejected,
+            "batches": w.batches,
+            "batches_spooled": w.batches_spooled,
+            "batches_unspooled": w.batches_unspooled,
+            "spool_files": self.writer.spooled_batches,
+            "retries": w.retries,
+            "acked": self._acked,
+            "queue_depth": self._unacked,
             "backlog_bytes": self._backlog_bytes,
         }
         fields: dict[str, int | float] = {k: counters[k] for k in metrics.INGEST_COUNTERS}
@@ -321,15 +345,26 @@ class Worker:
         # Dead letters per reason: the worker's cumulative count and how many are new since the last report.
         reasons = dict(p.reasons)
         before, self._reasons_reported = self._reasons_reported, reasons
-        points += [Point(metrics.DEADLETTERS, {**worker, metrics.REASON: r},
-                         {metrics.COUNT: n, metrics.NEW: n - before.get(r, 0)}, ns, Store.OPS)
-                   for r, n in reasons.items() if n]
+        points += [
+            Point(
+                metrics.DEADLETTERS,
+                {**worker, metrics.REASON: r},
+                {metrics.COUNT: n, metrics.NEW: n - before.get(r, 0)},
+                ns,
+                Store.OPS,
+            )
+            for r, n in reasons.items()
+            if n
+        ]
         # Readings per sensor since the last report (what "active sensors" and "gateway last seen" count).
         # dict() copies the pipeline thread's counter atomically under the GIL; deltas need no reset.
         series: dict[TagSet, int] = dict(p.series)
         seen, self._series_reported = self._series_reported, series
-        points += [Point(metrics.SENSORS, tags, {metrics.READINGS: n - seen.get(tags, 0)}, ns, Store.OPS)
-                   for tags, n in series.items() if n != seen.get(tags, 0)]
+        points += [
+            Point(metrics.SENSORS, tags, {metrics.READINGS: n - seen.get(tags, 0)}, ns, Store.OPS)
+            for tags, n in series.items()
+            if n != seen.get(tags, 0)
+        ]
         lines, bad = render_by_store(points)
         for point, why in bad:
             log.warning("self-metric not written (%s): %s", why, point)
@@ -388,4 +423,3 @@ class Worker:
     @property
     def fatal(self) -> BaseException | None:
         return self._fatal
-

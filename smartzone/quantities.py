@@ -81,8 +81,14 @@ _ROWS: tuple[Quantity, ...] = (
     _q("parking.free_spaces", "count", 0, 10_000, "int", "zone counter: free spaces"),
     # pedestrian flows (WiFi/BLE probe counters, people counters)
     _q("pedestrian_flow.devices", "count", 0, 1_000_000, "int", "distinct devices seen in the interval"),
-    _q("pedestrian_flow.randomised_devices", "count", 0, 1_000_000, "int",
-       "distinct devices with a randomised (locally administered) MAC"),
+    _q(
+        "pedestrian_flow.randomised_devices",
+        "count",
+        0,
+        1_000_000,
+        "int",
+        "distinct devices with a randomised (locally administered) MAC",
+    ),
     _q("pedestrian_flow.people", "count", 0, 1_000_000, "int", "people counted crossing a line"),
     _q("pedestrian_flow.people_in", "count", 0, 1_000_000, "int", "people counted crossing a line inwards"),
     _q("pedestrian_flow.people_out", "count", 0, 1_000_000, "int", "people counted crossing a line outwards"),
@@ -101,8 +107,14 @@ _ROWS: tuple[Quantity, ...] = (
     _q("gateway_health.cpu_temperature", "Cel", -40, 125, description="CPU temperature"),
     _q("gateway_health.cpu_load", "%", 0, 100, description="CPU load"),
     _q("gateway_health.backlog", "count", 0, 1e9, "int", "messages waiting on the gateway"),
-    _q("gateway_health.link_margin", "dB", -32, 64, "int",
-       "LoRaWAN DevStatusAns demodulation margin of the device's last uplink"),
+    _q(
+        "gateway_health.link_margin",
+        "dB",
+        -32,
+        64,
+        "int",
+        "LoRaWAN DevStatusAns demodulation margin of the device's last uplink",
+    ),
     _q("gateway_health.external_power", "/", None, None, "bool", "the device runs on external power"),
 )
 

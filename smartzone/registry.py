@@ -283,7 +283,8 @@ class Registry:
         self.sensors = {s.id: s for s in doc.sensors}
         self._zone_tz = ZoneInfo(doc.zone.timezone)
         self._timezones: dict[str | None, ZoneInfo] = {
-            g.id: ZoneInfo(g.timezone) if g.timezone else self._zone_tz for g in doc.gateways}
+            g.id: ZoneInfo(g.timezone) if g.timezone else self._zone_tz for g in doc.gateways
+        }
         self._index: dict[tuple[str | None, str], SensorInfo] = {}
         self._sensor_cells: dict[str, str] = {}
         problems: list[str] = []
@@ -334,8 +335,10 @@ class Registry:
 
     def resolve(self, gateway_id: str | None, key: str) -> SensorInfo | None:
         """The sensor behind a gateway-local device key, or None if nobody registered it."""
-        return self._index.get((gateway_id, key)) or self._index.get((None, key)) or (
-            self._index.get((gateway_id, normalise_key(key))) or self._index.get((None, normalise_key(key)))
+        return (
+            self._index.get((gateway_id, key))
+            or self._index.get((None, key))
+            or (self._index.get((gateway_id, normalise_key(key))) or self._index.get((None, normalise_key(key))))
         )
 
     def device_profile(self, sensor_id: str) -> DeviceProfile | None:
@@ -353,8 +356,9 @@ class Registry:
         s = self.sensors.get(sensor_id)
         if s is None or s.position is None:
             return ""
-        return self._sensor_cells.setdefault(sensor_id, h3.latlng_to_cell(s.position.lat, s.position.lon,
-                                                                          self.doc.zone.h3_resolution))
+        return self._sensor_cells.setdefault(
+            sensor_id, h3.latlng_to_cell(s.position.lat, s.position.lon, self.doc.zone.h3_resolution)
+        )
 
     @cached_property
     def cells(self) -> set[str]:

@@ -204,8 +204,11 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _check_secrets(self) -> Settings:
         if self.environment != "development":
-            for name, secret in (("mqtt.password", self.mqtt.password), ("influx.password", self.influx.password),
-                                 ("chirpstack.api_token", self.chirpstack.api_token)):
+            for name, secret in (
+                ("mqtt.password", self.mqtt.password),
+                ("influx.password", self.influx.password),
+                ("chirpstack.api_token", self.chirpstack.api_token),
+            ):
                 if secret is not None and secret.get_secret_value() == EXAMPLE_SECRET:
                     raise ValueError(f"{name} is the example value {EXAMPLE_SECRET!r}: set a real secret")
         return self

@@ -43,8 +43,9 @@ def retentions(settings: Settings, charter: CharterRetention) -> dict[Store, str
     }
 
 
-def ensure_databases(influx: Influx, settings: Settings, charter: CharterRetention,
-                     stores: Iterable[Store] = tuple(Store)) -> None:
+def ensure_databases(
+    influx: Influx, settings: Settings, charter: CharterRetention, stores: Iterable[Store] = tuple(Store)
+) -> None:
     """Create the stores' databases with their retention policies (or bring the policies up to date)."""
     names, durations = databases(settings), retentions(settings, charter)
     for store in stores:

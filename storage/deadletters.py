@@ -125,8 +125,14 @@ class DeadLetterStore:
                 conn.execute(deadletters.insert(), rows)
         return len(rows)
 
-    def entries(self, *, reason: str | None = None, status: str | None = PENDING, limit: int = 100,
-             ids: Iterable[int] | None = None) -> list[StoredLetter]:
+    def entries(
+        self,
+        *,
+        reason: str | None = None,
+        status: str | None = PENDING,
+        limit: int = 100,
+        ids: Iterable[int] | None = None,
+    ) -> list[StoredLetter]:
         q = select(deadletters).order_by(deadletters.c.id)
         if reason:
             q = q.where(deadletters.c.reason == reason)
@@ -139,14 +145,19 @@ class DeadLetterStore:
         with self.engine.connect() as conn:
             return [_letter(row) for row in conn.execute(q).mappings()]
 
-    def iter_pending(self, *, reason: str | None = None, ids: Iterable[int] | None = None,
-                     chunk: int = 1000) -> Iterator[list[StoredLetter]]:
+    def iter_pending(
+        self, *, reason: str | None = None, ids: Iterable[int] | None = None, chunk: int = 1000
+    ) -> Iterator[list[StoredLetter]]:
         """Pending letters in id order, a chunk at a time (bounded memory for large replays)."""
         last = 0
         wanted = list(ids) if ids is not None else None
         while True:
-            q = (select(deadletters).where(deadletters.c.status == PENDING, deadletters.c.id > last)
-                 .order_by(deadletters.c.id).limit(chunk))
+            q = (
+                select(deadletters)
+                .where(deadletters.c.status == PENDING, deadletters.c.id > last)
+                .order_by(deadletters.c.id)
+                .limit(chunk)
+            )
             if reason:
                 q = q.where(deadletters.c.reason == reason)
             if wanted is not None:
@@ -169,8 +180,11 @@ class DeadLetterStore:
         ids = list(ids)
         if ids:
             with self.engine.begin() as conn:
-                conn.execute(update(deadletters).where(deadletters.c.id.in_(ids)).values(
-                    status=REPLAYED, attempts=deadletters.c.attempts + 1, updated_at=datetime.now(UTC)))
+                conn.execute(
+                    update(deadletters)
+                    .where(deadletters.c.id.in_(ids))
+                    .values(status=REPLAYED, attempts=deadletters.c.attempts + 1, updated_at=datetime.now(UTC))
+                )
 
     def purge(self, older_than: datetime, topic_patterns: Iterable[str]) -> int:
         """Delete letters received before ``older_than`` whose topic matches one of the SQL LIKE patterns
@@ -179,15 +193,24 @@ class DeadLetterStore:
         if not patterns:
             return 0
         with self.engine.begin() as conn:
-            return conn.execute(delete(deadletters).where(
-                deadletters.c.received_at < older_than,
-                or_(*(deadletters.c.topic.like(p) for p in patterns)))).rowcount
+            return conn.execute(
+                delete(deadletters).where(
+                    deadletters.c.received_at < older_than, or_(*(deadletters.c.topic.like(p) for p in patterns))
+                )
+            ).rowcount
 
     def mark_failed(self, letter_id: int, reason: str, detail: str) -> None:
         with self.engine.begin() as conn:
-            conn.execute(update(deadletters).where(deadletters.c.id == letter_id).values(
-                reason=reason, detail=detail[:4000], attempts=deadletters.c.attempts + 1,
-                updated_at=datetime.now(UTC)))
+            conn.execute(
+                update(deadletters)
+                .where(deadletters.c.id == letter_id)
+                .values(
+                    reason=reason,
+                    detail=detail[:4000],
+                    attempts=deadletters.c.attempts + 1,
+                    updated_at=datetime.now(UTC),
+                )
+            )
 
 
 def _letter(row: RowMapping) -> StoredLetter:
@@ -195,7 +218,13 @@ def _letter(row: RowMapping) -> StoredLetter:
     if received.tzinfo is None:  # SQLite keeps no zone; we only ever store UTC
         received = received.replace(tzinfo=UTC)
     return StoredLetter(
-        id=row["id"], received_at=received, topic=row["topic"], payload=bytes(row["payload"]),
-        reason=row["reason"], detail=row["detail"], stage=row["stage"], status=row["status"],
+        id=row["id"],
+        received_at=received,
+        topic=row["topic"],
+        payload=bytes(row["payload"]),
+        reason=row["reason"],
+        detail=row["detail"],
+        stage=row["stage"],
+        status=row["status"],
         attempts=row["attempts"],
     )

@@ -96,9 +96,7 @@ class Influx:
             body = gzip.compress(body, compresslevel=1)
             headers["Content-Encoding"] = "gzip"
         try:
-            r = self._client.post(
-                "/write", params={"db": database, "precision": "ns"}, content=body, headers=headers
-            )
+            r = self._client.post("/write", params={"db": database, "precision": "ns"}, content=body, headers=headers)
         except httpx.HTTPError as exc:
             raise Unavailable(None, f"cannot reach InfluxDB at {self.settings.url}: {exc}") from exc
         status = r.status_code
@@ -119,8 +117,11 @@ class Influx:
             data["params"] = json.dumps(params)
         try:
             # results over loopback: compressing them costs influxd more CPU than the bytes it saves
-            r = (self._client.post("/query", data=data, headers=_PLAIN) if write
-                 else self._client.get("/query", params=data, headers=_PLAIN))
+            r = (
+                self._client.post("/query", data=data, headers=_PLAIN)
+                if write
+                else self._client.get("/query", params=data, headers=_PLAIN)
+            )
         except httpx.HTTPError as exc:
             raise Unavailable(None, f"cannot reach InfluxDB at {self.settings.url}: {exc}") from exc
         if r.status_code >= 400 and not r.headers.get("content-type", "").startswith("application/json"):
@@ -155,8 +156,7 @@ class Influx:
         if params:
             data["params"] = json.dumps(params)
         try:
-            with self._client.stream("POST", "/query", data=data,
-                                     headers={"Accept": "application/csv", **_PLAIN}) as r:
+            with self._client.stream("POST", "/query", data=data, headers={"Accept": "application/csv", **_PLAIN}) as r:
                 if r.status_code >= 400:
                     r.read()
                     raise _error(r.status_code, _error_text(r))
@@ -177,8 +177,9 @@ class Influx:
             raise _error(r.status_code, _error_text(r))
         return r.content
 
-    def frame(self, q: str, database: str, params: dict[str, Any] | None = None,
-              strings: tuple[str, ...] = ()) -> pd.DataFrame:
+    def frame(
+        self, q: str, database: str, params: dict[str, Any] | None = None, strings: tuple[str, ...] = ()
+    ) -> pd.DataFrame:
         """A SELECT's rows as a pandas DataFrame, read from InfluxDB's CSV output (far cheaper to parse
         than JSON). Columns: ``time`` (int ns), then tags (GROUP BY tags too) and fields; the columns named
         in ``strings`` (tags)
@@ -188,13 +189,15 @@ class Influx:
         body = self.csv(q, database, params)
         if not body.strip():
             return pd.DataFrame()
-        df = pd.read_csv(io.BytesIO(body), keep_default_na=False, na_values=[""], low_memory=False,
-                         dtype=dict.fromkeys(strings, str))
+        df = pd.read_csv(
+            io.BytesIO(body), keep_default_na=False, na_values=[""], low_memory=False, dtype=dict.fromkeys(strings, str)
+        )
         if "error" in df.columns and len(df.columns) <= 2:
             raise _error(200, str(df["error"].iloc[0]))
         if "tags" in df.columns and df["tags"].notna().any():  # GROUP BY tags: "k=v,k=v" per series
-            parsed = {t: dict(kv.split("=", 1) for kv in t.split(",") if "=" in kv)
-                      for t in df["tags"].dropna().unique()}
+            parsed = {
+                t: dict(kv.split("=", 1) for kv in t.split(",") if "=" in kv) for t in df["tags"].dropna().unique()
+            }
             for key in sorted({k for d in parsed.values() for k in d}):
                 df[key] = df["tags"].map(lambda t, key=key: parsed.get(t, {}).get(key, ""))
         return df.drop(columns=[c for c in ("name", "tags") if c in df.columns])
@@ -209,8 +212,7 @@ class Influx:
         if RETENTION_POLICY in existing:
             self.query(f"ALTER RETENTION POLICY {rp} ON {db} DURATION {retention} DEFAULT", write=True)
         else:
-            self.query(f"CREATE RETENTION POLICY {rp} ON {db} DURATION {retention} REPLICATION 1 DEFAULT",
-                       write=True)
+            self.query(f"CREATE RETENTION POLICY {rp} ON {db} DURATION {retention} REPLICATION 1 DEFAULT", write=True)
 
     def drop_database(self, database: str) -> None:
         self.query(f"DROP DATABASE {quote_ident(database)}", write=True)

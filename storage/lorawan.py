@@ -68,7 +68,8 @@ def packet_loss(influx: Influx, database: str, since: datetime, until: datetime)
     """Per-device packet loss over ``[since, until)``, from the ops database's ``radio`` points."""
     rows = influx.rows(
         "SELECT f_cnt FROM radio WHERE time >= $since AND time < $until GROUP BY sensor",
-        database, {"since": to_ns(since), "until": to_ns(until)},
+        database,
+        {"since": to_ns(since), "until": to_ns(until)},
     )
     by_sensor: dict[str, list[int]] = {}
     for row in rows:  # one row per (uplink, gateway), in time order within a series

@@ -129,9 +129,20 @@ class Writer:
         lines, bad = render_by_store(points)
         if bad:
             now = datetime.now(UTC)
-            letters = [*letters, *(DeadLetter(now, f"influxdb/{self.databases.get(p.store, p.store)}",
-                                              repr(p).encode(errors="backslashreplace"), UNREPRESENTABLE, why,
-                                              stage="write") for p, why in bad)]
+            letters = [
+                *letters,
+                *(
+                    DeadLetter(
+                        now,
+                        f"influxdb/{self.databases.get(p.store, p.store)}",
+                        repr(p).encode(errors="backslashreplace"),
+                        UNREPRESENTABLE,
+                        why,
+                        stage="write",
+                    )
+                    for p, why in bad
+                ),
+            ]
         self.write_stores(lines, letters)
         return sum(len(ls) for ls in lines.values())
 
@@ -169,8 +180,9 @@ class Writer:
                 DeadLetter(now, f"influxdb/{database}", ln.encode(), REJECTED, err, stage="write")
                 for ln, err in rejected
             )
-            log.warning("InfluxDB rejected lines database=%s count=%d first_error=%s",
-                        database, len(rejected), rejected[0][1])
+            log.warning(
+                "InfluxDB rejected lines database=%s count=%d first_error=%s", database, len(rejected), rejected[0][1]
+            )
 
     def _split(self, lines: list[str], database: str, rejected: list[tuple[str, str]]) -> None:
         try:

@@ -65,10 +65,13 @@ def settings(tmp_path, mosquitto, influxd) -> Settings:
     return Settings(
         data_dir=tmp_path / "data",
         registry=REGISTRY,
-        mqtt={"host": "127.0.0.1", "port": mosquitto.port, "client_id": f"test-ingest-{tag}",
-              "share_group": f"g{tag}"},
-        influx={"url": influxd.url, "raw_database": f"raw_{tag}", "ops_database": f"ops_{tag}",
-                "pseudonymous_database": f"pseudo_{tag}"},
+        mqtt={"host": "127.0.0.1", "port": mosquitto.port, "client_id": f"test-ingest-{tag}", "share_group": f"g{tag}"},
+        influx={
+            "url": influxd.url,
+            "raw_database": f"raw_{tag}",
+            "ops_database": f"ops_{tag}",
+            "pseudonymous_database": f"pseudo_{tag}",
+        },
         ingest={"flush_interval": 0.05, "metrics_interval": 0.5},
         charter={"open_database": f"open_{tag}"},
     )
@@ -80,8 +83,12 @@ def influx(settings) -> Iterator[Influx]:
     try:
         yield client
     finally:
-        for db in (settings.influx.raw_database, settings.influx.ops_database, settings.influx.pseudonymous_database,
-                   settings.charter.open_database):
+        for db in (
+            settings.influx.raw_database,
+            settings.influx.ops_database,
+            settings.influx.pseudonymous_database,
+            settings.charter.open_database,
+        ):
             with contextlib.suppress(Exception):  # cleanup of a database a test may have made unreachable
                 client.drop_database(db)
         client.close()
@@ -139,8 +146,13 @@ class WorkerProcess:
     def start(self) -> WorkerProcess:
         self._subscribed_before = self._subscribed_count() if self.log_path.exists() else 0
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
-        self.proc = subprocess.Popen([sys.executable, "-m", "cli", "ingest"], env=settings_env(self.settings),
-                                     stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "cli", "ingest"],
+            env=settings_env(self.settings),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
         return self
 
     def wait_subscribed(self, timeout: float = 20.0) -> None:
@@ -250,13 +262,16 @@ def assert_exactly_once(influx: Influx, database: str | tuple[str, ...], emitted
     got_untimed = Counter((s, q, v) for s, q, v, t in stored if (s, q, t) not in timed)
     missing = {k: v for k, v in timed.items() if k not in got_timed}
     extra = got_untimed - untimed
-    assert not missing, (f"{len(missing)} timed readings missing: "
-                         f"{sorted({(k[0], k[2]) for k in missing})[:10]}; extra: {list(extra.items())[:10]}")
+    assert not missing, (
+        f"{len(missing)} timed readings missing: "
+        f"{sorted({(k[0], k[2]) for k in missing})[:10]}; extra: {list(extra.items())[:10]}"
+    )
     assert got_timed == timed, "timed readings with wrong values"
     extra = got_untimed - untimed
     lost = untimed - got_untimed
-    assert not extra and not lost, f"receipt-time readings: {sum(extra.values())} duplicated/extra, " \
-                                   f"{sum(lost.values())} lost"
+    assert not extra and not lost, (
+        f"receipt-time readings: {sum(extra.values())} duplicated/extra, {sum(lost.values())} lost"
+    )
     assert len(stored) == len(timed) + sum(untimed.values())
     return len(stored)
 

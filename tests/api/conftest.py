@@ -32,11 +32,18 @@ def published(tmp_path_factory, influxd) -> Iterator[Settings]:
     """Settings whose open database holds one published day (DAY) of the simulated zone."""
     tmp = tmp_path_factory.mktemp("api")
     tag = uuid.uuid4().hex[:8]
-    settings = Settings(data_dir=tmp / "data", registry=REGISTRY,
-                        influx={"url": influxd.url, "raw_database": f"raw_{tag}", "ops_database": f"ops_{tag}",
-                                "pseudonymous_database": f"pseudo_{tag}"},
-                        charter={"open_database": f"open_{tag}"},
-                        api={"rate_limit": 1000.0, "rate_burst": 10_000})
+    settings = Settings(
+        data_dir=tmp / "data",
+        registry=REGISTRY,
+        influx={
+            "url": influxd.url,
+            "raw_database": f"raw_{tag}",
+            "ops_database": f"ops_{tag}",
+            "pseudonymous_database": f"pseudo_{tag}",
+        },
+        charter={"open_database": f"open_{tag}"},
+        api={"rate_limit": 1000.0, "rate_burst": 10_000},
+    )
     registry = Registry.load(REGISTRY)
     influx = Influx(settings.influx)
     ensure_databases(influx, settings, CHARTER)
@@ -46,8 +53,12 @@ def published(tmp_path_factory, influxd) -> Iterator[Settings]:
     job.run_once(now=DAY + timedelta(days=1, minutes=5))
     job.store.close()
     yield settings
-    for db in (settings.influx.raw_database, settings.influx.ops_database, settings.influx.pseudonymous_database,
-               settings.charter.open_database):
+    for db in (
+        settings.influx.raw_database,
+        settings.influx.ops_database,
+        settings.influx.pseudonymous_database,
+        settings.charter.open_database,
+    ):
         influx.drop_database(db)
     influx.close()
 

@@ -72,14 +72,18 @@ def test_list_names_every_dataset_with_absolute_links(client):
         ds = CHARTER.datasets[d["id"]]
         assert d["title"] == ds.title and d["description"] == ds.purpose
         assert {"smart city", "Antwerp"} <= set(d["keywords"])
-        assert d["links"] == {"self": f"http://testserver/v1/datasets/{d['id']}",
-                              "observations": f"http://testserver/v1/datasets/{d['id']}/observations",
-                              "dcat": f"http://testserver/v1/datasets/{d['id']}?format=jsonld"}
+        assert d["links"] == {
+            "self": f"http://testserver/v1/datasets/{d['id']}",
+            "observations": f"http://testserver/v1/datasets/{d['id']}/observations",
+            "dcat": f"http://testserver/v1/datasets/{d['id']}?format=jsonld",
+        }
 
 
 def test_list_as_jsonld_is_a_dcat_catalog(client):
-    for r in (client.get("/v1/datasets", headers={"Accept": "application/ld+json"}),
-              client.get("/v1/datasets?format=jsonld")):
+    for r in (
+        client.get("/v1/datasets", headers={"Accept": "application/ld+json"}),
+        client.get("/v1/datasets?format=jsonld"),
+    ):
         assert r.status_code == 200
         assert r.headers["content-type"].startswith("application/ld+json")
         body = r.json()
@@ -104,8 +108,9 @@ def test_dataset_dcat_fields(described, registry):
         assert d["temporal_roll_up"] == [BIN[b] for b in ds.time.roll_up]
         res = d["spatial_resolution"]
         assert res["h3_resolution"] == ds.space.resolution
-        assert res["edge_length_m"] == pytest.approx(h3.average_hexagon_edge_length(ds.space.resolution, unit="m"),
-                                                     abs=0.1)
+        assert res["edge_length_m"] == pytest.approx(
+            h3.average_hexagon_edge_length(ds.space.resolution, unit="m"), abs=0.1
+        )
         freq = "DAILY" if ds.late_data == "freeze" else "CONT"
         assert d["update_frequency"]["uri"] == FREQ + freq
         assert d["charter"]["version"] == CHARTER.version and d["charter"]["k"] == ds.k
@@ -132,8 +137,11 @@ def test_the_charter_rules_are_all_shown(described):
     for name, d in described.items():
         ds, rules = CHARTER.datasets[name], d["charter"]
         assert "dominance" not in rules  # the old key: the rules are per data owner now (magnitude)
-        assert rules["sources"] == {"categories": list(ds.source.categories), "placement": list(ds.source.placement),
-                                    "sensors": ds.source.sensors}
+        assert rules["sources"] == {
+            "categories": list(ds.source.categories),
+            "placement": list(ds.source.placement),
+            "sensors": ds.source.sensors,
+        }
         assert (rules["magnitude"] is None) == (ds.magnitude is None)
         assert (rules["release"] is None) == (ds.release is None)
         assert (rules["state_ttl"] is None) == (ds.state_ttl is None)
@@ -190,19 +198,25 @@ def test_dataset_as_jsonld(client):
     assert d["dcat:contactPoint"]["vcard:hasEmail"]["@id"] == f"mailto:{CHARTER.doc.contact}"
     media = {x["dcat:mediaType"]["@id"].rsplit("/", 1)[1] for x in d["dcat:distribution"]}
     assert media == {"json", "csv", "vnd.apache.parquet", "geo+json"}
-    assert all(x["dcat:accessURL"]["@id"].startswith("http://testserver/v1/datasets/air_quality/observations")
-               for x in d["dcat:distribution"])
+    assert all(
+        x["dcat:accessURL"]["@id"].startswith("http://testserver/v1/datasets/air_quality/observations")
+        for x in d["dcat:distribution"]
+    )
     assert "sz:epsilonPerDay" not in d
     pf = client.get("/v1/datasets/pedestrian_flow?format=jsonld").json()
     assert pf["sz:epsilonPerDay"] == 1.0 and pf["dct:accrualPeriodicity"]["@id"] == FREQ + "DAILY"
 
 
-@pytest.mark.parametrize(("accept", "media"), [
-    ("*/*", "application/json"), ("application/*", "application/json"),
-    ("text/html,application/xhtml+xml,*/*;q=0.8", "application/json"),
-    ("application/ld+json;q=1, application/json;q=0.5", "application/ld+json"),
-    ("application/json, application/ld+json;q=0.9", "application/json"),
-])
+@pytest.mark.parametrize(
+    ("accept", "media"),
+    [
+        ("*/*", "application/json"),
+        ("application/*", "application/json"),
+        ("text/html,application/xhtml+xml,*/*;q=0.8", "application/json"),
+        ("application/ld+json;q=1, application/json;q=0.5", "application/ld+json"),
+        ("application/json, application/ld+json;q=0.9", "application/json"),
+    ],
+)
 def test_accept(client, accept, media):
     r = client.get("/v1/datasets/noise", headers={"Accept": accept})
     assert r.status_code == 200 and r.headers["content-type"].startswith(media)
@@ -248,8 +262,9 @@ class DownStore(EmptyStore):
 
 
 def test_nothing_published_yet_and_configured_base_url(published):
-    settings = published.model_copy(update={"api": published.api.model_copy(
-        update={"base_url": "https://data.example.org/"})})
+    settings = published.model_copy(
+        update={"api": published.api.model_copy(update={"base_url": "https://data.example.org/"})}
+    )
     with TestClient(create_app(settings, charter=CHARTER, store=EmptyStore())) as c:
         d = c.get("/v1/datasets/air_quality").json()
         assert d["temporal_coverage"] is None

@@ -44,8 +44,9 @@ def test_json_is_the_published_points(client, published, dataset):
         stored = influx.rows(q, published.charter.open_database, {"b": ds.time.bin, "r": str(ds.space.resolution)})
     assert rows and len(rows) == stored[0]["count"]
     for r in rows:
-        assert set(r) - {"time", "cell", "h3_resolution", "bin", "charter_version", "n_contributors"} <= \
-            ds.allowed_fields
+        assert (
+            set(r) - {"time", "cell", "h3_resolution", "bin", "charter_version", "n_contributors"} <= ds.allowed_fields
+        )
         assert r["n_contributors"] >= ds.k and r["bin"] == ds.time.bin and r["charter_version"] == CHARTER.version
         assert D0 <= r["time"] < D1
 
@@ -69,7 +70,7 @@ def _csv_pages(client, url: str, params: dict) -> pd.DataFrame:
         link = r.headers.get("link")
         if not link:
             return pd.concat(parts, ignore_index=True)
-        r = client.get(link[1:link.index(">")])
+        r = client.get(link[1 : link.index(">")])
 
 
 @pytest.mark.parametrize("limit", [100_000, 41])
@@ -86,8 +87,10 @@ def test_csv_and_parquet_read_back_with_pandas_equal_the_json(client, limit):
     pd.testing.assert_frame_equal(table[expected.columns], expected, check_dtype=False)
 
 
-@pytest.mark.parametrize(("dataset", "extra"), [("traffic", {}), ("traffic", {"resolution": "1d"}),
-                                                ("pedestrian_counts", {}), ("pedestrian_flow", {})])
+@pytest.mark.parametrize(
+    ("dataset", "extra"),
+    [("traffic", {}), ("traffic", {"resolution": "1d"}), ("pedestrian_counts", {}), ("pedestrian_flow", {})],
+)
 def test_counts_are_integers_in_parquet_as_in_json_and_csv(client, dataset, extra):
     """The counts the charter writes as integers (``Dataset.integer_fields``) are int64 columns in Parquet, nullable
     (pedestrian_counts publishes ``people_in``/``people_out`` and never ``people``): 36, not 36.0."""
@@ -165,37 +168,43 @@ def test_align_outer_widens_an_unaligned_window_to_whole_bins(client):
     inner_to = (DAY + timedelta(hours=23, minutes=50)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     r = client.get(URL.format("noise"), params={"from": inner_from, "to": inner_to})
     assert r.status_code == 400 and r.json()["parameter"] == "from"  # exact is the default
-    widened, _ = get_all(client, URL.format("noise"), **{"from": inner_from, "to": inner_to, "align": "outer",
-                                                           "limit": 100_000})
+    widened, _ = get_all(
+        client, URL.format("noise"), **{"from": inner_from, "to": inner_to, "align": "outer", "limit": 100_000}
+    )
     assert widened == exact  # 00:07:03.254 -> 00:00, 23:50 -> 24:00
-    hourly, _ = get_all(client, URL.format("noise"), **{"from": inner_from, "to": inner_to, "align": "outer",
-                                                          "resolution": "1h"})
-    assert {r["time"] for r in hourly} == {(DAY + timedelta(hours=h)).strftime("%Y-%m-%dT%H:%M:%SZ")
-                                          for h in range(24)}
-    csv = client.get(URL.format("noise"), params={"from": inner_from, "to": inner_to, "align": "outer",
-                                                  "format": "csv", "limit": 100_000})
+    hourly, _ = get_all(
+        client, URL.format("noise"), **{"from": inner_from, "to": inner_to, "align": "outer", "resolution": "1h"}
+    )
+    assert {r["time"] for r in hourly} == {(DAY + timedelta(hours=h)).strftime("%Y-%m-%dT%H:%M:%SZ") for h in range(24)}
+    csv = client.get(
+        URL.format("noise"),
+        params={"from": inner_from, "to": inner_to, "align": "outer", "format": "csv", "limit": 100_000},
+    )
     assert csv.status_code == 200 and len(pd.read_csv(io.StringIO(csv.text))) == len(exact)
 
 
-@pytest.mark.parametrize(("params", "status", "parameter"), [
-    ({"from": D0, "to": D1, "align": "inner"}, 400, "align"),
-    ({"from": D0, "to": D1, "resolution": "5m"}, 400, "resolution"),  # finer than the charter
-    ({"from": D0, "to": D1, "resolution": "25m"}, 400, "resolution"),  # not a multiple of 15m
-    ({"from": D0.replace("00:00:00", "00:07:00"), "to": D1}, 400, "from"),  # unaligned
-    ({"from": D0, "to": D1.replace("00:00:00", "00:20:00")}, 400, "to"),
-    ({"from": D0.replace("Z", ""), "to": D1}, 400, "from"),  # no offset
-    ({"from": "yesterday", "to": D1}, 400, "from"),
-    ({"from": D1, "to": D0}, 400, "to"),  # reversed
-    ({"from": "1900-01-01T00:00:00Z", "to": "2100-01-01T00:00:00Z"}, 400, "to"),  # huge range
-    ({"from": D0, "to": D1, "cells": "not-a-cell"}, 400, "cells"),
-    ({"from": D0, "to": D1, "cells": "8a1fa4c5872ffff", "bbox": "4,51,5,52"}, 400, "cells"),
-    ({"from": D0, "to": D1, "bbox": "5,52,4,51"}, 400, "bbox"),
-    ({"from": D0, "to": D1, "fields": "sensor"}, 400, "fields"),  # not on the allow-list
-    ({"from": D0, "to": D1, "limit": 10**9}, 400, "limit"),
-    ({"from": D0, "to": D1, "limit": 0}, 400, "limit"),
-    ({"from": D0, "to": D1, "cursor": "garbage!"}, 400, "cursor"),
-    ({"from": D0, "to": D1, "level": "raw"}, 400, "level"),
-])
+@pytest.mark.parametrize(
+    ("params", "status", "parameter"),
+    [
+        ({"from": D0, "to": D1, "align": "inner"}, 400, "align"),
+        ({"from": D0, "to": D1, "resolution": "5m"}, 400, "resolution"),  # finer than the charter
+        ({"from": D0, "to": D1, "resolution": "25m"}, 400, "resolution"),  # not a multiple of 15m
+        ({"from": D0.replace("00:00:00", "00:07:00"), "to": D1}, 400, "from"),  # unaligned
+        ({"from": D0, "to": D1.replace("00:00:00", "00:20:00")}, 400, "to"),
+        ({"from": D0.replace("Z", ""), "to": D1}, 400, "from"),  # no offset
+        ({"from": "yesterday", "to": D1}, 400, "from"),
+        ({"from": D1, "to": D0}, 400, "to"),  # reversed
+        ({"from": "1900-01-01T00:00:00Z", "to": "2100-01-01T00:00:00Z"}, 400, "to"),  # huge range
+        ({"from": D0, "to": D1, "cells": "not-a-cell"}, 400, "cells"),
+        ({"from": D0, "to": D1, "cells": "8a1fa4c5872ffff", "bbox": "4,51,5,52"}, 400, "cells"),
+        ({"from": D0, "to": D1, "bbox": "5,52,4,51"}, 400, "bbox"),
+        ({"from": D0, "to": D1, "fields": "sensor"}, 400, "fields"),  # not on the allow-list
+        ({"from": D0, "to": D1, "limit": 10**9}, 400, "limit"),
+        ({"from": D0, "to": D1, "limit": 0}, 400, "limit"),
+        ({"from": D0, "to": D1, "cursor": "garbage!"}, 400, "cursor"),
+        ({"from": D0, "to": D1, "level": "raw"}, 400, "level"),
+    ],
+)
 def test_bad_requests_get_a_problem_naming_the_parameter(client, params, status, parameter):
     r = client.get(URL.format("noise"), params=params)
     assert r.status_code == status, r.text
@@ -216,8 +225,9 @@ def test_cells_and_bbox_select_space(client):
     cells = sorted({r["cell"] for r in rows})
     some, _ = get_all(client, URL.format("noise"), **{"from": D0, "to": D1, "cells": cells[0], "limit": 100_000})
     assert some and {r["cell"] for r in some} == {cells[0]}
-    whole_zone, _ = get_all(client, URL.format("noise"), **{"from": D0, "to": D1, "bbox": "4.38,51.20,4.41,51.23",
-                                                            "limit": 100_000})
+    whole_zone, _ = get_all(
+        client, URL.format("noise"), **{"from": D0, "to": D1, "bbox": "4.38,51.20,4.41,51.23", "limit": 100_000}
+    )
     assert len(whole_zone) == len(rows)
     elsewhere, _ = get_all(client, URL.format("noise"), **{"from": D0, "to": D1, "bbox": "3.0,50.0,3.1,50.1"})
     assert elsewhere == []

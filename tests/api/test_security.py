@@ -19,8 +19,17 @@ from tests.api.conftest import DAY
 D0 = DAY.strftime("%Y-%m-%dT%H:%M:%SZ")
 D1 = (DAY + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
 INJECTIONS = [
-    "x' OR 1=1 --", '"; DROP DATABASE "smartzone_raw"; --', "noise\"; SELECT * FROM \"sighting", "$start",
-    "1; SHOW DATABASES", "/.*/", "smartzone_raw..air_quality", "\n\nSELECT", "' =~ /.*/ OR '", "%00", "🙂" * 5,
+    "x' OR 1=1 --",
+    '"; DROP DATABASE "smartzone_raw"; --',
+    'noise"; SELECT * FROM "sighting',
+    "$start",
+    "1; SHOW DATABASES",
+    "/.*/",
+    "smartzone_raw..air_quality",
+    "\n\nSELECT",
+    "' =~ /.*/ OR '",
+    "%00",
+    "🙂" * 5,
 ]
 
 
@@ -41,10 +50,10 @@ class Recorder:
             monkeypatch.setattr(Influx, name, spy)
 
 
-@pytest.mark.parametrize("parameter", ["from", "to", "resolution", "cells", "bbox", "fields", "level", "format",
-                                       "limit", "cursor"])
-def test_injection_attempts_in_every_parameter_get_a_400_and_reach_nothing(client, published, monkeypatch,
-                                                                           parameter):
+@pytest.mark.parametrize(
+    "parameter", ["from", "to", "resolution", "cells", "bbox", "fields", "level", "format", "limit", "cursor"]
+)
+def test_injection_attempts_in_every_parameter_get_a_400_and_reach_nothing(client, published, monkeypatch, parameter):
     rec = Recorder(monkeypatch)
     for attack in INJECTIONS:
         params = {"from": D0, "to": D1, parameter: attack}
@@ -63,8 +72,15 @@ def test_every_query_the_api_can_issue_targets_the_open_database(client, publish
     """Walk every endpoint and format (and, below, schemathesis's cases): the client is only ever asked for the
     open database. The app has no setting through which it could name another one."""
     rec = Recorder(monkeypatch)
-    urls = ["/v1/datasets", "/v1/datasets/noise", "/v1/cells", "/v1/zone", "/v1/sensors", "/readyz",
-            "/v1/sensors/noise-volkstraat-1"]
+    urls = [
+        "/v1/datasets",
+        "/v1/datasets/noise",
+        "/v1/cells",
+        "/v1/zone",
+        "/v1/sensors",
+        "/readyz",
+        "/v1/sensors/noise-volkstraat-1",
+    ]
     for name in ("noise", "traffic", "pedestrian_flow", "energy", "energy_profiles", "mobile_air_quality"):
         for fmt in ("json", "csv", "parquet", "geojson"):
             urls.append(f"/v1/datasets/{name}/observations?from={D0}&to={D1}&format={fmt}&limit=7")
@@ -84,8 +100,9 @@ def test_closed_windows_are_served_from_memory_the_second_time(client, monkeypat
     assert first.status_code == 200 and first.headers["cache-control"].endswith("immutable")
     rec = Recorder(monkeypatch)
     again = client.get(url)
-    assert again.status_code == 200 and again.content == first.content and again.headers["etag"] == first.headers[
-        "etag"]
+    assert (
+        again.status_code == 200 and again.content == first.content and again.headers["etag"] == first.headers["etag"]
+    )
     assert rec.queries == []  # no InfluxDB query: the response came from the cache
     assert client.get(url, headers={"If-None-Match": first.headers["etag"]}).status_code == 304
     # a window that may still change is reused only as long as its max-age allows (60 s)
@@ -115,11 +132,15 @@ def test_size_limits_cors_gzip_and_health(client):
     assert r.status_code == 413
     r = client.get("/v1/datasets", headers={"Origin": "https://lab.example.org"})
     assert r.headers["access-control-allow-origin"] == "*"
-    r = client.options("/v1/datasets", headers={"Origin": "https://lab.example.org",
-                                                "Access-Control-Request-Method": "GET"})
+    r = client.options(
+        "/v1/datasets", headers={"Origin": "https://lab.example.org", "Access-Control-Request-Method": "GET"}
+    )
     assert r.status_code == 200 and "GET" in r.headers["access-control-allow-methods"]
-    r = client.get("/v1/datasets/noise/observations", params={"from": D0, "to": D1, "format": "csv"},
-                   headers={"Accept-Encoding": "gzip"})
+    r = client.get(
+        "/v1/datasets/noise/observations",
+        params={"from": D0, "to": D1, "format": "csv"},
+        headers={"Accept-Encoding": "gzip"},
+    )
     assert r.headers["content-encoding"] == "gzip" and r.text.startswith("time,")
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")

@@ -83,16 +83,20 @@ def test_cell_filters(client):
     r = client.get("/v1/cells?dataset=air_quality&resolution=10")
     assert r.status_code == 200
     feats = r.json()["features"]
-    assert feats and all("air_quality" in f["properties"]["datasets"] and f["properties"]["resolution"] == 10
-                         for f in feats)
+    assert feats and all(
+        "air_quality" in f["properties"]["datasets"] and f["properties"]["resolution"] == 10 for f in feats
+    )
     r = client.get("/v1/cells?dataset=nope")
     assert r.status_code == 400 and r.json()["parameter"] == "dataset"
     r = client.get("/v1/cells?resolution=16")
     assert r.status_code == 400 and r.json()["parameter"] == "resolution"
     r = client.get("/v1/cells", headers={"Accept": "text/html"})
     assert r.status_code == 406 and r.headers["content-type"] == "application/problem+json"
-    assert client.get("/v1/cells", headers={"Accept": "application/json"}).headers["content-type"].startswith(
-        "application/json")
+    assert (
+        client.get("/v1/cells", headers={"Accept": "application/json"})
+        .headers["content-type"]
+        .startswith("application/json")
+    )
 
 
 def test_zone(client, registry):
@@ -210,7 +214,8 @@ def reached(s) -> list[str]:
             sends = s.category == "pedestrian_flow" and s.technology in ds.source.kinds
         else:
             sends = ds.source.measurement == s.category or any(
-                q.split(".")[0] == ds.source.measurement and q.split(".")[1] in ds.fields for q in s.fields.values())
+                q.split(".")[0] == ds.source.measurement and q.split(".")[1] in ds.fields for q in s.fields.values()
+            )
         if sends:
             out.append(name)
     return out
@@ -222,8 +227,12 @@ def test_sensors_reach_only_the_datasets_that_admit_them(client, registry):
     assert [x["id"] for x in egmont["datasets"]] == ["energy", "energy_profiles"]
     assert egmont["placement"] == "private_premises"
     rules = {x["id"]: x["protection"] for x in egmont["datasets"]}
-    assert rules["energy"]["magnitude"] == {"per": "data owner (the registry's owner of each sensor)",
-                                            "min_owners": 3, "dominance": {"n": 1, "k": 50.0}, "p_percent": 10.0}
+    assert rules["energy"]["magnitude"] == {
+        "per": "data owner (the registry's owner of each sensor)",
+        "min_owners": 3,
+        "dominance": {"n": 1, "k": 50.0},
+        "p_percent": 10.0,
+    }
     assert rules["energy"]["release"] == {"id": "energy", "with": ["energy_profiles"]}
     assert rules["energy_profiles"]["release"] == {"id": "energy", "with": ["energy"]}
     assert rules["energy_profiles"]["counts"] == "meters"
@@ -244,7 +253,8 @@ def test_sensors_reach_only_the_datasets_that_admit_them(client, registry):
     assert parking["state_ttl"] == "PT2H" and parking["extremes"]["published"] == ["spaces_max"]
     traffic = client.get("/v1/sensors/traffic-volkstraat-1").json()["datasets"][0]["protection"]
     assert traffic["small_counts"]["below"] == 5 and traffic["small_counts"]["means"] == {
-        "speed_mean": ["cars", "heavy_vehicles"]}
+        "speed_mean": ["cars", "heavy_vehicles"]
+    }
     for s in registry.sensors.values():
         if s.placement != "public_space":
             assert all(CHARTER.datasets[n].k > 1 for n in reached(s)), s.id

@@ -21,8 +21,18 @@ def _env(service: dict) -> dict[str, str]:
 
 
 def test_full_stack_is_described():
-    assert {"mosquitto", "influxdb", "postgres", "ingest-1", "ingest-2", "charter", "api", "chirpstack", "redis",
-            "grafana"} <= set(SERVICES)
+    assert {
+        "mosquitto",
+        "influxdb",
+        "postgres",
+        "ingest-1",
+        "ingest-2",
+        "charter",
+        "api",
+        "chirpstack",
+        "redis",
+        "grafana",
+    } <= set(SERVICES)
     assert SERVICES["chirpstack"]["profiles"] == ["lorawan"] and SERVICES["grafana"]["profiles"] == ["dashboards"]
 
 
@@ -122,8 +132,11 @@ def test_chirpstack_publishes_where_the_workers_read():
     assert conf["network"]["enabled_regions"] == [r["id"] for r in region["regions"]]
     mqtt = conf["integration"]["mqtt"]
     assert conf["integration"]["enabled"] == ["mqtt"] and mqtt["qos"] == 1 and mqtt["clean_session"] is False
-    topic = mqtt["event_topic"].replace("{{application_id}}", "1de53b8a-8ccc-5d2d-a04a-b8a453e14f91").replace(
-        "{{dev_eui}}", "a81758fffe0312ab")
+    topic = (
+        mqtt["event_topic"]
+        .replace("{{application_id}}", "1de53b8a-8ccc-5d2d-a04a-b8a453e14f91")
+        .replace("{{dev_eui}}", "a81758fffe0312ab")
+    )
     routes = [r for r in DEFAULT_ROUTES if r.decoder == "chirpstack"]
     for event in ("up", "join", "ack", "txack", "log", "status", "location", "integration"):
         assert any(topic_matches_sub(r.filter, topic.replace("{{event}}", event)) for r in routes)

@@ -49,8 +49,10 @@ def _imports(path: Path) -> set[str]:
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             # ``from pkg import mod`` imports the module pkg.mod when there is one
-            names = [f"{node.module}.{a.name}" if _module_file(f"{node.module}.{a.name}") else node.module
-                     for a in node.names]
+            names = [
+                f"{node.module}.{a.name}" if _module_file(f"{node.module}.{a.name}") else node.module
+                for a in node.names
+            ]
         else:
             continue
         for n in names:
@@ -112,7 +114,7 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
                 stack.pop()
                 path.pop()
             elif state.get(nxt) == 1:
-                return path[path.index(nxt):] + [nxt]
+                return path[path.index(nxt) :] + [nxt]
             elif nxt not in state and nxt in graph:
                 state[nxt] = 1
                 stack.append((nxt, iter(sorted(graph[nxt]))))
@@ -149,8 +151,21 @@ def test_the_layout_check_finds_a_forbidden_import():
 
 
 def test_one_wheel_holds_every_package(tmp_path):
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                    str(tmp_path), str(REPO)], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(REPO),
+        ],
+        check=True,
+    )
     wheel = next(tmp_path.glob("smartzone-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
     for pkg in PACKAGES:

@@ -65,14 +65,17 @@ def test_environment_beats_file_beats_defaults(tmp_path, monkeypatch):
     assert s.influx.ops_database == "smartzone_ops"  # default
 
 
-@pytest.mark.parametrize("env, value, message", [
-    ("SMARTZONE_INFLUX__RAW_DATABASE", 'raw"; DROP DATABASE x', "not a valid identifier"),
-    ("SMARTZONE_INFLUX__OPS_RETENTION", "30 days", "not a duration"),
-    ("SMARTZONE_CHARTER__OPEN_DATABASE", "open; DROP", "not a valid identifier"),
-    ("SMARTZONE_MQTT__PORT", "70000", "less than or equal"),
-    ("SMARTZONE_MQTT__SHARE_GROUP", "in/gest", "may not contain"),
-    ("SMARTZONE_UNKNOWN", "1", None),
-])
+@pytest.mark.parametrize(
+    "env, value, message",
+    [
+        ("SMARTZONE_INFLUX__RAW_DATABASE", 'raw"; DROP DATABASE x', "not a valid identifier"),
+        ("SMARTZONE_INFLUX__OPS_RETENTION", "30 days", "not a duration"),
+        ("SMARTZONE_CHARTER__OPEN_DATABASE", "open; DROP", "not a valid identifier"),
+        ("SMARTZONE_MQTT__PORT", "70000", "less than or equal"),
+        ("SMARTZONE_MQTT__SHARE_GROUP", "in/gest", "may not contain"),
+        ("SMARTZONE_UNKNOWN", "1", None),
+    ],
+)
 def test_bad_values_are_configuration_errors(monkeypatch, env, value, message):
     monkeypatch.setenv("SMARTZONE_CONFIG", "/nonexistent.toml")
     monkeypatch.setenv(env, value)

@@ -29,14 +29,28 @@ def _get(url: str) -> int:
 
 def test_up_demo_runs_and_stops_cleanly(tmp_path):
     mqtt_port, influx_port, api_port = services.free_port(), services.free_port(), services.free_port()
-    env = {**os.environ, "SMARTZONE_CONFIG": "/nonexistent.toml", "SMARTZONE_DATA_DIR": str(tmp_path / "zone"),
-           "SMARTZONE_MQTT__PORT": str(mqtt_port), "SMARTZONE_INFLUX__URL": f"http://127.0.0.1:{influx_port}",
-           "SMARTZONE_SIMULATOR__RATE": "200", "SMARTZONE_INGEST__METRICS_INTERVAL": "1",
-           "SMARTZONE_CHARTER__EVERY": "2s", "SMARTZONE_API__PORT": str(api_port)}
-    proc = subprocess.Popen([sys.executable, "-m", "cli", "up", "--demo", "--backfill", "2h"], env=env, cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env = {
+        **os.environ,
+        "SMARTZONE_CONFIG": "/nonexistent.toml",
+        "SMARTZONE_DATA_DIR": str(tmp_path / "zone"),
+        "SMARTZONE_MQTT__PORT": str(mqtt_port),
+        "SMARTZONE_INFLUX__URL": f"http://127.0.0.1:{influx_port}",
+        "SMARTZONE_SIMULATOR__RATE": "200",
+        "SMARTZONE_INGEST__METRICS_INTERVAL": "1",
+        "SMARTZONE_CHARTER__EVERY": "2s",
+        "SMARTZONE_API__PORT": str(api_port),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cli", "up", "--demo", "--backfill", "2h"],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         influx = Influx(InfluxSettings(url=f"http://127.0.0.1:{influx_port}"))
+
         def flowing() -> bool:
             try:
                 return count_points(influx, "smartzone_raw") > 200

@@ -75,8 +75,15 @@ def test_cli_check_fails_on_drift_and_build_repairs(tmp_path, monkeypatch):
 
 
 def test_every_dashboard_the_issue_names_exists():
-    assert set(BOARDS) == {"smartzone-overview", "smartzone-air-quality", "smartzone-mobility", "smartzone-noise",
-                           "smartzone-energy", "smartzone-living-lab", "smartzone-operations"}
+    assert set(BOARDS) == {
+        "smartzone-overview",
+        "smartzone-air-quality",
+        "smartzone-mobility",
+        "smartzone-noise",
+        "smartzone-energy",
+        "smartzone-living-lab",
+        "smartzone-operations",
+    }
 
 
 def test_uids_ids_and_schema():
@@ -216,13 +223,20 @@ def test_compose_provisions_grafana_from_these_files():
 def test_influxdb_init_creates_a_read_only_grafana_user(influxd, tmp_path):
     """The init script against the real influxd: READ on the open and ops databases, nothing else."""
     shim = tmp_path / "influx"
-    shim.write_text(f"#!{sys.executable}\nimport sys, urllib.parse, urllib.request\n"
-                    f"data = urllib.parse.urlencode({{'q': sys.argv[1]}}).encode()\n"
-                    f"body = urllib.request.urlopen('{influxd.url}/query', data).read().decode()\n"
-                    "sys.exit(1 if '\"error\"' in body else 0)\n")
+    shim.write_text(
+        f"#!{sys.executable}\nimport sys, urllib.parse, urllib.request\n"
+        f"data = urllib.parse.urlencode({{'q': sys.argv[1]}}).encode()\n"
+        f"body = urllib.request.urlopen('{influxd.url}/query', data).read().decode()\n"
+        "sys.exit(1 if '\"error\"' in body else 0)\n"
+    )
     shim.chmod(0o755)
-    env = {**os.environ, "INFLUX_CMD": str(shim), "GRAFANA_INFLUX_PASSWORD": "pw-for-the-test",
-           "SMARTZONE_OPEN_DATABASE": "open_init_test", "SMARTZONE_OPS_DATABASE": "ops_init_test"}
+    env = {
+        **os.environ,
+        "INFLUX_CMD": str(shim),
+        "GRAFANA_INFLUX_PASSWORD": "pw-for-the-test",
+        "SMARTZONE_OPEN_DATABASE": "open_init_test",
+        "SMARTZONE_OPS_DATABASE": "ops_init_test",
+    }
     script = build.PROVISIONING / "influxdb-init" / "grafana-reader.sh"
     subprocess.run(["sh", "-c", f". {script}"], env=env, check=True)
     from smartzone.settings import InfluxSettings
@@ -234,8 +248,12 @@ def test_influxdb_init_creates_a_read_only_grafana_user(influxd, tmp_path):
         assert users.get("grafana") is False
         grants = {r["database"]: r["privilege"] for r in ix.rows('SHOW GRANTS FOR "grafana"', "open_init_test")}
         assert grants == {"open_init_test": "READ", "ops_init_test": "READ"}
-        bad = subprocess.run(["sh", "-c", f". {script}"], env={**env, "GRAFANA_INFLUX_PASSWORD": "x' WITH ALL"},
-                             capture_output=True, text=True)
+        bad = subprocess.run(
+            ["sh", "-c", f". {script}"],
+            env={**env, "GRAFANA_INFLUX_PASSWORD": "x' WITH ALL"},
+            capture_output=True,
+            text=True,
+        )
         assert bad.returncode != 0 and "no quotes" in bad.stderr
     finally:
         ix.query('DROP USER "grafana"', write=True)
@@ -265,10 +283,15 @@ def test_every_open_data_panel_links_to_its_dataset_in_the_api():
                 continue
             datasets = {m for t in p["targets"] for m in re.findall(r'FROM "(\w+)"', t["query"])} or {"${category}"}
             urls = sorted(link["url"] for link in p["links"])
-            assert urls == sorted(u for d in datasets for u in (
-                f"${{api_url}}/v1/datasets/{d}",
-                f"${{api_url}}/v1/datasets/{d}/observations?from=${{__from:date:iso}}&to=${{__to:date:iso}}"
-                "&align=outer&level=all&format=csv&limit=1000000")), (uid, p["title"])
+            assert urls == sorted(
+                u
+                for d in datasets
+                for u in (
+                    f"${{api_url}}/v1/datasets/{d}",
+                    f"${{api_url}}/v1/datasets/{d}/observations?from=${{__from:date:iso}}&to=${{__to:date:iso}}"
+                    "&align=outer&level=all&format=csv&limit=1000000",
+                )
+            ), (uid, p["title"])
             assert all(link["targetBlank"] and link["title"] for link in p["links"])
             linked += 1
         if any(p.get("links") for p in _panels(board)):
@@ -288,16 +311,36 @@ def test_api_url_is_set_per_deployment_and_validated(tmp_path):
         with pytest.raises(ValueError, match="http"):
             build.with_api_url(noise, bad)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    out = subprocess.run([sys.executable, "-m", "cli.main", "dashboards", "build", "--api-url",
-                          "https://data.example.org", "--out", str(tmp_path)], capture_output=True, text=True,
-                         env=env, cwd=REPO, check=False)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cli.main",
+            "dashboards",
+            "build",
+            "--api-url",
+            "https://data.example.org",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr
     written = json.loads((tmp_path / "json" / "smartzone-noise.json").read_text())
     assert written == build.with_api_url(noise, "https://data.example.org")
     assert build.drift() == []  # the committed copy is left alone
-    refused = subprocess.run([sys.executable, "-m", "cli.main", "dashboards", "build", "--api-url",
-                              "https://data.example.org"], capture_output=True, text=True, env=env, cwd=REPO,
-                             check=False)
+    refused = subprocess.run(
+        [sys.executable, "-m", "cli.main", "dashboards", "build", "--api-url", "https://data.example.org"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        check=False,
+    )
     assert refused.returncode != 0 and "--out" in refused.stderr and build.drift() == []
 
 
@@ -321,8 +364,9 @@ def test_cli_pushes_the_real_dashboards_idempotently(monkeypatch, capsys):
         assert set(posted) == set(BOARDS)
         assert all(b["folderUid"] == build.FOLDER_UID and b["overwrite"] for b in posted.values())
         assert posted["smartzone-noise"]["dashboard"]["panels"] == BOARDS["smartzone-noise"]["panels"]
-        assert posted["smartzone-noise"]["dashboard"] == build.with_api_url(BOARDS["smartzone-noise"],
-                                                                            "https://data.example.org")
+        assert posted["smartzone-noise"]["dashboard"] == build.with_api_url(
+            BOARDS["smartzone-noise"], "https://data.example.org"
+        )
         ds = {r.body["uid"]: r.body for r in fake.writes() if r.path == "/api/datasources"}
         assert ds[OPEN]["jsonData"]["dbName"] == "smartzone_open" and ds[OPS]["jsonData"]["dbName"] == "smartzone_ops"
         assert ds[OPEN]["secureJsonData"] == {"password": "reader-secret"} and ds[OPEN]["user"] == "grafana"

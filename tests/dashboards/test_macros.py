@@ -43,6 +43,7 @@ def rng(**span: float) -> TimeRange:
 
 # ---------------------------------------------------------------- interval
 
+
 # rangeutil.test.ts "roundInterval" (every case, including its boundaries)
 @pytest.mark.parametrize(("raw", "rounded"), [
     (9, 1), (14, 10), (34, 20), (74, 50), (149, 100), (349, 200), (749, 500), (1499, 1000), (3499, 2000),
@@ -113,12 +114,15 @@ def test_format_interval(duration: timedelta, text: str) -> None:
 
 # ---------------------------------------------------------------- time filter and the backend replacements
 
+
 def test_time_filter_format() -> None:
     # query_test.go "can render time range": inclusive >= / <=, epoch milliseconds with the ms suffix
     assert time_filter(TimeRange(AUG, AUG + timedelta(hours=1))) == (
-        "time >= 1596240000000ms and time <= 1596243600000ms")
+        "time >= 1596240000000ms and time <= 1596243600000ms"
+    )
     assert time_filter(TimeRange(AUG, AUG + timedelta(minutes=10))) == (
-        "time >= 1596240000000ms and time <= 1596240600000ms")
+        "time >= 1596240000000ms and time <= 1596240600000ms"
+    )
     assert expand("WHERE $timeFilter", HOUR) == "WHERE time >= 1700000000000ms and time <= 1700003600000ms"
 
 
@@ -159,7 +163,8 @@ def test_interval_syntaxes() -> None:
 def test_backend_replacements_are_plain_substrings() -> None:
     # strings.ReplaceAll in Build: no word boundaries, "$interval" before "$__interval_ms"
     assert expand("$intervalX $__interval_msY $timeFilterZ", FIVE_MIN, max_data_points=30) == (
-        "10sX 10000Y time >= 1596240000000ms and time <= 1596240300000ms" + "Z")
+        "10sX 10000Y time >= 1596240000000ms and time <= 1596240300000ms" + "Z"
+    )
 
 
 def test_from_to() -> None:
@@ -167,16 +172,28 @@ def test_from_to() -> None:
     tr = TimeRange(datetime(2020, 7, 13, 20, 19, 9, 254000, tzinfo=UTC), T0)
     assert expand("$__from $__to", tr) == "1594671549254 1700000000000"
     assert expand("${__from:date} ${__from:date:iso} ${__from:date:seconds} ${__from:date:ms}", tr) == (
-        "2020-07-13T20:19:09.254Z 2020-07-13T20:19:09.254Z 1594671549 1594671549254")
+        "2020-07-13T20:19:09.254Z 2020-07-13T20:19:09.254Z 1594671549 1594671549254"
+    )
 
 
 def test_unsupported_left_as_written() -> None:
-    q = ("WHERE $__timeFilter AND x > $__range_s GROUP BY time($__rate_interval) $__range ${__range_ms} "
-         "${__from:date:YYYY-MM} $nosuchvar [[other]] ${timeFilter}")
+    q = (
+        "WHERE $__timeFilter AND x > $__range_s GROUP BY time($__rate_interval) $__range ${__range_ms} "
+        "${__from:date:YYYY-MM} $nosuchvar [[other]] ${timeFilter}"
+    )
     res = expand(q, HOUR)
     assert res == q  # Grafana does not replace any of these in InfluxQL
-    assert unexpanded(res) == ["$__timeFilter", "$__range_s", "$__rate_interval", "$__range", "${__range_ms}",
-                               "${__from:date:YYYY-MM}", "$nosuchvar", "[[other]]", "${timeFilter}"]
+    assert unexpanded(res) == [
+        "$__timeFilter",
+        "$__range_s",
+        "$__rate_interval",
+        "$__range",
+        "${__range_ms}",
+        "${__from:date:YYYY-MM}",
+        "$nosuchvar",
+        "[[other]]",
+        "${timeFilter}",
+    ]
 
 
 def test_unexpanded_ignores_escaped_dollars() -> None:
@@ -198,7 +215,8 @@ def test_escape_regex() -> None:
 def test_single_value() -> None:
     # datasource.test.ts "should return the value as it is"
     assert interpolate_variables("my query $tempVar", {"tempVar": Variable("tempVar", ["normalValue"])}) == (
-        "my query normalValue")
+        "my query normalValue"
+    )
 
 
 @pytest.mark.parametrize(("query", "expected"), [
@@ -215,8 +233,10 @@ def test_single_value_escaped_only_in_regex(query: str, expected: str) -> None:
 
 def test_single_value_other_regex_in_query() -> None:
     # datasource.test.ts: "... text is contained between two / but not a regex" (PR #100762, Grafana 11.4.3+)
-    q = ("select value where (\"tag\"::tag =~ /value/) AND where other = $tempVar $timeFilter GROUP BY "
-         "time($__interval) tz('Europe/London')")
+    q = (
+        'select value where ("tag"::tag =~ /value/) AND where other = $tempVar $timeFilter GROUP BY '
+        "time($__interval) tz('Europe/London')"
+    )
     for value in ("testmatch", "a.b/c"):
         assert interpolate_variables(q, {"tempVar": Variable("tempVar", [value])}) == q.replace("$tempVar", value)
 
@@ -227,7 +247,8 @@ def test_single_value_regex_detection_is_per_query() -> None:
     v = {"h": Variable("h", ["a.b"])}
     assert interpolate_variables('"k" =~ /^[[h]]$/ OR "k" =~ /^${h}$/', v) == '"k" =~ /^a.b$/ OR "k" =~ /^a.b$/'
     assert interpolate_variables('"k" =~ /^[[h]]$/ OR "k" =~ /^$h$/ OR "j" = \'$h\'', v) == (
-        r""""k" =~ /^a\.b$/ OR "k" =~ /^a\.b$/ OR "j" = 'a\.b'""")
+        r""""k" =~ /^a\.b$/ OR "k" =~ /^a\.b$/ OR "j" = 'a\.b'"""
+    )
 
 
 def test_from_regex_is_not_a_match_literal() -> None:
@@ -251,18 +272,22 @@ def test_numbers_not_escaped(value: str, query: str, expected: str) -> None:
 def test_chained_regex_variables_float_and_url() -> None:
     # datasource.test.ts "should render chained regex variables with floating point number and url"
     q = 'SELECT sum("piece_count") FROM "rp"."pdata" WHERE diameter <= $maxSED AND agent_url =~ /^$var1$/'
-    variables = {"var1": Variable("var1", ["https://aaaa-aa-aaa.bbb.ccc.ddd:8443/ggggg"]),
-                 "maxSED": Variable("maxSED", ["8.1"])}
+    variables = {
+        "var1": Variable("var1", ["https://aaaa-aa-aaa.bbb.ccc.ddd:8443/ggggg"]),
+        "maxSED": Variable("maxSED", ["8.1"]),
+    }
     assert interpolate_variables(q, variables) == (
         'SELECT sum("piece_count") FROM "rp"."pdata" WHERE diameter <= 8.1 AND '
-        r"agent_url =~ /^https:\/\/aaaa-aa-aaa\.bbb\.ccc\.ddd:8443\/ggggg$/")
+        r"agent_url =~ /^https:\/\/aaaa-aa-aaa\.bbb\.ccc\.ddd:8443\/ggggg$/"
+    )
 
 
 def test_multi_value_always_escaped() -> None:
     # datasource.test.ts "should escape the value **always** if the variable is a multi-value variable"
     v = {"tempVar": Variable("tempVar", ["/special/path", "/some/other/path"], multi=True)}
     assert interpolate_variables("select that where path = '$tempVar'", v) == (
-        r"select that where path = '(\/special\/path|\/some\/other\/path)'")
+        r"select that where path = '(\/special\/path|\/some\/other\/path)'"
+    )
 
 
 @pytest.mark.parametrize(("values", "expected"), [
@@ -298,11 +323,13 @@ def test_include_all_single_value_variable() -> None:
     values = ["/special/path", "/some/other/path"]
     v = {"tempVar": Variable("tempVar", values, include_all=True, all_selected=True, all_value="")}
     assert interpolate_variables("select that where path =~ /$tempVar/", v) == (
-        r"select that where path =~ /(\/special\/path|\/some\/other\/path)/")
+        r"select that where path =~ /(\/special\/path|\/some\/other\/path)/"
+    )
     # "... should return the escaped value if the value wrapped in regex 3"
     v = {"tempVar": Variable("tempVar", ["env", "env2", "env3"], include_all=True, all_selected=True)}
     assert interpolate_variables("select atan(z/sqrt(3.14)), thing from path =~ /^($tempVar)$/", v) == (
-        "select atan(z/sqrt(3.14)), thing from path =~ /^((env|env2|env3))$/")
+        "select atan(z/sqrt(3.14)), thing from path =~ /^((env|env2|env3))$/"
+    )
     # outside a regex the array is not escaped and becomes "a,b" (JavaScript's Array toString)
     assert interpolate_variables("x = '$tempVar'", v) == "x = 'env,env2,env3'"
 
@@ -313,7 +340,8 @@ def test_raw_format() -> None:
     v = {"use_case": Variable("use_case", ["energy|weather"])}
     assert interpolate_variables(q, v) == "SHOW MEASUREMENTS WITH MEASUREMENT =~ /^(energy|weather)$/"
     assert interpolate_variables("SHOW MEASUREMENTS WITH MEASUREMENT =~ /^($use_case)$/", v) == (
-        r"SHOW MEASUREMENTS WITH MEASUREMENT =~ /^(energy\|weather)$/")
+        r"SHOW MEASUREMENTS WITH MEASUREMENT =~ /^(energy\|weather)$/"
+    )
     v = {"c": Variable("c", ["a.b", "x/y"], multi=True)}
     assert interpolate_variables("${c:raw} [[c:raw]]", v) == "a.b,x/y a.b,x/y"
 
@@ -367,8 +395,9 @@ def test_formats_single(fmt: str, value: str, expected: str) -> None:
 def test_text_format_uses_option_text() -> None:
     # a custom option "Graaf van Egmontstraat : gw-egmont": the value goes into queries, the text only via :text
     v = {"gw": Variable("gw", ["gw-egmont"], texts=["Graaf van Egmontstraat"])}
-    assert interpolate_variables('"gateway" = \'$gw\' -- ${gw:text}', v) == (
-        "\"gateway\" = 'gw-egmont' -- Graaf van Egmontstraat")
+    assert interpolate_variables("\"gateway\" = '$gw' -- ${gw:text}", v) == (
+        "\"gateway\" = 'gw-egmont' -- Graaf van Egmontstraat"
+    )
 
 
 def test_variable_validation() -> None:
@@ -382,17 +411,22 @@ def test_variable_validation() -> None:
 
 def test_expand_variables_before_macros() -> None:
     # smartzone-operations.json panel query shape, with "All" of gateway and its allValue
-    q = ('SELECT mean("rssi") AS "rssi" FROM "radio" WHERE $timeFilter AND "rx_gateway" =~ /^$gateway$/ '
-         'GROUP BY time($__interval), "rx_gateway" fill(none)')
+    q = (
+        'SELECT mean("rssi") AS "rssi" FROM "radio" WHERE $timeFilter AND "rx_gateway" =~ /^$gateway$/ '
+        'GROUP BY time($__interval), "rx_gateway" fill(none)'
+    )
     gw = Variable("gateway", ["gw-egmont", "gw-kloosterstraat"], multi=True, include_all=True)
     res = expand(q, rng(hours=24), variables={"gateway": gw})
-    assert res == ('SELECT mean("rssi") AS "rssi" FROM "radio" WHERE time >= 1700000000000ms and time <= '
-                   '1700086400000ms AND "rx_gateway" =~ /^(gw-egmont|gw-kloosterstraat)$/ GROUP BY time(1m), '
-                   '"rx_gateway" fill(none)')
+    assert res == (
+        'SELECT mean("rssi") AS "rssi" FROM "radio" WHERE time >= 1700000000000ms and time <= '
+        '1700086400000ms AND "rx_gateway" =~ /^(gw-egmont|gw-kloosterstraat)$/ GROUP BY time(1m), '
+        '"rx_gateway" fill(none)'
+    )
     assert unexpanded(res) == []
 
 
 # ---------------------------------------------------------------- against InfluxDB 1.6 (tests/conftest.py influxd)
+
 
 def test_expanded_queries_run_on_influxdb(influxd) -> None:
     base = influxd.url
@@ -411,8 +445,9 @@ def test_expanded_queries_run_on_influxdb(influxd) -> None:
             assert "error" not in result, (q, result)
             return {s["tags"]["cell"] for s in result.get("series", [])}
 
-        query = ('SELECT count("v") FROM "m" WHERE "cell" =~ /^$cell$/ AND $timeFilter '
-                 'GROUP BY time($__interval), "cell"')
+        query = (
+            'SELECT count("v") FROM "m" WHERE "cell" =~ /^$cell$/ AND $timeFilter GROUP BY time($__interval), "cell"'
+        )
         multi = Variable("cell", ["a.b", "x/y", "p|q", "f(1)"], multi=True, include_all=True)
         assert series(query, {"cell": multi}) == {"a.b", "x/y", "p|q", "f(1)"}  # not "axb": the dot is literal
         single = Variable("cell", ["x/y"])

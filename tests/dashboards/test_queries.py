@@ -38,8 +38,9 @@ def _panels():
 
 def _run(loaded):
     """Variable queries on the loaded databases: the first value of each row (SHOW ... results)."""
-    return lambda uid, query: [row.get("value") or row.get("name") for row in loaded.influx.rows(
-        query, loaded.database(uid))]
+    return lambda uid, query: [
+        row.get("value") or row.get("name") for row in loaded.influx.rows(query, loaded.database(uid))
+    ]
 
 
 def _time_range(board: dict, panel: dict, loaded) -> TimeRange:
@@ -56,7 +57,8 @@ def _unit(panel: dict, column: str) -> str | None:
     for o in fc.get("overrides", []):
         m = o["matcher"]
         if (m["id"] == "byName" and m["options"] == column) or (
-                m["id"] == "byRegexp" and re.fullmatch(m["options"], column)):
+            m["id"] == "byRegexp" and re.fullmatch(m["options"], column)
+        ):
             for p in o["properties"]:
                 if p["id"] == "unit":
                     return p["value"]
@@ -81,13 +83,17 @@ def test_panel_query_returns_rows_in_the_declared_unit(loaded, uid, panel, targe
         values = 0
         for s in series:
             for i, column in enumerate(s["columns"]):
-                if column == "time" or column in s.get("tags", {}) or column in ("sensor", "gateway", "cell",
-                                                                                   "rx_gateway", "reason"):
+                if (
+                    column == "time"
+                    or column in s.get("tags", {})
+                    or column in ("sensor", "gateway", "cell", "rx_gateway", "reason")
+                ):
                     continue
                 field = column.removeprefix("mean_") if column.startswith("mean_") and "(/" in query else column
                 assert _unit(panel, column) == unit_of(measurement, field, CHARTER), (
                     f"{column} of {measurement} is in {unit_of(measurement, field, CHARTER)}, the panel says "
-                    f"{_unit(panel, column)}")
+                    f"{_unit(panel, column)}"
+                )
                 for row in s["values"]:
                     v = row[i]
                     if v is not None:
@@ -110,8 +116,9 @@ def api(loaded):
 
     from api.app import create_app
 
-    settings = loaded.settings.model_copy(update={"api": loaded.settings.api.model_copy(
-        update={"rate_limit": 1000.0, "rate_burst": 10_000})})
+    settings = loaded.settings.model_copy(
+        update={"api": loaded.settings.api.model_copy(update={"rate_limit": 1000.0, "rate_burst": 10_000})}
+    )
     with TestClient(create_app(settings)) as client:
         yield client
 

@@ -54,20 +54,53 @@ GATEWAY = "gw-synthetic"
 ROWS, COLS = 2, 5  # the probe counters: a grid of 2 x 5 streets
 
 # hour-level habits: relative chance that a walk starts in each hour (nobody walks before 06:00)
-WALK_HOURS = {6: 1, 7: 3, 8: 6, 9: 4, 10: 3, 11: 4, 12: 6, 13: 5, 14: 3, 15: 3, 16: 4, 17: 6, 18: 5, 19: 4,
-              20: 3, 21: 2, 22: 1}
+WALK_HOURS = {
+    6: 1,
+    7: 3,
+    8: 6,
+    9: 4,
+    10: 3,
+    11: 4,
+    12: 6,
+    13: 5,
+    14: 3,
+    15: 3,
+    16: 4,
+    17: 6,
+    18: 5,
+    19: 4,
+    20: 3,
+    21: 2,
+    22: 1,
+}
 
 # the common loop of the city vehicles (a rectangle of streets, ~3.8 km) and the planted vehicle's route:
 # the loop's east and north-east streets, then a spur ~1.8 km to the east and back
 LOOP = [(51.2085, 4.3895), (51.2175, 4.3895), (51.2175, 4.4025), (51.2085, 4.4025), (51.2085, 4.3895)]
-SPUR = [(51.2085, 4.4025), (51.2175, 4.4025), (51.2175, 4.4280), (51.2240, 4.4280),
-        (51.2175, 4.4280), (51.2175, 4.4025), (51.2085, 4.4025)]
+SPUR = [
+    (51.2085, 4.4025),
+    (51.2175, 4.4025),
+    (51.2175, 4.4280),
+    (51.2240, 4.4280),
+    (51.2175, 4.4280),
+    (51.2175, 4.4025),
+    (51.2085, 4.4025),
+]
 
 # buildings: (name, meters, connections per meter, load profile); the last one lies in another res-8 cell
-BUILDINGS = [("cityhall", 12, 1, "office"), ("school", 10, 1, "office"), ("block-a", 1, 24, "home"),
-             ("block-b", 1, 16, "home"), ("shop-d", 3, 1, "shop"), ("shop-e", 3, 1, "shop"),
-             ("homes-f", 4, 1, "home"), ("bakery", 1, 1, "shop"), ("shop-g", 1, 1, "shop"),
-             ("block-g", 1, 9, "home"), ("depot", 5, 1, "office")]
+BUILDINGS = [
+    ("cityhall", 12, 1, "office"),
+    ("school", 10, 1, "office"),
+    ("block-a", 1, 24, "home"),
+    ("block-b", 1, 16, "home"),
+    ("shop-d", 3, 1, "shop"),
+    ("shop-e", 3, 1, "shop"),
+    ("homes-f", 4, 1, "home"),
+    ("bakery", 1, 1, "shop"),
+    ("shop-g", 1, 1, "shop"),
+    ("block-g", 1, 9, "home"),
+    ("depot", 5, 1, "office"),
+]
 SINGLE = "bakery"
 SHOP, BLOCK = "en-syn-shop-g-1", "en-syn-block-g-1"  # one res-10 cell: 10 connections, two owners
 OWNERS = {BLOCK: "manager-g"}  # the block's manager reads his own meter
@@ -117,38 +150,79 @@ class City:
         if vehicle:
             a = a[a["sensor"] != self.unique_vehicle]
             p = p[p["sensor"] != self.unique_vehicle]
-        return dataclasses.replace(self, sightings=s.reset_index(drop=True), energy=e.reset_index(drop=True),
-                                   air=a.reset_index(drop=True), positions=p.reset_index(drop=True))
+        return dataclasses.replace(
+            self,
+            sightings=s.reset_index(drop=True),
+            energy=e.reset_index(drop=True),
+            air=a.reset_index(drop=True),
+            positions=p.reset_index(drop=True),
+        )
 
     # -- line protocol, as the ingest worker writes it -------------------------------------------------
     def pseudonymous_lines(self, sightings: pd.DataFrame | None = None) -> list[str]:
         rows = self.sightings if sightings is None else sightings
-        return [line("sighting", {"category": "pedestrian_flow", "cell": r.cell, "gateway": GATEWAY,
-                                  "sensor": r.sensor, "technology": "wifi", "kind": r.kind,
-                                  "randomised": "true" if r.randomised else "false", "subject": r.subject},
-                     {"rssi": int(r.rssi)}, int(r.t))
-                for r in rows.itertuples(index=False)]
+        return [
+            line(
+                "sighting",
+                {
+                    "category": "pedestrian_flow",
+                    "cell": r.cell,
+                    "gateway": GATEWAY,
+                    "sensor": r.sensor,
+                    "technology": "wifi",
+                    "kind": r.kind,
+                    "randomised": "true" if r.randomised else "false",
+                    "subject": r.subject,
+                },
+                {"rssi": int(r.rssi)},
+                int(r.t),
+            )
+            for r in rows.itertuples(index=False)
+        ]
 
     def energy_lines(self, energy: pd.DataFrame | None = None) -> list[str]:
         rows = self.energy if energy is None else energy
-        return [line("energy", {"category": "energy", "cell": r.cell, "gateway": GATEWAY, "sensor": r.sensor,
-                                "technology": "wifi"}, {"total": float(r.total), "power": float(r.power)}, int(r.t))
-                for r in rows.itertuples(index=False)]
+        return [
+            line(
+                "energy",
+                {"category": "energy", "cell": r.cell, "gateway": GATEWAY, "sensor": r.sensor, "technology": "wifi"},
+                {"total": float(r.total), "power": float(r.power)},
+                int(r.t),
+            )
+            for r in rows.itertuples(index=False)
+        ]
 
     def mobile_lines(self) -> list[str]:
-        out = [line("air_quality", {"category": "air_quality", "sensor": r.sensor, "technology": "lora"},
-                    {"pm2_5": float(r.pm2_5), "pm10": float(r.pm10)}, int(r.t))
-               for r in self.air.itertuples(index=False)]
-        out += [line("position", {"category": "air_quality", "sensor": r.sensor, "technology": "lora",
-                                  "source": "gps_payload"},
-                     {"latitude": float(r.latitude), "longitude": float(r.longitude)}, int(r.t))
-                for r in self.positions.itertuples(index=False)]
+        out = [
+            line(
+                "air_quality",
+                {"category": "air_quality", "sensor": r.sensor, "technology": "lora"},
+                {"pm2_5": float(r.pm2_5), "pm10": float(r.pm10)},
+                int(r.t),
+            )
+            for r in self.air.itertuples(index=False)
+        ]
+        out += [
+            line(
+                "position",
+                {"category": "air_quality", "sensor": r.sensor, "technology": "lora", "source": "gps_payload"},
+                {"latitude": float(r.latitude), "longitude": float(r.longitude)},
+                int(r.t),
+            )
+            for r in self.positions.itertuples(index=False)
+        ]
         return out
 
     def indoor_lines(self) -> list[str]:
-        return [line("weather", {"category": "energy", "cell": r.cell, "gateway": GATEWAY, "sensor": r.sensor,
-                                 "technology": "wifi"}, {"temperature": float(r.temperature)}, int(r.t))
-                for r in self.indoor.itertuples(index=False)]
+        return [
+            line(
+                "weather",
+                {"category": "energy", "cell": r.cell, "gateway": GATEWAY, "sensor": r.sensor, "technology": "wifi"},
+                {"temperature": float(r.temperature)},
+                int(r.t),
+            )
+            for r in self.indoor.itertuples(index=False)
+        ]
 
     def write(self, influx, raw_db: str, pseudonymous_db: str, *, energy: pd.DataFrame | None = None) -> None:
         """All rows to a real InfluxDB, in the raw and pseudonymous databases (which must exist)."""
@@ -157,21 +231,48 @@ class City:
 
     def registry(self, extra: list[dict] | None = None) -> Registry:
         """The synthetic zone's registry: what the charter job knows of each sensor."""
-        sensors = [{"id": s.sensor, "keys": [s.sensor], "gateway": GATEWAY, "technology": "wifi",
-                    "category": "pedestrian_flow", "position": _position(s.cell)} for s in self.sniffers]
+        sensors = [
+            {
+                "id": s.sensor,
+                "keys": [s.sensor],
+                "gateway": GATEWAY,
+                "technology": "wifi",
+                "category": "pedestrian_flow",
+                "position": _position(s.cell),
+            }
+            for s in self.sniffers
+        ]
         meters = self.energy.drop_duplicates("sensor")
         for sensor, cell in zip(meters["sensor"], meters["cell"], strict=True):
-            entry = {"id": sensor, "keys": [sensor], "gateway": GATEWAY, "technology": "wifi", "category": "energy",
-                     "placement": "indoor", "subjects": self.connections[sensor], "position": _position(cell)}
+            entry = {
+                "id": sensor,
+                "keys": [sensor],
+                "gateway": GATEWAY,
+                "technology": "wifi",
+                "category": "energy",
+                "placement": "indoor",
+                "subjects": self.connections[sensor],
+                "position": _position(cell),
+            }
             if sensor in OWNERS:
                 entry["owner"] = OWNERS[sensor]
             sensors.append(entry)
         for sensor in sorted(set(self.air["sensor"])):
-            sensors.append({"id": sensor, "keys": [sensor], "technology": "cellular", "category": "air_quality",
-                            "mobile": True, "vehicle": f"vehicle-{sensor.rsplit('-', 1)[-1]}"})
-        doc = {"zone": {"name": "synthetic", "city": "Antwerp", "h3_resolution": RESOLUTION},
-               "gateways": [{"id": GATEWAY, "position": {"lat": CENTRE[0], "lon": CENTRE[1]}}],
-               "sensors": sensors + (extra or [])}
+            sensors.append(
+                {
+                    "id": sensor,
+                    "keys": [sensor],
+                    "technology": "cellular",
+                    "category": "air_quality",
+                    "mobile": True,
+                    "vehicle": f"vehicle-{sensor.rsplit('-', 1)[-1]}",
+                }
+            )
+        doc = {
+            "zone": {"name": "synthetic", "city": "Antwerp", "h3_resolution": RESOLUTION},
+            "gateways": [{"id": GATEWAY, "position": {"lat": CENTRE[0], "lon": CENTRE[1]}}],
+            "sensors": sensors + (extra or []),
+        }
         return Registry(RegistryFile.model_validate(doc))
 
 
@@ -182,7 +283,7 @@ def _position(cell: str) -> dict[str, float]:
 
 def write_lines(influx, database: str, lines: list[str], chunk: int = 5000) -> None:
     for i in range(0, len(lines), chunk):
-        influx.write(database, "\n".join(lines[i:i + chunk]).encode())
+        influx.write(database, "\n".join(lines[i : i + chunk]).encode())
 
 
 # -- building the city ----------------------------------------------------------------------------------
@@ -203,8 +304,14 @@ def _indoor(rng: np.random.Generator, day: int, meter: pd.DataFrame) -> pd.DataF
     hour = (t - day) / HOUR_NS
     ovens = (hour >= 1) & (hour < 5)
     temp = np.where(ovens, rng.uniform(*OVEN_C, len(t)), rng.uniform(19.0, 20.0, len(t)))
-    return pd.DataFrame({"t": t, "sensor": meter["sensor"].to_numpy(), "cell": meter["cell"].to_numpy(),
-                         "temperature": np.round(temp, 2)})
+    return pd.DataFrame(
+        {
+            "t": t,
+            "sensor": meter["sensor"].to_numpy(),
+            "cell": meter["cell"].to_numpy(),
+            "temperature": np.round(temp, 2),
+        }
+    )
 
 
 def _sniffers() -> list[Sniffer]:
@@ -232,8 +339,10 @@ def _sightings(rng: np.random.Generator, day: int, sniffers: list[Sniffer], n: i
     weights /= weights.sum()
     popularity = np.array([2 + (0 < s.col < COLS - 1) for s in sniffers], dtype=float)  # the middle is busier
     popularity /= popularity.sum()
-    neighbours = [[j for j, o in enumerate(sniffers) if j != i and abs(o.row - s.row) <= 1
-                   and abs(o.col - s.col) <= 1] for i, s in enumerate(sniffers)]
+    neighbours = [
+        [j for j, o in enumerate(sniffers) if j != i and abs(o.row - s.row) <= 1 and abs(o.col - s.col) <= 1]
+        for i, s in enumerate(sniffers)
+    ]
     rows: list[tuple] = []
     for _ in range(n):
         randomised = bool(rng.random() < 0.3)
@@ -301,8 +410,17 @@ def _energy(rng: np.random.Generator, day: int) -> tuple[pd.DataFrame, dict[str,
             peak_w = float(rng.uniform(800, 3000)) * per_meter
             power = peak_w * _load(profile, hour) * rng.uniform(0.9, 1.1, size=len(times))
             total = float(rng.uniform(1_000, 50_000)) + np.concatenate([[0.0], np.cumsum(power[:-1] * 0.25 / 1000)])
-            frames.append(pd.DataFrame({"t": times, "sensor": sensor, "cell": cells[name],
-                                        "total": np.round(total, 3), "power": np.round(power, 1)}))
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "t": times,
+                        "sensor": sensor,
+                        "cell": cells[name],
+                        "total": np.round(total, 3),
+                        "power": np.round(power, 1),
+                    }
+                )
+            )
     frame = pd.concat(frames, ignore_index=True).sort_values(["t", "sensor"], kind="stable")
     return frame.reset_index(drop=True), connections, single
 
@@ -341,12 +459,17 @@ def _vehicles(rng: np.random.Generator, day: int) -> tuple[pd.DataFrame, pd.Data
         t = np.arange(start, end, every)
         speed = rng.uniform(5.0, 7.0)
         lat, lon = _along(route, phase + speed * (t - start) / NS)
-        pos.append(pd.DataFrame({"t": t, "sensor": sensor, "latitude": np.round(lat, 6),
-                                 "longitude": np.round(lon, 6)}))
-        pm = (12 + 8 * np.exp(-((lat - 51.213) ** 2 + (lon - 4.396) ** 2) / 2e-5)
-              + rng.normal(0, 1.5, len(t))).clip(5, 25)
-        air.append(pd.DataFrame({"t": t + 5 * NS, "sensor": sensor, "pm2_5": np.round(pm, 2),
-                                 "pm10": np.round(1.6 * pm, 2)}))
-    return (pd.concat(air, ignore_index=True).sort_values(["t", "sensor"], kind="stable").reset_index(drop=True),
-            pd.concat(pos, ignore_index=True).sort_values(["t", "sensor"], kind="stable").reset_index(drop=True),
-            unique)
+        pos.append(
+            pd.DataFrame({"t": t, "sensor": sensor, "latitude": np.round(lat, 6), "longitude": np.round(lon, 6)})
+        )
+        pm = (12 + 8 * np.exp(-((lat - 51.213) ** 2 + (lon - 4.396) ** 2) / 2e-5) + rng.normal(0, 1.5, len(t))).clip(
+            5, 25
+        )
+        air.append(
+            pd.DataFrame({"t": t + 5 * NS, "sensor": sensor, "pm2_5": np.round(pm, 2), "pm10": np.round(1.6 * pm, 2)})
+        )
+    return (
+        pd.concat(air, ignore_index=True).sort_values(["t", "sensor"], kind="stable").reset_index(drop=True),
+        pd.concat(pos, ignore_index=True).sort_values(["t", "sensor"], kind="stable").reset_index(drop=True),
+        unique,
+    )

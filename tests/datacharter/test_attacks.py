@@ -85,10 +85,17 @@ class AttackedCity:
 def _settings(influxd, folder, key) -> Settings:
     tag = uuid.uuid4().hex[:8]
     folder.mkdir(parents=True, exist_ok=True)
-    return Settings(data_dir=folder, registry=REGISTRY,
-                    influx={"url": influxd.url, "raw_database": f"raw_{tag}", "ops_database": f"ops_{tag}",
-                            "pseudonymous_database": f"pseudo_{tag}"},
-                    charter={"open_database": f"open_{tag}", "noise_key_file": key})
+    return Settings(
+        data_dir=folder,
+        registry=REGISTRY,
+        influx={
+            "url": influxd.url,
+            "raw_database": f"raw_{tag}",
+            "ops_database": f"ops_{tag}",
+            "pseudonymous_database": f"pseudo_{tag}",
+        },
+        charter={"open_database": f"open_{tag}", "noise_key_file": key},
+    )
 
 
 def _job(s: Settings, influx: Influx, city: synthetic.City) -> CharterJob:
@@ -135,8 +142,9 @@ def zone(influxd, tmp_path_factory):
         job.store.close()
         # the same day without the lone passer-by
         ensure_retention(influx, s_alone, CHARTER)
-        synthetic.write_lines(influx, s_alone.influx.pseudonymous_database,
-                              city.without(lone=True).pseudonymous_lines())
+        synthetic.write_lines(
+            influx, s_alone.influx.pseudonymous_database, city.without(lone=True).pseudonymous_lines()
+        )
         job = _job(s_alone, influx, city)
         job.run_once(now=now, datasets=["pedestrian_flow"])
         alone = _read_open(influx, s_alone)
@@ -154,8 +162,11 @@ def zone(influxd, tmp_path_factory):
         job.run_once(now=now)
         first = _read_open(influx, s_diff)
         synthetic.write_lines(influx, s_diff.influx.pseudonymous_database, city.pseudonymous_lines(late_rows))
-        synthetic.write_lines(influx, s_diff.influx.raw_database,
-                              city.energy_lines(city.energy[city.energy["sensor"] == city.single_meter]))
+        synthetic.write_lines(
+            influx,
+            s_diff.influx.raw_database,
+            city.energy_lines(city.energy[city.energy["sensor"] == city.single_meter]),
+        )
         reports = job.run_once(now=now + pd.Timedelta(minutes=1))
         # datasets about people are frozen once published: the late rows are counted, not re-published
         assert not any(r.reprocessed for r in reports)
@@ -182,16 +193,26 @@ def walk(sightings: pd.DataFrame, points: pd.DataFrame, ds: Dataset = PED) -> tu
     s = sightings[sightings["kind"].isin(ds.source.kinds)]
     rows = s.assign(_b=s["t"] // finest * finest).groupby(["subject", "cell", "_b"], as_index=False)["t"].min()
     device = pd.util.hash_pandas_object(rows["subject"], index=False).to_numpy()
-    order = pd.util.hash_pandas_object(pd.DataFrame({"h": device, "c": rows["cell"], "b": rows["_b"] // finest}),
-                                       index=False).to_numpy()
+    order = pd.util.hash_pandas_object(
+        pd.DataFrame({"h": device, "c": rows["cell"], "b": rows["_b"] // finest}), index=False
+    ).to_numpy()
     rows = rows.assign(_o=order).sort_values(["_o", "subject", "cell", "_b"], kind="stable")
     rows = rows[rows.groupby(["subject", rows["_b"] // DAY_NS]).cumcount() < L].drop(columns="_o")
     out: dict[tuple, set[str]] = {}
     measured = []
     for r, b in engine.levels(ds):
         size = bin_ns(b)
-        key = pd.Series(list(zip([c if h3.get_resolution(c) <= r else h3.cell_to_parent(c, r) for c in rows["cell"]],
-                                 rows["_b"] // size * size, strict=True)), index=rows.index, dtype=object)
+        key = pd.Series(
+            list(
+                zip(
+                    [c if h3.get_resolution(c) <= r else h3.cell_to_parent(c, r) for c in rows["cell"]],
+                    rows["_b"] // size * size,
+                    strict=True,
+                )
+            ),
+            index=rows.index,
+            dtype=object,
+        )
         distinct = rows.assign(_k=key).drop_duplicates(["_k", "subject"])
         n = distinct.groupby("_k")["subject"].transform("size")
         measured.append(distinct.loc[n >= ds.k, "subject"])  # a group below k is never published, noise or not
@@ -237,8 +258,13 @@ def test_negative_control_four_points_single_out_most_phones_in_the_raw_sighting
 def test_the_open_database_holds_only_allow_listed_aggregates_and_no_identifier(zone):
     city, rel = zone.city, zone.full
     assert set(rel.points) == {"pedestrian_flow", "energy", "energy_profiles", "mobile_air_quality"}
-    secrets = (set(city.sightings["subject"]) | set(city.sightings["sensor"]) | set(city.energy["sensor"])
-               | set(city.air["sensor"]) | {synthetic.GATEWAY})
+    secrets = (
+        set(city.sightings["subject"])
+        | set(city.sightings["sensor"])
+        | set(city.energy["sensor"])
+        | set(city.air["sensor"])
+        | {synthetic.GATEWAY}
+    )
     coords = set(city.positions["latitude"].round(4)) | set(city.positions["longitude"].round(4))  # the 4 decimals
     for name, pts in rel.points.items():
         ds = CHARTER.datasets[name]
@@ -273,13 +299,18 @@ def test_the_four_point_attack_on_the_open_data_never_narrows_a_phone_below_k(zo
         sets = []
         for cell, hour in known:
             start = hour * HOUR_NS
-            sets += [len(groups[g]) for g in cell_of if g[0] == cell and g[3] < start + HOUR_NS
-                     and g[3] + bin_ns(g[2]) > start and subject in groups[g]]
+            sets += [
+                len(groups[g])
+                for g in cell_of
+                if g[0] == cell and g[3] < start + HOUR_NS and g[3] + bin_ns(g[2]) > start and subject in groups[g]
+            ]
         if sets:
             found += 1
             anonymity.append(min(sets))
-    print(f"\nopen data: {found}/{len(targets)} targets in some published group; smallest anonymity set "
-          f"{min(anonymity)}; median {int(np.median(anonymity))}")
+    print(
+        f"\nopen data: {found}/{len(targets)} targets in some published group; smallest anonymity set "
+        f"{min(anonymity)}; median {int(np.median(anonymity))}"
+    )
     assert found > len(targets) // 2  # the open data is useful: most walks are counted somewhere
     assert min(anonymity) >= K
 
@@ -290,8 +321,7 @@ def test_the_lone_night_time_passer_by_cannot_be_singled_out(zone):
     groups = members(zone.sightings, pts)
     lone = city.sightings[city.sightings["subject"] == city.lone]
     for cell, t in zip(lone["cell"], lone["t"], strict=True):
-        covering = pts[(pts["cell"] == cell) & (pts["time"] <= t)
-                       & (pts["time"] + pts["bin"].map(bin_ns) > t)]
+        covering = pts[(pts["cell"] == cell) & (pts["time"] <= t) & (pts["time"] + pts["bin"].map(bin_ns) > t)]
         for p in covering.itertuples():  # none expected; a roll-up would have to hold k devices
             assert len(groups[(p.cell, p.resolution, p.bin, p.time)]) >= K
     assert not any(city.lone in m for m in groups.values())
@@ -303,8 +333,9 @@ def test_the_lone_night_time_passer_by_cannot_be_singled_out(zone):
     cols = ["cell", "resolution", "bin", "time", "devices", "randomised_devices", "n_contributors"]
     without = zone.alone.points["pedestrian_flow"]
     assert len(pts) > 50
-    pd.testing.assert_frame_equal(pts[cols].sort_values(cols).reset_index(drop=True),
-                                  without[cols].sort_values(cols).reset_index(drop=True))
+    pd.testing.assert_frame_equal(
+        pts[cols].sort_values(cols).reset_index(drop=True), without[cols].sort_values(cols).reset_index(drop=True)
+    )
 
 
 def test_the_building_with_a_single_connection_is_merged_or_suppressed(zone):
@@ -317,15 +348,19 @@ def test_the_building_with_a_single_connection_is_merged_or_suppressed(zone):
     assert (city.energy.drop_duplicates("sensor")["cell"] == cell).sum() == 1  # alone in its res-10 cell
     assert not (energy["cell"] == cell).any()
     assert not np.isclose(energy["energy_kwh"], kwh, atol=0.01).any()
-    covering = energy[[h3.cell_to_parent(cell, r) == c for c, r in zip(energy["cell"], energy["resolution"],
-                                                                        strict=True)]]
+    covering = energy[
+        [h3.cell_to_parent(cell, r) == c for c, r in zip(energy["cell"], energy["resolution"], strict=True)]
+    ]
     for p in covering.itertuples():  # merged: at least k connections, and it holds at most half of the total
         assert p.n_contributors >= 10 and kwh <= 0.5 * p.energy_kwh
     # every point: at least k connections, and the raw meters of its cell could indeed supply them
     meters = city.energy.drop_duplicates("sensor")
     for p in energy.itertuples():
-        inside = [s for s, c in zip(meters["sensor"], meters["cell"], strict=True)
-                  if (c if p.resolution == 10 else h3.cell_to_parent(c, p.resolution)) == p.cell]
+        inside = [
+            s
+            for s, c in zip(meters["sensor"], meters["cell"], strict=True)
+            if (c if p.resolution == 10 else h3.cell_to_parent(c, p.resolution)) == p.cell
+        ]
         assert 10 <= p.n_contributors <= sum(city.connections[s] for s in inside)
     # typical profiles: MDAV groups of at least 10 meters, shapes only (no kW), none equal to one meter's shape
     profiles = zone.full.points["energy_profiles"]
@@ -333,7 +368,8 @@ def test_the_building_with_a_single_connection_is_merged_or_suppressed(zone):
     assert (profiles["n_contributors"] >= 10).all()
     assert zone.full.fields["energy_profiles"] == {"relative_load_p50", "n_contributors"}
     hourly = city.energy.assign(h=(city.energy["t"] - city.day) // HOUR_NS).pivot_table(
-        index="sensor", columns="h", values="power", aggfunc="mean")
+        index="sensor", columns="h", values="power", aggfunc="mean"
+    )
     shapes = hourly.div(hourly.mean(axis=1), axis=0)
     for _, curve in profiles.sort_values("time").groupby("profile"):
         gap = np.abs(shapes.to_numpy() - curve["relative_load_p50"].to_numpy()).max(axis=1)
@@ -360,9 +396,12 @@ def test_the_vehicle_on_a_unique_route_is_never_published_at_fine_resolution(zon
     city = zone.city
     pts = zone.full.points["mobile_air_quality"]
     ds = CHARTER.datasets["mobile_air_quality"]
-    pos = city.positions.assign(c9=[h3.latlng_to_cell(a, b, ds.space.resolution)
-                                    for a, b in zip(city.positions["latitude"], city.positions["longitude"],
-                                                    strict=True)])
+    pos = city.positions.assign(
+        c9=[
+            h3.latlng_to_cell(a, b, ds.space.resolution)
+            for a, b in zip(city.positions["latitude"], city.positions["longitude"], strict=True)
+        ]
+    )
     pos["c8"] = [h3.cell_to_parent(c, 8) for c in pos["c9"]]
     own = pos["sensor"] == city.unique_vehicle
     unique = set(pos.loc[own, "c9"]) - set(pos.loc[~own, "c9"])
@@ -390,13 +429,25 @@ def _trial_frame(trials: int, background: int, target: np.ndarray, seed: int) ->
     i = np.repeat(np.arange(trials), background)
     j = np.tile(np.arange(background), trials)
     t0 = DAY0 + (np.arange(trials) // len(CELLS)) * HOUR_NS + 60 * NS
-    frame = pd.DataFrame({"t": t0[i] + rng.integers(0, 600, len(i)) * NS,
-                          "cell": np.array(CELLS, dtype=object)[i % len(CELLS)],
-                          "subject": [f"{a:06x}{b:010x}" for a, b in zip(i, j, strict=True)],
-                          "kind": "wifi", "randomised": np.where(rng.random(len(i)) < 0.3, "true", "false")})
+    frame = pd.DataFrame(
+        {
+            "t": t0[i] + rng.integers(0, 600, len(i)) * NS,
+            "cell": np.array(CELLS, dtype=object)[i % len(CELLS)],
+            "subject": [f"{a:06x}{b:010x}" for a, b in zip(i, j, strict=True)],
+            "kind": "wifi",
+            "randomised": np.where(rng.random(len(i)) < 0.3, "true", "false"),
+        }
+    )
     hit = np.flatnonzero(target)
-    extra = pd.DataFrame({"t": t0[hit] + 700 * NS, "cell": np.array(CELLS, dtype=object)[hit % len(CELLS)],
-                          "subject": [f"ffff{a:012x}" for a in hit], "kind": "wifi", "randomised": "false"})
+    extra = pd.DataFrame(
+        {
+            "t": t0[hit] + 700 * NS,
+            "cell": np.array(CELLS, dtype=object)[hit % len(CELLS)],
+            "subject": [f"ffff{a:012x}" for a in hit],
+            "kind": "wifi",
+            "randomised": "false",
+        }
+    )
     return pd.concat([frame, extra], ignore_index=True).sort_values("t", kind="stable").reset_index(drop=True)
 
 
@@ -404,8 +455,11 @@ def _release(frame: pd.DataFrame, ds: Dataset, key: bytes, trials: int) -> pd.Da
     """The published ``devices`` per trial (NaN: not published)."""
     ctx = engine.Context(CHARTER.version, DAY0 + 2 * DAY_NS, {}, key)
     pts = engine.distinct_count(frame, ds, ctx).points
-    trial = {(c, DAY0 + h * HOUR_NS): h * len(CELLS) + n for h in range(trials // len(CELLS) + 1)
-             for n, c in enumerate(CELLS)}
+    trial = {
+        (c, DAY0 + h * HOUR_NS): h * len(CELLS) + n
+        for h in range(trials // len(CELLS) + 1)
+        for n, c in enumerate(CELLS)
+    }
     out = pd.Series(np.nan, index=range(trials))
     for p in pts[pts["bin"] == ds.time.bin].itertuples():
         out[trial[(p.cell, p.time - (p.time - DAY0) % HOUR_NS)]] = p.devices
@@ -443,8 +497,10 @@ def test_differencing_without_noise_finds_the_target():
 def test_differencing_two_independently_noised_releases_stays_within_the_epsilon_bound():
     acc, acc_changed = _differencing(PED, same_key=False)
     bound = dp_bound(EPS_BIN, DELTA, TRIALS)
-    print(f"\ndifferencing, independent noise: accuracy {acc:.3f} (changed-rule {acc_changed:.3f}); "
-          f"bound {bound:.3f} (e^eps/(1+e^eps) = {math.exp(EPS_BIN) / (1 + math.exp(EPS_BIN)):.3f})")
+    print(
+        f"\ndifferencing, independent noise: accuracy {acc:.3f} (changed-rule {acc_changed:.3f}); "
+        f"bound {bound:.3f} (e^eps/(1+e^eps) = {math.exp(EPS_BIN) / (1 + math.exp(EPS_BIN)):.3f})"
+    )
     assert max(acc, acc_changed) <= bound
 
 
@@ -466,10 +522,15 @@ def test_a_group_of_exactly_k_phones_is_published_with_probability_at_most_delta
     groups = 24 * len(CELLS) * 8  # 24,384 groups of exactly k phones, one per (cell, hour) over 8 days
     i = np.repeat(np.arange(groups), K)
     rng = np.random.default_rng(5)
-    frame = pd.DataFrame({"t": DAY0 + (i // len(CELLS)) * HOUR_NS + rng.integers(0, 600, len(i)) * NS,
-                          "cell": np.array(CELLS, dtype=object)[i % len(CELLS)],
-                          "subject": [f"{a:016x}" for a in range(len(i))], "kind": "wifi",
-                          "randomised": np.where(rng.random(len(i)) < 0.3, "true", "false")})
+    frame = pd.DataFrame(
+        {
+            "t": DAY0 + (i // len(CELLS)) * HOUR_NS + rng.integers(0, 600, len(i)) * NS,
+            "cell": np.array(CELLS, dtype=object)[i % len(CELLS)],
+            "subject": [f"{a:016x}" for a in range(len(i))],
+            "kind": "wifi",
+            "randomised": np.where(rng.random(len(i)) < 0.3, "true", "false"),
+        }
+    )
     ctx = engine.Context(CHARTER.version, DAY0 + 9 * DAY_NS, {}, rng.bytes(32))
     published = len(engine.distinct_count(frame, PED, ctx).points)
     bound = DELTA + 3 * math.sqrt(DELTA / groups)
@@ -499,9 +560,11 @@ def test_noised_counts_stay_within_the_accuracy_bound(zone):
     e = np.array(errors, dtype=float)
     clear = e[e[:, 0] >= margin][:, 1:].ravel()  # groups whose true size clears the threshold: no selection bias
     every = e[:, 1:].ravel()  # near the threshold, a published group is one whose noise happened to be high
-    print(f"\nnoise (scale {SCALE}, 95% accuracy {bound:.2f}): within the bound {(np.abs(clear) <= bound).mean():.3f} "
-          f"of {len(clear)} counts of groups >= {margin:.0f} (mean error {clear.mean():+.2f}); "
-          f"{(np.abs(every) <= bound).mean():.3f} of all {len(every)} published")
+    print(
+        f"\nnoise (scale {SCALE}, 95% accuracy {bound:.2f}): within the bound {(np.abs(clear) <= bound).mean():.3f} "
+        f"of {len(clear)} counts of groups >= {margin:.0f} (mean error {clear.mean():+.2f}); "
+        f"{(np.abs(every) <= bound).mean():.3f} of all {len(every)} published"
+    )
     assert len(clear) >= 500 and (np.abs(clear) <= bound).mean() >= 0.93
     assert abs(clear.mean()) < 1.0  # unbiased
     assert (np.abs(every) <= bound).mean() >= 0.90
@@ -510,8 +573,10 @@ def test_noised_counts_stay_within_the_accuracy_bound(zone):
 def test_no_phone_spends_more_than_the_daily_budget(zone):
     _, measured = walk(zone.sightings, zone.full.points["pedestrian_flow"])
     spent = measured * EPS_BIN
-    print(f"\nbudget: epsilon spent per phone: max {spent.max():.2f}, "
-          f"{(spent > PED.noise.epsilon_per_day).mean():.1%} of phones above {PED.noise.epsilon_per_day}")
+    print(
+        f"\nbudget: epsilon spent per phone: max {spent.max():.2f}, "
+        f"{(spent > PED.noise.epsilon_per_day).mean():.1%} of phones above {PED.noise.epsilon_per_day}"
+    )
     assert spent.max() <= PED.noise.epsilon_per_day + 1e-9
 
 
@@ -520,13 +585,17 @@ def test_no_phone_spends_more_than_the_daily_budget(zone):
 # below is one class of that attack, run against what the charter publishes now, and (negative control) against
 # the raw data or the rule as it was, where the same attack succeeds.
 
-MAGNITUDE_BLOCK = ("    magnitude:                  # per data owner (the registry's `owner` of each meter), as "
-                   "tau-ARGUS applies them\n"
-                   "      dominance: {n: 1, k: 50}  # no owner above half of a published total\n"
-                   "      p_percent: 10             # no owner, subtracting its own day, estimates another's within "
-                   "10%\n      min_owners: 3\n")
-OLD_TRAFFIC_RULE = ("    small_counts:\n      fields: [cars, heavy_vehicles, cyclists, pedestrians]\n      below: 5\n"
-                    "      means: {speed_mean: [cars, heavy_vehicles]}\n")
+MAGNITUDE_BLOCK = (
+    "    magnitude:                  # per data owner (the registry's `owner` of each meter), as "
+    "tau-ARGUS applies them\n"
+    "      dominance: {n: 1, k: 50}  # no owner above half of a published total\n"
+    "      p_percent: 10             # no owner, subtracting its own day, estimates another's within "
+    "10%\n      min_owners: 3\n"
+)
+OLD_TRAFFIC_RULE = (
+    "    small_counts:\n      fields: [cars, heavy_vehicles, cyclists, pedestrians]\n      below: 5\n"
+    "      means: {speed_mean: [cars, heavy_vehicles]}\n"
+)
 
 
 def _variant(old: str, new: str) -> Charter:
@@ -554,8 +623,9 @@ def _energy_members(city: synthetic.City, points: pd.DataFrame) -> dict[tuple, p
     out = {}
     for r in sorted(points["resolution"].unique(), reverse=True):
         at = points[points["resolution"] == r]
-        parent = pd.Series([c if h3.get_resolution(c) <= r else h3.cell_to_parent(c, r) for c in left["cell"]],
-                           index=left.index)
+        parent = pd.Series(
+            [c if h3.get_resolution(c) <= r else h3.cell_to_parent(c, r) for c in left["cell"]], index=left.index
+        )
         for p in at.itertuples():
             out[(p.cell, r)] = left[parent == p.cell]
         left = left[~parent.isin(set(at["cell"]))]
@@ -577,8 +647,10 @@ def test_energy_and_its_profiles_are_one_release_and_cannot_be_subtracted(zone):
     profile_kwh = (hourly.sum() - 0.25 * hourly.xs(23, level="h").sum()) / 1000
     estimate = profile_kwh - energy["energy_kwh"].sum()
     truth = _meters(city).loc[sorted(suppressed), "kwh"].sum()
-    print(f"\nsubtraction across datasets: kW profiles - totals = {estimate:.2f} kWh; the suppressed meters' day "
-          f"{truth:.2f} kWh")
+    print(
+        f"\nsubtraction across datasets: kW profiles - totals = {estimate:.2f} kWh; the suppressed meters' day "
+        f"{truth:.2f} kWh"
+    )
     assert abs(estimate - truth) <= 0.03 * truth
     # now: the profiles carry no kW (shapes only) and cover exactly the meters the totals published
     assert rel.fields["energy_profiles"] == {"relative_load_p50", "n_contributors"}
@@ -589,8 +661,10 @@ def test_energy_and_its_profiles_are_one_release_and_cannot_be_subtracted(zone):
     job = _job(s, Influx(s.influx), city)
     try:
         window = (city.day, city.end)
-        results = {n: job.apply(CHARTER.datasets[n], job.read(CHARTER.datasets[n], *window)[0], None, city.end,
-                                window=window) for n in ("energy", "energy_profiles")}
+        results = {
+            n: job.apply(CHARTER.datasets[n], job.read(CHARTER.datasets[n], *window)[0], None, city.end, window=window)
+            for n in ("energy", "energy_profiles")
+        }
     finally:
         job.close()
     assert results["energy"].published_subjects == results["energy_profiles"].published_subjects == published
@@ -625,8 +699,10 @@ def test_no_owner_can_subtract_its_own_meter_to_find_another_within_p_percent(zo
     before = engine.daily_total(frame, old, ctx).points
     cell = before[before["cell"] == shop["cell"]]
     assert len(cell) == 1
-    print(f"\nowner subtraction, without owner rules: {cell['energy_kwh'].iloc[0] - block['kwh']:.3f} kWh vs the "
-          f"shop's {shop['kwh']:.3f}")
+    print(
+        f"\nowner subtraction, without owner rules: {cell['energy_kwh'].iloc[0] - block['kwh']:.3f} kWh vs the "
+        f"shop's {shop['kwh']:.3f}"
+    )
     assert abs(cell["energy_kwh"].iloc[0] - block["kwh"] - shop["kwh"]) < 0.01
     # now: no published point lets any owner estimate another within p% (the p% rule, per owner), none has fewer
     # than 3 owners, none is dominated by one owner
@@ -677,10 +753,18 @@ def test_a_bakerys_night_ovens_do_not_show_in_its_profile():
     shapes = curves.div(curves.mean(axis=1), axis=0)
     base = without.assign(h=(without["t"] - city.day) // HOUR_NS)
     own = shapes.loc[city.single_meter, 1:4].mean() - (
-        base.groupby(["sensor", "h"])["power"].mean().unstack().pipe(lambda c: c.div(c.mean(axis=1), axis=0))
-        .loc[:, 1:4].median(axis=0).mean())
-    print(f"profiles as median shapes: the bakery moves the night's published shapes by at most {shift:.3f} of a "
-          f"meter's average hour; its own night load is {own:.2f} above the others' ({shift / own:.1%} of it shows)")
+        base.groupby(["sensor", "h"])["power"]
+        .mean()
+        .unstack()
+        .pipe(lambda c: c.div(c.mean(axis=1), axis=0))
+        .loc[:, 1:4]
+        .median(axis=0)
+        .mean()
+    )
+    print(
+        f"profiles as median shapes: the bakery moves the night's published shapes by at most {shift:.3f} of a "
+        f"meter's average hour; its own night load is {own:.2f} above the others' ({shift / own:.1%} of it shows)"
+    )
     assert shift <= 0.1 * own
 
 
@@ -707,15 +791,17 @@ def test_a_sensor_in_a_meter_box_never_reaches_the_weather(zone):
 PARK_CELL = h3.latlng_to_cell(*synthetic.CENTRE, 10)
 
 
-def _bays(day: int, change: tuple[int, int] | None = (12 * 60 + 20, 18 * 60 + 5),
-          drop: float = 0.0, seed: int = 0) -> pd.DataFrame:
+def _bays(
+    day: int, change: tuple[int, int] | None = (12 * 60 + 20, 18 * 60 + 5), drop: float = 0.0, seed: int = 0
+) -> pd.DataFrame:
     """Five bays in one res-10 cell: four report every 15 min (periodic), one reports on change and every hour at
     half past (the Bosch way); its car leaves at 12:20 and comes back at 18:05. Every bay reported 10 minutes
     before the day (the job's look-back). ``drop``: share of periodic and heartbeat reports lost (never two in a
     row, so no state is older than the charter's state_ttl)."""
     rng = np.random.default_rng(seed)
-    rows = [(day - 10 * MINUTE_NS, f"bay-{b}", True) for b in range(4)] + [(day - 10 * MINUTE_NS, "bay-on-change",
-                                                                           True)]
+    rows = [(day - 10 * MINUTE_NS, f"bay-{b}", True) for b in range(4)] + [
+        (day - 10 * MINUTE_NS, "bay-on-change", True)
+    ]
     for b in range(4):
         for q in range(96):
             if q % 2 or rng.random() >= drop:
@@ -732,8 +818,12 @@ def _bays(day: int, change: tuple[int, int] | None = (12 * 60 + 20, 18 * 60 + 5)
 def _parking(frame: pd.DataFrame, day: int, ds: Dataset | None = None) -> pd.DataFrame:
     ds = ds or CHARTER.datasets["parking"]
     sensors = sorted(set(frame["sensor"]))
-    ctx = _ctx(day + DAY_NS, subjects=dict.fromkeys(sensors, 1), cells=dict.fromkeys(sensors, PARK_CELL),
-               window=(day, day + DAY_NS))
+    ctx = _ctx(
+        day + DAY_NS,
+        subjects=dict.fromkeys(sensors, 1),
+        cells=dict.fromkeys(sensors, PARK_CELL),
+        window=(day, day + DAY_NS),
+    )
     return engine.occupancy(frame, ds, ctx).points
 
 
@@ -763,8 +853,10 @@ def test_publication_decisions_do_not_depend_on_which_members_reported_in_a_bin(
     keys = ["cell", "resolution", "bin", "time"]
     base = _parking(_bays(day), day)[keys]
     for seed in range(5):  # lost heartbeats and periodic reports, other change times: the same groups are published
-        change = (int(np.random.default_rng(seed).integers(60, 700)), int(np.random.default_rng(seed).integers(
-            720, 1400)))
+        change = (
+            int(np.random.default_rng(seed).integers(60, 700)),
+            int(np.random.default_rng(seed).integers(720, 1400)),
+        )
         other = _parking(_bays(day, change=change, drop=0.3, seed=seed), day)[keys]
         pd.testing.assert_frame_equal(base.reset_index(drop=True), other.reset_index(drop=True))
     # the one thing that changes publication is a sensor going offline (no state for longer than state_ttl): then
@@ -776,8 +868,9 @@ def test_publication_decisions_do_not_depend_on_which_members_reported_in_a_bin(
 
 
 # 6 and 7. extremes point at one vehicle; k counts vehicles, not trackers -------------------------------------------
-def _drive(day: int, sensors: dict[str, float], start_h: float, hours: float, phase: float = 60.0,
-           seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _drive(
+    day: int, sensors: dict[str, float], start_h: float, hours: float, phase: float = 60.0, seed: int = 0
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Vehicles (sensor -> its PM2.5 level) driving the synthetic loop together (``phase`` m apart)."""
     rng = np.random.default_rng(seed)
     air, pos = [], []
@@ -785,8 +878,16 @@ def _drive(day: int, sensors: dict[str, float], start_h: float, hours: float, ph
         t = np.arange(day + int(start_h * HOUR_NS), day + int((start_h + hours) * HOUR_NS), 30 * NS)
         lat, lon = synthetic._along(synthetic.LOOP, i * phase + 6.0 * (t - t[0]) / NS)
         pos.append(pd.DataFrame({"t": t, "sensor": sensor, "latitude": lat, "longitude": lon}))
-        air.append(pd.DataFrame({"t": t + 5 * NS, "sensor": sensor, "pm2_5": pm + rng.normal(0, 0.3, len(t)),
-                                 "pm10": 1.6 * pm + rng.normal(0, 0.3, len(t))}))
+        air.append(
+            pd.DataFrame(
+                {
+                    "t": t + 5 * NS,
+                    "sensor": sensor,
+                    "pm2_5": pm + rng.normal(0, 0.3, len(t)),
+                    "pm10": 1.6 * pm + rng.normal(0, 0.3, len(t)),
+                }
+            )
+        )
     return pd.concat(air, ignore_index=True), pd.concat(pos, ignore_index=True)
 
 
@@ -794,8 +895,9 @@ def test_extremes_of_a_vehicle_dataset_do_not_show_one_vehicles_route():
     ds = CHARTER.datasets["mobile_air_quality"]
     air, pos = _drive(DAY0, {"veh-a": 15.0, "veh-b": 14.0, "veh-c": 88.8}, 4.0, 1.0)
     # negative control: the raw maximum per cell and hour is the one vehicle's 88.8, in every cell of its route
-    placed = pos.assign(cell=[h3.latlng_to_cell(a, b, 9) for a, b in zip(pos["latitude"], pos["longitude"],
-                                                                          strict=True)])
+    placed = pos.assign(
+        cell=[h3.latlng_to_cell(a, b, 9) for a, b in zip(pos["latitude"], pos["longitude"], strict=True)]
+    )
     assert (air[air["sensor"] == "veh-c"]["pm2_5"] > 85).all() and air[air["sensor"] != "veh-c"]["pm2_5"].max() < 20
     assert placed["cell"].nunique() >= 9
     # now: no minimum or maximum at all, and every published figure stays within the other vehicles' range
@@ -837,8 +939,9 @@ def test_one_car_at_night_on_a_dead_end_street_is_not_published():
         rows.append((t, "traffic-busy", busy, cars, 2, 3 if hour > 6 else 0, 6, 31.0))
         if hour == 3:
             rows.append((t, "traffic-dead-end", dead_end, 1, 0, 0, 0, 78.4))
-    frame = pd.DataFrame(rows, columns=["t", "sensor", "cell", "cars", "heavy_vehicles", "cyclists", "pedestrians",
-                                        "speed_mean"])
+    frame = pd.DataFrame(
+        rows, columns=["t", "sensor", "cell", "cars", "heavy_vehicles", "cyclists", "pedestrians", "speed_mean"]
+    )
     ctx = _ctx(DAY0 + DAY_NS)
     # negative control: the rule as it was (small counts of cyclists and pedestrians only) publishes the car
     old = _variant(OLD_TRAFFIC_RULE, "    small_counts: {fields: [cyclists, pedestrians], below: 5}\n")
@@ -865,8 +968,10 @@ def test_five_people_crossing_a_line_both_ways_are_not_a_group_of_ten():
     who could have made them."""
     door = h3.latlng_to_cell(*synthetic.CENTRE, 10)
     # the counter reports every 15 minutes: five in at 02:00, the same five out at 02:30
-    rows = [(DAY0 + 2 * HOUR_NS + 15 * MINUTE_NS, "people-counter-door", door, np.nan, 5, 0),
-            (DAY0 + 2 * HOUR_NS + 45 * MINUTE_NS, "people-counter-door", door, np.nan, 0, 5)]
+    rows = [
+        (DAY0 + 2 * HOUR_NS + 15 * MINUTE_NS, "people-counter-door", door, np.nan, 5, 0),
+        (DAY0 + 2 * HOUR_NS + 45 * MINUTE_NS, "people-counter-door", door, np.nan, 0, 5),
+    ]
     frame = pd.DataFrame(rows, columns=["t", "sensor", "cell", "people", "people_in", "people_out"])
     ds = CHARTER.datasets["pedestrian_counts"]
     ctx = _ctx(DAY0 + DAY_NS)
@@ -879,6 +984,7 @@ def test_five_people_crossing_a_line_both_ways_are_not_a_group_of_ten():
     both = frame.assign(people_in=frame["people_in"] * 2, people_out=frame["people_out"] * 2)
     pts = engine.count(both, ds, ctx).points
     assert len(pts) == 1 and pts["people_in"].iloc[0] == 10 and pts["n_contributors"].iloc[0] == 10
-    one_way = frame.assign(sensor="thermal-counter", people=frame["people_in"] + frame["people_out"],
-                           people_in=np.nan, people_out=np.nan)
+    one_way = frame.assign(
+        sensor="thermal-counter", people=frame["people_in"] + frame["people_out"], people_in=np.nan, people_out=np.nan
+    )
     assert engine.count(one_way, ds, ctx).points["n_contributors"].tolist() == [10]

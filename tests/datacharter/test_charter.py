@@ -14,25 +14,56 @@ TEXT = DEFAULT_PATH.read_text()
 def test_the_shipped_charter_is_valid_and_covers_the_published_categories():
     c = Charter.load()
     assert c.version == "2026.12.0"
-    assert {"air_quality", "mobile_air_quality", "noise", "traffic", "parking", "pedestrian_flow", "energy",
-            "energy_profiles"} <= set(c.datasets)
+    assert {
+        "air_quality",
+        "mobile_air_quality",
+        "noise",
+        "traffic",
+        "parking",
+        "pedestrian_flow",
+        "energy",
+        "energy_profiles",
+    } <= set(c.datasets)
     assert "gateway_health" not in c.datasets  # deny by default: health data is never published
     assert c.retention_s == {"raw": 30 * 86400, "pseudonymous": 48 * 3600}
 
 
-@pytest.mark.parametrize(("old", "new", "line_of", "message"), [
-    ("    k: 10                       # the Dutch", "    k: 0  # the Dutch", "    k: 0  # the Dutch",
-     "greater than or equal to 1"),
-    ("      pm2_5: [mean, min, max, p50, p90]", "      pm2_5: [mean, median]", "      pm2_5: [mean, median]",
-     "Input should be"),
-    ("      laeq: [energy_mean, min, max, p10, p90]", "      laeq: [energy_mean]\n      imei: [mean]",
-     "      imei: [mean]", "not a quantity of the vocabulary"),
-    ("    time: {bin: 1h, roll_up: [1d]}\n    k: 3", "    time: {bin: 7m, roll_up: [1d]}\n    k: 3",
-     "    time: {bin: 7m, roll_up: [1d]}", "must divide a day"),
-    ("  raw: 30d ", "  raw: forever ", "  raw: forever ", "is not a duration"),
-    ("    noise: {epsilon_per_day: 1.0,", "    noise: {epsilon_per_day: -1.0,", "    noise: {epsilon_per_day: -1.0,",
-     "greater than 0"),
-])
+@pytest.mark.parametrize(
+    ("old", "new", "line_of", "message"),
+    [
+        (
+            "    k: 10                       # the Dutch",
+            "    k: 0  # the Dutch",
+            "    k: 0  # the Dutch",
+            "greater than or equal to 1",
+        ),
+        (
+            "      pm2_5: [mean, min, max, p50, p90]",
+            "      pm2_5: [mean, median]",
+            "      pm2_5: [mean, median]",
+            "Input should be",
+        ),
+        (
+            "      laeq: [energy_mean, min, max, p10, p90]",
+            "      laeq: [energy_mean]\n      imei: [mean]",
+            "      imei: [mean]",
+            "not a quantity of the vocabulary",
+        ),
+        (
+            "    time: {bin: 1h, roll_up: [1d]}\n    k: 3",
+            "    time: {bin: 7m, roll_up: [1d]}\n    k: 3",
+            "    time: {bin: 7m, roll_up: [1d]}",
+            "must divide a day",
+        ),
+        ("  raw: 30d ", "  raw: forever ", "  raw: forever ", "is not a duration"),
+        (
+            "    noise: {epsilon_per_day: 1.0,",
+            "    noise: {epsilon_per_day: -1.0,",
+            "    noise: {epsilon_per_day: -1.0,",
+            "greater than 0",
+        ),
+    ],
+)
 def test_an_invalid_charter_is_refused_naming_the_line(old, new, line_of, message):
     assert old in TEXT
     bad = TEXT.replace(old, new, 1)
@@ -45,8 +76,11 @@ def test_an_invalid_charter_is_refused_naming_the_line(old, new, line_of, messag
 
 def test_unknown_keys_and_broken_yaml_are_refused():
     with pytest.raises(CharterError, match=r"<charter>:\d+: datasets.noise.publish_raw: Extra inputs"):
-        Charter.parse(TEXT.replace("  noise:\n    title: Noise levels", "  noise:\n    publish_raw: true\n"
-                                   "    title: Noise levels", 1))
+        Charter.parse(
+            TEXT.replace(
+                "  noise:\n    title: Noise levels", "  noise:\n    publish_raw: true\n    title: Noise levels", 1
+            )
+        )
     with pytest.raises(CharterError, match=r"<charter>:4: not valid YAML"):
         Charter.parse("version: 1\ntitle: x\ndatasets: [a\n")
     with pytest.raises(CharterError, match="must be a mapping"):
@@ -54,15 +88,16 @@ def test_unknown_keys_and_broken_yaml_are_refused():
 
 
 def test_methods_refuse_rules_they_cannot_honour():
-    noise_section = TEXT[TEXT.index("  noise:\n"):TEXT.index("  traffic:\n")]
-    noisy_levels = noise_section.replace("    k: 1\n", "    k: 1\n    noise: {epsilon_per_day: 1, "
-                                         "max_bins_per_subject_per_day: 2}\n", 1)
+    noise_section = TEXT[TEXT.index("  noise:\n") : TEXT.index("  traffic:\n")]
+    noisy_levels = noise_section.replace(
+        "    k: 1\n", "    k: 1\n    noise: {epsilon_per_day: 1, max_bins_per_subject_per_day: 2}\n", 1
+    )
     with pytest.raises(CharterError, match="noise applies to counts of people only"):
         Charter.parse(TEXT.replace(noise_section, noisy_levels))
     with pytest.raises(CharterError, match="roll_up resolutions must be coarser"):
         Charter.parse(TEXT.replace("space: {resolution: 9, roll_up: [8]}", "space: {resolution: 9, roll_up: [10]}"))
     # a dataset about people may not re-publish a closed day: the difference would reveal the late subjects
-    energy = TEXT[TEXT.index("  energy:\n"):TEXT.index("  energy_profiles:\n")]
+    energy = TEXT[TEXT.index("  energy:\n") : TEXT.index("  energy_profiles:\n")]
     with pytest.raises(CharterError, match="late_data: reprocess would re-release groups about people"):
         Charter.parse(TEXT.replace(energy, energy.replace("    k: 10", "    late_data: reprocess\n    k: 10", 1)))
 
@@ -78,7 +113,8 @@ def test_noise_calibration_spends_exactly_the_daily_budget():
     # with a roll-up level the same budget needs twice the scale: rows not published at the first level are
     # noised again at the second
     assert laplace_scale(n.epsilon_per_day, n.max_bins_per_subject_per_day, 2) == 2 * laplace_scale(
-        n.epsilon_per_day, n.max_bins_per_subject_per_day, 1)
+        n.epsilon_per_day, n.max_bins_per_subject_per_day, 1
+    )
 
 
 def test_explain_speaks_plainly_about_every_dataset():

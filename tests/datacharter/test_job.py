@@ -34,10 +34,17 @@ AFTER_DAY = DAY + timedelta(days=1, minutes=5)  # the job's "now": the whole of 
 
 def make_settings(tmp_path, influxd, **charter) -> Settings:
     tag = uuid.uuid4().hex[:8]
-    return Settings(data_dir=tmp_path / "data", registry=REGISTRY,
-                    influx={"url": influxd.url, "raw_database": f"raw_{tag}", "ops_database": f"ops_{tag}",
-                            "pseudonymous_database": f"pseudo_{tag}"},
-                    charter={"open_database": f"open_{tag}", **charter})
+    return Settings(
+        data_dir=tmp_path / "data",
+        registry=REGISTRY,
+        influx={
+            "url": influxd.url,
+            "raw_database": f"raw_{tag}",
+            "ops_database": f"ops_{tag}",
+            "pseudonymous_database": f"pseudo_{tag}",
+        },
+        charter={"open_database": f"open_{tag}", **charter},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -52,10 +59,21 @@ def zone(tmp_path_factory, influxd):
     loaded = backfill(SimulatedZone(registry, 7), pipe, influx, settings, DAY, 1440)
     job = CharterJob(settings, CHARTER, registry, influx)
     reports = job.run_once(now=AFTER_DAY)
-    yield {"settings": settings, "registry": registry, "influx": influx, "job": job, "reports": reports,
-           "loaded": loaded, "tmp": tmp}
-    for db in (settings.influx.raw_database, settings.influx.ops_database, settings.influx.pseudonymous_database,
-               settings.charter.open_database):
+    yield {
+        "settings": settings,
+        "registry": registry,
+        "influx": influx,
+        "job": job,
+        "reports": reports,
+        "loaded": loaded,
+        "tmp": tmp,
+    }
+    for db in (
+        settings.influx.raw_database,
+        settings.influx.ops_database,
+        settings.influx.pseudonymous_database,
+        settings.charter.open_database,
+    ):
         influx.drop_database(db)
     job.store.close()
     influx.close()
@@ -69,8 +87,10 @@ def open_points(influx: Influx, settings: Settings, dataset: str | None = None) 
 
 
 def snapshot(influx: Influx, settings: Settings) -> dict[str, list[tuple]]:
-    return {name: sorted(tuple(sorted((k, str(v)) for k, v in r.items())) for r in rows)
-            for name, rows in open_points(influx, settings).items()}
+    return {
+        name: sorted(tuple(sorted((k, str(v)) for k, v in r.items())) for r in rows)
+        for name, rows in open_points(influx, settings).items()
+    }
 
 
 def test_every_dataset_publishes_and_every_point_keeps_the_charter(zone):
@@ -78,8 +98,17 @@ def test_every_dataset_publishes_and_every_point_keeps_the_charter(zone):
     by_ds = {r.dataset: r for r in zone["reports"] if r.start == int(DAY.timestamp()) * 10**9}
     points = open_points(zone["influx"], zone["settings"])
     # the zone's day publishes something in every dataset it has enough subjects for
-    for name in ("air_quality", "mobile_air_quality", "weather", "noise", "traffic", "parking", "pedestrian_flow",
-                 "pedestrian_counts", "energy"):
+    for name in (
+        "air_quality",
+        "mobile_air_quality",
+        "weather",
+        "noise",
+        "traffic",
+        "parking",
+        "pedestrian_flow",
+        "pedestrian_counts",
+        "energy",
+    ):
         assert points[name], name
         assert by_ds[name].published == len(points[name]), name
     # ... and keeps back what the charter forbids: the museum (with one house) and the library are fewer than the
@@ -97,8 +126,9 @@ def test_every_dataset_publishes_and_every_point_keeps_the_charter(zone):
         ds = CHARTER.datasets[name]
         allowed_levels = set(levels(ds))
         for r in rows:
-            fields = {k for k, v in r.items() if v is not None and k not in (*POINT_TAGS, "time", "_measurement",
-                                                                             "profile")}
+            fields = {
+                k for k, v in r.items() if v is not None and k not in (*POINT_TAGS, "time", "_measurement", "profile")
+            }
             assert fields <= ds.allowed_fields, (name, fields - ds.allowed_fields)
             assert r["n_contributors"] >= ds.k, (name, r)
             assert (int(r["resolution"]), r["bin"]) in allowed_levels
@@ -122,8 +152,9 @@ def test_no_identifier_hash_or_raw_position_reaches_the_open_database(zone):
         secrets_ |= {s.id, *s.keys}
     secrets_ |= set(registry.gateways)
     secrets_ |= {g.eui for g in registry.gateways.values() if g.eui}
-    subjects = influx.rows('SHOW TAG VALUES FROM "sighting" WITH KEY = "subject"',
-                           settings.influx.pseudonymous_database)
+    subjects = influx.rows(
+        'SHOW TAG VALUES FROM "sighting" WITH KEY = "subject"', settings.influx.pseudonymous_database
+    )
     pseudonyms = {r["value"] for r in subjects}
     assert len(pseudonyms) > 500  # the scan has something to find
     positions = influx.rows('SELECT "latitude", "longitude" FROM "position"', settings.influx.raw_database)
@@ -176,9 +207,17 @@ def test_a_crash_mid_run_resumes_to_the_same_output(zone, tmp_path, influxd, mon
     writing (after deleting the window's old points); restarted, it ends with the first job's output."""
     influx = zone["influx"]
     base = zone["settings"]
-    settings = base.model_copy(update={"data_dir": tmp_path / "other", "charter": base.charter.model_copy(
-        update={"open_database": f"open_{uuid.uuid4().hex[:8]}",
-                "noise_key_file": base.data_dir / "charter" / "noise.key"})})
+    settings = base.model_copy(
+        update={
+            "data_dir": tmp_path / "other",
+            "charter": base.charter.model_copy(
+                update={
+                    "open_database": f"open_{uuid.uuid4().hex[:8]}",
+                    "noise_key_file": base.data_dir / "charter" / "noise.key",
+                }
+            ),
+        }
+    )
     job = CharterJob(settings, CHARTER, zone["registry"], Influx(settings.influx))
     writes = {"n": 0}
     real_write = job.influx.write
@@ -207,15 +246,20 @@ def test_late_data_reprocesses_only_the_affected_window(zone):
     cell = zone["registry"].resolve(noise.gateway, noise.keys[0]).cell
     bin_start = int((DAY + timedelta(hours=14)).timestamp()) * 10**9
     # a reading that arrives a day late, louder than anything else in its 15 minutes
-    late = (f"noise,category=noise,cell={cell},gateway={noise.gateway},sensor={noise.id},technology=wifi "
-            f"laeq=93.5,lamax=101.0 {bin_start + 7 * 60 * 10**9 + 1}")
+    late = (
+        f"noise,category=noise,cell={cell},gateway={noise.gateway},sensor={noise.id},technology=wifi "
+        f"laeq=93.5,lamax=101.0 {bin_start + 7 * 60 * 10**9 + 1}"
+    )
     influx.write(settings.influx.raw_database, late.encode())
     reports = job.run_once(now=AFTER_DAY + timedelta(hours=20))
     redone = [r for r in reports if r.reprocessed]
     assert [(r.dataset, r.start) for r in redone] == [("noise", int(DAY.timestamp()) * 10**9)]
     assert redone[0].written
-    rows = influx.rows('SELECT "laeq_max" FROM "noise" WHERE "cell" = $cell AND time = $t',
-                       settings.charter.open_database, {"cell": cell, "t": bin_start})
+    rows = influx.rows(
+        'SELECT "laeq_max" FROM "noise" WHERE "cell" = $cell AND time = $t',
+        settings.charter.open_database,
+        {"cell": cell, "t": bin_start},
+    )
     assert rows[0]["laeq_max"] == 93.5
     # the window is up to date now: another run re-processes nothing
     assert not any(r.reprocessed for r in job.run_once(now=AFTER_DAY + timedelta(hours=20)))
@@ -231,9 +275,11 @@ def test_late_data_of_a_dataset_about_people_is_counted_not_republished(zone):
     bay = zone["registry"].sensors["parking-bay-kloosterstraat-1"]
     cell = zone["registry"].resolve(bay.gateway, bay.keys[0]).cell
     t = int((DAY + timedelta(hours=3, minutes=7, seconds=1)).timestamp()) * 10**9
-    influx.write(settings.influx.raw_database,
-                 f"parking,category=parking,cell={cell},gateway={bay.gateway},sensor={bay.id},technology=zigbee "
-                 f"occupied=true {t}".encode())
+    influx.write(
+        settings.influx.raw_database,
+        f"parking,category=parking,cell={cell},gateway={bay.gateway},sensor={bay.id},technology=zigbee "
+        f"occupied=true {t}".encode(),
+    )
     reports = job.run_once(now=AFTER_DAY + timedelta(hours=21))
     assert not [r for r in reports if r.dataset == "parking" and r.reprocessed]
     assert snapshot(influx, settings)["parking"] == before
@@ -246,8 +292,11 @@ def test_late_data_of_a_dataset_about_people_is_counted_not_republished(zone):
 def _rewrite(influx: Influx, db: str, measurement: str, sensor: str, at: datetime, field: str, change) -> tuple:
     """Send again the sensor's first reading from ``at`` on, with the same series and timestamp and ``field``
     changed by ``change``: InfluxDB overwrites the value, the row count stays. (old value, new value, time)."""
-    rows = influx.rows(f'SELECT * FROM "{measurement}" WHERE "sensor" = $s AND time >= $t GROUP BY * LIMIT 1',  # noqa: S608
-                       db, {"s": sensor, "t": int(at.timestamp()) * 10**9})
+    rows = influx.rows(
+        f'SELECT * FROM "{measurement}" WHERE "sensor" = $s AND time >= $t GROUP BY * LIMIT 1',  # noqa: S608
+        db,
+        {"s": sensor, "t": int(at.timestamp()) * 10**9},
+    )
     row = rows[0]
     old = row[field]
     keys = {k: v for k, v in row.items() if k not in ("time", "_measurement") and isinstance(v, str) and v != ""}
@@ -273,8 +322,15 @@ def test_a_rewritten_reading_reprocesses_its_day(zone):
     store = CharterStore(settings.sql_url)
     rows_before = _day_rows(influx, raw, "weather")
     assert store.window("weather", start).rows_seen == rows_before
-    old, new, t = _rewrite(influx, raw, "weather", "wx-volkstraat-1", DAY + timedelta(hours=13), "temperature",
-                           lambda v: round(v + 15.25, 2))
+    old, new, t = _rewrite(
+        influx,
+        raw,
+        "weather",
+        "wx-volkstraat-1",
+        DAY + timedelta(hours=13),
+        "temperature",
+        lambda v: round(v + 15.25, 2),
+    )
     # the negative control: the raw row count is what the job saw, so a count-only rule finds nothing late
     assert _day_rows(influx, raw, "weather") == rows_before == store.window("weather", start).rows_seen
     assert job._counts(CHARTER.datasets["weather"], start, start + DAY_NS)[start].rows == rows_before
@@ -284,14 +340,18 @@ def test_a_rewritten_reading_reprocesses_its_day(zone):
     assert redone[0].written
     cell = zone["registry"].cell_of("wx-volkstraat-1")
     bin_start = t // (15 * 60 * 10**9) * (15 * 60 * 10**9)
-    served = influx.rows('SELECT "temperature_max" FROM "weather" WHERE "cell" = $cell AND time = $t',
-                         settings.charter.open_database, {"cell": cell, "t": bin_start})
+    served = influx.rows(
+        'SELECT "temperature_max" FROM "weather" WHERE "cell" = $cell AND time = $t',
+        settings.charter.open_database,
+        {"cell": cell, "t": bin_start},
+    )
     assert served[0]["temperature_max"] == new != old
     # recorded: the next run re-processes nothing, and the audit says why it re-processed
     assert not any(r.reprocessed for r in job.run_once(now=AFTER_DAY + timedelta(hours=22)))
     audit = [a for a in store.audit("weather", limit=500) if a["content_changed"]]
     assert [(a["window_start"], a["reprocessed"], a["written"], a["late_rows"]) for a in audit] == [
-        (start, True, True, 0)]
+        (start, True, True, 0)
+    ]
     store.close()
 
 
@@ -302,8 +362,15 @@ def test_a_rewritten_reading_of_a_frozen_day_is_counted_not_republished(zone, mo
     raw, start = settings.influx.raw_database, int(DAY.timestamp()) * 10**9
     before = snapshot(influx, settings)
     rows_before = _day_rows(influx, raw, "energy")
-    _rewrite(influx, raw, "energy", "energy-school-volkstraat", DAY + timedelta(hours=9), "power",
-             lambda v: round(v * 3 + 1000.5, 1))
+    _rewrite(
+        influx,
+        raw,
+        "energy",
+        "energy-school-volkstraat",
+        DAY + timedelta(hours=9),
+        "power",
+        lambda v: round(v * 3 + 1000.5, 1),
+    )
     assert _day_rows(influx, raw, "energy") == rows_before  # the count alone does not change
     reports = job.run_once(now=AFTER_DAY + timedelta(hours=23))
     assert not [r for r in reports if r.reprocessed]
@@ -311,8 +378,11 @@ def test_a_rewritten_reading_of_a_frozen_day_is_counted_not_republished(zone, mo
     store = CharterStore(settings.sql_url)
 
     def changed():
-        return sorted((a["dataset"], a["window_start"], a["late_rows"], a["written"]) for a in store.audit(limit=500)
-                      if a["content_changed"] and a["dataset"].startswith("energy"))
+        return sorted(
+            (a["dataset"], a["window_start"], a["late_rows"], a["written"])
+            for a in store.audit(limit=500)
+            if a["content_changed"] and a["dataset"].startswith("energy")
+        )
 
     assert changed() == [("energy", start, 0, False), ("energy_profiles", start, 0, False)]
     job.run_once(now=AFTER_DAY + timedelta(hours=23))  # counted once, not at every run
@@ -320,13 +390,18 @@ def test_a_rewritten_reading_of_a_frozen_day_is_counted_not_republished(zone, mo
     # the other frozen days' content is as processed: the sightings (string tags, an integer field), the bays
     # (a boolean field: the late row of the test above), ... sum up the same run after run
     assert {a["dataset"] for a in store.audit(limit=1000) if a["content_changed"] and not a["reprocessed"]} == {
-        "parking", "energy", "energy_profiles"}
+        "parking",
+        "energy",
+        "energy_profiles",
+    }
     store.close()
     # ``smartzone charter audit`` shows it
     monkeypatch.setenv("SMARTZONE_DATA_DIR", str(settings.data_dir))
     assert cli.main(["charter", "audit", "energy"]) == 0
-    assert re.search(r"energy\s+" + DAY.strftime("%Y-%m-%d") + r".*readings rewritten, not published \(day frozen\)",
-                     capsys.readouterr().out)
+    assert re.search(
+        r"energy\s+" + DAY.strftime("%Y-%m-%d") + r".*readings rewritten, not published \(day frozen\)",
+        capsys.readouterr().out,
+    )
 
 
 def test_a_store_made_before_the_new_columns_gets_them(tmp_path):
@@ -337,31 +412,57 @@ def test_a_store_made_before_the_new_columns_gets_them(tmp_path):
     url = f"sqlite:///{tmp_path / 'old.db'}"
     engine = sa.create_engine(url)
     with engine.begin() as c:
-        c.execute(sa.text("CREATE TABLE charter_windows (dataset VARCHAR(64) NOT NULL, window_start BIGINT NOT NULL, "
-                          "rows_seen BIGINT NOT NULL, points INTEGER NOT NULL, digest VARCHAR(64) NOT NULL, "
-                          "charter_version VARCHAR(32) NOT NULL, processed_at DATETIME NOT NULL, "
-                          "PRIMARY KEY (dataset, window_start))"))
-        c.execute(sa.text("CREATE TABLE charter_audit (id INTEGER NOT NULL PRIMARY KEY, at DATETIME NOT NULL, "
-                          "charter_version VARCHAR(32) NOT NULL, dataset VARCHAR(64) NOT NULL, "
-                          "window_start BIGINT NOT NULL, window_end BIGINT NOT NULL, readings_in BIGINT NOT NULL, "
-                          "groups_published INTEGER NOT NULL, groups_suppressed INTEGER NOT NULL, "
-                          "rows_deferred BIGINT NOT NULL, reprocessed BOOLEAN NOT NULL, written BOOLEAN NOT NULL, "
-                          "late_rows BIGINT NOT NULL)"))
+        c.execute(
+            sa.text(
+                "CREATE TABLE charter_windows (dataset VARCHAR(64) NOT NULL, window_start BIGINT NOT NULL, "
+                "rows_seen BIGINT NOT NULL, points INTEGER NOT NULL, digest VARCHAR(64) NOT NULL, "
+                "charter_version VARCHAR(32) NOT NULL, processed_at DATETIME NOT NULL, "
+                "PRIMARY KEY (dataset, window_start))"
+            )
+        )
+        c.execute(
+            sa.text(
+                "CREATE TABLE charter_audit (id INTEGER NOT NULL PRIMARY KEY, at DATETIME NOT NULL, "
+                "charter_version VARCHAR(32) NOT NULL, dataset VARCHAR(64) NOT NULL, "
+                "window_start BIGINT NOT NULL, window_end BIGINT NOT NULL, readings_in BIGINT NOT NULL, "
+                "groups_published INTEGER NOT NULL, groups_suppressed INTEGER NOT NULL, "
+                "rows_deferred BIGINT NOT NULL, reprocessed BOOLEAN NOT NULL, written BOOLEAN NOT NULL, "
+                "late_rows BIGINT NOT NULL)"
+            )
+        )
         c.execute(sa.text("INSERT INTO charter_windows VALUES ('noise', 0, 10, 2, 'abc', '1', '2026-11-25 00:00:00')"))
-        c.execute(sa.text("INSERT INTO charter_audit VALUES (1, '2026-11-25 00:00:00', '1', 'noise', 0, 1, 10, 2, 0, "
-                          "0, 0, 1, 3)"))
+        c.execute(
+            sa.text(
+                "INSERT INTO charter_audit VALUES (1, '2026-11-25 00:00:00', '1', 'noise', 0, 1, 10, 2, 0, 0, 0, 1, 3)"
+            )
+        )
     engine.dispose()
     store = CharterStore(url)
-    columns = {t: {c["name"] for c in sa.inspect(store.engine).get_columns(t)}
-               for t in ("charter_windows", "charter_audit")}
+    columns = {
+        t: {c["name"] for c in sa.inspect(store.engine).get_columns(t)} for t in ("charter_windows", "charter_audit")
+    }
     assert "fingerprint" in columns["charter_windows"] and "content_changed" in columns["charter_audit"]
     assert store.window("noise", 0).fingerprint is None and store.window("noise", 0).rows_seen == 10
     [old] = store.audit()
     assert old["late_rows"] == 3 and old["content_changed"] is False
     store.set_fingerprint("noise", 0, '{"count":{"laeq":10},"sum":{"laeq":500.5}}')
-    store.record("noise", DAY_NS, 2 * DAY_NS, version="2", readings_in=5, rows_seen=5, published=1, suppressed=0,
-                 deferred=0, digest="d", reprocessed=True, written=True, watermark=None, fingerprint="{}",
-                 changed=True)
+    store.record(
+        "noise",
+        DAY_NS,
+        2 * DAY_NS,
+        version="2",
+        readings_in=5,
+        rows_seen=5,
+        published=1,
+        suppressed=0,
+        deferred=0,
+        digest="d",
+        reprocessed=True,
+        written=True,
+        watermark=None,
+        fingerprint="{}",
+        changed=True,
+    )
     assert store.window("noise", 0).fingerprint == '{"count":{"laeq":10},"sum":{"laeq":500.5}}'
     assert store.windows_since("noise", DAY_NS)[DAY_NS].fingerprint == "{}"
     assert [a["content_changed"] for a in store.audit()] == [True, False]
@@ -382,8 +483,15 @@ def test_a_day_processed_before_fingerprints_takes_its_content_as_baseline(zone)
     assert store.window("noise", start).fingerprint is None
     assert not any(r.reprocessed for r in job.run_once(now=AFTER_DAY + timedelta(hours=23)))
     assert store.window("noise", start).fingerprint is not None
-    _rewrite(influx, settings.influx.raw_database, "noise", "noise-volkstraat-1", DAY + timedelta(hours=16),
-             "laeq", lambda v: round(v + 7.5, 1))
+    _rewrite(
+        influx,
+        settings.influx.raw_database,
+        "noise",
+        "noise-volkstraat-1",
+        DAY + timedelta(hours=16),
+        "laeq",
+        lambda v: round(v + 7.5, 1),
+    )
     redone = [(r.dataset, r.start) for r in job.run_once(now=AFTER_DAY + timedelta(hours=23)) if r.reprocessed]
     assert redone == [("noise", start)]
     store.close()
@@ -411,10 +519,13 @@ def test_a_new_charter_version_leaves_old_points_alone(zone, tmp_path):
 
 def test_the_commands(zone, monkeypatch, capsys):
     settings = zone["settings"]
-    for key, value in {"SMARTZONE_DATA_DIR": str(settings.data_dir), "SMARTZONE_INFLUX__URL": settings.influx.url,
-                       "SMARTZONE_INFLUX__RAW_DATABASE": settings.influx.raw_database,
-                       "SMARTZONE_INFLUX__PSEUDONYMOUS_DATABASE": settings.influx.pseudonymous_database,
-                       "SMARTZONE_CHARTER__OPEN_DATABASE": settings.charter.open_database}.items():
+    for key, value in {
+        "SMARTZONE_DATA_DIR": str(settings.data_dir),
+        "SMARTZONE_INFLUX__URL": settings.influx.url,
+        "SMARTZONE_INFLUX__RAW_DATABASE": settings.influx.raw_database,
+        "SMARTZONE_INFLUX__PSEUDONYMOUS_DATABASE": settings.influx.pseudonymous_database,
+        "SMARTZONE_CHARTER__OPEN_DATABASE": settings.charter.open_database,
+    }.items():
         monkeypatch.setenv(key, value)
     assert cli.main(["charter", "check"]) == 0
     out = capsys.readouterr().out
@@ -466,14 +577,26 @@ def test_dead_letters_holding_pseudonyms_expire_with_the_pseudonymous_data(zone)
     settings = zone["settings"]
     store = DeadLetterStore(settings.sql_url)
     old = AFTER_DAY - timedelta(days=3)
-    store.add([
-        DeadLetter(old, "gw/gw-volkstraat/sightings/ped-volkstraat-1", b'{"subject": "0011223344556677"}',
-                   "unknown_field", "x"),
-        DeadLetter(old, f"influxdb/{settings.influx.pseudonymous_database}", b"sighting,subject=00 seen=1i 1",
-                   "rejected_by_influxdb", "x"),
-        DeadLetter(old, "gw/gw-volkstraat/zigbee2mqtt/aq-1", b"{}", "malformed", "x"),  # no pseudonym: kept
-        DeadLetter(AFTER_DAY, "gw/gw-volkstraat/sightings/ped-volkstraat-1", b"{}", "malformed", "x"),  # recent
-    ])
+    store.add(
+        [
+            DeadLetter(
+                old,
+                "gw/gw-volkstraat/sightings/ped-volkstraat-1",
+                b'{"subject": "0011223344556677"}',
+                "unknown_field",
+                "x",
+            ),
+            DeadLetter(
+                old,
+                f"influxdb/{settings.influx.pseudonymous_database}",
+                b"sighting,subject=00 seen=1i 1",
+                "rejected_by_influxdb",
+                "x",
+            ),
+            DeadLetter(old, "gw/gw-volkstraat/zigbee2mqtt/aq-1", b"{}", "malformed", "x"),  # no pseudonym: kept
+            DeadLetter(AFTER_DAY, "gw/gw-volkstraat/sightings/ped-volkstraat-1", b"{}", "malformed", "x"),  # recent
+        ]
+    )
     zone["job"].run_once(now=AFTER_DAY + timedelta(minutes=1))
     left = {(d.topic, d.reason) for d in store.entries(status=None, limit=0)}
     store.close()

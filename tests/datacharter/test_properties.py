@@ -40,8 +40,9 @@ def windows(draw, fields: tuple[str, ...], integer: bool = False, n_max: int = 4
     sensors = np.array([f"sensor-{i}" for i in range(n_sensors)], dtype=object)
     sensor_cell = {s: CELLS[int(rng.integers(len(CELLS)))] for s in sensors}
     pick = sensors[rng.integers(n_sensors, size=n)]
-    frame = pd.DataFrame({"t": BASE + rng.integers(0, DAY_NS, size=n), "sensor": pick,
-                          "cell": [sensor_cell[s] for s in pick]})
+    frame = pd.DataFrame(
+        {"t": BASE + rng.integers(0, DAY_NS, size=n), "sensor": pick, "cell": [sensor_cell[s] for s in pick]}
+    )
     for f in fields:
         vals = rng.integers(0, 40, size=n) if integer else rng.normal(40, 10, size=n)
         frame[f] = np.where(rng.random(n) < 0.1, np.nan, vals)
@@ -67,8 +68,10 @@ def test_levels_properties(frame):
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(frame=windows(("cars", "heavy_vehicles", "cyclists", "pedestrians", "speed_mean"), integer=True),
-       k=st.integers(1, 60))
+@given(
+    frame=windows(("cars", "heavy_vehicles", "cyclists", "pedestrians", "speed_mean"), integer=True),
+    k=st.integers(1, 60),
+)
 def test_count_properties(frame, k):
     ds = CHARTER.datasets["traffic"].model_copy(update={"k": k})
     res = count(frame, ds, _ctx())
@@ -107,8 +110,11 @@ def test_energy_properties(frame, subjects, n_owners):
     res = daily_total(frame, ds, ctx)
     _check(res.points, ds, frame, set(frame["sensor"]) | set(owners.values()))
     # the oracle: who is behind each published total (finest level first, published meters leave the roll-up)
-    per = frame.dropna(subset=["total"]).groupby("sensor").agg(cell=("cell", "first"), lo=("total", "min"),
-                                                               hi=("total", "max"))
+    per = (
+        frame.dropna(subset=["total"])
+        .groupby("sensor")
+        .agg(cell=("cell", "first"), lo=("total", "min"), hi=("total", "max"))
+    )
     per["kwh"], per["owner"] = per["hi"] - per["lo"], [owners[s] for s in per.index]
     m = ds.magnitude
     for r in sorted(res.points["resolution"].unique(), reverse=True) if not res.points.empty else []:
@@ -118,25 +124,26 @@ def test_energy_properties(frame, subjects, n_owners):
             x = per[parent == p.cell].groupby("owner")["kwh"].sum().sort_values(ascending=False).to_numpy()
             assert abs(x.sum() - p.energy_kwh) <= 1e-3 * max(1.0, x.sum())
             assert len(x) >= m.min_owners
-            assert x[:m.dominance.n].sum() <= m.dominance.k / 100 * x.sum() + 1e-9
+            assert x[: m.dominance.n].sum() <= m.dominance.k / 100 * x.sum() + 1e-9
             assert x.sum() - x[0] - x[1] >= m.p_percent / 100 * x[0] - 1e-9
         per = per[~parent.isin(set(at["cell"]))]
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(n_devices=st.integers(1, 400), n_rows=st.integers(0, 3000), seed=st.integers(0, 2**32 - 1),
-       k=st.integers(1, 30))
+@given(n_devices=st.integers(1, 400), n_rows=st.integers(0, 3000), seed=st.integers(0, 2**32 - 1), k=st.integers(1, 30))
 def test_distinct_count_properties(n_devices, n_rows, seed, k):
     rng = np.random.default_rng(seed)
     subjects = np.array([f"{rng.integers(2**63):016x}" for _ in range(n_devices)], dtype=object)
-    frame = pd.DataFrame({
-        "t": BASE + rng.integers(0, DAY_NS, size=n_rows),
-        "cell": [CELLS[i] for i in rng.integers(4, size=n_rows)],
-        "sensor": "probe-1",
-        "subject": subjects[rng.integers(n_devices, size=n_rows)],
-        "kind": np.where(rng.random(n_rows) < 0.5, "wifi", "ble"),
-        "randomised": np.where(rng.random(n_rows) < 0.6, "true", "false"),
-    })
+    frame = pd.DataFrame(
+        {
+            "t": BASE + rng.integers(0, DAY_NS, size=n_rows),
+            "cell": [CELLS[i] for i in rng.integers(4, size=n_rows)],
+            "sensor": "probe-1",
+            "subject": subjects[rng.integers(n_devices, size=n_rows)],
+            "kind": np.where(rng.random(n_rows) < 0.5, "wifi", "ble"),
+            "randomised": np.where(rng.random(n_rows) < 0.6, "true", "false"),
+        }
+    )
     ds = CHARTER.datasets["pedestrian_flow"].model_copy(update={"k": k})
     res = distinct_count(frame, ds, _ctx())
     _check(res.points, ds, frame, set(subjects) | {"probe-1"})
@@ -158,8 +165,10 @@ def test_the_contribution_bound_holds_where_an_unbounded_count_would_break_it():
     to 600 × 96; bounded, each counts in at most L bins (the property above, with a case that can fail)."""
     phones = [f"{i:016x}" for i in range(600)]
     t = BASE + np.arange(96) * 15 * 60 * NS + 7 * NS
-    frame = pd.DataFrame([(ti, CELLS[0], "probe-1", p, "wifi", "true") for ti in t for p in phones],
-                         columns=["t", "cell", "sensor", "subject", "kind", "randomised"])
+    frame = pd.DataFrame(
+        [(ti, CELLS[0], "probe-1", p, "wifi", "true") for ti in t for p in phones],
+        columns=["t", "cell", "sensor", "subject", "kind", "randomised"],
+    )
     ds = CHARTER.datasets["pedestrian_flow"]
     res = distinct_count(frame, ds, _ctx())
     assert not res.points.empty and _within_contribution_bound(res.points, ds, len(phones))

@@ -92,7 +92,7 @@ class FakeChirpStack:
 
 
 def _page(items: list, request) -> list:
-    return items[request.offset:request.offset + request.limit]
+    return items[request.offset : request.offset + request.limit]
 
 
 def _eui(context, value: str) -> str:
@@ -179,15 +179,28 @@ class DeviceProfileServicer(api.DeviceProfileServiceServicer):
         tenant = _uuid(context, request.tenant_id)
         if tenant != self.cs.tenant_id:
             context.abort(grpc.StatusCode.UNAUTHENTICATED, "")
-        items = [p for p in self.cs.profiles.values()
-                 if (p.tenant_id == tenant or (not p.tenant_id and not request.tenant_only))
-                 and request.search.lower() in p.name.lower()]
+        items = [
+            p
+            for p in self.cs.profiles.values()
+            if (p.tenant_id == tenant or (not p.tenant_id and not request.tenant_only))
+            and request.search.lower() in p.name.lower()
+        ]
         items.sort(key=lambda p: p.name)
-        return api.ListDeviceProfilesResponse(total_count=len(items), result=[
-            api.DeviceProfileListItem(id=p.id, name=p.name, region=p.region, mac_version=p.mac_version,
-                                      reg_params_revision=p.reg_params_revision, supports_otaa=p.supports_otaa,
-                                      supports_class_c=p.supports_class_c)
-            for p in _page(items, request)])
+        return api.ListDeviceProfilesResponse(
+            total_count=len(items),
+            result=[
+                api.DeviceProfileListItem(
+                    id=p.id,
+                    name=p.name,
+                    region=p.region,
+                    mac_version=p.mac_version,
+                    reg_params_revision=p.reg_params_revision,
+                    supports_otaa=p.supports_otaa,
+                    supports_class_c=p.supports_class_c,
+                )
+                for p in _page(items, request)
+            ],
+        )
 
 
 class ApplicationServicer(api.ApplicationServiceServicer):
@@ -226,10 +239,20 @@ class ApplicationServicer(api.ApplicationServiceServicer):
         tenant = _uuid(context, request.tenant_id)
         if tenant != self.cs.tenant_id:
             context.abort(grpc.StatusCode.UNAUTHENTICATED, "")
-        items = sorted((a for a in self.cs.applications.values()
-                        if a.tenant_id == tenant and request.search.lower() in a.name.lower()), key=lambda a: a.name)
-        return api.ListApplicationsResponse(total_count=len(items), result=[
-            api.ApplicationListItem(id=a.id, name=a.name, description=a.description) for a in _page(items, request)])
+        items = sorted(
+            (
+                a
+                for a in self.cs.applications.values()
+                if a.tenant_id == tenant and request.search.lower() in a.name.lower()
+            ),
+            key=lambda a: a.name,
+        )
+        return api.ListApplicationsResponse(
+            total_count=len(items),
+            result=[
+                api.ApplicationListItem(id=a.id, name=a.name, description=a.description) for a in _page(items, request)
+            ],
+        )
 
 
 class DeviceServicer(api.DeviceServiceServicer):
@@ -284,9 +307,19 @@ class DeviceServicer(api.DeviceServiceServicer):
         self.cs.enter(context, "DeviceService.List", request)
         app_id = _uuid(context, request.application_id)
         items = sorted((d for d in self.cs.devices.values() if d.application_id == app_id), key=lambda d: d.name)
-        return api.ListDevicesResponse(total_count=len(items), result=[
-            api.DeviceListItem(dev_eui=d.dev_eui, name=d.name, description=d.description,
-                               device_profile_id=d.device_profile_id, tags=d.tags) for d in _page(items, request)])
+        return api.ListDevicesResponse(
+            total_count=len(items),
+            result=[
+                api.DeviceListItem(
+                    dev_eui=d.dev_eui,
+                    name=d.name,
+                    description=d.description,
+                    device_profile_id=d.device_profile_id,
+                    tags=d.tags,
+                )
+                for d in _page(items, request)
+            ],
+        )
 
     def _keys(self, context, dk: api.DeviceKeys) -> api.DeviceKeys:
         if not _KEY.fullmatch(dk.nwk_key) or (dk.app_key and not _KEY.fullmatch(dk.app_key)):
@@ -355,8 +388,9 @@ def server(cs):
 
 @pytest.fixture
 def cfg(server, keys_file) -> ChirpStackSettings:
-    return ChirpStackSettings(api_url=f"127.0.0.1:{server}", api_token=TOKEN, tenant_id=TENANT,
-                              keys_file=keys_file, timeout=5)
+    return ChirpStackSettings(
+        api_url=f"127.0.0.1:{server}", api_token=TOKEN, tenant_id=TENANT, keys_file=keys_file, timeout=5
+    )
 
 
 @pytest.fixture
@@ -387,14 +421,18 @@ def test_first_run_creates_everything(cs, cfg, registry, monkeypatch):
     monkeypatch.setattr(chirpstack, "PAGE", 2)  # page through List answers
     # A global (vendor repository) profile with one of our names must not be taken for ours.
     cs.profiles["8d2b7f7e-1c4f-4d6f-9e0e-5b6a8f1d2c3b"] = api.DeviceProfile(
-        id="8d2b7f7e-1c4f-4d6f-9e0e-5b6a8f1d2c3b", name="cayenne-lpp-weather", region=1)
+        id="8d2b7f7e-1c4f-4d6f-9e0e-5b6a8f1d2c3b", name="cayenne-lpp-weather", region=1
+    )
 
     result = sync(cfg, registry)
 
     methods = sorted(m for m, _ in cs.writes())
-    assert methods == sorted(["ApplicationService.Create"] + ["DeviceProfileService.Create"] * len(PROFILES)
-                             + ["GatewayService.Create"] * len(LORA_GATEWAYS)
-                             + ["DeviceService.Create", "DeviceService.CreateKeys"] * len(LORA_DEVICES))
+    assert methods == sorted(
+        ["ApplicationService.Create"]
+        + ["DeviceProfileService.Create"] * len(PROFILES)
+        + ["GatewayService.Create"] * len(LORA_GATEWAYS)
+        + ["DeviceService.Create", "DeviceService.CreateKeys"] * len(LORA_DEVICES)
+    )
     assert all(r.tenant_only for r in cs.requests("DeviceProfileService.List"))
 
     gateways = {r.gateway.gateway_id: r.gateway for r in cs.requests("GatewayService.Create")}
@@ -442,9 +480,13 @@ def test_first_run_creates_everything(cs, cfg, registry, monkeypatch):
     assert {e: k.nwk_key for e, k in keys.items()} == {e: _key(e) for e in LORA_DEVICES}
     assert all(k.app_key == "" for k in keys.values())  # LoRaWAN 1.0.x: the AppKey is the nwk_key
 
-    assert result.created == {"device-profile": list(PROFILES),
-                              "application": ["smart-zone"], "gateway": list(LORA_GATEWAYS.values()),
-                              "device": list(LORA_DEVICES.values()), "device-keys": list(LORA_DEVICES.values())}
+    assert result.created == {
+        "device-profile": list(PROFILES),
+        "application": ["smart-zone"],
+        "gateway": list(LORA_GATEWAYS.values()),
+        "device": list(LORA_DEVICES.values()),
+        "device-keys": list(LORA_DEVICES.values()),
+    }
     assert result.updated == {} and result.unchanged == {} and result.unregistered == []
     assert f"created {TOTAL}, updated 0, unchanged 0" in result.summary()
 
@@ -456,9 +498,13 @@ def test_second_run_only_reads(cs, cfg, registry):
     assert cs.writes() == []
     assert {m.split(".")[1] for m, _ in cs.calls} <= {"List", "Get", "GetKeys"}
     assert result.created == {} and result.updated == {}
-    assert result.unchanged == {"device-profile": list(PROFILES), "application": ["smart-zone"],
-                                "gateway": list(LORA_GATEWAYS.values()), "device": list(LORA_DEVICES.values()),
-                                "device-keys": list(LORA_DEVICES.values())}
+    assert result.unchanged == {
+        "device-profile": list(PROFILES),
+        "application": ["smart-zone"],
+        "gateway": list(LORA_GATEWAYS.values()),
+        "device": list(LORA_DEVICES.values()),
+        "device-keys": list(LORA_DEVICES.values()),
+    }
     assert f"created 0, updated 0, unchanged {TOTAL}" in result.summary()
 
 
@@ -557,13 +603,16 @@ def test_missing_keys_fail_before_any_request(cs, cfg, registry, keys_file):
     assert cs.calls == []  # not even a read: nothing was written
 
 
-@pytest.mark.parametrize("entry, problem", [
-    ({"nwk_key": "00112233445566778899aabbccddeeXX"}, "nwk_key must be 32 hexadecimal digits"),
-    ({"nwk_key": "0011223344"}, "nwk_key must be 32 hexadecimal digits"),
-    ({"nwk_key": 123456}, "must be a quoted string"),
-    ({"app_key": "00112233445566778899aabbccddeeff"}, "nwk_key is missing"),
-    ({"nwk_key": "00112233445566778899aabbccddeeff", "appkey": "x"}, "unknown fields"),
-])
+@pytest.mark.parametrize(
+    "entry, problem",
+    [
+        ({"nwk_key": "00112233445566778899aabbccddeeXX"}, "nwk_key must be 32 hexadecimal digits"),
+        ({"nwk_key": "0011223344"}, "nwk_key must be 32 hexadecimal digits"),
+        ({"nwk_key": 123456}, "must be a quoted string"),
+        ({"app_key": "00112233445566778899aabbccddeeff"}, "nwk_key is missing"),
+        ({"nwk_key": "00112233445566778899aabbccddeeff", "appkey": "x"}, "unknown fields"),
+    ],
+)
 def test_bad_keys_are_named_without_their_value(cs, cfg, registry, keys_file, entry, problem):
     keys = yaml.safe_load(keys_file.read_text())
     keys["70b3d57ed0051a01"] = entry
@@ -587,8 +636,13 @@ def test_unregistered_devices_are_reported_and_deleted_only_with_prune(cs, cfg, 
     sync(cfg, registry)
     (app_id,) = cs.applications
     profile_id = cs.profile_by_name("elsys-ers-co2").id
-    cs.devices["a81758fffe0399ff"] = api.Device(dev_eui="a81758fffe0399ff", name="old-sensor", application_id=app_id,
-                                                device_profile_id=profile_id, join_eui="0000000000000000")
+    cs.devices["a81758fffe0399ff"] = api.Device(
+        dev_eui="a81758fffe0399ff",
+        name="old-sensor",
+        application_id=app_id,
+        device_profile_id=profile_id,
+        join_eui="0000000000000000",
+    )
     cs.calls.clear()
     result = sync(cfg, registry)
     assert cs.writes() == [] and result.unregistered == ["old-sensor"]

@@ -21,8 +21,9 @@ def test_same_seed_same_messages_other_seed_other_values(registry):
     c = list(SimulatedZone(registry, seed=6).messages(_at(8), rounds=3, step=60))
     assert [(m.topic, m.payload) for m in a] == [(m.topic, m.payload) for m in b]
     assert [m.payload for m in a] != [m.payload for m in c]
-    sniffers = [s for s in registry.sensors.values()
-                if s.category == "pedestrian_flow" and s.technology in ("wifi", "ble")]
+    sniffers = [
+        s for s in registry.sensors.values() if s.category == "pedestrian_flow" and s.technology in ("wifi", "ble")
+    ]
     lora = [s for s in registry.sensors.values() if s.lorawan is not None]
     gateway_side = [m for m in a if not m.topic.startswith("application/")]
     # one message per non-LoRa sensor and round, plus a sightings message per sniffer and round
@@ -35,7 +36,8 @@ def test_live_rounds_equal_batch_rounds(registry):
     zone = SimulatedZone(registry, seed=9)
     batch = list(zone.messages(_at(12), rounds=2, step=60))
     one_by_one = list(zone.messages(_at(12), 1, step=60)) + [
-        m for m in zone.messages(_at(12).replace(minute=1), 1, step=60, first_round=1)]
+        m for m in zone.messages(_at(12).replace(minute=1), 1, step=60, first_round=1)
+    ]
     assert [m.payload for m in batch] == [m.payload for m in one_by_one]
 
 
@@ -49,18 +51,33 @@ def test_rush_hour_and_quiet_night(registry):
     assert mean(_values(registry, 17, "noise.laeq")) > mean(_values(registry, 3, "noise.laeq")) + 10
     assert mean(_values(registry, 8, "air_quality.no2")) > mean(_values(registry, 3, "air_quality.no2"))
     assert mean(_values(registry, 13, "pedestrian_flow.devices")) > 5 * mean(
-        _values(registry, 4, "pedestrian_flow.devices"))
+        _values(registry, 4, "pedestrian_flow.devices")
+    )
     assert mean(_values(registry, 11, "energy.power")) > mean(_values(registry, 3, "energy.power"))
 
 
 def test_every_category_and_native_format_is_emitted(registry):
     msgs = list(SimulatedZone(registry, seed=2).messages(_at(10), rounds=1))
     categories = {t.quantity.split(".")[0] for m in msgs for t in m.truth}
-    assert categories == {"air_quality", "noise", "traffic", "parking", "pedestrian_flow", "energy", "weather",
-                          "gateway_health"}
+    assert categories == {
+        "air_quality",
+        "noise",
+        "traffic",
+        "parking",
+        "pedestrian_flow",
+        "energy",
+        "weather",
+        "gateway_health",
+    }
     topics = " ".join(m.topic for m in msgs)
     for marker in ("/zigbee2mqtt/", "/tele/", "/BTtoMQTT/", "/senml/", "/sensor/laeq/state", "/json/", "/event/up"):
         assert marker in topics
     streets = {g.name.split(" (")[0] for g in registry.gateways.values()}
-    assert streets == {"Volkstraat", "Nationalestraat", "Kloosterstraat", "Graaf van Egmontstraat",
-                       "Sint-Andriesplaats", "KMSKA roof"}
+    assert streets == {
+        "Volkstraat",
+        "Nationalestraat",
+        "Kloosterstraat",
+        "Graaf van Egmontstraat",
+        "Sint-Andriesplaats",
+        "KMSKA roof",
+    }

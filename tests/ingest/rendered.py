@@ -18,5 +18,6 @@ class Rendered(NamedTuple):
 def run(pipeline, msg: Message) -> Rendered:
     out = pipeline.process(msg)
     lines, letter = pipeline.render(msg, out)
-    return Rendered(lines.get(Store.RAW, []), letter, lines.get(Store.OPS, []), lines.get(Store.PSEUDONYMOUS, []),
-                    out.points)
+    return Rendered(
+        lines.get(Store.RAW, []), letter, lines.get(Store.OPS, []), lines.get(Store.PSEUDONYMOUS, []), out.points
+    )

@@ -49,8 +49,7 @@ def _publish(port: int, items: list[tuple[str, bytes]]) -> None:
     pub.close()
 
 
-def test_every_bad_input_is_dead_lettered_with_its_reason(settings, influx, run_worker, tmp_path, monkeypatch,
-                                                          capsys):
+def test_every_bad_input_is_dead_lettered_with_its_reason(settings, influx, run_worker, tmp_path, monkeypatch, capsys):
     worker = run_worker()
     _publish(settings.mqtt.port, list(CASES.values()))
     # a good message after all the bad ones still lands: the worker is alive
@@ -92,9 +91,17 @@ def test_every_bad_input_is_dead_lettered_with_its_reason(settings, influx, run_
 
     # replay once the device is registered: its reading lands, the rest stays pending
     doc = yaml.safe_load(REGISTRY.read_text())
-    doc["sensors"].append({"id": "counter-new-1", "gateway": "gw-egmont", "keys": ["counter-new-1"],
-                           "technology": "wifi", "category": "traffic", "format": "generic_json",
-                           "position": {"lat": 51.2095, "lon": 4.3934}})
+    doc["sensors"].append(
+        {
+            "id": "counter-new-1",
+            "gateway": "gw-egmont",
+            "keys": ["counter-new-1"],
+            "technology": "wifi",
+            "category": "traffic",
+            "format": "generic_json",
+            "position": {"lat": 51.2095, "lon": 4.3934},
+        }
+    )
     new_registry = tmp_path / "registry.yaml"
     new_registry.write_text(yaml.safe_dump(doc))
     monkeypatch.setenv("SMARTZONE_REGISTRY", str(new_registry))
@@ -112,14 +119,22 @@ def test_every_bad_input_is_dead_lettered_with_its_reason(settings, influx, run_
     store.close()
 
 
-@pytest.mark.parametrize("registry_text, message", [
-    ("zone: {name: x, city: y}\ngateways: []\nsensors: [{id: a, keys: [k], technology: laser, category: noise, "
-     "mobile: true}]\n", "unknown technology"),
-    ("zone: {name: x, city: y}\ngateways: []\nsensors: [{id: a, keys: [k], technology: ble, category: noise}]\n",
-     "either a fixed position or mobile"),
-    ("zone: {name: x, city: y, timezone: Mars/Olympus}\ngateways: []\nsensors: []\n", "unknown time zone"),
-    ("zone: [\n", "not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "registry_text, message",
+    [
+        (
+            "zone: {name: x, city: y}\ngateways: []\nsensors: [{id: a, keys: [k], technology: laser, category: noise, "
+            "mobile: true}]\n",
+            "unknown technology",
+        ),
+        (
+            "zone: {name: x, city: y}\ngateways: []\nsensors: [{id: a, keys: [k], technology: ble, category: noise}]\n",
+            "either a fixed position or mobile",
+        ),
+        ("zone: {name: x, city: y, timezone: Mars/Olympus}\ngateways: []\nsensors: []\n", "unknown time zone"),
+        ("zone: [\n", "not valid YAML"),
+    ],
+)
 def test_bad_registry_is_a_clear_configuration_error(tmp_path: Path, registry_text, message):
     from smartzone.errors import ConfigurationError
 

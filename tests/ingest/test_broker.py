@@ -47,7 +47,8 @@ def _received_after_restart(mosquitto, topic_filter: str) -> int:
     return len(got)
 
 
-@pytest.mark.parametrize("topic_filter, expected", [("probe/#", 10), ("$share/g/probe/#", 0)],
-                         ids=["plain-restored", "shared-forgotten"])
+@pytest.mark.parametrize(
+    "topic_filter, expected", [("probe/#", 10), ("$share/g/probe/#", 0)], ids=["plain-restored", "shared-forgotten"]
+)
 def test_subscriptions_across_a_broker_restart(mosquitto, topic_filter, expected):
     assert _received_after_restart(mosquitto, topic_filter) == expected

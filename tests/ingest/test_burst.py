@@ -28,8 +28,7 @@ N = 50_000
 def test_50k_burst_through_the_shipped_broker_config_loses_nothing(settings, influx, registry, run_worker):
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=3)
     zone = SimulatedZone(registry, seed=3)
-    emitted = list(itertools.islice(zone.messages(start, rounds=10_000, step=1, shape="single"),
-                                    N))
+    emitted = list(itertools.islice(zone.messages(start, rounds=10_000, step=1, shape="single"), N))
     assert len(emitted) == N and expected_count(emitted) == N
     worker = run_worker()
     pub = Publisher("127.0.0.1", settings.mqtt.port)
@@ -77,8 +76,9 @@ def test_negative_control_default_mosquitto_limits_drop_a_burst(tmp_path):
     d.mkdir()
     port = services.free_port()
     (d / "mosquitto.conf").write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n")
-    broker = services.Service("mosquitto", "127.0.0.1", port, d,
-                              [services.which("mosquitto"), "-c", str(d / "mosquitto.conf")]).start()
+    broker = services.Service(
+        "mosquitto", "127.0.0.1", port, d, [services.which("mosquitto"), "-c", str(d / "mosquitto.conf")]
+    ).start()
     try:
         sub = SlowCounter(port)
         pub = Publisher("127.0.0.1", port)

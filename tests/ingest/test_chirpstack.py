@@ -40,14 +40,32 @@ def pipeline(registry):
 
 
 def _info(dev_eui: str) -> pb.DeviceInfo:
-    return pb.DeviceInfo(tenant_id="52f14cd4-c6f1-4fbd-8f87-4025e1d49242", application_id=APP,
-                         application_name="smart-zone", device_name="x", dev_eui=dev_eui)
+    return pb.DeviceInfo(
+        tenant_id="52f14cd4-c6f1-4fbd-8f87-4025e1d49242",
+        application_id=APP,
+        application_name="smart-zone",
+        device_name="x",
+        dev_eui=dev_eui,
+    )
 
 
-def _uplink(dev_eui: str = ELSYS, data: bytes = b"", f_port: int = 5, f_cnt: int = 7, gateways=(
-        ("b827ebfffe6a0c01", -87, 7.25), ("0016c001ff10a235", -112, -3.5))) -> pb.UplinkEvent:
-    ev = pb.UplinkEvent(deduplication_id="3ac7e3c4-4401-4b8d-9386-a5c902f9202d", device_info=_info(dev_eui),
-                        dev_addr="00189440", adr=True, dr=5, f_cnt=f_cnt, f_port=f_port, data=data)
+def _uplink(
+    dev_eui: str = ELSYS,
+    data: bytes = b"",
+    f_port: int = 5,
+    f_cnt: int = 7,
+    gateways=(("b827ebfffe6a0c01", -87, 7.25), ("0016c001ff10a235", -112, -3.5)),
+) -> pb.UplinkEvent:
+    ev = pb.UplinkEvent(
+        deduplication_id="3ac7e3c4-4401-4b8d-9386-a5c902f9202d",
+        device_info=_info(dev_eui),
+        dev_addr="00189440",
+        adr=True,
+        dr=5,
+        f_cnt=f_cnt,
+        f_port=f_port,
+        data=data,
+    )
     ev.time.FromDatetime(TIME)
     ev.tx_info.frequency = 868_100_000
     lora = ev.tx_info.modulation.lora
@@ -67,8 +85,7 @@ def _fields(line: str) -> dict[str, str]:
     return dict(kv.split("=", 1) for kv in line.split(" ")[1].split(","))
 
 
-ELSYS_FRAME = elsys.encode({"weather.temperature": 21.3, "weather.relative_humidity": 41,
-                            "air_quality.co2": 612})
+ELSYS_FRAME = elsys.encode({"weather.temperature": 21.3, "weather.relative_humidity": 41, "air_quality.co2": 612})
 
 
 @pytest.mark.parametrize("encoding", ["json", "protobuf"])
@@ -87,9 +104,21 @@ def test_uplink_readings_and_radio_metadata(pipeline, encoding):
     assert ",modulation=lora,rx_gateway=gw-volkstraat," in radio[0]  # tags in InfluxDB's (sorted) order
     assert ",modulation=lora,rx_gateway=gw-kmska-roof," in radio[1]
     f = _fields(radio[1])
-    assert f == {"rssi": "-112i", "snr": "-3.5", "channel": "0i", "frequency": "868100000i", "dr": "5i",
-                 "f_cnt": "7i", "f_port": "5i", "adr": "true", "confirmed": "false", "n_gateways": "2i",
-                 "bandwidth": "125000i", "spreading_factor": "7i", "code_rate": '"4/5"'}
+    assert f == {
+        "rssi": "-112i",
+        "snr": "-3.5",
+        "channel": "0i",
+        "frequency": "868100000i",
+        "dr": "5i",
+        "f_cnt": "7i",
+        "f_port": "5i",
+        "adr": "true",
+        "confirmed": "false",
+        "n_gateways": "2i",
+        "bandwidth": "125000i",
+        "spreading_factor": "7i",
+        "code_rate": '"4/5"',
+    }
     assert radio[0].endswith(f" {NS}")
 
 
@@ -104,17 +133,37 @@ def test_documented_json_shape_with_defaults_left_out_and_unknown_fields(pipelin
     doc = {
         "deduplicationId": "3ac7e3c4-4401-4b8d-9386-a5c902f9202d",
         "time": "2026-11-25T09:30:15.775023242+00:00",
-        "deviceInfo": {"tenantId": "52f14cd4-c6f1-4fbd-8f87-4025e1d49242", "tenantName": "ChirpStack",
-                       "applicationId": APP, "applicationName": "smart-zone",
-                       "deviceProfileId": "cf2aec2f-03e1-4a60-a32c-0faeef5730d8",
-                       "deviceProfileName": "elsys-ers-co2", "deviceName": "aq-lora-school-volkstraat",
-                       "devEui": ELSYS, "deviceClassEnabled": "CLASS_A", "tags": {"category": "air_quality"}},
-        "devAddr": "00189440", "dr": 5, "fPort": 5, "data": base64.b64encode(ELSYS_FRAME).decode(),
-        "rxInfo": [{"gatewayId": "b827ebfffe6a0c01", "uplinkId": 4217106255, "rssi": -36, "snr": 10.5,
-                    "context": "E3OWOQ==", "metadata": {"region_common_name": "EU868", "region_config_id": "eu868"},
-                    "crcStatus": "CRC_OK"}],
-        "txInfo": {"frequency": 868100000, "modulation": {"lora": {"bandwidth": 125000, "spreadingFactor": 7,
-                                                                   "codeRate": "CR_4_5"}}},
+        "deviceInfo": {
+            "tenantId": "52f14cd4-c6f1-4fbd-8f87-4025e1d49242",
+            "tenantName": "ChirpStack",
+            "applicationId": APP,
+            "applicationName": "smart-zone",
+            "deviceProfileId": "cf2aec2f-03e1-4a60-a32c-0faeef5730d8",
+            "deviceProfileName": "elsys-ers-co2",
+            "deviceName": "aq-lora-school-volkstraat",
+            "devEui": ELSYS,
+            "deviceClassEnabled": "CLASS_A",
+            "tags": {"category": "air_quality"},
+        },
+        "devAddr": "00189440",
+        "dr": 5,
+        "fPort": 5,
+        "data": base64.b64encode(ELSYS_FRAME).decode(),
+        "rxInfo": [
+            {
+                "gatewayId": "b827ebfffe6a0c01",
+                "uplinkId": 4217106255,
+                "rssi": -36,
+                "snr": 10.5,
+                "context": "E3OWOQ==",
+                "metadata": {"region_common_name": "EU868", "region_config_id": "eu868"},
+                "crcStatus": "CRC_OK",
+            }
+        ],
+        "txInfo": {
+            "frequency": 868100000,
+            "modulation": {"lora": {"bandwidth": 125000, "spreadingFactor": 7, "codeRate": "CR_4_5"}},
+        },
         "regionConfigId": "eu868",
         "aFieldFromChirpStack5": {"nested": [1, 2]},
     }
@@ -131,8 +180,14 @@ def test_documented_json_shape_with_defaults_left_out_and_unknown_fields(pipelin
 def test_object_decoded_by_chirpstack(pipeline, encoding):
     frame = cayenne_lpp.encode({"temperature_1": 12.4, "relative_humidity_2": 81.5, "barometric_pressure_3": 1009.3})
     ev = _uplink(LPP_WEATHER, frame, f_port=1)
-    ev.object.update({"temperatureSensor": {"1": 12.4}, "humiditySensor": {"2": 81.5}, "barometer": {"3": 1009.3},
-                      "digitalOutput": {"4": 1}})
+    ev.object.update(
+        {
+            "temperatureSensor": {"1": 12.4},
+            "humiditySensor": {"2": 81.5},
+            "barometer": {"3": 1009.3},
+            "digitalOutput": {"4": 1},
+        }
+    )
     out = _run(pipeline, LPP_WEATHER, "up", ev, encoding)
     assert out.letter is None
     weather = [ln for ln in out.lines if ln.startswith("weather")]
@@ -142,8 +197,16 @@ def test_object_decoded_by_chirpstack(pipeline, encoding):
 
 @pytest.mark.parametrize("encoding", ["json", "protobuf"])
 def test_gps_in_the_payload_is_the_mobile_device_track(pipeline, encoding):
-    frame = cayenne_lpp.encode({"temperature_1": 9.5, "analog_input_2": 14.2, "analog_input_3": 22.75,
-                                "gps_4_latitude": 51.2135, "gps_4_longitude": 4.397, "gps_4_altitude": 8.0})
+    frame = cayenne_lpp.encode(
+        {
+            "temperature_1": 9.5,
+            "analog_input_2": 14.2,
+            "analog_input_3": 22.75,
+            "gps_4_latitude": 51.2135,
+            "gps_4_longitude": 4.397,
+            "gps_4_altitude": 8.0,
+        }
+    )
     out = _run(pipeline, TRACKER, "up", _uplink(TRACKER, frame, f_port=1), encoding)
     assert out.letter is None
     by = {ln.split(",")[0]: ln for ln in out.lines}
@@ -159,15 +222,20 @@ def test_status_is_device_health(pipeline, encoding):
     out = _run(pipeline, ELSYS, "status", ev, encoding)
     assert out.letter is None
     assert out.lines == []  # device health is the network's own: ops database
-    assert [_fields(ln) for ln in out.ops_lines] == [{"link_margin": "7i", "external_power": "false",
-                                                      "battery": "87.5"}]
+    assert [_fields(ln) for ln in out.ops_lines] == [
+        {"link_margin": "7i", "external_power": "false", "battery": "87.5"}
+    ]
     assert out.ops_lines[0].startswith("gateway_health,") and out.ops_lines[0].endswith(f" {NS}")
 
 
 @pytest.mark.parametrize("encoding", ["json", "protobuf"])
 def test_location_event(pipeline, encoding):
-    ev = pb.LocationEvent(device_info=_info(TRACKER), location=common_pb2.Location(
-        latitude=51.2171, longitude=4.4012, altitude=6.5, accuracy=30, source=common_pb2.GEO_RESOLVER_TDOA))
+    ev = pb.LocationEvent(
+        device_info=_info(TRACKER),
+        location=common_pb2.Location(
+            latitude=51.2171, longitude=4.4012, altitude=6.5, accuracy=30, source=common_pb2.GEO_RESOLVER_TDOA
+        ),
+    )
     ev.time.FromDatetime(TIME)
     out = _run(pipeline, TRACKER, "location", ev, encoding)
     assert out.letter is None and len(out.lines) == 1
@@ -180,15 +248,21 @@ def _ops_events():
     ack = pb.AckEvent(device_info=_info(ELSYS), acknowledged=True, f_cnt_down=12, queue_item_id="q-1")
     txack = pb.TxAckEvent(device_info=_info(ELSYS), downlink_id=99, f_cnt_down=12, gateway_id="0016c001ff10a235")
     txack.tx_info.frequency = 869_525_000
-    log = pb.LogEvent(device_info=_info(ELSYS), level=pb.ERROR, code=pb.UPLINK_CODEC,
-                      description='codec said "no"\nline two', context={"deduplication_id": "x"})
+    log = pb.LogEvent(
+        device_info=_info(ELSYS),
+        level=pb.ERROR,
+        code=pb.UPLINK_CODEC,
+        description='codec said "no"\nline two',
+        context={"deduplication_id": "x"},
+    )
     integration = IntegrationEvent(device_info=_info(ELSYS), integration_name="loracloud", event_type="geoloc")
-    return {"join": (join, {"dev_addr": '"01020304"', "count": "1i"}),
-            "ack": (ack, {"acknowledged": "true", "f_cnt_down": "12i", "queue_item_id": '"q-1"', "count": "1i"}),
-            "txack": (txack, {"f_cnt_down": "12i", "downlink_id": "99i", "frequency": "869525000i", "count": "1i"}),
-            "log": (log, {"description": r'"codec said \"no\"\\nline two"', "count": "1i"}),
-            "integration": (integration, {"integration_name": '"loracloud"', "event_type": '"geoloc"',
-                                          "count": "1i"})}
+    return {
+        "join": (join, {"dev_addr": '"01020304"', "count": "1i"}),
+        "ack": (ack, {"acknowledged": "true", "f_cnt_down": "12i", "queue_item_id": '"q-1"', "count": "1i"}),
+        "txack": (txack, {"f_cnt_down": "12i", "downlink_id": "99i", "frequency": "869525000i", "count": "1i"}),
+        "log": (log, {"description": r'"codec said \"no\"\\nline two"', "count": "1i"}),
+        "integration": (integration, {"integration_name": '"loracloud"', "event_type": '"geoloc"', "count": "1i"}),
+    }
 
 
 @pytest.mark.parametrize("encoding", ["json", "protobuf"])
@@ -215,15 +289,18 @@ def test_redelivered_uplink_writes_identical_points(pipeline):
     assert first.lines == again.lines  # same time, tags and fields: InfluxDB keeps one point each
 
 
-@pytest.mark.parametrize(("topic_eui", "payload", "event", "reason"), [
-    (ELSYS, b"{not json", "up", "malformed"),
-    (ELSYS, b"\xff\xff\xff\xff", "up", "malformed"),
-    (ELSYS, b'{"deviceInfo": {"devEui": "0000000000000001"}}', "up", "topic_mismatch"),
-    (ELSYS, b'{"applicationID": "123", "devEUI": "AgICAgICAgI="}', "up", "topic_mismatch"),  # ChirpStack v3
-    ("0000000000000bad", b'{"deviceInfo": {"devEui": "0000000000000bad"}}', "up", "unknown_device"),
-    (ELSYS, b'{"deviceInfo": {"devEui": "a81758fffe0312ab"}}', "downlink", "unknown_event"),
-    ("not-an-eui", b"{}", "up", "malformed"),
-])
+@pytest.mark.parametrize(
+    ("topic_eui", "payload", "event", "reason"),
+    [
+        (ELSYS, b"{not json", "up", "malformed"),
+        (ELSYS, b"\xff\xff\xff\xff", "up", "malformed"),
+        (ELSYS, b'{"deviceInfo": {"devEui": "0000000000000001"}}', "up", "topic_mismatch"),
+        (ELSYS, b'{"applicationID": "123", "devEUI": "AgICAgICAgI="}', "up", "topic_mismatch"),  # ChirpStack v3
+        ("0000000000000bad", b'{"deviceInfo": {"devEui": "0000000000000bad"}}', "up", "unknown_device"),
+        (ELSYS, b'{"deviceInfo": {"devEui": "a81758fffe0312ab"}}', "downlink", "unknown_event"),
+        ("not-an-eui", b"{}", "up", "malformed"),
+    ],
+)
 def test_bad_events_are_dead_lettered(pipeline, topic_eui, payload, event, reason):
     out = run(pipeline, pipeline.message(f"application/{APP}/device/{topic_eui}/event/{event}", payload, RECEIVED))
     assert out.lines == [] and out.letter is not None
@@ -262,8 +339,15 @@ def test_json_fast_path_gives_the_message_the_general_parser_gives(registry):
     docs = [orjson.loads(e.payload) for e in zone.messages(TIME, rounds=3) if e.topic.endswith("/event/up")]
     assert len(docs) > 20
     docs.append({"deviceInfo": {"devEui": ELSYS}, "f_cnt": 12, "fPort": 5})  # proto field names
-    docs.append({"deviceInfo": {"devEui": ELSYS}, "txInfo": {"frequency": 868_300_000, "modulation": {
-        "fsk": {"frequencyDeviation": 25000, "datarate": 50000}}}})
+    docs.append(
+        {
+            "deviceInfo": {"devEui": ELSYS},
+            "txInfo": {
+                "frequency": 868_300_000,
+                "modulation": {"fsk": {"frequencyDeviation": 25000, "datarate": 50000}},
+            },
+        }
+    )
     docs.append({"deviceInfo": {"devEui": ELSYS}, "relayRxInfo": {"devEui": "0102030405060708", "rssi": -70}})
     docs.append({"deviceInfo": {"devEui": ELSYS}, "rxInfo": [{"gatewayId": "b827ebfffe6a0c01", "rssi": -70.0}]})
     for doc in docs:

@@ -27,8 +27,16 @@ def test_simulated_zone_lands_exactly(settings, influx, registry, run_worker):
     # every category of the vocabulary is represented by the simulated zone
     measurements = {q.split(".")[0] for _, q, _, _ in stored}
     assert DeadLetterStore(settings.sql_url).counts() == {}, "the simulator's own messages must all decode"
-    assert measurements == {"air_quality", "noise", "traffic", "parking", "pedestrian_flow", "energy", "weather",
-                            "gateway_health"}
+    assert measurements == {
+        "air_quality",
+        "noise",
+        "traffic",
+        "parking",
+        "pedestrian_flow",
+        "energy",
+        "weather",
+        "gateway_health",
+    }
 
 
 def test_status_shows_the_workers_self_metrics(settings, influx, registry, run_worker, monkeypatch, capsys):

@@ -49,10 +49,12 @@ class Streamer(threading.Thread):
 def test_influxd_down_for_30s_mid_stream(settings, registry, run_worker, tmp_path):
     own = services.influxd(tmp_path / "influxd-own").start()
     try:
-        s = settings.model_copy(update={
-            "influx": settings.influx.model_copy(update={"url": own.url}),
-            "ingest": settings.ingest.model_copy(update={"spool_after": 5.0}),
-        })
+        s = settings.model_copy(
+            update={
+                "influx": settings.influx.model_copy(update={"url": own.url}),
+                "ingest": settings.ingest.model_copy(update={"spool_after": 5.0}),
+            }
+        )
         worker = run_worker(s)
         emitted = _stream(registry, rounds=300)  # ~9,900 messages, ~40 s at 250/s
         streamer = Streamer(s.mqtt.port, emitted, rate=250)
@@ -120,8 +122,9 @@ def test_mosquitto_restart_mid_stream(settings, influx, registry, run_worker, mo
 def test_two_shared_workers_one_killed(settings, influx, registry, worker_process):
     emitted = _stream(registry, rounds=400)
     a = worker_process(settings)
-    b_settings = settings.model_copy(update={"mqtt": settings.mqtt.model_copy(update={"client_id":
-                                                                                      settings.mqtt.client_id + "-b"})})
+    b_settings = settings.model_copy(
+        update={"mqtt": settings.mqtt.model_copy(update={"client_id": settings.mqtt.client_id + "-b"})}
+    )
     b = worker_process(b_settings)
     db = readings_dbs(settings)
     streamer = Streamer(settings.mqtt.port, emitted, rate=1500)

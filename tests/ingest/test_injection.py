@@ -43,8 +43,26 @@ from smartzone.settings import Settings
 from tests.conftest import REGISTRY, wait_for
 
 CASES = sorted((Path(__file__).parent / "decoders" / "cases").glob("*/*.yaml"))
-SPECIALS = [" ", "a b", "a,b", "a=b", 'a"b', "'", "a\\", "a\\,b", "a\\ b=c", "\\\\", "a\nb", "a\rb", "a\0b",
-            'x"\nforged,sensor=x value=1i 1\n', "x y=1i 2\n#", "#comment", "é µg/m³", ""]
+SPECIALS = [
+    " ",
+    "a b",
+    "a,b",
+    "a=b",
+    'a"b',
+    "'",
+    "a\\",
+    "a\\,b",
+    "a\\ b=c",
+    "\\\\",
+    "a\nb",
+    "a\rb",
+    "a\0b",
+    'x"\nforged,sensor=x value=1i 1\n',
+    "x y=1i 2\n#",
+    "#comment",
+    "é µg/m³",
+    "",
+]
 RAW_SPECIALS = [b"\xff\xfe", b"\\ud800"]  # invalid UTF-8; a JSON escape of a lone surrogate
 NOW = datetime(2026, 11, 25, 9, 30, 15, tzinfo=UTC)
 
@@ -55,7 +73,7 @@ def _scan(line: str, i: int, stops: str) -> tuple[str, int]:
     start = i
     while i < len(line) and line[i] not in stops:
         i += 2 if line[i] == "\\" else 1
-    return line[start:min(i, len(line))], min(i, len(line))
+    return line[start : min(i, len(line))], min(i, len(line))
 
 
 def _unescape(text: str, chars: str) -> str:
@@ -73,31 +91,38 @@ def parse(line: str) -> tuple[str, dict[str, str], dict[str, object], int]:
         kv, i = _scan(line, i + 1, ", ")
         k, j = _scan(kv, 0, "=")
         assert j < len(kv), f"tag without '=': {line!r}"
-        tags[_unescape(k, ",= ")] = _unescape(kv[j + 1:], ",= ")
-    assert line[i:i + 1] == " ", repr(line)
+        tags[_unescape(k, ",= ")] = _unescape(kv[j + 1 :], ",= ")
+    assert line[i : i + 1] == " ", repr(line)
     i += 1
     fields: dict[str, object] = {}
     while True:
         k, i = _scan(line, i, "=")
-        assert line[i:i + 1] == "=", repr(line)
+        assert line[i : i + 1] == "=", repr(line)
         i += 1
-        if line[i:i + 1] == '"':  # a string: to the unescaped closing quote
+        if line[i : i + 1] == '"':  # a string: to the unescaped closing quote
             j = i + 1
             while line[j] != '"':
                 j += 2 if line[j] == "\\" else 1
-            value: object = line[i + 1:j].replace('\\"', '"').replace("\\\\", "\\")
+            value: object = line[i + 1 : j].replace('\\"', '"').replace("\\\\", "\\")
             i = j + 1
         else:
             raw, i = _scan(line, i, ", ")
-            value = (True if raw == "true" else False if raw == "false" else int(raw[:-1]) if raw.endswith("i")
-                     else float(raw))
+            value = (
+                True
+                if raw == "true"
+                else False
+                if raw == "false"
+                else int(raw[:-1])
+                if raw.endswith("i")
+                else float(raw)
+            )
         fields[_unescape(k, ",= ")] = value
-        if line[i:i + 1] == ",":
+        if line[i : i + 1] == ",":
             i += 1
             continue
         break
-    assert line[i:i + 1] == " ", repr(line)
-    ts = line[i + 1:]
+    assert line[i : i + 1] == " ", repr(line)
+    ts = line[i + 1 :]
     assert ts.isdigit(), repr(line)
     return _unescape(m, ", "), tags, fields, int(ts)
 
@@ -155,7 +180,7 @@ def fuzzed_messages() -> list[tuple[str, str, bytes]]:
         for n in range(1, len(levels)):  # the topic levels after gw/ or application/
             for s in SPECIALS:
                 if s and not set(s) & set("+#/\0"):
-                    out.append((f"{name} topic[{n}]", "/".join([*levels[:n], s, *levels[n + 1:]]), payload))
+                    out.append((f"{name} topic[{n}]", "/".join([*levels[:n], s, *levels[n + 1 :]]), payload))
         try:
             doc = orjson.loads(payload)
         except orjson.JSONDecodeError:
@@ -183,8 +208,12 @@ MESSAGES = fuzzed_messages()
 
 @pytest.fixture(scope="module")
 def pipeline() -> Pipeline:
-    return Pipeline.from_settings(Settings(), Registry.load(REGISTRY), Charter.load(),
-                                  pseudonymiser=lambda identifier, t: pseudonym(bytes(range(32)), identifier))
+    return Pipeline.from_settings(
+        Settings(),
+        Registry.load(REGISTRY),
+        Charter.load(),
+        pseudonymiser=lambda identifier, t: pseudonym(bytes(range(32)), identifier),
+    )
 
 
 def test_the_fuzz_reaches_tags_and_fields():
@@ -238,8 +267,13 @@ def _chirpstack_messages() -> list[tuple[str, bytes]]:
         for encoding in ("json", "protobuf"):
             n += 1
             t = NOW - timedelta(minutes=n)
-            up = pb.UplinkEvent(device_info=pb.DeviceInfo(dev_eui=eui, device_name=s), dev_addr=s, f_cnt=n, f_port=5,
-                                data=bytes.fromhex("0100d50229060264"))
+            up = pb.UplinkEvent(
+                device_info=pb.DeviceInfo(dev_eui=eui, device_name=s),
+                dev_addr=s,
+                f_cnt=n,
+                f_port=5,
+                data=bytes.fromhex("0100d50229060264"),
+            )
             up.time.FromDatetime(t)
             lora = up.tx_info.modulation.lora
             lora.bandwidth, lora.spreading_factor, lora.code_rate_legacy = 125_000, 7, s
@@ -252,8 +286,9 @@ def _chirpstack_messages() -> list[tuple[str, bytes]]:
             txack = pb.TxAckEvent(device_info=pb.DeviceInfo(dev_eui=eui), gateway_id=s, f_cnt_down=n)
             txack.time.FromDatetime(t)
             for event, message in (("up", up), ("log", log), ("join", join), ("txack", txack)):
-                payload = (json_format.MessageToJson(message).encode() if encoding == "json"
-                           else message.SerializeToString())
+                payload = (
+                    json_format.MessageToJson(message).encode() if encoding == "json" else message.SerializeToString()
+                )
                 out.append((f"application/{app}/device/{eui}/event/{event}", payload))
     return out
 
@@ -267,21 +302,45 @@ def _stored(influx, database: str) -> set[tuple]:
                     continue
                 q = 'SELECT * FROM "{}" GROUP BY *'.format(name.replace("\\", "\\\\").replace('"', '\\"'))  # noqa: S608 - a name influxd listed
                 for row in influx.rows(q, database):
-                    tags = {k: v for k, v in row.items() if k not in ("time", "_measurement") and isinstance(v, str)
-                            and v != "" and k in _TAG_KEYS}
-                    fields = {k: v for k, v in row.items() if k not in ("time", "_measurement") and k not in _TAG_KEYS
-                              and v is not None}
+                    tags = {
+                        k: v
+                        for k, v in row.items()
+                        if k not in ("time", "_measurement") and isinstance(v, str) and v != "" and k in _TAG_KEYS
+                    }
+                    fields = {
+                        k: v
+                        for k, v in row.items()
+                        if k not in ("time", "_measurement") and k not in _TAG_KEYS and v is not None
+                    }
                     out.add((name, tuple(sorted(tags.items())), _norm(fields), row["time"]))
     return out
 
 
-_TAG_KEYS = {"sensor", "gateway", "technology", "category", "cell", "rx_gateway", "modulation", "event", "level",
-             "code", "source", "kind", "randomised", "subject", "class"}
+_TAG_KEYS = {
+    "sensor",
+    "gateway",
+    "technology",
+    "category",
+    "cell",
+    "rx_gateway",
+    "modulation",
+    "event",
+    "level",
+    "code",
+    "source",
+    "kind",
+    "randomised",
+    "subject",
+    "class",
+}
 
 
 def _norm(fields: dict) -> tuple:
-    return tuple(sorted((k, float(v) if isinstance(v, int | float) and not isinstance(v, bool) else v)
-                        for k, v in fields.items()))
+    return tuple(
+        sorted(
+            (k, float(v) if isinstance(v, int | float) and not isinstance(v, bool) else v) for k, v in fields.items()
+        )
+    )
 
 
 def test_the_worker_stores_exactly_the_expected_points(settings, influx, run_worker):
@@ -311,8 +370,11 @@ def test_the_worker_stores_exactly_the_expected_points(settings, influx, run_wor
         client.disconnect()
     assert wait_for(lambda: worker._acked >= len(messages), 30), (worker._acked, len(messages))
     assert worker.fatal is None and not worker.stopping.is_set()
-    dbs = {Store.RAW: settings.influx.raw_database, Store.OPS: settings.influx.ops_database,
-           Store.PSEUDONYMOUS: settings.influx.pseudonymous_database}
+    dbs = {
+        Store.RAW: settings.influx.raw_database,
+        Store.OPS: settings.influx.ops_database,
+        Store.PSEUDONYMOUS: settings.influx.pseudonymous_database,
+    }
     for store, db in dbs.items():
         got = _stored(influx, db) if want[store] else set()
         assert got == want[store], (store, sorted(got ^ want[store])[:5])

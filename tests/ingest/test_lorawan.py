@@ -58,8 +58,9 @@ def test_chirpstack_events_land_exactly_once(settings, influx, registry, run_wor
     from google.protobuf import json_format
 
     def parse(payload: bytes) -> pb.UplinkEvent:
-        return (json_format.Parse(payload, pb.UplinkEvent()) if payload[:1] == b"{"
-                else pb.UplinkEvent.FromString(payload))
+        return (
+            json_format.Parse(payload, pb.UplinkEvent()) if payload[:1] == b"{" else pb.UplinkEvent.FromString(payload)
+        )
 
     receptions = sum(len(parse(p).rx_info) for p in distinct_ups)
     ops = settings.influx.ops_database  # radio metadata is ops data, never in the raw database
@@ -103,8 +104,10 @@ def test_packet_loss_equals_the_frames_lost_on_air(settings, influx, registry, r
     lost, expected = sum(d.lost for d in got), sum(d.expected for d in got)
     assert f"all {len(got)} devices: {lost} of {expected} frames lost" in out
     tracker = next(d for d in got if d.sensor == "aq-lora-tracker-1")
-    assert any(ln.split()[:4] == ["aq-lora-tracker-1", str(tracker.received), str(tracker.expected),
-                                  str(tracker.lost)] for ln in out.splitlines())
+    assert any(
+        ln.split()[:4] == ["aq-lora-tracker-1", str(tracker.received), str(tracker.expected), str(tracker.lost)]
+        for ln in out.splitlines()
+    )
 
 
 def test_operational_events_and_bad_events(settings, influx, registry, run_worker):

@@ -31,12 +31,15 @@ def _run(pipeline, readings: dict, time: datetime | None = NOW):
     return run(pipeline, pipeline.message("gw/gw-egmont/json/traffic-egmont-1", orjson.dumps(doc), NOW))
 
 
-@pytest.mark.parametrize("readings, field_text", [
-    ({"traffic.speed_mean": 31}, "speed_mean=31.0"),  # an int for a float quantity is stored as float
-    ({"traffic.cars": 12}, "cars=12i"),
-    ({"traffic.cars": 12.0}, "cars=12i"),  # a whole float for a count is the count
-    ({"traffic.cars": 0}, "cars=0i"),
-])
+@pytest.mark.parametrize(
+    "readings, field_text",
+    [
+        ({"traffic.speed_mean": 31}, "speed_mean=31.0"),  # an int for a float quantity is stored as float
+        ({"traffic.cars": 12}, "cars=12i"),
+        ({"traffic.cars": 12.0}, "cars=12i"),  # a whole float for a count is the count
+        ({"traffic.cars": 0}, "cars=0i"),
+    ],
+)
 def test_values_take_the_quantity_kind(pipeline, readings, field_text):
     out = _run(pipeline, readings)
     assert out.letter is None
@@ -74,13 +77,16 @@ def test_a_mobile_sensor_has_no_cell(pipeline, registry):
     assert "cell" not in pipeline._tag_set(info, mobile.gateway)
 
 
-@pytest.mark.parametrize("readings, reason", [
-    ({"traffic.cars": 3.5}, "invalid_value"),
-    ({"traffic.cars": True}, "invalid_value"),
-    ({"traffic.speed_mean": "fast"}, "invalid_value"),
-    ({"traffic.speed_mean": -1.0}, "out_of_range"),
-    ({"traffic.cars": 10**9}, "out_of_range"),
-])
+@pytest.mark.parametrize(
+    "readings, reason",
+    [
+        ({"traffic.cars": 3.5}, "invalid_value"),
+        ({"traffic.cars": True}, "invalid_value"),
+        ({"traffic.speed_mean": "fast"}, "invalid_value"),
+        ({"traffic.speed_mean": -1.0}, "out_of_range"),
+        ({"traffic.cars": 10**9}, "out_of_range"),
+    ],
+)
 def test_bad_values_are_refused_with_a_reason(pipeline, readings, reason):
     out = _run(pipeline, readings)
     assert out.lines == [] and out.letter.reason == reason
@@ -108,6 +114,7 @@ def test_registry_field_map_and_decoder_crash(pipeline, monkeypatch):
     # noise sensors map the native ESPHome object id "laeq" through the registry's fields
     out = run(pipeline, pipeline.message("gw/gw-volkstraat/noise-volkstraat-1/sensor/laeq/state", b"61.5", NOW))
     assert out.letter is None and "noise,category=noise" in out.lines[0] and "laeq=61.5" in out.lines[0]
+
     # a decoder bug becomes a dead letter, not a crash
     def broken(msg):
         raise KeyError("boom")

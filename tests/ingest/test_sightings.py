@@ -52,7 +52,7 @@ def _spellings(identifier: str) -> set[str]:
     digits = re.sub(r"[^0-9A-Za-z]", "", identifier)
     out = {identifier, identifier.upper(), identifier.lower(), digits.upper(), digits.lower()}
     if len(digits) in (10, 12):  # MAC-like: colon and hyphen forms too
-        pairs = [digits[i:i + 2] for i in range(0, len(digits), 2)]
+        pairs = [digits[i : i + 2] for i in range(0, len(digits), 2)]
         out |= {sep.join(pairs).upper() for sep in ":-"} | {sep.join(pairs).lower() for sep in ":-"}
     return out
 
@@ -91,7 +91,8 @@ def test_pseudonyms_are_stable_within_a_period_and_differ_across_periods(tmp_pat
     # a second store on the same folder (another worker) reads the same peppers
     other = Pseudonymiser(PepperStore(tmp_path / "peppers", grace_s=30 * DAY, clock=Clock(day.timestamp())))
     assert other(normalise_mac(STABLE), morning) == a and other(normalise_mac(STABLE), next_day) == p(
-        normalise_mac(STABLE), next_day)
+        normalise_mac(STABLE), next_day
+    )
 
 
 def test_pepper_files_are_private_and_destroyed_after_the_grace(tmp_path):
@@ -163,8 +164,9 @@ def test_pseudonym_is_16_hex_deterministic_and_keyed(pepper, other, identifier):
 @given(st.binary(min_size=32, max_size=32), st.binary(min_size=6, max_size=6))
 def test_pseudonym_of_a_mac_ignores_its_spelling(pepper, raw):
     colon = ":".join(f"{b:02X}" for b in raw)
-    assert pseudonym(pepper, colon) == pseudonym(pepper, colon.lower().replace(":", "-")) == pseudonym(
-        pepper, raw.hex())
+    assert (
+        pseudonym(pepper, colon) == pseudonym(pepper, colon.lower().replace(":", "-")) == pseudonym(pepper, raw.hex())
+    )
 
 
 # -- the pipeline ---------------------------------------------------------------------------------------
@@ -184,24 +186,35 @@ def _run(pipeline: Pipeline, payload: bytes, topic: str = TOPIC):
 
 def test_sightings_become_pseudonymous_lines(pipeline, store):
     seen = NOW - timedelta(seconds=20)
-    out = _run(pipeline, _doc([
-        {"mac": STABLE, "rssi": -71, "kind": "wifi", "time": seen.isoformat()},
-        {"mac": RANDOM, "rssi": -80.0, "kind": "wifi"},
-        {"mac": BLE, "kind": "ble"},
-        {"vehicle": VEHICLE, "kind": "vehicle", "class": "car"},
-    ]))
+    out = _run(
+        pipeline,
+        _doc(
+            [
+                {"mac": STABLE, "rssi": -71, "kind": "wifi", "time": seen.isoformat()},
+                {"mac": RANDOM, "rssi": -80.0, "kind": "wifi"},
+                {"mac": BLE, "kind": "ble"},
+                {"vehicle": VEHICLE, "kind": "vehicle", "class": "car"},
+            ]
+        ),
+    )
     assert out.letter is None and out.lines == [] and out.ops_lines == []
     pepper = store.pepper(NOW)
-    sensor = {"category": "pedestrian_flow", "cell": "8a1fa4c5ab6ffff", "gateway": "gw-volkstraat",
-              "sensor": "ped-volkstraat-1", "technology": "wifi"}
+    sensor = {
+        "category": "pedestrian_flow",
+        "cell": "8a1fa4c5ab6ffff",
+        "gateway": "gw-volkstraat",
+        "sensor": "ped-volkstraat-1",
+        "technology": "wifi",
+    }
 
     def line(tags: dict, fields: str, ns: int) -> str:  # tags in InfluxDB's (sorted) order
         return "sighting" + "".join(f",{k}={v}" for k, v in sorted({**sensor, **tags}.items())) + f" {fields} {ns}"
 
     ns = int(NOW.timestamp()) * 10**9
     assert out.pseudo_lines == [
-        line({"kind": "wifi", "randomised": "false", "subject": pseudonym(pepper, STABLE)}, "rssi=-71i",
-             ns - 20 * 10**9),
+        line(
+            {"kind": "wifi", "randomised": "false", "subject": pseudonym(pepper, STABLE)}, "rssi=-71i", ns - 20 * 10**9
+        ),
         line({"kind": "wifi", "randomised": "true", "subject": pseudonym(pepper, RANDOM)}, "rssi=-80i", ns),
         line({"kind": "ble", "randomised": "false", "subject": pseudonym(pepper, "3C:22:FB:AA:BB:CC")}, "seen=1i", ns),
         line({"class": "car", "kind": "vehicle", "subject": pseudonym(pepper, "vehicle:1ABC123")}, "seen=1i", ns),
@@ -215,22 +228,30 @@ def test_sightings_become_pseudonymous_lines(pipeline, store):
 
 
 def test_a_bad_sighting_is_dead_lettered_scrubbed_and_the_others_written(pipeline, store):
-    payload = _doc([
-        {"mac": STABLE, "rssi": -71, "kind": "wifi"},
-        {"mac": BAD_MAC, "kind": "wifi"},
-        {"mac": OLD_MAC, "kind": "ble", "time": (NOW - timedelta(days=31)).isoformat()},
-        {"mac": RANDOM, "kind": "wifi", "rssi": 99},
-        {"vehicle": EXTRA_PLATE, "kind": "wifi"},
-        {"mac": LATE_MAC, "kind": "wifi", "plate": EXTRA_PLATE},
-        "F0:18:98:12:34:56",
-    ])
+    payload = _doc(
+        [
+            {"mac": STABLE, "rssi": -71, "kind": "wifi"},
+            {"mac": BAD_MAC, "kind": "wifi"},
+            {"mac": OLD_MAC, "kind": "ble", "time": (NOW - timedelta(days=31)).isoformat()},
+            {"mac": RANDOM, "kind": "wifi", "rssi": 99},
+            {"vehicle": EXTRA_PLATE, "kind": "wifi"},
+            {"mac": LATE_MAC, "kind": "wifi", "plate": EXTRA_PLATE},
+            "F0:18:98:12:34:56",
+        ]
+    )
     out = _run(pipeline, payload)
     assert len(out.pseudo_lines) == 1 and pseudonym(store.pepper(NOW), STABLE) in out.pseudo_lines[0]
     letter = out.letter
     assert letter.reason == "bad_identifier"
     reasons = re.findall(r"(?:^|; )(\w+): sighting (\d)", letter.detail)
-    assert reasons == [("bad_identifier", "1"), ("pepper_destroyed", "2"), ("out_of_range", "3"), ("malformed", "4"),
-                       ("malformed", "5"), ("malformed", "6")]
+    assert reasons == [
+        ("bad_identifier", "1"),
+        ("pepper_destroyed", "2"),
+        ("out_of_range", "3"),
+        ("malformed", "4"),
+        ("malformed", "5"),
+        ("malformed", "6"),
+    ]
     _assert_absent(letter.payload, where="the dead letter's payload")
     _assert_absent(letter.detail, where="the dead letter's detail")
     kept = orjson.loads(letter.payload)["sightings"]
@@ -239,23 +260,40 @@ def test_a_bad_sighting_is_dead_lettered_scrubbed_and_the_others_written(pipelin
     assert kept[1] == {"mac": "<withheld>", "kind": "wifi"}
     assert kept[2]["mac"] == "<unpseudonymisable>"
     assert kept[3] == {"subject": pseudonym(pepper, RANDOM), "randomised": True, "kind": "wifi", "rssi": 99}
-    assert kept[5] == {"subject": pseudonym(pepper, LATE_MAC), "randomised": False, "kind": "wifi",
-                       "<withheld keys>": 1}
+    assert kept[5] == {
+        "subject": pseudonym(pepper, LATE_MAC),
+        "randomised": False,
+        "kind": "wifi",
+        "<withheld keys>": 1,
+    }
     assert kept[6] == "<withheld>"
 
 
-@pytest.mark.parametrize("payload, reason", [
-    (b'{"device": "ped-volkstraat-1", "sightings": [{"mac": "' + BROKEN_MAC.encode() + b'", "kind": "wifi"}',
-     "malformed"),
-    (_doc([{"mac": STABLE, "kind": "wifi"}], device="ped-unknown-9"), "unknown_device"),
-    (_doc([{"mac": STABLE, "kind": "wifi"}]) + b" " * 70_000, "oversized"),
-    (orjson.dumps({"device": "ped-volkstraat-1", "sightings": [{"mac": STABLE, "kind": "wifi"}],
-                   "note": VEHICLE}), "malformed"),
-    (_doc([{"mac": STABLE, "kind": "wifi", "time": VEHICLE}]), "bad_timestamp"),
-    (orjson.dumps({"device": "ped-volkstraat-1", "time": RANDOM, "sightings": [{"mac": STABLE, "kind": "wifi"}]}),
-     "bad_timestamp"),
-    (_doc([{"mac": STABLE, "kind": "wifi"}], time=NOW + timedelta(hours=1)), "future_timestamp"),
-])
+@pytest.mark.parametrize(
+    "payload, reason",
+    [
+        (
+            b'{"device": "ped-volkstraat-1", "sightings": [{"mac": "' + BROKEN_MAC.encode() + b'", "kind": "wifi"}',
+            "malformed",
+        ),
+        (_doc([{"mac": STABLE, "kind": "wifi"}], device="ped-unknown-9"), "unknown_device"),
+        (_doc([{"mac": STABLE, "kind": "wifi"}]) + b" " * 70_000, "oversized"),
+        (
+            orjson.dumps(
+                {"device": "ped-volkstraat-1", "sightings": [{"mac": STABLE, "kind": "wifi"}], "note": VEHICLE}
+            ),
+            "malformed",
+        ),
+        (_doc([{"mac": STABLE, "kind": "wifi", "time": VEHICLE}]), "bad_timestamp"),
+        (
+            orjson.dumps(
+                {"device": "ped-volkstraat-1", "time": RANDOM, "sightings": [{"mac": STABLE, "kind": "wifi"}]}
+            ),
+            "bad_timestamp",
+        ),
+        (_doc([{"mac": STABLE, "kind": "wifi"}], time=NOW + timedelta(hours=1)), "future_timestamp"),
+    ],
+)
 def test_rejected_messages_keep_no_identifier(pipeline, payload, reason):
     out = _run(pipeline, payload)
     assert out.letter.reason == reason and out.pseudo_lines == []
@@ -265,19 +303,24 @@ def test_rejected_messages_keep_no_identifier(pipeline, payload, reason):
 
 def test_without_a_pepper_store_every_message_is_refused_scrubbed(registry):
     pipeline = Pipeline.from_settings(Settings(), registry, Charter.load(), pseudonymiser=None)
-    out = _run(pipeline, _doc([{"mac": STABLE, "kind": "wifi", "rssi": -60},
-                               {"vehicle": VEHICLE, "kind": "vehicle"}]))
+    out = _run(pipeline, _doc([{"mac": STABLE, "kind": "wifi", "rssi": -60}, {"vehicle": VEHICLE, "kind": "vehicle"}]))
     assert out.letter.reason == "no_pepper" and out.pseudo_lines == []
     assert orjson.loads(out.letter.payload)["sightings"] == [
         {"mac": "<unpseudonymisable>", "kind": "wifi", "rssi": -60},
-        {"vehicle": "<unpseudonymisable>", "kind": "vehicle"}]
+        {"vehicle": "<unpseudonymisable>", "kind": "vehicle"},
+    ]
     _assert_absent(out.letter.payload)
 
 
 def test_a_scrubbed_dead_letter_replays_to_the_same_points(pipeline):
-    payload = _doc([{"mac": STABLE, "rssi": -71, "kind": "wifi"}, {"mac": RANDOM, "kind": "ble"},
-                    {"vehicle": VEHICLE, "kind": "vehicle", "class": "heavy_vehicle"},
-                    {"mac": BAD_MAC, "kind": "wifi"}])
+    payload = _doc(
+        [
+            {"mac": STABLE, "rssi": -71, "kind": "wifi"},
+            {"mac": RANDOM, "kind": "ble"},
+            {"vehicle": VEHICLE, "kind": "vehicle", "class": "heavy_vehicle"},
+            {"mac": BAD_MAC, "kind": "wifi"},
+        ]
+    )
     first = _run(pipeline, payload)
     replayed = _run(pipeline, first.letter.payload)  # what `smartzone deadletters replay` does
     assert replayed.pseudo_lines == first.pseudo_lines and len(first.pseudo_lines) == 3
@@ -307,7 +350,7 @@ def _publish(port: int, items: list[tuple[str, bytes]]) -> None:
 
 def _influx_dump(influx, database: str) -> str:
     out = []
-    for q in ("SHOW MEASUREMENTS", "SHOW SERIES", "SHOW TAG VALUES WITH KEY =~ /.*/", 'SELECT * FROM /.*/'):
+    for q in ("SHOW MEASUREMENTS", "SHOW SERIES", "SHOW TAG VALUES WITH KEY =~ /.*/", "SELECT * FROM /.*/"):
         out.append(json.dumps(influx.query(q, database)))
     return "\n".join(out)
 
@@ -332,20 +375,37 @@ def _scan_everything(settings, influx, identifiers) -> None:
 def test_worker_writes_sightings_pseudonymised_and_stores_no_identifier_anywhere(settings, influx, run_worker):
     run_worker()
     seen = NOW - timedelta(minutes=2)
-    good = _doc([{"mac": STABLE, "rssi": -71, "kind": "wifi", "time": seen.isoformat()},
-                 {"mac": RANDOM, "rssi": -80, "kind": "wifi", "time": seen.isoformat()},
-                 {"mac": BLE, "kind": "ble"},
-                 {"vehicle": VEHICLE, "kind": "vehicle", "class": "car"}], time=NOW - timedelta(minutes=1))
+    good = _doc(
+        [
+            {"mac": STABLE, "rssi": -71, "kind": "wifi", "time": seen.isoformat()},
+            {"mac": RANDOM, "rssi": -80, "kind": "wifi", "time": seen.isoformat()},
+            {"mac": BLE, "kind": "ble"},
+            {"vehicle": VEHICLE, "kind": "vehicle", "class": "car"},
+        ],
+        time=NOW - timedelta(minutes=1),
+    )
     cases = {
-        "bad_identifier": (TOPIC, _doc([{"mac": STABLE, "kind": "wifi", "rssi": -66}, {"mac": BAD_MAC, "kind": "wifi"},
-                                        {"vehicle": EXTRA_PLATE, "kind": "vehicle"}])),
+        "bad_identifier": (
+            TOPIC,
+            _doc(
+                [
+                    {"mac": STABLE, "kind": "wifi", "rssi": -66},
+                    {"mac": BAD_MAC, "kind": "wifi"},
+                    {"vehicle": EXTRA_PLATE, "kind": "vehicle"},
+                ]
+            ),
+        ),
         "pepper_destroyed": (TOPIC, _doc([{"mac": OLD_MAC, "kind": "wifi"}], time=NOW - timedelta(days=31))),
         "malformed": (TOPIC, b'{"device": "ped-volkstraat-1", "sightings": [{"mac": "' + BROKEN_MAC.encode() + b'"'),
-        "unknown_device": ("gw/gw-volkstraat/sightings/ped-unknown-9",
-                           _doc([{"mac": UNKNOWN_MAC, "kind": "wifi"}], device="ped-unknown-9")),
+        "unknown_device": (
+            "gw/gw-volkstraat/sightings/ped-unknown-9",
+            _doc([{"mac": UNKNOWN_MAC, "kind": "wifi"}], device="ped-unknown-9"),
+        ),
         "oversized": (TOPIC, _doc([{"mac": BIG_MAC, "kind": "wifi"}]) + b" " * 70_000),
-        "pepper_destroyed_after_retention": (TOPIC, _doc([{"mac": LATE_MAC, "kind": "ble"}],
-                                                         time=NOW - timedelta(days=2, hours=1))),
+        "pepper_destroyed_after_retention": (
+            TOPIC,
+            _doc([{"mac": LATE_MAC, "kind": "ble"}], time=NOW - timedelta(days=2, hours=1)),
+        ),
     }
     _publish(settings.mqtt.port, [(TOPIC, good), *cases.values()])
     pseudo = settings.influx.pseudonymous_database
@@ -360,14 +420,21 @@ def test_worker_writes_sightings_pseudonymised_and_stores_no_identifier_anywhere
     pepper = PepperStore(settings.data_dir / "peppers", grace_s=30 * DAY).pepper(NOW)  # the worker's
     by_subject = {r["subject"]: r for r in rows}
     assert set(by_subject) == {pseudonym(pepper, m) for m in (STABLE, RANDOM, BLE)} | {
-        pseudonym(pepper, "vehicle:1ABC123"), pseudonym(pepper, "vehicle:2XYZ987")}
+        pseudonym(pepper, "vehicle:1ABC123"),
+        pseudonym(pepper, "vehicle:2XYZ987"),
+    }
     assert len(rows) == 6  # STABLE twice: at `seen` and, from the bad_identifier message, at NOW
     assert {(r["kind"], r["randomised"], r["class"], r["rssi"], r["seen"]) for r in rows} == {
-        ("wifi", "false", None, -71, None), ("wifi", "false", None, -66, None), ("wifi", "true", None, -80, None),
-        ("ble", "false", None, None, 1), ("vehicle", None, "car", None, 1), ("vehicle", None, None, None, 1)}
+        ("wifi", "false", None, -71, None),
+        ("wifi", "false", None, -66, None),
+        ("wifi", "true", None, -80, None),
+        ("ble", "false", None, None, 1),
+        ("vehicle", None, "car", None, 1),
+        ("vehicle", None, None, None, 1),
+    }
     assert all(r["sensor"] == "ped-volkstraat-1" and r["category"] == "pedestrian_flow" for r in rows)
     # nothing of it in the raw database
-    assert influx.query('SHOW MEASUREMENTS', settings.influx.raw_database)[0].get("series") is None
+    assert influx.query("SHOW MEASUREMENTS", settings.influx.raw_database)[0].get("series") is None
 
     all_letters = store.entries(status=None, limit=0)
     letters = {d.reason: d for d in all_letters}

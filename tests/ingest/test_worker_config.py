@@ -17,15 +17,21 @@ from tests.conftest import settings_env
 @pytest.fixture
 def auth_influxd(tmp_path):
     svc = services.influxd(tmp_path / "authd", auth=True).start()
-    Influx(InfluxSettings(url=svc.url)).query("CREATE USER admin WITH PASSWORD 'adminpw' WITH ALL PRIVILEGES",
-                                              write=True)
+    Influx(InfluxSettings(url=svc.url)).query(
+        "CREATE USER admin WITH PASSWORD 'adminpw' WITH ALL PRIVILEGES", write=True
+    )
     yield svc
     svc.stop()
 
 
 def test_wrong_influx_credentials_stop_the_worker(settings, auth_influxd, monkeypatch, capsys):
-    s = settings.model_copy(update={"influx": settings.influx.model_copy(
-        update={"url": auth_influxd.url, "username": "admin", "password": SecretStr("wrong")})})
+    s = settings.model_copy(
+        update={
+            "influx": settings.influx.model_copy(
+                update={"url": auth_influxd.url, "username": "admin", "password": SecretStr("wrong")}
+            )
+        }
+    )
     worker = Worker(s)
     with pytest.raises(ConfigurationError, match="HTTP 401"):
         worker.start()
@@ -41,8 +47,8 @@ def test_wrong_influx_credentials_stop_the_worker(settings, auth_influxd, monkey
 
 
 def test_unknown_decoder_in_routes_is_refused(settings):
-    s = settings.model_copy(update={"ingest": settings.ingest.model_copy(
-        update={"routes": [Route(filter="gw/+/x/#", decoder="nope")]})})
+    s = settings.model_copy(
+        update={"ingest": settings.ingest.model_copy(update={"routes": [Route(filter="gw/+/x/#", decoder="nope")]})}
+    )
     with pytest.raises(ConfigurationError, match="unknown decoders"):
         Worker(s)
-

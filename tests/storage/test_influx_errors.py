@@ -29,22 +29,27 @@ def test_a_bad_line_or_query_is_a_bad_request_never_retried(influx, settings):
 
 
 def test_an_unreachable_server_is_unavailable_and_retryable():
-    with Influx(InfluxSettings(url=f"http://127.0.0.1:{free_port()}", timeout=1.0)) as down, \
-            pytest.raises(Unavailable) as err:
+    with (
+        Influx(InfluxSettings(url=f"http://127.0.0.1:{free_port()}", timeout=1.0)) as down,
+        pytest.raises(Unavailable) as err,
+    ):
         down.query("SHOW DATABASES")
     assert err.value.retryable and err.value.status is None
 
 
-@pytest.mark.parametrize(("status", "text", "kind", "retryable"), [
-    (401, "authorization failed", Unauthorised, None),
-    (403, "forbidden", Unauthorised, None),
-    (404, "database not found: x", DatabaseNotFound, True),
-    (200, "database not found: x", DatabaseNotFound, True),  # influxd 1.x: a query's statement error
-    (400, "unable to parse", BadRequest, False),
-    (413, "request entity too large", BadRequest, False),
-    (429, "too many requests", Unavailable, True),
-    (503, "engine closed", Unavailable, True),
-])
+@pytest.mark.parametrize(
+    ("status", "text", "kind", "retryable"),
+    [
+        (401, "authorization failed", Unauthorised, None),
+        (403, "forbidden", Unauthorised, None),
+        (404, "database not found: x", DatabaseNotFound, True),
+        (200, "database not found: x", DatabaseNotFound, True),  # influxd 1.x: a query's statement error
+        (400, "unable to parse", BadRequest, False),
+        (413, "request entity too large", BadRequest, False),
+        (429, "too many requests", Unavailable, True),
+        (503, "engine closed", Unavailable, True),
+    ],
+)
 def test_every_status_of_the_http_api_has_its_type(status, text, kind, retryable):
     """The v1 HTTP API's documented statuses (the auth and overload cases cannot be provoked on the test
     server, which runs without authentication and limits: checked here against the contract)."""

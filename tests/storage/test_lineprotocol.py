@@ -16,8 +16,12 @@ from storage.lineprotocol import LineProtocolError, TagSet, format_value, line, 
 
 
 def test_exact_text():
-    assert line("air_quality", {"sensor": "aq 1", "gateway": "gw,1", "cell": "", "category": "a=b"},
-                {"pm2_5": 7.5, "count": 3, "ok": True, "note": 'say "hi" \\ bye'}, 1_700_000_000_000_000_000) == (
+    assert line(
+        "air_quality",
+        {"sensor": "aq 1", "gateway": "gw,1", "cell": "", "category": "a=b"},
+        {"pm2_5": 7.5, "count": 3, "ok": True, "note": 'say "hi" \\ bye'},
+        1_700_000_000_000_000_000,
+    ) == (
         r'air_quality,category=a\=b,gateway=gw\,1,sensor=aq\ 1 pm2_5=7.5,count=3i,ok=true,note="say \"hi\" \\ bye" '
         "1700000000000000000"
     )
@@ -47,8 +51,7 @@ def test_empty_names_are_refused_and_empty_tags_left_out():
 
 
 def test_points_render_by_store_and_refuse_what_they_cannot_carry():
-    good = Point("m", TagSet({"sensor": "s 1", "cell": ""}), {"v": 1.5, "n": 2, "ok": False, "s": 'x"\n'}, 7,
-                 Store.OPS)
+    good = Point("m", TagSet({"sensor": "s 1", "cell": ""}), {"v": 1.5, "n": 2, "ok": False, "s": 'x"\n'}, 7, Store.OPS)
     bad = Point("m", {"sensor": "evil\nm v=1i 1"}, {"v": 1.0}, 8)
     lines, refused = render_by_store([good, bad, good._replace(fields={"v": float("nan")})])
     assert lines == {Store.OPS: ['m,sensor=s\\ 1 v=1.5,n=2i,ok=false,s="x\\"\\\\n" 7']}
@@ -77,8 +80,9 @@ def roundtrip_db(influxd):
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     tag_value=st.one_of(_SPECIAL.filter(lambda s: not s.endswith("\\") and s.strip() == s), _text),
-    field_key=st.one_of(st.sampled_from(["a b", "x,y", "k=v"]),
-                        _text.filter(lambda s: s.isidentifier() and s not in ("s", "n"))),
+    field_key=st.one_of(
+        st.sampled_from(["a b", "x,y", "k=v"]), _text.filter(lambda s: s.isidentifier() and s not in ("s", "n"))
+    ),
     str_value=st.one_of(_SPECIAL, st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), max_size=30)),
     number=st.floats(allow_nan=False, allow_infinity=False, width=64),
     count=st.integers(min_value=-(2**63), max_value=2**63 - 1),
@@ -87,8 +91,9 @@ def test_round_trip_through_influxd(roundtrip_db, tag_value, field_key, str_valu
     client, db = roundtrip_db
     measurement = f"m {uuid.uuid4().hex[:6]},x"
     ts = 1_700_000_000_123_456_789
-    client.write(db, line(measurement, {"tag key": tag_value}, {field_key: number, "s": str_value, "n": count},
-                          ts).encode())
+    client.write(
+        db, line(measurement, {"tag key": tag_value}, {field_key: number, "s": str_value, "n": count}, ts).encode()
+    )
     # identifiers in queries are double-quoted; escape quotes and backslashes for InfluxQL
     ident = measurement.replace("\\", "\\\\").replace('"', '\\"')
     rows = client.rows(f'SELECT * FROM "{ident}" GROUP BY *', db)  # noqa: S608 - the test's own name

@@ -9,14 +9,17 @@ from hypothesis import strategies as st
 from storage.lorawan import frame_loss
 
 
-@pytest.mark.parametrize(("counters", "want"), [
-    ([], (0, 0, 0)),
-    ([5], (1, 1, 1)),
-    ([5, 6, 7], (3, 3, 1)),
-    ([5, 6, 8, 8, 9], (4, 5, 1)),  # 7 lost; 8 delivered twice counts once
-    ([100, 101, 103, 0, 1, 2, 4], (7, 9, 2)),  # rejoin after 103: 102 and 3 lost, the drop is no loss
-    ([10, 12, 11], (3, 3, 1)),  # a late frame fills its own gap
-])
+@pytest.mark.parametrize(
+    ("counters", "want"),
+    [
+        ([], (0, 0, 0)),
+        ([5], (1, 1, 1)),
+        ([5, 6, 7], (3, 3, 1)),
+        ([5, 6, 8, 8, 9], (4, 5, 1)),  # 7 lost; 8 delivered twice counts once
+        ([100, 101, 103, 0, 1, 2, 4], (7, 9, 2)),  # rejoin after 103: 102 and 3 lost, the drop is no loss
+        ([10, 12, 11], (3, 3, 1)),  # a late frame fills its own gap
+    ],
+)
 def test_frame_loss(counters, want):
     assert frame_loss(counters) == want
 

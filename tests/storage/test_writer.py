@@ -22,8 +22,14 @@ def _writer(settings, influx, tmp_path, **kw) -> tuple[Writer, DeadLetterStore]:
     store = DeadLetterStore(settings.sql_url)
     kw.setdefault("spool_after", 10.0)
     kw.setdefault("max_buffer_bytes", 1 << 20)
-    w = Writer(influx, settings.influx.raw_database, Spool(tmp_path / "spool"), store,
-               ensure_databases=lambda: ensure_databases(influx, settings), **kw)
+    w = Writer(
+        influx,
+        settings.influx.raw_database,
+        Spool(tmp_path / "spool"),
+        store,
+        ensure_databases=lambda: ensure_databases(influx, settings),
+        **kw,
+    )
     return w, store
 
 
@@ -73,8 +79,9 @@ def test_bad_credentials_stop_with_a_configuration_error(tmp_path):
     svc = services.influxd(tmp_path / "authd", auth=True).start()
     try:
         # influxd lets the first admin be created without credentials; then auth is enforced
-        Influx(InfluxSettings(url=svc.url)).query("CREATE USER admin WITH PASSWORD 'adminpw' WITH ALL PRIVILEGES",
-                                                  write=True)
+        Influx(InfluxSettings(url=svc.url)).query(
+            "CREATE USER admin WITH PASSWORD 'adminpw' WITH ALL PRIVILEGES", write=True
+        )
         admin = Influx(InfluxSettings(url=svc.url, username="admin", password="adminpw"))
         admin.query("CREATE DATABASE d", write=True)
         admin.query("CREATE USER reader WITH PASSWORD 'readerpw'", write=True)
@@ -124,8 +131,7 @@ def test_stopping_spools_at_once_when_influx_is_down(settings, tmp_path):
 
 def test_backlog_over_memory_limit_spools(settings, tmp_path):
     influx = Influx(settings.influx.model_copy(update={"url": "http://127.0.0.1:9"}))
-    w, _ = _writer(settings, influx, tmp_path, spool_after=3600, max_buffer_bytes=1000,
-                   backlog_bytes=lambda: 5000)
+    w, _ = _writer(settings, influx, tmp_path, spool_after=3600, max_buffer_bytes=1000, backlog_bytes=lambda: 5000)
     w.write(_lines(3))
     assert len(w.spool) == 1
 

@@ -37,7 +37,8 @@ def _same(got: object, want: object) -> bool:
 def _same_values(got: dict, want: dict) -> bool:
     return got.keys() == want.keys() and all(
         math.isclose(got[k], want[k], rel_tol=1e-9, abs_tol=1e-9)
-        if isinstance(want[k], float) else _same(got[k], want[k])
+        if isinstance(want[k], float)
+        else _same(got[k], want[k])
         for k in want
     )
 
@@ -123,8 +124,14 @@ def _grid(width: int, signed: bool, divisor: int) -> st.SearchStrategy:
 
 @st.composite
 def _lpp_values(draw) -> dict:
-    records = draw(st.lists(st.tuples(st.integers(0, 255), st.sampled_from(sorted(cayenne_lpp._TYPES))),
-                            min_size=1, max_size=8, unique=True))
+    records = draw(
+        st.lists(
+            st.tuples(st.integers(0, 255), st.sampled_from(sorted(cayenne_lpp._TYPES))),
+            min_size=1,
+            max_size=8,
+            unique=True,
+        )
+    )
     values: dict = {}
     for channel, type_ in records:
         name, axes, signed = cayenne_lpp._TYPES[type_]
@@ -159,8 +166,14 @@ def test_elsys_round_trip(values):
 
 
 def test_elsys_simulator_subset():
-    values = {"weather.temperature": -12.3, "weather.relative_humidity": 55, "air_quality.co2": 1234,
-              "gateway_health.battery_voltage": 3.61, "noise.lamax": 71, "noise.laeq": 48}
+    values = {
+        "weather.temperature": -12.3,
+        "weather.relative_humidity": 55,
+        "air_quality.co2": 1234,
+        "gateway_health.battery_voltage": 3.61,
+        "noise.lamax": 71,
+        "noise.laeq": 48,
+    }
     assert _same_values(dict(elsys.decode(elsys.encode(values), 5)), values)
 
 
@@ -188,12 +201,17 @@ def test_dl_pm_round_trip(values):
 
 
 def test_dl_pm_simulator_values_within_resolution():
-    values = {"weather.temperature": 21.37, "weather.relative_humidity": 48.2, "weather.pressure": 1013.2,
-              "air_quality.pm1": 4.2, "air_quality.pm2_5": 7.9, "air_quality.pm10": 12.3,
-              "gateway_health.battery_voltage": 3.3}
+    values = {
+        "weather.temperature": 21.37,
+        "weather.relative_humidity": 48.2,
+        "weather.pressure": 1013.2,
+        "air_quality.pm1": 4.2,
+        "air_quality.pm2_5": 7.9,
+        "air_quality.pm10": 12.3,
+        "gateway_health.battery_voltage": 3.3,
+    }
     got = dict(decentlab_dl_pm.decode(decentlab_dl_pm.encode(values), 1))
-    steps = {"weather.temperature": 175.72 / 65536, "weather.relative_humidity": 125 / 65536,
-             "weather.pressure": 0.02}
+    steps = {"weather.temperature": 175.72 / 65536, "weather.relative_humidity": 125 / 65536, "weather.pressure": 0.02}
     for q, v in values.items():
         assert abs(got[q] - v) <= steps.get(q, 1e-9) / 2 + 1e-9, (q, got[q], v)
 

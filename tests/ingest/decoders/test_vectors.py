@@ -72,20 +72,27 @@ def test_vector(path: Path):
     out = decode(msg)
     if type(out) is Decoded:
         assert not out.problems, out.problems
-        got_records = [{"measurement": r.measurement, "sensor": r.sensor_key, "store": str(r.store), "time": r.time,
-                        "tags": dict(r.tags), "fields": dict(r.fields)} for r in out.records]
-        want_records = [{**w, "time": parse_time(w["time"]) if "time" in w else msg.received_at}
-                        for w in case.get("records", [])]
+        got_records = [
+            {
+                "measurement": r.measurement,
+                "sensor": r.sensor_key,
+                "store": str(r.store),
+                "time": r.time,
+                "tags": dict(r.tags),
+                "fields": dict(r.fields),
+            }
+            for r in out.records
+        ]
+        want_records = [
+            {**w, "time": parse_time(w["time"]) if "time" in w else msg.received_at} for w in case.get("records", [])
+        ]
         assert got_records == want_records
         for g, w in zip(got_records, want_records, strict=True):  # 41 is not 41.0, True is not 1
             assert {k: type(v) for k, v in g["fields"].items()} == {k: type(v) for k, v in w["fields"].items()}
         out = out.readings
     else:
         assert "records" not in case
-    got = [
-        {"time": r.time, "sensor": r.sensor_id, "quantity": r.quantity, "value": r.value}
-        for r in out
-    ]
+    got = [{"time": r.time, "sensor": r.sensor_id, "quantity": r.quantity, "value": r.value} for r in out]
     want = [
         {
             "time": parse_time(w["time"]) if "time" in w else msg.received_at,
