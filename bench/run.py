@@ -3,6 +3,7 @@
     python bench/run.py ingest [--n 200000] [--senml-n 1000000] [--repeat 3]
     python bench/run.py lorawan [--uplinks 40000] [--generic-n 100000] [--repeat 3]
     python bench/run.py charter [--scale 1] [--repeat 3]
+    python bench/run.py pipeline [--rounds 7] [--processes 3] [--before /path/to/older/checkout]
 
 ingest: N readings published as the simulator does (QoS 1) in two shapes, one reading per message
 (generic JSON) and SenML packs of 10, into one worker process; sustained readings/s from the first
@@ -26,6 +27,9 @@ runs over that day (--repeat times): readings/s of applying the charter (all dat
 InfluxDB read), the read time itself, and the job process's peak RSS. ``--scale n`` runs n copies of the
 zone's sensors side by side (a bigger district). Last line:
 ``charter: readings_per_s=<n> read_s=<n> rss_mb=<n>``.
+
+pipeline: µs of the pipeline alone (process + render) per message kind, optionally side by side with an
+older checkout; see ``bench/pipeline_bench.py``.
 
 api: see ``bench/api_bench.py``; dashboards: see ``bench/dashboards_bench.py``.
 """
@@ -572,7 +576,16 @@ def main() -> None:
                                            "bench/dashboards_bench.py)")
     db.add_argument("--repeat", type=int, default=5)
     db.add_argument("--step", type=float, default=60.0, help="simulated seconds between rounds of the month")
+    from bench.pipeline_bench import add_arguments
+
+    add_arguments(sub.add_parser("pipeline", help="the pipeline alone: µs of process + render per message kind "
+                                                  "(see bench/pipeline_bench.py)"))
     args = p.parse_args()
+    if args.bench == "pipeline":
+        from bench.pipeline_bench import pipeline_bench
+
+        print(pipeline_bench(args))
+        return
     if args.bench == "dashboards":
         from bench.dashboards_bench import dashboards_bench
 
