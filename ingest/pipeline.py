@@ -250,19 +250,29 @@ class Pipeline:
     def _records(self, msg: Message, records: list[Record], out: list[Point], problems: list[DecodeError]) -> None:
         """Radio metadata, positions and operational events: resolved, time-checked, made Points."""
         received_ns = to_ns(msg.received_at)
+        gateway_id = msg.gateway_id
+        resolved, record_tags = self._resolved, self._record_tags
+        max_future_ns, max_age_ns = self._max_future_ns, self._max_age_ns
         unknown: set[str] = {p.detail for p in problems if p.reason == "unknown_device"}
-        for rec in records:
-            entry = self._resolved.get((msg.gateway_id, rec.sensor_key)) or self._resolve((msg.gateway_id,
-                                                                                           rec.sensor_key))
+        last_key: str | None = None
+        last_time: datetime | None = None
+        entry: tuple[SensorInfo | None, TagSet | None] = (None, None)
+        ns = 0
+        for rec in records:  # an uplink's radio records share their device and time: resolved and converted once
+            if rec.sensor_key is not last_key:
+                last_key = rec.sensor_key
+                entry = resolved.get((gateway_id, last_key)) or self._resolve((gateway_id, last_key))
             info, tags = entry
-            if info is None:
-                detail = f"device {rec.sensor_key!r} on gateway {msg.gateway_id!r} is not in the registry"
+            if info is None or tags is None:
+                detail = f"device {rec.sensor_key!r} on gateway {gateway_id!r} is not in the registry"
                 if detail not in unknown:
                     unknown.add(detail)
                     problems.append(DecodeError("unknown_device", detail))
                 continue
-            ns = to_ns(rec.time)
-            if ns - received_ns > self._max_future_ns or received_ns - ns > self._max_age_ns:
+            if rec.time is not last_time:
+                last_time = rec.time
+                ns = to_ns(last_time)
+            if ns - received_ns > max_future_ns or received_ns - ns > max_age_ns:
                 problems.append(self._time_problem(rec.time, ns, msg.received_at, received_ns, rec.measurement))
                 continue
             if rec.store not in _RECORD_STORES:
@@ -271,15 +281,15 @@ class Pipeline:
                 continue
             if rec.tags:
                 key = (tags, *rec.tags.items())
-                merged = self._record_tags.get(key)
+                merged = record_tags.get(key)
                 if merged is None:
                     try:
-                        merged = _cache(self._record_tags, key, TagSet({**rec.tags, **tags}))  # the sensor's win
+                        merged = _cache(record_tags, key, TagSet({**rec.tags, **tags}))  # the sensor's win
                     except LineProtocolError as exc:
                         problems.append(DecodeError("unrepresentable", f"{rec.measurement}: {exc}"))
                         continue
                 tags = merged
-            out.append(Point(rec.measurement, tags, rec.fields, ns, rec.store))
+            out.append(_new_point(Point, (rec.measurement, tags, rec.fields, ns, rec.store)))
 
     def _time_problem(self, t: datetime, ns: int, received: datetime, received_ns: int, what: str) -> DecodeError:
         if ns > received_ns:

@@ -15,8 +15,10 @@ with ``#`` (a comment line); text that is not valid Unicode (lone surrogates); a
 in a string field value. Newlines and carriage returns in string field values are written as the two
 characters ``\n`` / ``\r`` (a batch is one point per line). Empty tag values are left out.
 
-Fast path: escaped measurements and keys are cached, and ``TagSet`` holds a tag set rendered once (the
-pipeline keeps one per sensor), so rendering a reading is a few dictionary look-ups and one ``repr``.
+Fast path: escaped measurements and keys are cached, ``TagSet`` holds a tag set rendered once (the
+pipeline keeps one per sensor), so rendering a reading is a few dictionary look-ups and one ``repr``, and
+``SharedFields`` holds fields several points share, rendered once for all of them (the radio points of one
+LoRaWAN uplink: ``FieldSet(own, shared)``).
 """
 
 from __future__ import annotations
@@ -143,9 +145,14 @@ def render(p: Point) -> str:
     m = _measurements.get(p.measurement) or _cached(_measurements, p.measurement, escape_measurement)
     tags = p.tags
     ts = tags.rendered if type(tags) is TagSet else tag_set(tags)
+    return f"{m}{ts} {field_set(p.fields)} {p.time_ns}"
+
+
+def field_set(fields: Mapping[str, FieldValue]) -> str:
+    """``k=v,...`` in the mapping's order, or ``LineProtocolError``."""
     body = []
     keys = _keys
-    for k, v in p.fields.items():
+    for k, v in fields.items():
         ek = keys.get(k) or _cached(keys, k, escape_key)
         tv = type(v)
         if tv is float:
@@ -158,7 +165,57 @@ def render(p: Point) -> str:
             body.append(f"{ek}={format_value(v)}")
     if not body:
         raise LineProtocolError("a point needs at least one field")
-    return f"{m}{ts} {','.join(body)} {p.time_ns}"
+    return ",".join(body)
+
+
+class SharedFields:
+    """Fields that several points share (the radio points of one uplink: its frequency, data rate, frame
+    counter ...), rendered once, on first use, by the same rules as any field: see ``FieldSet``."""
+
+    __slots__ = ("fields", "_rendered")
+
+    def __init__(self, fields: Mapping[str, FieldValue]) -> None:
+        self.fields = fields
+        self._rendered: str | None = None
+
+    def rendered(self) -> str:
+        """``k=v,...``, or "" when line protocol cannot carry them (``render`` then says why, point by point)."""
+        r = self._rendered
+        if r is None:
+            try:
+                r = field_set(self.fields)
+            except LineProtocolError:
+                r = ""
+            self._rendered = r
+        return r
+
+
+class FieldSet(Mapping[str, FieldValue]):
+    """A point's fields: its own (``own``), then those it shares with other points (``shared``, rendered once
+    for all of them). A read-only mapping, usable wherever ``Point.fields`` is; an own field hides a shared
+    one of the same key."""
+
+    __slots__ = ("own", "shared")
+
+    def __init__(self, own: Mapping[str, FieldValue], shared: SharedFields) -> None:
+        self.own = own
+        self.shared = shared
+
+    def __getitem__(self, key: str) -> FieldValue:
+        own = self.own
+        return own[key] if key in own else self.shared.fields[key]
+
+    def __iter__(self) -> Iterator[str]:
+        own = self.own
+        yield from own
+        yield from (k for k in self.shared.fields if k not in own)
+
+    def __len__(self) -> int:
+        own = self.own
+        return len(own) + sum(1 for k in self.shared.fields if k not in own)
+
+    def __repr__(self) -> str:
+        return f"FieldSet({self.own!r}, {self.shared.fields!r})"
 
 
 def render_by_store(points: Iterable[Point]) -> tuple[dict[Store, list[str]], list[tuple[Point, str]]]:
@@ -175,26 +232,37 @@ def render_by_store(points: Iterable[Point]) -> tuple[dict[Store, list[str]], li
         ln = None
         em = measurements.get(m)
         if em is not None and type(tags) is TagSet:
-            parts: list[str] | None = []
-            for k, v in fields.items():
-                ek = keys.get(k)
-                tv = type(v)
-                if ek is None:
-                    parts = None
-                    break
-                if tv is float and v - v == 0.0:  # finite
-                    parts.append(f"{ek}={v!r}")
-                elif tv is int:
-                    parts.append(f"{ek}={v}i")
-                elif tv is bool:
-                    parts.append(f"{ek}=true" if v else f"{ek}=false")
-                elif tv is str and v.isascii() and "\0" not in v:
-                    parts.append(f'{ek}="{v.translate(string)}"')
-                else:  # non-finite, non-ASCII text, another type: render() says what
-                    parts = None
-                    break
-            if parts:
-                ln = f"{em}{tags.rendered} {','.join(parts)} {ns}"
+            parts: list[str] = []
+            ok = True
+            shared = ""
+            if type(fields) is FieldSet:  # its shared fields are rendered once ("" when render() must say why not)
+                own = fields.own
+                shared = fields.shared.rendered()
+                ok = bool(shared) and own.keys().isdisjoint(fields.shared.fields)
+                fields = own
+            if ok:
+                for k, v in fields.items():
+                    ek = keys.get(k)
+                    tv = type(v)
+                    if ek is None:
+                        ok = False
+                        break
+                    if tv is float and v - v == 0.0:  # finite
+                        parts.append(f"{ek}={v!r}")
+                    elif tv is int:
+                        parts.append(f"{ek}={v}i")
+                    elif tv is bool:
+                        parts.append(f"{ek}=true" if v else f"{ek}=false")
+                    elif tv is str and v.isascii() and "\0" not in v:
+                        parts.append(f'{ek}="{v.translate(string)}"')
+                    else:  # non-finite, non-ASCII text, another type: render() says what
+                        ok = False
+                        break
+                if ok:
+                    if shared:
+                        parts.append(shared)
+                    if parts:
+                        ln = f"{em}{tags.rendered} {','.join(parts)} {ns}"
         if ln is None:
             try:
                 ln = render(p)

@@ -49,6 +49,7 @@ from ingest.codecs import CODECS
 from smartzone.errors import ConfigurationError, DecodeError
 from smartzone.model import EPOCH, Decoded, Message, Reading, Record, Store
 from smartzone.registry import Registry
+from storage.lineprotocol import FieldSet, SharedFields
 
 NAME = "chirpstack"
 
@@ -367,11 +368,14 @@ class ChirpStackDecoder:
             common["code_rate"] = _CODE_RATES.get(lora.code_rate, lora.code_rate_legacy or "")
         elif kind == "fsk":
             common["bitrate"] = mod.fsk.datarate
+        shared = SharedFields(common)  # rendered once for all the uplink's receiving gateways
+        gateway_ids = self._gateway_ids
         for rx in ev.rx_info:
             gw = rx.gateway_id.lower()
-            tags = {"rx_gateway": self._gateway_ids.get(gw) or gw, "modulation": kind}
+            tags = {"rx_gateway": gateway_ids.get(gw) or gw, "modulation": kind}
             yield Record("radio", dev_eui, tags,
-                         {"rssi": rx.rssi, "snr": round(rx.snr, 2), "channel": rx.channel, **common}, t, Store.OPS)
+                         FieldSet({"rssi": rx.rssi, "snr": round(rx.snr, 2), "channel": rx.channel}, shared), t,
+                         Store.OPS)
 
     def _object_names(self, sensor_id: str, values: list[tuple[str, object]]) -> list[tuple[str, object]]:
         fields = self.registry.sensors[sensor_id].fields
