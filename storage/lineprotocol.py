@@ -17,8 +17,9 @@ characters ``\n`` / ``\r`` (a batch is one point per line). Empty tag values are
 
 Fast path: escaped measurements and keys are cached, ``TagSet`` holds a tag set rendered once (the
 pipeline keeps one per sensor), so rendering a reading is a few dictionary look-ups and one ``repr``, and
-``SharedFields`` holds fields several points share, rendered once for all of them (the radio points of one
-LoRaWAN uplink: ``FieldSet(own, shared)``).
+``FieldLayout`` fixes a decoder's constant field set (keys checked and escaped once, values rendered by one
+format string); its ``Fields`` may share a part with other points, rendered once for all of them (the radio
+points of one LoRaWAN uplink).
 """
 
 from __future__ import annotations
@@ -168,54 +169,118 @@ def field_set(fields: Mapping[str, FieldValue]) -> str:
     return ",".join(body)
 
 
-class SharedFields:
-    """Fields that several points share (the radio points of one uplink: its frequency, data rate, frame
-    counter ...), rendered once, on first use, by the same rules as any field: see ``FieldSet``."""
+class FieldLayout:
+    """Field keys and their types fixed in advance: a decoder's constant field set (a radio point's rssi, snr,
+    channel ...), its keys checked and escaped once, here, and a point's values rendered by one format string.
 
-    __slots__ = ("fields", "_rendered")
+    ``FieldLayout({"rssi": int, "snr": float})`` (types: int, float, bool, str); ``layout(values, shared)`` makes
+    the ``Fields`` of one point. A value that does not fit (another type, a non-finite float, a string with a
+    NUL or invalid Unicode) is rendered by the generic path, which refuses it with the reason.
+    """
 
-    def __init__(self, fields: Mapping[str, FieldValue]) -> None:
-        self.fields = fields
+    __slots__ = ("_bools", "_floats", "_strs", "_template", "index", "keys", "types")
+
+    def __init__(self, fields: Mapping[str, type]) -> None:
+        if not fields:
+            raise LineProtocolError("a field layout needs at least one field")
+        self.keys: tuple[str, ...] = tuple(fields)
+        self.index = {k: i for i, k in enumerate(self.keys)}
+        self.types: tuple[type, ...] = tuple(fields.values())
+        template = []
+        for k, t in fields.items():
+            ek = escape_key(k).replace("{", "{{").replace("}", "}}")
+            if t is int:
+                template.append(f"{ek}={{}}i")
+            elif t is float:
+                template.append(f"{ek}={{!r}}")
+            elif t is bool:
+                template.append(f"{ek}={{}}")
+            elif t is str:
+                template.append(f'{ek}="{{}}"')
+            else:
+                raise LineProtocolError(f"field {k!r}: unsupported field type {t.__name__}")
+        self._template = ",".join(template)
+        self._bools = tuple(i for i, t in enumerate(self.types) if t is bool)
+        self._floats = tuple(i for i, t in enumerate(self.types) if t is float)
+        self._strs = tuple(i for i, t in enumerate(self.types) if t is str)
+
+    def __call__(self, values: tuple[FieldValue, ...], shared: Fields | None = None) -> Fields:
+        return Fields(self, values, shared)
+
+    def render(self, values: tuple[FieldValue, ...]) -> str | None:
+        """``k=v,...``, or None when a value does not fit the layout (the generic path then says why)."""
+        if tuple(map(type, values)) != self.types:
+            return None
+        for i in self._floats:
+            v = values[i]
+            if type(v) is float and v - v != 0.0:  # inf - inf and nan - nan are nan
+                return None
+        if self._bools or self._strs:
+            out = list(values)
+            for i in self._bools:
+                out[i] = "true" if out[i] else "false"
+            for i in self._strs:
+                text = out[i]
+                if type(text) is not str or "\0" in text or (not text.isascii() and not _encodes(text)):
+                    return None
+                out[i] = text.translate(_STRING)
+            return self._template.format(*out)
+        return self._template.format(*values)
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+class Fields(Mapping[str, FieldValue]):
+    """A point's fields as values of a ``FieldLayout``, then, optionally, fields it shares with other points
+    (``shared``: the uplink-wide part of its radio points, rendered once for all of them). A read-only mapping,
+    usable wherever ``Point.fields`` is; a key of its own hides a shared one (rendered by the generic path)."""
+
+    __slots__ = ("_rendered", "layout", "shared", "values")
+
+    def __init__(self, layout: FieldLayout, values: tuple[FieldValue, ...], shared: Fields | None = None) -> None:
+        self.layout = layout
+        self.values = values
+        self.shared = shared
         self._rendered: str | None = None
 
     def rendered(self) -> str:
-        """``k=v,...``, or "" when line protocol cannot carry them (``render`` then says why, point by point)."""
+        """``k=v,...`` (its own, then the shared), or "" when the generic path must render (and refuse) it."""
         r = self._rendered
         if r is None:
-            try:
-                r = field_set(self.fields)
-            except LineProtocolError:
-                r = ""
+            r = self.layout.render(self.values) or ""
+            shared = self.shared
+            if r and shared is not None:
+                tail = shared.rendered()
+                ok = tail and shared.shared is None and self.layout.index.keys().isdisjoint(shared.layout.keys)
+                r = f"{r},{tail}" if ok else ""
             self._rendered = r
         return r
 
-
-class FieldSet(Mapping[str, FieldValue]):
-    """A point's fields: its own (``own``), then those it shares with other points (``shared``, rendered once
-    for all of them). A read-only mapping, usable wherever ``Point.fields`` is; an own field hides a shared
-    one of the same key."""
-
-    __slots__ = ("own", "shared")
-
-    def __init__(self, own: Mapping[str, FieldValue], shared: SharedFields) -> None:
-        self.own = own
-        self.shared = shared
-
     def __getitem__(self, key: str) -> FieldValue:
-        own = self.own
-        return own[key] if key in own else self.shared.fields[key]
+        i = self.layout.index.get(key)
+        if i is not None:
+            return self.values[i]
+        if self.shared is None:
+            raise KeyError(key)
+        return self.shared[key]
 
     def __iter__(self) -> Iterator[str]:
-        own = self.own
-        yield from own
-        yield from (k for k in self.shared.fields if k not in own)
+        own = self.layout.index
+        yield from self.layout.keys
+        if self.shared is not None:
+            yield from (k for k in self.shared if k not in own)
 
     def __len__(self) -> int:
-        own = self.own
-        return len(own) + sum(1 for k in self.shared.fields if k not in own)
+        return sum(1 for _ in self)
 
     def __repr__(self) -> str:
-        return f"FieldSet({self.own!r}, {self.shared.fields!r})"
+        return f"Fields({dict(self)!r})"
 
 
 def render_by_store(points: Iterable[Point]) -> tuple[dict[Store, list[str]], list[tuple[Point, str]]]:
@@ -231,38 +296,32 @@ def render_by_store(points: Iterable[Point]) -> tuple[dict[Store, list[str]], li
         m, tags, fields, ns, store = p
         ln = None
         em = measurements.get(m)
-        if em is not None and type(tags) is TagSet:
+        if em is None or type(tags) is not TagSet:
+            pass
+        elif type(fields) is Fields:  # a fixed layout, rendered by one format string ("" when it cannot be)
+            body = fields.rendered()
+            if body:
+                ln = f"{em}{tags.rendered} {body} {ns}"
+        else:
             parts: list[str] = []
-            ok = True
-            shared = ""
-            if type(fields) is FieldSet:  # its shared fields are rendered once ("" when render() must say why not)
-                own = fields.own
-                shared = fields.shared.rendered()
-                ok = bool(shared) and own.keys().isdisjoint(fields.shared.fields)
-                fields = own
-            if ok:
-                for k, v in fields.items():
-                    ek = keys.get(k)
-                    tv = type(v)
-                    if ek is None:
-                        ok = False
-                        break
-                    if tv is float and v - v == 0.0:  # finite
-                        parts.append(f"{ek}={v!r}")
-                    elif tv is int:
-                        parts.append(f"{ek}={v}i")
-                    elif tv is bool:
-                        parts.append(f"{ek}=true" if v else f"{ek}=false")
-                    elif tv is str and v.isascii() and "\0" not in v:
-                        parts.append(f'{ek}="{v.translate(string)}"')
-                    else:  # non-finite, non-ASCII text, another type: render() says what
-                        ok = False
-                        break
-                if ok:
-                    if shared:
-                        parts.append(shared)
-                    if parts:
-                        ln = f"{em}{tags.rendered} {','.join(parts)} {ns}"
+            for k, v in fields.items():
+                ek = keys.get(k)
+                tv = type(v)
+                if ek is None:
+                    break
+                if tv is float and v - v == 0.0:  # finite
+                    parts.append(f"{ek}={v!r}")
+                elif tv is int:
+                    parts.append(f"{ek}={v}i")
+                elif tv is bool:
+                    parts.append(f"{ek}=true" if v else f"{ek}=false")
+                elif tv is str and v.isascii() and "\0" not in v:
+                    parts.append(f'{ek}="{v.translate(string)}"')
+                else:  # non-finite, non-ASCII text, another type: render() says what
+                    break
+            else:
+                if parts:
+                    ln = f"{em}{tags.rendered} {','.join(parts)} {ns}"
         if ln is None:
             try:
                 ln = render(p)

@@ -49,7 +49,7 @@ from ingest.codecs import CODECS
 from smartzone.errors import ConfigurationError, DecodeError
 from smartzone.model import EPOCH, Decoded, Message, Reading, Record, Store
 from smartzone.registry import Registry
-from storage.lineprotocol import FieldSet, SharedFields
+from storage.lineprotocol import FieldLayout
 
 NAME = "chirpstack"
 
@@ -133,6 +133,13 @@ _CODE_RATES = {v: k[3:].replace("_", "/") for k, v in gw_pb2.CodeRate.items() if
 _LOCATION_SOURCES = {v: k.lower() for k, v in common_pb2.LocationSource.items()}
 _LOG_LEVELS = {v: k.lower() for k, v in pb.LogLevel.items()}
 _LOG_CODES = {v: k.lower() for k, v in pb.LogCode.items()}
+
+# A radio point's fields: its gateway's reception, then the uplink's (rendered once for all its gateways)
+_RADIO_RX = FieldLayout({"rssi": int, "snr": float, "channel": int})
+_UPLINK = {"frequency": int, "dr": int, "f_cnt": int, "f_port": int, "adr": bool, "confirmed": bool, "n_gateways": int}
+_RADIO_COMMON = FieldLayout(_UPLINK)
+_RADIO_LORA = FieldLayout({**_UPLINK, "bandwidth": int, "spreading_factor": int, "code_rate": str})
+_RADIO_FSK = FieldLayout({**_UPLINK, "bitrate": int})
 
 
 def make(registry: Registry):
@@ -322,7 +329,7 @@ class ChirpStackDecoder:
             else:
                 t = msg.received_at
         readings: list[Reading] = []
-        records: list[Record] = [*self._radio(ev, dev_eui, t)]
+        records = self._radio(ev, dev_eui, t)
         problems: list[DecodeError] = []
         position: dict[str, float] = {}
         values: list[tuple[str, object]] = []
@@ -355,27 +362,27 @@ class ChirpStackDecoder:
                 problems.append(exc)
         return Decoded(readings, records, problems)
 
-    def _radio(self, ev: pb.UplinkEvent, dev_eui: str, t: datetime):
+    def _radio(self, ev: pb.UplinkEvent, dev_eui: str, t: datetime) -> list[Record]:
         tx = ev.tx_info
         mod = tx.modulation
         kind = mod.WhichOneof("parameters") or "unknown"
-        common = {"frequency": tx.frequency, "dr": ev.dr, "f_cnt": ev.f_cnt, "f_port": ev.f_port, "adr": ev.adr,
-                  "confirmed": ev.confirmed, "n_gateways": len(ev.rx_info)}
+        common: tuple[int | bool, ...] = (tx.frequency, ev.dr, ev.f_cnt, ev.f_port, ev.adr, ev.confirmed,
+                                          len(ev.rx_info))
         if kind == "lora":
             lora = mod.lora
-            common["bandwidth"] = lora.bandwidth
-            common["spreading_factor"] = lora.spreading_factor
-            common["code_rate"] = _CODE_RATES.get(lora.code_rate, lora.code_rate_legacy or "")
+            shared = _RADIO_LORA((*common, lora.bandwidth, lora.spreading_factor,
+                                  _CODE_RATES.get(lora.code_rate, lora.code_rate_legacy or "")))
         elif kind == "fsk":
-            common["bitrate"] = mod.fsk.datarate
-        shared = SharedFields(common)  # rendered once for all the uplink's receiving gateways
+            shared = _RADIO_FSK((*common, mod.fsk.datarate))
+        else:
+            shared = _RADIO_COMMON(common)
         gateway_ids = self._gateway_ids
-        for rx in ev.rx_info:
+        records = []
+        for rx in ev.rx_info:  # the uplink's fields (shared) are rendered once for all its receiving gateways
             gw = rx.gateway_id.lower()
-            tags = {"rx_gateway": gateway_ids.get(gw) or gw, "modulation": kind}
-            yield Record("radio", dev_eui, tags,
-                         FieldSet({"rssi": rx.rssi, "snr": round(rx.snr, 2), "channel": rx.channel}, shared), t,
-                         Store.OPS)
+            records.append(Record("radio", dev_eui, {"rx_gateway": gateway_ids.get(gw) or gw, "modulation": kind},
+                                  _RADIO_RX((rx.rssi, round(rx.snr, 2), rx.channel), shared), t, Store.OPS))
+        return records
 
     def _object_names(self, sensor_id: str, values: list[tuple[str, object]]) -> list[tuple[str, object]]:
         fields = self.registry.sensors[sensor_id].fields
