@@ -5,8 +5,9 @@
 Kinds: generic JSON (one reading per message), SenML packs of 10, ChirpStack ``up`` events in JSON and in
 protobuf (Cayenne LPP decoded by our codec, one to three receiving gateways: one radio point each); the
 messages are those of ``bench/run.py ingest`` and ``lorawan``. Each round times every kind once over its
-whole message list, after one warm-up pass (the worker runs with warm caches); the figure is the median
-of the rounds.
+whole message list, after one warm-up pass (the worker runs with warm caches), in the process's CPU time
+(``time.process_time``: time lost to other processes on a shared machine is not counted); the figure is
+the median of the rounds.
 
 ``--before`` times another checkout the same way, side by side: one process per tree and round, trees
 alternated (old, new, old, new ...), so that a noisy machine slows both alike; it prints medians per tree
@@ -61,15 +62,15 @@ def _child(rounds: int) -> dict[str, list[float]]:
             process = pipe.process
             render = getattr(pipe, "render", None)
             if render is None:  # before the Point contract: process rendered the lines itself
-                t0 = time.perf_counter()
+                t0 = time.process_time()
                 for m in msgs:
                     process(m)
-                dt = time.perf_counter() - t0
+                dt = time.process_time() - t0
             else:
-                t0 = time.perf_counter()
+                t0 = time.process_time()
                 for m in msgs:
                     render(m, process(m))
-                dt = time.perf_counter() - t0
+                dt = time.process_time() - t0
             if r:
                 results[kind].append(dt * 1e6 / len(msgs))
     for kind, (pipe, _msgs) in work.items():  # the runs must be the clean ones the figures claim

@@ -279,12 +279,17 @@ class Pipeline:
                 problems.append(DecodeError("decoder_error", f"{rec.measurement} record names no store "
                                                              f"({rec.store!r}; known: {', '.join(_RECORD_STORES)})"))
                 continue
-            if rec.tags:
-                key = (tags, *rec.tags.items())
+            rec_tags = rec.tags
+            key: tuple | None = None
+            if type(rec_tags) is TagSet:  # a decoder's tag set of many points (a radio point's): by identity
+                key = (tags, rec_tags)
+            elif rec_tags:
+                key = (tags, *rec_tags.items())
+            if key is not None:
                 merged = record_tags.get(key)
                 if merged is None:
                     try:
-                        merged = _cache(record_tags, key, TagSet({**rec.tags, **tags}))  # the sensor's win
+                        merged = _cache(record_tags, key, TagSet({**rec_tags, **tags}))  # the sensor's win
                     except LineProtocolError as exc:
                         problems.append(DecodeError("unrepresentable", f"{rec.measurement}: {exc}"))
                         continue

@@ -36,6 +36,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 
 import orjson
@@ -49,7 +50,7 @@ from ingest.codecs import CODECS
 from smartzone.errors import ConfigurationError, DecodeError
 from smartzone.model import EPOCH, Decoded, Message, Reading, Record, Store
 from smartzone.registry import Registry
-from storage.lineprotocol import FieldLayout
+from storage.lineprotocol import FieldLayout, LineProtocolError, TagSet
 
 NAME = "chirpstack"
 
@@ -295,6 +296,7 @@ class ChirpStackDecoder:
             raise ConfigurationError(f"registry device profiles name unknown codecs {unknown}; known: "
                                      f"{sorted(CODECS)}")
         self._gateway_ids = {eui: g.id for eui, g in registry.lora_gateways.items()}
+        self._radio_tags: dict[tuple[str, str], Mapping[str, str]] = {}
         # one handler per event type, by ChirpStack's name for it (the topic's last level)
         self._handlers = {"up": self._up, "status": self._status, "location": self._location, "join": self._join,
                           "ack": self._ack, "txack": self._txack, "log": self._log, "integration": self._integration}
@@ -376,13 +378,28 @@ class ChirpStackDecoder:
             shared = _RADIO_FSK((*common, mod.fsk.datarate))
         else:
             shared = _RADIO_COMMON(common)
-        gateway_ids = self._gateway_ids
+        radio_tags = self._radio_tags
         records = []
         for rx in ev.rx_info:  # the uplink's fields (shared) are rendered once for all its receiving gateways
-            gw = rx.gateway_id.lower()
-            records.append(Record("radio", dev_eui, {"rx_gateway": gateway_ids.get(gw) or gw, "modulation": kind},
-                                  _RADIO_RX((rx.rssi, round(rx.snr, 2), rx.channel), shared), t, Store.OPS))
+            gw = rx.gateway_id
+            tags = radio_tags.get((gw, kind)) or self._radio_tag_set(gw, kind)
+            records.append(Record("radio", dev_eui, tags, _RADIO_RX((rx.rssi, round(rx.snr, 2), rx.channel), shared),
+                                  t, Store.OPS))
         return records
+
+    def _radio_tag_set(self, gateway_id: str, kind: str) -> Mapping[str, str]:
+        """A radio point's own tags, one ``TagSet`` per gateway and modulation (the pipeline merges it with the
+        device's once); a plain mapping when line protocol cannot carry them (the pipeline then says why)."""
+        gw = gateway_id.lower()
+        tags = {"rx_gateway": self._gateway_ids.get(gw) or gw, "modulation": kind}
+        try:
+            tag_set: Mapping[str, str] = TagSet(tags)
+        except LineProtocolError:
+            return tags
+        if len(self._radio_tags) >= 10_000:  # bounded: gateway ids come from the network
+            self._radio_tags.clear()
+        self._radio_tags[(gateway_id, kind)] = tag_set
+        return tag_set
 
     def _object_names(self, sensor_id: str, values: list[tuple[str, object]]) -> list[tuple[str, object]]:
         fields = self.registry.sensors[sensor_id].fields
