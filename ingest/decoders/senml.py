@@ -100,6 +100,7 @@ _CONVERSIONS: dict[tuple[str, str], Callable[[float], float]] = {
     ("μg/m3", "ug/m3"): lambda x: x,
 }
 _JOULES_PER_KWH = 3_600_000
+_EXACT = 2**53  # integers a float holds exactly
 
 
 def _is_number(x: object) -> bool:
@@ -199,7 +200,13 @@ def decode(msg: Message) -> list[Reading]:
         if not device:
             raise DecodeError("missing_device", f"record {i}: no base name and no topic level to name the device")
 
-        seconds = base_time + (_number(record, "t", i, "bad_timestamp") or 0.0) if "t" in record else base_time
+        seconds = base_time
+        if "t" in record:
+            t = record["t"]
+            if (type(t) is float and t - t == 0.0) or (type(t) is int and -_EXACT < t < _EXACT):  # the common case
+                seconds += t
+            else:  # anything else: _number says what is wrong with it
+                seconds += _number(record, "t", i, "bad_timestamp") or 0.0
         time = times.get(seconds)
         if time is None:
             time = times[seconds] = _resolve_time(seconds, msg.received_at)
