@@ -15,15 +15,17 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, NamedTuple
+from enum import Enum
+from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
 from paho.mqtt.client import topic_matches_sub
 
 from ingest.decoders import NAMES, Decoder, bind
 from smartzone.errors import ConfigurationError, DecodeError
-from smartzone.model import DeadLetter, Decoded, Message, Point, Reading, Record, Store, to_ns
+from smartzone.model import DeadLetter, Decoded, FieldValue, Message, Point, Reading, Record, Store, to_ns
 from smartzone.quantities import QUANTITIES, Quantity
 from smartzone.registry import Registry, SensorInfo
 from smartzone.settings import Route, Settings
@@ -63,7 +65,14 @@ class Outcome(NamedTuple):  # one per message: a NamedTuple builds in a third of
     problems: list[DecodeError] = []  # noqa: RUF012 - what the letter says, one by one; never mutated
 
 
-_NO_PSEUDONYMISER = object()
+class _Default(Enum):
+    """The default of ``Pipeline.from_settings``'s pseudonymiser (None means none)."""
+
+    PSEUDONYMISER = "the pseudonymiser over the peppers in <data_dir>/peppers"
+
+
+_K = TypeVar("_K")
+_V = TypeVar("_V")
 
 
 class Pipeline:
@@ -99,7 +108,7 @@ class Pipeline:
 
     @classmethod
     def from_settings(cls, settings: Settings, registry: Registry, charter: Charter, *,
-                      pseudonymiser: Pseudonymiser | object | None = _NO_PSEUDONYMISER) -> Pipeline:
+                      pseudonymiser: Pseudonymiser | _Default | None = _Default.PSEUDONYMISER) -> Pipeline:
         """The pipeline the settings describe: routes and limits from ``[ingest]``, the oldest acceptable
         reading from the charter's raw retention, and (unless given, or None for none) the pseudonymiser
         over the peppers in ``<data_dir>/peppers``. The one way the worker, replay, backfill, benchmarks
@@ -113,7 +122,7 @@ class Pipeline:
             max_payload_bytes=ing.max_payload_bytes,
             max_future=timedelta(seconds=ing.max_future),
             max_age=timedelta(seconds=charter.retention_s["raw"]),
-            pseudonymiser=(pseudonymiser_for(settings, charter) if pseudonymiser is _NO_PSEUDONYMISER
+            pseudonymiser=(pseudonymiser_for(settings, charter) if isinstance(pseudonymiser, _Default)
                            else pseudonymiser),
         )
 
@@ -144,7 +153,7 @@ class Pipeline:
             return self._reject(msg, [exc])
         except Exception as exc:  # a decoder bug must not crash the worker nor lose the message
             return self._reject(msg, [DecodeError("decoder_error", f"{source}: {type(exc).__name__}: {exc}")])
-        if type(readings) is Decoded:
+        if isinstance(readings, Decoded):
             return self._validate(msg, readings.readings, readings.records, readings.problems)
         if not readings:
             return self._reject(msg, [DecodeError("no_readings", f"{source} found no values in the payload")])
@@ -173,27 +182,27 @@ class Pipeline:
         found = next(((name, dec) for flt, name, dec in self.routes if topic_matches_sub(flt, topic)), None)
         return _cache(self._route_cache, topic, found)
 
-    def _validate(self, msg: Message, readings: list[Reading], records: list[Record] = (),
-                  problems: list[DecodeError] = ()) -> Outcome:
+    def _validate(self, msg: Message, readings: Sequence[Reading], records: Sequence[Record] = (),
+                  decode_problems: Sequence[DecodeError] = ()) -> Outcome:
         # The hot path of the worker: keep it to dict look-ups and integer comparisons.
-        problems = list(problems)
-        points: dict[tuple[str, str, int], tuple[TagSet, dict]] = {}
+        problems = list(decode_problems)
+        points: dict[tuple[str, str, int], tuple[TagSet, dict[str, FieldValue]]] = {}
         received = msg.received_at
         received_ns = to_ns(received)
         gateway_id = msg.gateway_id
         resolved = self._resolved
         ns_of: dict[datetime, int] = {}
         n = 0
-        last_sensor, entry = None, (None, None)
+        last_sensor: str | None = None
+        entry: tuple[SensorInfo | None, TagSet | None] = (None, None)
         for r in readings:
             if r.sensor_id is not last_sensor:  # packs and multi-value messages repeat one device
                 last_sensor = r.sensor_id
                 key = (gateway_id, last_sensor)
-                entry = resolved.get(key)
-                if entry is None:
-                    entry = self._resolve(key)
+                found = resolved.get(key)
+                entry = found if found is not None else self._resolve(key)
             info, tags = entry
-            if info is None:
+            if info is None or tags is None:
                 problems.append(DecodeError("unknown_device", f"device {r.sensor_id!r} on gateway "
                                                               f"{gateway_id!r} is not in the registry"))
                 continue
@@ -202,14 +211,17 @@ class Pipeline:
                 problems.append(DecodeError("unknown_field", f"{r.quantity!r} of {info.id} is not a known "
                                                              "quantity and the registry maps it to none"))
                 continue
-            value = r.value
-            tv = type(value)
-            if (tv is float or tv is int) and q.kind != "bool" and q.min <= value <= q.max:  # the common case
+            raw = r.value
+            tv = type(raw)
+            lo, hi = q.min, q.max
+            value: FieldValue | None = raw
+            if (tv is float or tv is int) and q.kind != "bool" and lo is not None and hi is not None \
+                    and lo <= raw <= hi:  # the common case
                 if q.kind == "float":
-                    value = float(value)
-                elif tv is float:  # a count sent as 3.0 is 3; as 3.5, _coerce below says why not
-                    value = int(value) if value.is_integer() else None
-            else:
+                    value = float(raw)
+                elif isinstance(raw, float):  # a count sent as 3.0 is 3; as 3.5, _coerce below says why not
+                    value = int(raw) if raw.is_integer() else None
+            else:  # a bool quantity (no bounds), or out of range, or not a number: _coerce says which
                 value = None
             if value is None:
                 try:
@@ -221,9 +233,10 @@ class Pipeline:
             if t is received:
                 ns = received_ns
             else:
-                ns = ns_of.get(t)
-                if ns is None:
-                    ns = ns_of[t] = to_ns(t)
+                seen = ns_of.get(t)
+                if seen is None:
+                    seen = ns_of[t] = to_ns(t)
+                ns = seen
             if ns - received_ns > self._max_future_ns or received_ns - ns > self._max_age_ns:
                 problems.append(self._time_problem(t, ns, msg.received_at, received_ns, q.key))
                 continue
@@ -247,7 +260,7 @@ class Pipeline:
         letter = self._letter(msg, problems) if problems else None
         return Outcome(out, letter, problems)
 
-    def _records(self, msg: Message, records: list[Record], out: list[Point], problems: list[DecodeError]) -> None:
+    def _records(self, msg: Message, records: Sequence[Record], out: list[Point], problems: list[DecodeError]) -> None:
         """Radio metadata, positions and operational events: resolved, time-checked, made Points."""
         received_ns = to_ns(msg.received_at)
         gateway_id = msg.gateway_id
@@ -345,7 +358,7 @@ class Pipeline:
             return WITHHELD_PAYLOAD
 
 
-def _cache(cache: dict, key, value):
+def _cache(cache: dict[_K, _V], key: _K, value: _V) -> _V:
     """Remember ``value`` under ``key`` in a cache that is emptied when it reaches its bound."""
     if len(cache) >= _CACHE_MAX:
         cache.clear()

@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
 
 from smartzone.model import FieldValue, Point, Store
 
@@ -66,7 +67,7 @@ _measurements: dict[str, str] = {}
 _keys: dict[str, str] = {}
 
 
-def _cached(cache: dict[str, str], text: str, escape) -> str:
+def _cached(cache: dict[str, str], text: str, escape: Callable[[str], str]) -> str:
     escaped = escape(text)
     if len(cache) >= _CACHE_MAX:
         cache.clear()
@@ -153,6 +154,7 @@ def field_set(fields: Mapping[str, FieldValue]) -> str:
     """``k=v,...`` in the mapping's order, or ``LineProtocolError``."""
     body = []
     keys = _keys
+    v: Any  # dispatched on its exact type below (mypy narrows isinstance, not a saved type(v))
     for k, v in fields.items():
         ek = keys.get(k) or _cached(keys, k, escape_key)
         tv = type(v)
@@ -241,11 +243,11 @@ class Fields(Mapping[str, FieldValue]):
     (``shared``: the uplink-wide part of its radio points, rendered once for all of them). A read-only mapping,
     usable wherever ``Point.fields`` is; a key of its own hides a shared one (rendered by the generic path)."""
 
-    __slots__ = ("_rendered", "layout", "shared", "values")
+    __slots__ = ("_rendered", "data", "layout", "shared")
 
     def __init__(self, layout: FieldLayout, values: tuple[FieldValue, ...], shared: Fields | None = None) -> None:
         self.layout = layout
-        self.values = values
+        self.data = values  # not ``values``: that is the Mapping method
         self.shared = shared
         self._rendered: str | None = None
 
@@ -253,7 +255,7 @@ class Fields(Mapping[str, FieldValue]):
         """``k=v,...`` (its own, then the shared), or "" when the generic path must render (and refuse) it."""
         r = self._rendered
         if r is None:
-            r = self.layout.render(self.values) or ""
+            r = self.layout.render(self.data) or ""
             shared = self.shared
             if r and shared is not None:
                 tail = shared.rendered()
@@ -265,7 +267,7 @@ class Fields(Mapping[str, FieldValue]):
     def __getitem__(self, key: str) -> FieldValue:
         i = self.layout.index.get(key)
         if i is not None:
-            return self.values[i]
+            return self.data[i]
         if self.shared is None:
             raise KeyError(key)
         return self.shared[key]
@@ -304,6 +306,7 @@ def render_by_store(points: Iterable[Point]) -> tuple[dict[Store, list[str]], li
                 ln = f"{em}{tags.rendered} {body} {ns}"
         else:
             parts: list[str] = []
+            v: Any  # dispatched on its exact type below (mypy narrows isinstance, not a saved type(v))
             for k, v in fields.items():
                 ek = keys.get(k)
                 tv = type(v)
@@ -336,7 +339,7 @@ def render_by_store(points: Iterable[Point]) -> tuple[dict[Store, list[str]], li
     return out, bad
 
 
-def line(measurement: str, tags: Mapping[str, str | None], fields: Mapping[str, FieldValue],
+def line(measurement: str, tags: Mapping[str, str], fields: Mapping[str, FieldValue],
          time_ns: int) -> str:
     """``render`` of one point given by its parts."""
     return render(Point(measurement, tags, fields, time_ns))
