@@ -128,11 +128,12 @@ def encode(values: dict[str, float | int | bool], f_port: int | None = None) -> 
             raise ValueError(f"type 0x{type_:02X} needs all of {named}")
         frame.append(type_)
         for name, width, signed, divisor in fields:
-            raw = 0 if name is None else round(values[name] * divisor)
+            value = 0 if name is None else values[name]  # a skipped field is sent as 0
+            raw = round(value * divisor)
             try:
                 frame += raw.to_bytes(width, "big", signed=signed)
             except OverflowError:
-                raise ValueError(f"{name}={values[name]!r} does not fit {width} bytes") from None
+                raise ValueError(f"{name}={value!r} does not fit {width} bytes") from None
         used += len(present)
     if used != len(values):
         raise ValueError(f"cannot place {sorted(set(values) - {f[0] for fs in _TYPES.values() for f in fs})}")

@@ -94,13 +94,14 @@ def encode(values: dict[str, float | int | bool], f_port: int | None = None) -> 
             raise ValueError(f"channel 0x{cid:02X} needs all of {named}")
         frame += bytes((cid, ctype))
         for name, width in fields:
-            raw = values[name]
+            value = 0 if name is None else values[name]  # a skipped field is sent as 0
+            raw = value
             if isinstance(raw, float):
                 raw = round(raw)
             try:
                 frame += int(raw).to_bytes(width, "little")
             except OverflowError:
-                raise ValueError(f"{name}={values[name]!r} does not fit {width} bytes") from None
+                raise ValueError(f"{name}={value!r} does not fit {width} bytes") from None
         used += len(present)
     if used != len(values):
         raise ValueError(f"cannot place all of {sorted(values)}")

@@ -36,8 +36,10 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
+from types import ModuleType
+from typing import Any
 
 import orjson
 from chirpstack_api.common import common_pb2
@@ -48,16 +50,18 @@ from google.protobuf.message import DecodeError as ProtobufDecodeError
 
 from ingest.codecs import CODECS
 from smartzone.errors import ConfigurationError, DecodeError
-from smartzone.model import EPOCH, Decoded, Message, Reading, Record, Store
+from smartzone.model import EPOCH, Decoded, FieldValue, Message, Reading, Record, Store
 from smartzone.registry import Registry
 from storage.lineprotocol import FieldLayout, LineProtocolError, TagSet
 
 NAME = "chirpstack"
 
 _EUI = re.compile(r"[0-9a-f]{16}")
+# chirpstack-api and protobuf ship no type information: their messages and classes are Any to mypy
+Event = Any
 
 
-def _integration_event_class():
+def _integration_event_class() -> Any:
     """``integration.IntegrationEvent`` as ChirpStack's integration.proto defines it."""
     pool = descriptor_pool.Default()
     try:
@@ -143,11 +147,11 @@ _RADIO_LORA = FieldLayout({**_UPLINK, "bandwidth": int, "spreading_factor": int,
 _RADIO_FSK = FieldLayout({**_UPLINK, "bitrate": int})
 
 
-def make(registry: Registry):
+def make(registry: Registry) -> Callable[[Message], Decoded]:
     return ChirpStackDecoder(registry).decode
 
 
-def parse_event(event_type: str, payload: bytes):
+def parse_event(event_type: str, payload: bytes) -> Event:
     """The event as its chirpstack-api message, from JSON or protobuf; DecodeError when it is neither."""
     cls = EVENTS.get(event_type)
     if cls is None:
@@ -273,11 +277,12 @@ _UPLINK_JSON_NAMES = frozenset({f.json_name for f in pb.UplinkEvent.DESCRIPTOR.f
                                | {f.name for f in pb.UplinkEvent.DESCRIPTOR.fields})
 
 
-def _time(ts) -> datetime:
+def _time(ts: Event) -> datetime:
     return EPOCH + timedelta(seconds=ts.seconds, microseconds=ts.nanos // 1000)
 
 
-def _flatten(prefix: str, value, out: list[tuple[str, object]]) -> None:
+def _flatten(prefix: str, value: Any, out: list[tuple[str, Any]]) -> None:
+    """A decoded JSON object's leaves as (dotted path, value): the pipeline checks every value."""
     if isinstance(value, dict):
         for k, v in value.items():
             _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
@@ -334,7 +339,7 @@ class ChirpStackDecoder:
         records = self._radio(ev, dev_eui, t)
         problems: list[DecodeError] = []
         position: dict[str, float] = {}
-        values: list[tuple[str, object]] = []
+        values: list[tuple[str, Any]] = []  # JSON or codec values: the pipeline checks each
         if ev.HasField("object") and len(ev.object.fields):
             _flatten("", json_format.MessageToDict(ev.object), values)
             values = self._object_names(sensor_id, values)
@@ -401,7 +406,7 @@ class ChirpStackDecoder:
         self._radio_tags[(gateway_id, kind)] = tag_set
         return tag_set
 
-    def _object_names(self, sensor_id: str, values: list[tuple[str, object]]) -> list[tuple[str, object]]:
+    def _object_names(self, sensor_id: str, values: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
         fields = self.registry.sensors[sensor_id].fields
         out = []
         for name, value in values:
@@ -415,12 +420,13 @@ class ChirpStackDecoder:
             out.append((q or name, value))
         return out
 
-    def _codec_names(self, sensor_id: str, codec, values) -> list[tuple[str, object]]:
+    def _codec_names(self, sensor_id: str, codec: ModuleType,
+                     values: list[tuple[str, float | int | bool]]) -> list[tuple[str, Any]]:
         fields = self.registry.sensors[sensor_id].fields
         default = getattr(codec, "quantity", None)
         return [(fields.get(n) or (default(n) if default else None) or n, v) for n, v in values]
 
-    def _status(self, msg: Message, ev: pb.StatusEvent, dev_eui: str, sensor_id: str, t) -> Decoded:
+    def _status(self, msg: Message, ev: Event, dev_eui: str, sensor_id: str, t: datetime | None) -> Decoded:
         t = t or msg.received_at
         readings = [
             Reading(t, dev_eui, "gateway_health.link_margin", ev.margin, None, NAME),
@@ -430,7 +436,7 @@ class ChirpStackDecoder:
             readings.append(Reading(t, dev_eui, "gateway_health.battery", round(ev.battery_level, 2), None, NAME))
         return Decoded(readings, [])
 
-    def _location(self, msg: Message, ev: pb.LocationEvent, dev_eui: str, sensor_id: str, t) -> Decoded:
+    def _location(self, msg: Message, ev: Event, dev_eui: str, sensor_id: str, t: datetime | None) -> Decoded:
         loc = ev.location
         if not (-90 <= loc.latitude <= 90 and -180 <= loc.longitude <= 180):
             raise DecodeError("out_of_range", f"location {loc.latitude}, {loc.longitude} is not on Earth")
@@ -439,28 +445,29 @@ class ChirpStackDecoder:
         return Decoded([], [_position(dev_eui, t or msg.received_at, pos,
                                       _LOCATION_SOURCES.get(loc.source, "unknown"))])
 
-    def _ops(self, msg: Message, dev_eui: str, event: str, fields: dict, t, tags: dict | None = None) -> Decoded:
+    def _ops(self, msg: Message, dev_eui: str, event: str, fields: dict[str, FieldValue], t: datetime | None,
+             tags: dict[str, str] | None = None) -> Decoded:
         return Decoded([], [Record("lorawan_events", dev_eui, {"event": event, **(tags or {})}, fields,
                                    t or msg.received_at, Store.OPS)])
 
-    def _join(self, msg, ev: pb.JoinEvent, dev_eui, sensor_id, t) -> Decoded:
+    def _join(self, msg: Message, ev: Event, dev_eui: str, sensor_id: str, t: datetime | None) -> Decoded:
         return self._ops(msg, dev_eui, "join", {"dev_addr": ev.dev_addr or "", "count": 1}, t)
 
-    def _ack(self, msg, ev: pb.AckEvent, dev_eui, sensor_id, t) -> Decoded:
+    def _ack(self, msg: Message, ev: Event, dev_eui: str, sensor_id: str, t: datetime | None) -> Decoded:
         return self._ops(msg, dev_eui, "ack", {"acknowledged": ev.acknowledged, "f_cnt_down": ev.f_cnt_down,
                                                    "queue_item_id": ev.queue_item_id, "count": 1}, t)
 
-    def _txack(self, msg, ev: pb.TxAckEvent, dev_eui, sensor_id, t) -> Decoded:
+    def _txack(self, msg: Message, ev: Event, dev_eui: str, sensor_id: str, t: datetime | None) -> Decoded:
         gw = ev.gateway_id.lower()
         tags = {"rx_gateway": self._gateway_ids.get(gw) or gw}
         return self._ops(msg, dev_eui, "txack", {"f_cnt_down": ev.f_cnt_down, "downlink_id": ev.downlink_id,
                                                      "frequency": ev.tx_info.frequency, "count": 1}, t, tags)
 
-    def _log(self, msg, ev: pb.LogEvent, dev_eui, sensor_id, t) -> Decoded:
+    def _log(self, msg: Message, ev: Event, dev_eui: str, sensor_id: str, t: datetime | None) -> Decoded:
         tags = {"level": _LOG_LEVELS.get(ev.level, "info"), "code": _LOG_CODES.get(ev.code, "unknown")}
         return self._ops(msg, dev_eui, "log", {"description": ev.description[:1000], "count": 1}, t, tags)
 
-    def _integration(self, msg, ev, dev_eui, sensor_id, t) -> Decoded:
+    def _integration(self, msg: Message, ev: Event, dev_eui: str, sensor_id: str, t: datetime | None) -> Decoded:
         return self._ops(msg, dev_eui, "integration", {
             "integration_name": ev.integration_name[:200], "event_type": ev.event_type[:200], "count": 1}, t)
 

@@ -37,7 +37,7 @@ from smartzone.model import Message, Reading
 
 NAME = "generic_json"
 
-FIELDS = {
+FIELDS: dict[str, str] = {
     "temperature": "weather.temperature",
     "humidity": "weather.relative_humidity",
     "pressure": "weather.pressure",
@@ -74,7 +74,7 @@ def _decode_one(item: object, index: int, msg: Message, topic_device: str) -> li
         raise DecodeError("malformed", f"item {index}: 'readings' must be a JSON object of name -> value")
     t = parse_time(item["time"], msg.tz) if "time" in item else msg.received_at
     return [
-        Reading(t, device, FIELDS.get(k, k), v, msg.gateway_id, NAME)
+        Reading(t, device, FIELDS.get(k) or k, v, msg.gateway_id, NAME)
         for k, v in values.items()
         if v is not None and k not in IGNORED
     ]

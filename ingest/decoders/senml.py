@@ -37,6 +37,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import TypeGuard
 
 from ingest.decoders._json import load_json
 from smartzone.errors import DecodeError
@@ -103,7 +104,7 @@ _JOULES_PER_KWH = 3_600_000
 _EXACT = 2**53  # integers a float holds exactly
 
 
-def _is_number(x: object) -> bool:
+def _is_number(x: object) -> TypeGuard[float | int]:
     return isinstance(x, int | float) and not isinstance(x, bool)
 
 

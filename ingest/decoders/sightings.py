@@ -180,6 +180,8 @@ class SightingsDecoder:
         if identifier is None:
             what = "a 48-bit MAC address" if key == "mac" else "a vehicle id (letters and digits, at most 16)"
             raise DecodeError("bad_identifier", f"{where}: '{key}' is not {what}")
+        if self.pseudonymiser is None:  # __call__ refused the message already
+            raise DecodeError("no_pepper", "this worker has no pepper store")
         subject = self.pseudonymiser(identifier, t)
         if subject is None:
             raise DecodeError("pepper_destroyed", f"{where}: its time {t.isoformat()} falls in a period whose "

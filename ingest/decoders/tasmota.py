@@ -32,7 +32,7 @@ from smartzone.model import Message, Reading
 
 NAME = "tasmota"
 
-FIELDS = {
+FIELDS: dict[str, str] = {
     "Temperature": "weather.temperature",
     "Humidity": "weather.relative_humidity",
     "Pressure": "weather.pressure",
@@ -68,7 +68,7 @@ _PRESSURE_UNITS: dict[str, Callable[[float], float]] = {
 }
 
 
-def _unit(doc: dict, key: str, table: dict[str, Callable[[float], float]], default: str):
+def _unit(doc: dict, key: str, table: dict[str, Callable[[float], float]], default: str) -> Callable[[float], float]:
     unit = doc.get(key, default)
     if not isinstance(unit, str) or unit not in table:
         raise DecodeError("unit_mismatch", f"Tasmota {key} {unit!r} is not one of {sorted(table)}")
@@ -102,7 +102,7 @@ def decode(msg: Message) -> list[Reading]:
         for key, raw in sensor.items():
             if key in IGNORED or isinstance(raw, dict):
                 continue
-            quantity = FIELDS.get(key, key)
+            quantity = FIELDS.get(key) or key
             channels = list(enumerate(raw, 1)) if isinstance(raw, list) else [(0, raw)]
             for channel, value in channels:
                 if isinstance(value, int | float) and not isinstance(value, bool):
