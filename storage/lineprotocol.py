@@ -258,7 +258,9 @@ class Fields(Mapping[str, FieldValue]):
             r = self.layout.render(self.data) or ""
             shared = self.shared
             if r and shared is not None:
-                tail = shared.rendered()
+                tail = shared._rendered
+                if tail is None:  # the first of the points that share it
+                    tail = shared.rendered()
                 ok = tail and shared.shared is None and self.layout.index.keys().isdisjoint(shared.layout.keys)
                 r = f"{r},{tail}" if ok else ""
             self._rendered = r

@@ -52,13 +52,14 @@ from ingest.codecs import CODECS
 from smartzone.errors import ConfigurationError, DecodeError
 from smartzone.model import EPOCH, Decoded, FieldValue, Message, Reading, Record, Store
 from smartzone.registry import Registry
-from storage.lineprotocol import FieldLayout, LineProtocolError, TagSet
+from storage.lineprotocol import FieldLayout, Fields, LineProtocolError, TagSet
 
 NAME = "chirpstack"
 
 _EUI = re.compile(r"[0-9a-f]{16}")
 # chirpstack-api and protobuf ship no type information: their messages and classes are Any to mypy
 Event = Any
+_new = tuple.__new__  # Reading(...), Record(...) without the Python frame of NamedTuple.__new__ (hot path)
 
 
 def _integration_event_class() -> Any:
@@ -361,7 +362,7 @@ class ChirpStackDecoder:
                 if isinstance(value, int | float) and not isinstance(value, bool):
                     position[axis] = float(value)
                 continue
-            readings.append(Reading(t, dev_eui, name, value, None, NAME))
+            readings.append(_new(Reading, (t, dev_eui, name, value, None, NAME)))
         if "latitude" in position and "longitude" in position:
             try:
                 records.append(_position(dev_eui, t, position, "gps_payload"))
@@ -377,19 +378,19 @@ class ChirpStackDecoder:
                                           len(ev.rx_info))
         if kind == "lora":
             lora = mod.lora
-            shared = _RADIO_LORA((*common, lora.bandwidth, lora.spreading_factor,
-                                  _CODE_RATES.get(lora.code_rate, lora.code_rate_legacy or "")))
+            code_rate = _CODE_RATES.get(lora.code_rate, lora.code_rate_legacy or "")
+            shared = Fields(_RADIO_LORA, (*common, lora.bandwidth, lora.spreading_factor, code_rate))
         elif kind == "fsk":
-            shared = _RADIO_FSK((*common, mod.fsk.datarate))
+            shared = Fields(_RADIO_FSK, (*common, mod.fsk.datarate))
         else:
-            shared = _RADIO_COMMON(common)
+            shared = Fields(_RADIO_COMMON, common)
         radio_tags = self._radio_tags
         records = []
         for rx in ev.rx_info:  # the uplink's fields (shared) are rendered once for all its receiving gateways
             gw = rx.gateway_id
             tags = radio_tags.get((gw, kind)) or self._radio_tag_set(gw, kind)
-            records.append(Record("radio", dev_eui, tags, _RADIO_RX((rx.rssi, round(rx.snr, 2), rx.channel), shared),
-                                  t, Store.OPS))
+            fields = Fields(_RADIO_RX, (rx.rssi, round(rx.snr, 2), rx.channel), shared)
+            records.append(_new(Record, ("radio", dev_eui, tags, fields, t, Store.OPS)))
         return records
 
     def _radio_tag_set(self, gateway_id: str, kind: str) -> Mapping[str, str]:

@@ -102,6 +102,7 @@ _CONVERSIONS: dict[tuple[str, str], Callable[[float], float]] = {
 }
 _JOULES_PER_KWH = 3_600_000
 _EXACT = 2**53  # integers a float holds exactly
+_new = tuple.__new__  # Reading(...) without the Python frame of NamedTuple.__new__ (hot path)
 
 
 def _is_number(x: object) -> TypeGuard[float | int]:
@@ -231,7 +232,7 @@ def decode(msg: Message) -> list[Reading]:
         if has_value:
             if quantity is not None and unit is not None:
                 value = _convert(value, unit, quantity, f"record {i} ({base_name or ''}{name})")
-            readings.append(Reading(time, device, quantity or field, value, gateway_id, NAME))
+            readings.append(_new(Reading, (time, device, quantity or field, value, gateway_id, NAME)))
 
         if "s" in record:
             total = record["s"]
