@@ -92,8 +92,11 @@ def _load_days(settings_json: str, days: list[tuple[int, str]], step, pseudo_cut
                     every = res.get(Store.PSEUDONYMOUS, [])
                     pseudo = [ln for ln in every if int(ln.rsplit(" ", 1)[1]) >= pseudo_cutoff_ns]
                     stats["pseudo_dropped"] += len(every) - len(pseudo)
-                    for db, lines, key in ((raw_db, res.get(Store.RAW), "raw"), (ops_db, res.get(Store.OPS), "ops"),
-                                           (pseudo_db, pseudo, "pseudo")):
+                    for db, lines, key in (
+                        (raw_db, res.get(Store.RAW), "raw"),
+                        (ops_db, res.get(Store.OPS), "ops"),
+                        (pseudo_db, pseudo, "pseudo"),
+                    ):
                         if lines:
                             stats[key] += len(lines)
                             buffers[db] += lines
@@ -116,9 +119,16 @@ def _run_charter(settings_json: str, now_iso: str, q) -> None:
     reports = job.run_once(now=datetime.fromisoformat(now_iso))
     elapsed = time.perf_counter() - t0
     job.close()
-    q.put({"s": elapsed, "windows": len(reports), "published": sum(r.published for r in reports),
-           "read_s": sum(r.read_s for r in reports), "apply_s": sum(r.apply_s for r in reports),
-           "rss_mb": psutil.Process().memory_info().rss / 2**20})
+    q.put(
+        {
+            "s": elapsed,
+            "windows": len(reports),
+            "published": sum(r.published for r in reports),
+            "read_s": sum(r.read_s for r in reports),
+            "apply_s": sum(r.apply_s for r in reports),
+            "rss_mb": psutil.Process().memory_info().rss / 2**20,
+        }
+    )
 
 
 def load_month(settings, first_day: datetime, step_s: float) -> dict:
@@ -140,8 +150,12 @@ def load_month(settings, first_day: datetime, step_s: float) -> dict:
     per = -(-DAYS // LOADERS)
     cutoff = int((datetime.now(UTC) - timedelta(hours=47)).timestamp()) * 10**9
     t0 = time.perf_counter()
-    procs = [ctx.Process(target=_load_days, args=(settings.model_dump_json(), days[k * per:(k + 1) * per], step,
-                                                  cutoff, q)) for k in range(LOADERS)]
+    procs = [
+        ctx.Process(
+            target=_load_days, args=(settings.model_dump_json(), days[k * per : (k + 1) * per], step, cutoff, q)
+        )
+        for k in range(LOADERS)
+    ]
     for p in procs:
         p.start()
     totals = {"messages": 0, "raw": 0, "ops": 0, "pseudo": 0, "pseudo_dropped": 0, "dead_letters": 0}
@@ -169,32 +183,41 @@ def load_month(settings, first_day: datetime, step_s: float) -> dict:
         projected = elapsed / len(steps) * DAYS
         if step.value < 120 and len(steps) >= LOADERS and projected > LOAD_BUDGET_S:
             step.value = 120.0
-            print(f"  projected {projected:.0f} s for {DAYS} days at step {day_step:.0f} s (over "
-                  f"{LOAD_BUDGET_S:.0f} s): the remaining days use step 120 s", flush=True)
+            print(
+                f"  projected {projected:.0f} s for {DAYS} days at step {day_step:.0f} s (over "
+                f"{LOAD_BUDGET_S:.0f} s): the remaining days use step 120 s",
+                flush=True,
+            )
     for p in procs:
         p.join()
         if p.exitcode != 0:
             raise SystemExit("a loader process failed")
     load_s = time.perf_counter() - t0
     used = sorted(set(steps.values()))
-    print(f"loaded {DAYS} days ({first_day.date()} .. {(first_day + timedelta(days=DAYS - 1)).date()}) through the "
-          f"ingest pipeline in {load_s:.0f} s ({LOADERS} loader processes; step "
-          f"{' / '.join(f'{s:.0f}' for s in used)} s: "
-          f"{', '.join(f'{sum(1 for v in steps.values() if v == s)} days at {s:.0f} s' for s in used)}): "
-          f"{totals['messages']:,} messages, {totals['raw']:,} raw lines, {totals['pseudo']:,} pseudonymous "
-          f"sightings (the last ~47 h only: {totals['pseudo_dropped']:,} older sightings dropped, the pseudonymous "
-          f"retention is 48 h), {totals['dead_letters']:,} dead-lettered messages (readings refused: "
-          f"{', '.join(f'{k} {v:,}' for k, v in sorted(reasons.items())) or 'none'}; as live, a sighting whose day's "
-          "pepper is already destroyed is refused, so pedestrian_flow has the last day only)", flush=True)
+    print(
+        f"loaded {DAYS} days ({first_day.date()} .. {(first_day + timedelta(days=DAYS - 1)).date()}) through the "
+        f"ingest pipeline in {load_s:.0f} s ({LOADERS} loader processes; step "
+        f"{' / '.join(f'{s:.0f}' for s in used)} s: "
+        f"{', '.join(f'{sum(1 for v in steps.values() if v == s)} days at {s:.0f} s' for s in used)}): "
+        f"{totals['messages']:,} messages, {totals['raw']:,} raw lines, {totals['pseudo']:,} pseudonymous "
+        f"sightings (the last ~47 h only: {totals['pseudo_dropped']:,} older sightings dropped, the pseudonymous "
+        f"retention is 48 h), {totals['dead_letters']:,} dead-lettered messages (readings refused: "
+        f"{', '.join(f'{k} {v:,}' for k, v in sorted(reasons.items())) or 'none'}; as live, a sighting whose day's "
+        "pepper is already destroyed is refused, so pedestrian_flow has the last day only)",
+        flush=True,
+    )
     now = first_day + timedelta(days=DAYS, minutes=5)
     cq = ctx.Queue()
     job = ctx.Process(target=_run_charter, args=(settings.model_dump_json(), now.isoformat(), cq))
     job.start()
     rep = cq.get(timeout=1800)
     job.join()
-    print(f"charter job (now = {now.isoformat()}): {rep['windows']} windows, {rep['published']:,} points published "
-          f"in {rep['s']:.1f} s (InfluxDB read {rep['read_s']:.1f} s, applying {rep['apply_s']:.1f} s), job RSS "
-          f"{rep['rss_mb']:.0f} MB", flush=True)
+    print(
+        f"charter job (now = {now.isoformat()}): {rep['windows']} windows, {rep['published']:,} points published "
+        f"in {rep['s']:.1f} s (InfluxDB read {rep['read_s']:.1f} s, applying {rep['apply_s']:.1f} s), job RSS "
+        f"{rep['rss_mb']:.0f} MB",
+        flush=True,
+    )
     return {"load_s": load_s, "steps": used, "totals": totals}
 
 
@@ -210,26 +233,43 @@ def open_rows(settings) -> dict[str, tuple[int, int]]:
         for name, ds in charter.datasets.items():
             m = quote_ident(name)
             total = influx.rows(f'SELECT count("n_contributors") FROM {m}', db)  # noqa: S608 - checked name
-            finest = influx.rows(f'SELECT count("n_contributors") FROM {m} WHERE "bin" = $b AND "resolution" = $r',  # noqa: S608
-                                 db, {"b": ds.time.bin, "r": str(ds.space.resolution)})
+            finest = influx.rows(
+                f'SELECT count("n_contributors") FROM {m} WHERE "bin" = $b AND "resolution" = $r',  # noqa: S608
+                db,
+                {"b": ds.time.bin, "r": str(ds.space.resolution)},
+            )
             out[name] = (int(total[0]["count"]) if total else 0, int(finest[0]["count"]) if finest else 0)
     return out
 
 
 # -- the API process ---------------------------------------------------------------------------------------
 def start_api(tmp: Path, influx_url: str, port: int) -> subprocess.Popen:
-    env = {**os.environ, "SMARTZONE_CONFIG": "/nonexistent.toml", "SMARTZONE_DATA_DIR": str(tmp / "api-data"),
-           "SMARTZONE_INFLUX__URL": influx_url, "SMARTZONE_CHARTER__OPEN_DATABASE": "smartzone_open",
-           "SMARTZONE_API__RATE_LIMIT": "1e9", "SMARTZONE_API__RATE_BURST": "1000000000",
-           "SMARTZONE_API__WORKERS": "1", "SMARTZONE_LOG_LEVEL": "WARNING"}
+    env = {
+        **os.environ,
+        "SMARTZONE_CONFIG": "/nonexistent.toml",
+        "SMARTZONE_DATA_DIR": str(tmp / "api-data"),
+        "SMARTZONE_INFLUX__URL": influx_url,
+        "SMARTZONE_CHARTER__OPEN_DATABASE": "smartzone_open",
+        "SMARTZONE_API__RATE_LIMIT": "1e9",
+        "SMARTZONE_API__RATE_BURST": "1000000000",
+        "SMARTZONE_API__WORKERS": "1",
+        "SMARTZONE_LOG_LEVEL": "WARNING",
+    }
     log = open(tmp / "api.log", "wb")  # noqa: SIM115 - owned by the child
-    proc = subprocess.Popen([sys.executable, "-m", "cli", "api", "--host", "127.0.0.1", "--port", str(port)],
-                            env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cli", "api", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        cwd=REPO,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"smartzone api exited with {proc.returncode}:\n"
-                             f"{(tmp / 'api.log').read_text(errors='replace')[-3000:]}")
+            raise SystemExit(
+                f"smartzone api exited with {proc.returncode}:\n{(tmp / 'api.log').read_text(errors='replace')[-3000:]}"
+            )
         try:
             if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
                 return proc
@@ -270,8 +310,11 @@ async def _response(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]:
 
 
 async def _scenario(port: int, paths: list[str], clients: int, n: int, warmup: int, kind: str) -> dict:
-    requests = [f"GET {p} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: application/json\r\n"
-                f"User-Agent: smartzone-bench\r\n\r\n".encode() for p in paths]
+    requests = [
+        f"GET {p} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: application/json\r\n"
+        f"User-Agent: smartzone-bench\r\n\r\n".encode()
+        for p in paths
+    ]
     conns = [await asyncio.open_connection("127.0.0.1", port) for _ in range(clients)]
     fails: list[str] = []
 
@@ -394,8 +437,15 @@ def export_csv(client: httpx.Client, path: str, api_pid: int) -> dict:
                 pages += 1
                 url = r.links.get("next", {}).get("url")
         secs = time.perf_counter() - t0
-    return {"rows": rows, "s": secs, "rows_per_s": rows / secs, "rss_growth_mb": rss.growth_mb,
-            "rss_before_mb": rss.before / 2**20, "rss_peak_mb": rss.peak / 2**20, "pages": pages}
+    return {
+        "rows": rows,
+        "s": secs,
+        "rows_per_s": rows / secs,
+        "rss_growth_mb": rss.growth_mb,
+        "rss_before_mb": rss.before / 2**20,
+        "rss_peak_mb": rss.peak / 2**20,
+        "pages": pages,
+    }
 
 
 def influx_csv(client: httpx.Client, settings, dataset: str, start: int, end: int) -> dict:
@@ -405,13 +455,23 @@ def influx_csv(client: httpx.Client, settings, dataset: str, start: int, end: in
 
     ds = Charter.load(settings.charter.path).datasets[dataset]
     cols = ", ".join(quote_ident(open_field(f, a)) for f, a in ds.outputs)
-    q = (f'SELECT "n_contributors", {cols}, "cell", "resolution", "bin", "charter_version" '  # noqa: S608 - checked
-         f'FROM {quote_ident(dataset)} WHERE time >= $start AND time < $end AND "bin" = $bin AND "resolution" = $res')
-    data = {"q": q, "db": settings.charter.open_database, "epoch": "ns",
-            "params": json.dumps({"start": start, "end": end, "bin": ds.time.bin, "res": str(ds.space.resolution)})}
+    q = (
+        f'SELECT "n_contributors", {cols}, "cell", "resolution", "bin", "charter_version" '  # noqa: S608 - checked
+        f'FROM {quote_ident(dataset)} WHERE time >= $start AND time < $end AND "bin" = $bin AND "resolution" = $res'
+    )
+    data = {
+        "q": q,
+        "db": settings.charter.open_database,
+        "epoch": "ns",
+        "params": json.dumps({"start": start, "end": end, "bin": ds.time.bin, "res": str(ds.space.resolution)}),
+    }
     t0 = time.perf_counter()
-    with client.stream("POST", f"{settings.influx.url}/query", data=data,
-                       headers={"Accept": "application/csv", "Accept-Encoding": "identity"}) as r:
+    with client.stream(
+        "POST",
+        f"{settings.influx.url}/query",
+        data=data,
+        headers={"Accept": "application/csv", "Accept-Encoding": "identity"},
+    ) as r:
         r.raise_for_status()
         lines = sum(chunk.count(b"\n") for chunk in r.iter_raw())
     secs = time.perf_counter() - t0
@@ -431,10 +491,24 @@ def influx_query_ms(client: httpx.Client, settings, dataset: str, first_day: dat
     try:
         for i in range(DAYS):
             start = int((first_day + timedelta(days=i)).timestamp()) * 10**9
-            q = ObservationQuery(store, dataset, ds, start, start + 86_400 * 10**9, "1h", 3_600 * 10**9, None,
-                                 select_outputs(ds, None, True), "finest")
-            data = {"q": q.select.format(where=q.where), "db": settings.charter.open_database, "epoch": "ns",
-                    "params": json.dumps(q.params)}
+            q = ObservationQuery(
+                store,
+                dataset,
+                ds,
+                start,
+                start + 86_400 * 10**9,
+                "1h",
+                3_600 * 10**9,
+                None,
+                select_outputs(ds, None, True),
+                "finest",
+            )
+            data = {
+                "q": q.select.format(where=q.where),
+                "db": settings.charter.open_database,
+                "epoch": "ns",
+                "params": json.dumps(q.params),
+            }
             t0 = time.perf_counter()
             r = client.post(f"{settings.influx.url}/query", data=data, headers={"Accept": "application/csv"})
             r.raise_for_status()
@@ -456,9 +530,13 @@ def api_bench(args: argparse.Namespace) -> str:
         influxd = services.influxd(tmp / "influxd").start()
         api = None
         try:
-            settings = Settings(data_dir=tmp / "data", registry=REPO / "gateways" / "registry" / "antwerp.yaml",
-                                influx={"url": influxd.url}, charter={"path": REPO / "datacharter" / "charter.yaml"},
-                                storage={"sql_url": f"sqlite:///{tmp / 'charter.db'}"})
+            settings = Settings(
+                data_dir=tmp / "data",
+                registry=REPO / "gateways" / "registry" / "antwerp.yaml",
+                influx={"url": influxd.url},
+                charter={"path": REPO / "datacharter" / "charter.yaml"},
+                storage={"sql_url": f"sqlite:///{tmp / 'charter.db'}"},
+            )
             load_month(settings, first_day, args.step)
             counts = open_rows(settings)
             print("open database rows per dataset (all levels / the charter's cell and bin):", flush=True)
@@ -475,35 +553,66 @@ def api_bench(args: argparse.Namespace) -> str:
             api = start_api(tmp, influxd.url, port)
             pids = {"api": api.pid, "influxd": influxd.proc.pid}
             api_proc = psutil.Process(api.pid)
-            print(f"API: smartzone api (uvicorn, 1 worker) pid {api.pid} on 127.0.0.1:{port}, ready; RSS "
-                  f"{api_proc.memory_info().rss / 2**20:.0f} MB", flush=True)
+            print(
+                f"API: smartzone api (uvicorn, 1 worker) pid {api.pid} on 127.0.0.1:{port}, ready; RSS "
+                f"{api_proc.memory_info().rss / 2**20:.0f} MB",
+                flush=True,
+            )
 
             def day(i: int) -> str:
                 return (first_day + timedelta(days=i)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
-            query = [f"/v1/datasets/{args.dataset}/observations?from={day(i)}&to={day(i + 1)}&resolution=1h"
-                     "&format=json" for i in range(DAYS)]
+            query = [
+                f"/v1/datasets/{args.dataset}/observations?from={day(i)}&to={day(i + 1)}&resolution=1h&format=json"
+                for i in range(DAYS)
+            ]
             with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=600) as client:
                 doc = client.get(query[-1]).json()
-                print(f"24 h query: {args.dataset} at 1 h resolution, one of the {DAYS} days per request (json); "
-                      f"{len(doc['observations'])} rows for the last day, "
-                      f"{len(client.get(query[-1]).content):,} bytes", flush=True)
+                print(
+                    f"24 h query: {args.dataset} at 1 h resolution, one of the {DAYS} days per request (json); "
+                    f"{len(doc['observations'])} rows for the last day, "
+                    f"{len(client.get(query[-1]).content):,} bytes",
+                    flush=True,
+                )
                 cat = client.get("/v1/datasets")
                 print(f"catalogue: /v1/datasets, HTTP {cat.status_code}, {len(cat.content):,} bytes", flush=True)
                 scenarios = []
                 for clients, n in ((1, args.requests_1), (32, args.requests_32)):
                     warm = max(20, 2 * clients)
-                    scenarios.append({"name": f"catalogue@{clients}", "paths": ["/v1/datasets"], "clients": clients,
-                                      "n": n, "warmup": warm, "kind": "catalogue"})
-                    scenarios.append({"name": f"query24h@{clients}", "paths": query, "clients": clients, "n": n,
-                                      "warmup": warm, "kind": "observations"})
-                month = (f"/v1/datasets/{big}/observations?from={day(0)}&to={day(DAYS)}&format=csv"
-                         f"&limit={settings.api.max_page_size}")
-                week = (f"/v1/datasets/{big}/observations?from={day(DAYS - 7)}&to={day(DAYS)}&format=csv"
-                        f"&limit={settings.api.max_page_size}")
+                    scenarios.append(
+                        {
+                            "name": f"catalogue@{clients}",
+                            "paths": ["/v1/datasets"],
+                            "clients": clients,
+                            "n": n,
+                            "warmup": warm,
+                            "kind": "catalogue",
+                        }
+                    )
+                    scenarios.append(
+                        {
+                            "name": f"query24h@{clients}",
+                            "paths": query,
+                            "clients": clients,
+                            "n": n,
+                            "warmup": warm,
+                            "kind": "observations",
+                        }
+                    )
+                month = (
+                    f"/v1/datasets/{big}/observations?from={day(0)}&to={day(DAYS)}&format=csv"
+                    f"&limit={settings.api.max_page_size}"
+                )
+                week = (
+                    f"/v1/datasets/{big}/observations?from={day(DAYS - 7)}&to={day(DAYS)}&format=csv"
+                    f"&limit={settings.api.max_page_size}"
+                )
                 span = (int(first_day.timestamp()) * 10**9, int((first_day + timedelta(days=DAYS)).timestamp()) * 10**9)
-                print(f"export: {big} (the largest dataset at the charter's cell and bin), format=csv, "
-                      f"limit={settings.api.max_page_size:,}, one week and the full month, streamed", flush=True)
+                print(
+                    f"export: {big} (the largest dataset at the charter's cell and bin), format=csv, "
+                    f"limit={settings.api.max_page_size:,}, one week and the full month, streamed",
+                    flush=True,
+                )
                 runs: dict[str, list[float]] = {}
                 failures = 0
 
@@ -520,8 +629,10 @@ def api_bench(args: argparse.Namespace) -> str:
                         keep(f"{name}.api_cpu_ms", x["api_cpu"] / x["cpu_requests"] * 1e3)
                         keep(f"{name}.influxd_cpu_ms", x["influxd_cpu"] / x["cpu_requests"] * 1e3)
                         keep(f"{name}.client_cpu_ms", x["client_cpu"] / x["n"] * 1e3)
-                        line.append(f"{name} p50 {x['p50_ms']:.1f} ms p99 {x['p99_ms']:.1f} ms {x['rps']:,.0f} r/s"
-                                    + (f" FAILED {x['fails']}: {x['fail_examples']}" if x["fails"] else ""))
+                        line.append(
+                            f"{name} p50 {x['p50_ms']:.1f} ms p99 {x['p99_ms']:.1f} ms {x['rps']:,.0f} r/s"
+                            + (f" FAILED {x['fails']}: {x['fail_examples']}" if x["fails"] else "")
+                        )
                     wk = export_csv(client, week, api.pid)
                     mo = export_csv(client, month, api.pid)
                     ix = influx_csv(client, settings, big, *span)
@@ -534,36 +645,52 @@ def api_bench(args: argparse.Namespace) -> str:
                     if mo["rows"] != ix["rows"]:
                         print(f"  WARNING: the API exported {mo['rows']:,} rows, InfluxDB holds {ix['rows']:,}")
                     print(f"run {r + 1}: " + "; ".join(line), flush=True)
-                    print(f"run {r + 1}: export week {wk['rows']:,} rows in {wk['s']:.2f} s = "
-                          f"{wk['rows_per_s']:,.0f} rows/s (RSS +{wk['rss_growth_mb']:.1f} MB), month {mo['rows']:,} "
-                          f"rows in {mo['s']:.2f} s = {mo['rows_per_s']:,.0f} rows/s (RSS {mo['rss_before_mb']:.0f} "
-                          f"-> peak {mo['rss_peak_mb']:.0f} MB, +{mo['rss_growth_mb']:.1f} MB, {mo['pages']} page); "
-                          f"InfluxDB CSV {ix['rows']:,} rows in {ix['s']:.2f} s = {ix['rows_per_s']:,.0f} rows/s",
-                          flush=True)
+                    print(
+                        f"run {r + 1}: export week {wk['rows']:,} rows in {wk['s']:.2f} s = "
+                        f"{wk['rows_per_s']:,.0f} rows/s (RSS +{wk['rss_growth_mb']:.1f} MB), month {mo['rows']:,} "
+                        f"rows in {mo['s']:.2f} s = {mo['rows_per_s']:,.0f} rows/s (RSS {mo['rss_before_mb']:.0f} "
+                        f"-> peak {mo['rss_peak_mb']:.0f} MB, +{mo['rss_growth_mb']:.1f} MB, {mo['pages']} page); "
+                        f"InfluxDB CSV {ix['rows']:,} rows in {ix['s']:.2f} s = {ix['rows_per_s']:,.0f} rows/s",
+                        flush=True,
+                    )
             med = {k: statistics.median(v) for k, v in runs.items()}
-            print(f"medians of {args.repeat} runs ({args.requests_1} requests at 1 client, {args.requests_32} at 32; "
-                  f"CPU per request: API process / influxd / load generator):")
+            print(
+                f"medians of {args.repeat} runs ({args.requests_1} requests at 1 client, {args.requests_32} at 32; "
+                f"CPU per request: API process / influxd / load generator):"
+            )
             for name in ("catalogue@1", "catalogue@32", "query24h@1", "query24h@32"):
-                print(f"  {name:<13} p50 {med[name + '.p50_ms']:7.1f} ms  p99 {med[name + '.p99_ms']:7.1f} ms  "
-                      f"{med[name + '.rps']:7,.0f} requests/s  | CPU {med[name + '.api_cpu_ms']:.2f} / "
-                      f"{med[name + '.influxd_cpu_ms']:.2f} / {med[name + '.client_cpu_ms']:.2f} ms")
-            print(f"  InfluxDB alone answers the API's 24 h query (its InfluxQL, CSV, httpx defaults) in "
-                  f"{med['influx.query24h_ms']:.1f} ms (median; the API's p50 at 1 client: "
-                  f"{med['query24h@1.p50_ms']:.1f} ms)")
+                print(
+                    f"  {name:<13} p50 {med[name + '.p50_ms']:7.1f} ms  p99 {med[name + '.p99_ms']:7.1f} ms  "
+                    f"{med[name + '.rps']:7,.0f} requests/s  | CPU {med[name + '.api_cpu_ms']:.2f} / "
+                    f"{med[name + '.influxd_cpu_ms']:.2f} / {med[name + '.client_cpu_ms']:.2f} ms"
+                )
+            print(
+                f"  InfluxDB alone answers the API's 24 h query (its InfluxQL, CSV, httpx defaults) in "
+                f"{med['influx.query24h_ms']:.1f} ms (median; the API's p50 at 1 client: "
+                f"{med['query24h@1.p50_ms']:.1f} ms)"
+            )
             p99 = med["query24h@32.p99_ms"]
             rate, irate = med["month.rows_per_s"], med["influx.rows_per_s"]
-            print(f"24 h query at 32 clients: p99 {p99:.1f} ms = {p99 / P99_TARGET_MS:.2f}x the {P99_TARGET_MS:.0f} ms "
-                  f"target ({'met' if p99 < P99_TARGET_MS else 'missed'}); failures {failures}")
-            print(f"CSV export of a month: {rate:,.0f} rows/s = {rate / EXPORT_TARGET:.2f}x the {EXPORT_TARGET:,} "
-                  f"target ({'met' if rate >= EXPORT_TARGET else 'missed'}); InfluxDB itself {irate:,.0f} rows/s "
-                  f"(API/InfluxDB {rate / irate:.2f}); week {med['week.rows_per_s']:,.0f} rows/s")
-            print(f"API RSS growth during the export: week +{med['week.rss']:.1f} MB, month +{med['month.rss']:.1f} MB "
-                  f"(API RSS now {api_proc.memory_info().rss / 2**20:.0f} MB)")
+            print(
+                f"24 h query at 32 clients: p99 {p99:.1f} ms = {p99 / P99_TARGET_MS:.2f}x the {P99_TARGET_MS:.0f} ms "
+                f"target ({'met' if p99 < P99_TARGET_MS else 'missed'}); failures {failures}"
+            )
+            print(
+                f"CSV export of a month: {rate:,.0f} rows/s = {rate / EXPORT_TARGET:.2f}x the {EXPORT_TARGET:,} "
+                f"target ({'met' if rate >= EXPORT_TARGET else 'missed'}); InfluxDB itself {irate:,.0f} rows/s "
+                f"(API/InfluxDB {rate / irate:.2f}); week {med['week.rows_per_s']:,.0f} rows/s"
+            )
+            print(
+                f"API RSS growth during the export: week +{med['week.rss']:.1f} MB, month +{med['month.rss']:.1f} MB "
+                f"(API RSS now {api_proc.memory_info().rss / 2**20:.0f} MB)"
+            )
             if failures:
                 print(f"WARNING: {failures} requests failed (not 200, or empty)")
-            return (f"api: p50_ms={med['query24h@32.p50_ms']:.1f} p99_ms={p99:.1f} "
-                    f"rps={med['query24h@32.rps']:.0f} export_rows_per_s={rate:.0f} "
-                    f"rss_growth_mb={med['month.rss']:.1f}")
+            return (
+                f"api: p50_ms={med['query24h@32.p50_ms']:.1f} p99_ms={p99:.1f} "
+                f"rps={med['query24h@32.rps']:.0f} export_rows_per_s={rate:.0f} "
+                f"rss_growth_mb={med['month.rss']:.1f}"
+            )
         finally:
             if api is not None and api.poll() is None:
                 api.terminate()
@@ -572,4 +699,3 @@ def api_bench(args: argparse.Namespace) -> str:
                 except subprocess.TimeoutExpired:
                     api.kill()
             influxd.stop()
-

@@ -63,15 +63,22 @@ def ops_history(influx, settings, now: datetime) -> int:
             received, readings = received + got, readings + got * 2
             new = 1 if i % 97 == w else 0
             dead += new
-            lines.append(f"ingest,worker={worker} received={received}i,decoded={received - dead}i,"
-                         f"readings={readings}i,dead_lettered={dead}i,lines_written={readings}i,lines_rejected=0i,"
-                         f"batches={i}i,batches_spooled=0i,batches_unspooled=0i,spool_files=0i,retries=0i,"
-                         f"acked={received}i,queue_depth={got % 5}i,backlog_bytes={got * 40}i,"
-                         f"write_latency_ms_p50={3 + got % 4}.1,write_latency_ms_max={9 + got % 9}.3 {ns}")
-            lines += [f"deadletters,worker={worker},reason={r} count={dead}i,new={new if k == 0 else 0}i {ns}"
-                      for k, r in enumerate(REASONS)]
-            lines += [f"sensors,{tags} readings={1 + (i + j) % 3}i {ns}"
-                      for j, tags in enumerate(series) if (i + j) % len(WORKERS) == w]
+            lines.append(
+                f"ingest,worker={worker} received={received}i,decoded={received - dead}i,"
+                f"readings={readings}i,dead_lettered={dead}i,lines_written={readings}i,lines_rejected=0i,"
+                f"batches={i}i,batches_spooled=0i,batches_unspooled=0i,spool_files=0i,retries=0i,"
+                f"acked={received}i,queue_depth={got % 5}i,backlog_bytes={got * 40}i,"
+                f"write_latency_ms_p50={3 + got % 4}.1,write_latency_ms_max={9 + got % 9}.3 {ns}"
+            )
+            lines += [
+                f"deadletters,worker={worker},reason={r} count={dead}i,new={new if k == 0 else 0}i {ns}"
+                for k, r in enumerate(REASONS)
+            ]
+            lines += [
+                f"sensors,{tags} readings={1 + (i + j) % 3}i {ns}"
+                for j, tags in enumerate(series)
+                if (i + j) % len(WORKERS) == w
+            ]
             if len(lines) >= 20_000:
                 influx.write(ops, "\n".join(lines).encode())
                 points += len(lines)
@@ -99,8 +106,12 @@ class Opener:
     def variable(self, datasource: str, query: str) -> list[str]:
         r = self.client.post("/query", data={"db": self.databases[datasource], "q": query})
         r.raise_for_status()
-        return [v[0] if len(v) == 1 else v[1] for res in r.json()["results"] for s in res.get("series", [])
-                for v in s["values"]]
+        return [
+            v[0] if len(v) == 1 else v[1]
+            for res in r.json()["results"]
+            for s in res.get("series", [])
+            for v in s["values"]
+        ]
 
     def open(self, queries) -> tuple[float, float, str, list[str]]:
         """(wall seconds, slowest query seconds, its panel, the panels of queries that returned nothing)."""
@@ -108,8 +119,12 @@ class Opener:
         results = list(self.pool.map(lambda q: self.run(q.datasource, q.query), queries))
         wall = time.perf_counter() - t
         slowest = max(range(len(results)), key=lambda i: results[i][0])
-        return (wall, results[slowest][0], queries[slowest].panel["title"],
-                [q.panel["title"] for q, (_, n) in zip(queries, results, strict=True) if n == 0])
+        return (
+            wall,
+            results[slowest][0],
+            queries[slowest].panel["title"],
+            [q.panel["title"] for q, (_, n) in zip(queries, results, strict=True) if n == 0],
+        )
 
     def close(self) -> None:
         self.pool.shutdown()
@@ -131,23 +146,32 @@ def dashboards_bench(args: argparse.Namespace) -> str:
         tmp = Path(tmp_s)
         influxd = services.influxd(tmp / "influxd").start()
         try:
-            settings = Settings(data_dir=tmp / "data", registry=REPO / "gateways" / "registry" / "antwerp.yaml",
-                                influx={"url": influxd.url}, charter={"path": REPO / "datacharter" / "charter.yaml"},
-                                storage={"sql_url": f"sqlite:///{tmp / 'charter.db'}"})
+            settings = Settings(
+                data_dir=tmp / "data",
+                registry=REPO / "gateways" / "registry" / "antwerp.yaml",
+                influx={"url": influxd.url},
+                charter={"path": REPO / "datacharter" / "charter.yaml"},
+                storage={"sql_url": f"sqlite:///{tmp / 'charter.db'}"},
+            )
             load_month(settings, today - timedelta(days=DAYS), args.step)
             # the dashboards are opened at the end of the loaded month, after the charter job's run (00:05)
             now = today + timedelta(minutes=10)
             with Influx(settings.influx) as influx:
                 n = ops_history(influx, settings, now)
-            print(f"ops history: {n:,} self-metric points ({OPS_HOURS} h of {len(WORKERS)} workers every "
-                  f"{OPS_EVERY_S} s)", flush=True)
+            print(
+                f"ops history: {n:,} self-metric points ({OPS_HOURS} h of {len(WORKERS)} workers every "
+                f"{OPS_EVERY_S} s)",
+                flush=True,
+            )
             opener = Opener(influxd.url, {OPEN: settings.charter.open_database, OPS: settings.influx.ops_database})
             cpu = psutil.Process(influxd.proc.pid)
             figures: dict[str, dict[str, float]] = {}
-            print(f"each dashboard opened {args.repeat} times, {CONNECTIONS} queries at a time (medians):",
-                  flush=True)
-            print(f"  {'dashboard':<24} {'range':>6} {'queries':>7} {'open ms':>8} {'slowest ms':>10} "
-                  f"{'influxd cpu ms':>14} {'empty':>5}  slowest panel", flush=True)
+            print(f"each dashboard opened {args.repeat} times, {CONNECTIONS} queries at a time (medians):", flush=True)
+            print(
+                f"  {'dashboard':<24} {'range':>6} {'queries':>7} {'open ms':>8} {'slowest ms':>10} "
+                f"{'influxd cpu ms':>14} {'empty':>5}  slowest panel",
+                flush=True,
+            )
             for uid, board in boards.items():
                 ranges = [board["time"]["from"]]
                 if "public" in board["tags"] and board["time"]["from"] != "now-30d":
@@ -164,29 +188,44 @@ def dashboards_bench(args: argparse.Namespace) -> str:
                         walls.append(wall)
                         slowest.append(slow)
                         panels.append(panel)
-                    f = {"open_ms": statistics.median(walls) * 1000, "slowest_ms": statistics.median(slowest) * 1000,
-                         "cpu_ms": statistics.median(cpus) * 1000, "queries": len(queries), "empty": len(empty)}
+                    f = {
+                        "open_ms": statistics.median(walls) * 1000,
+                        "slowest_ms": statistics.median(slowest) * 1000,
+                        "cpu_ms": statistics.median(cpus) * 1000,
+                        "queries": len(queries),
+                        "empty": len(empty),
+                    }
                     figures[f"{uid}@{rng}"] = f
-                    print(f"  {uid.removeprefix('smartzone-'):<24} {rng.removeprefix('now-'):>6} {len(queries):>7} "
-                          f"{f['open_ms']:>8.1f} {f['slowest_ms']:>10.1f} {f['cpu_ms']:>14.0f} {len(empty):>5}  "
-                          f"{statistics.mode(panels)}" + (f"; empty: {', '.join(empty)}" if empty else ""),
-                          flush=True)
+                    print(
+                        f"  {uid.removeprefix('smartzone-'):<24} {rng.removeprefix('now-'):>6} {len(queries):>7} "
+                        f"{f['open_ms']:>8.1f} {f['slowest_ms']:>10.1f} {f['cpu_ms']:>14.0f} {len(empty):>5}  "
+                        f"{statistics.mode(panels)}" + (f"; empty: {', '.join(empty)}" if empty else ""),
+                        flush=True,
+                    )
             opener.close()
         finally:
             influxd.stop()
+
     def at_default(uid: str) -> dict[str, float]:
         return figures[f"{uid}@{boards[uid]['time']['from']}"]
 
     slowest_uid = max(boards, key=lambda u: at_default(u)["open_ms"])
-    ratios = [f["open_ms"] / at_default(key.split("@")[0])["open_ms"] for key, f in figures.items()
-              if f is not at_default(key.split("@")[0])]
+    ratios = [
+        f["open_ms"] / at_default(key.split("@")[0])["open_ms"]
+        for key, f in figures.items()
+        if f is not at_default(key.split("@")[0])
+    ]
     refresh_s = 30
     ops_pct = at_default("smartzone-operations")["cpu_ms"] / (refresh_s * 10)
     zoom = statistics.median(ratios)
-    print(f"slowest dashboard at its default range: {slowest_uid} ({at_default(slowest_uid)['open_ms']:.1f} ms); "
-          f"public dashboards zoomed out to 30 days take {zoom:.2f}x their default range (median; "
-          f"{min(ratios):.2f}..{max(ratios):.2f}); the operations dashboard refreshed every {refresh_s} s keeps "
-          f"{ops_pct:.2f} % of one core busy in influxd")
-    return (f"dashboards: overview_ms={at_default('smartzone-overview')['open_ms']:.1f} "
-            f"slowest_dashboard_ms={at_default(slowest_uid)['open_ms']:.1f} zoomed_out_ratio={zoom:.2f} "
-            f"ops_refresh_core_pct={ops_pct:.2f}")
+    print(
+        f"slowest dashboard at its default range: {slowest_uid} ({at_default(slowest_uid)['open_ms']:.1f} ms); "
+        f"public dashboards zoomed out to 30 days take {zoom:.2f}x their default range (median; "
+        f"{min(ratios):.2f}..{max(ratios):.2f}); the operations dashboard refreshed every {refresh_s} s keeps "
+        f"{ops_pct:.2f} % of one core busy in influxd"
+    )
+    return (
+        f"dashboards: overview_ms={at_default('smartzone-overview')['open_ms']:.1f} "
+        f"slowest_dashboard_ms={at_default(slowest_uid)['open_ms']:.1f} zoomed_out_ratio={zoom:.2f} "
+        f"ops_refresh_core_pct={ops_pct:.2f}"
+    )

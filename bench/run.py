@@ -3,6 +3,7 @@
     python bench/run.py ingest [--n 200000] [--senml-n 1000000] [--repeat 3]
     python bench/run.py lorawan [--uplinks 40000] [--generic-n 100000] [--repeat 3]
     python bench/run.py charter [--scale 1] [--repeat 3]
+    python bench/run.py pipeline [--rounds 7] [--processes 3] [--before /path/to/older/checkout]
 
 ingest: N readings published as the simulator does (QoS 1) in two shapes, one reading per message
 (generic JSON) and SenML packs of 10, into one worker process; sustained readings/s from the first
@@ -26,6 +27,9 @@ runs over that day (--repeat times): readings/s of applying the charter (all dat
 InfluxDB read), the read time itself, and the job process's peak RSS. ``--scale n`` runs n copies of the
 zone's sensors side by side (a bigger district). Last line:
 ``charter: readings_per_s=<n> read_s=<n> rss_mb=<n>``.
+
+pipeline: µs of the pipeline alone (process + render) per message kind, optionally side by side with an
+older checkout; see ``bench/pipeline_bench.py``.
 
 api: see ``bench/api_bench.py``; dashboards: see ``bench/dashboards_bench.py``.
 """
@@ -64,13 +68,23 @@ def bench_registry(folder: Path) -> Path:
     """500 fixed sensors of every numeric kind behind 5 gateways: a district-sized zone."""
     cats = ["air_quality", "weather", "noise", "traffic", "energy", "pedestrian_flow", "gateway_health"]
     gateways = [{"id": f"bench-gw-{g}", "position": {"lat": 51.21 + g * 0.001, "lon": 4.395}} for g in range(5)]
-    sensors = [{
-        "id": f"bench-{i:04d}", "gateway": f"bench-gw-{i % 5}", "keys": [f"bench-{i:04d}"], "technology": "wifi",
-        "category": cats[i % len(cats)], "format": "generic_json",
-        "position": {"lat": 51.2085 + (i % 25) * 0.0004, "lon": 4.392 + (i // 25) * 0.0004},
-    } for i in range(N_SENSORS)]
-    doc = {"zone": {"name": "bench", "city": "Antwerp", "timezone": "Europe/Brussels", "h3_resolution": 10},
-           "gateways": gateways, "sensors": sensors}
+    sensors = [
+        {
+            "id": f"bench-{i:04d}",
+            "gateway": f"bench-gw-{i % 5}",
+            "keys": [f"bench-{i:04d}"],
+            "technology": "wifi",
+            "category": cats[i % len(cats)],
+            "format": "generic_json",
+            "position": {"lat": 51.2085 + (i % 25) * 0.0004, "lon": 4.392 + (i // 25) * 0.0004},
+        }
+        for i in range(N_SENSORS)
+    ]
+    doc = {
+        "zone": {"name": "bench", "city": "Antwerp", "timezone": "Europe/Brussels", "h3_resolution": 10},
+        "gateways": gateways,
+        "sensors": sensors,
+    }
     path = folder / "bench-registry.yaml"
     path.write_text(yaml.safe_dump(doc))
     return path
@@ -174,7 +188,7 @@ def mqtt_ceiling(port: int, messages) -> tuple[float, float]:
 def db_ceiling(influx: Influx, db: str, lines: list[str]) -> float:
     influx.ensure_database(db, "30d")
     client = httpx.Client(base_url=influx.settings.url, timeout=60)
-    batches = ["\n".join(lines[i:i + 10_000]).encode() for i in range(0, len(lines), 10_000)]
+    batches = ["\n".join(lines[i : i + 10_000]).encode() for i in range(0, len(lines), 10_000)]
     t0 = time.perf_counter()
     for body in batches:
         r = client.post("/write", params={"db": db, "precision": "ns"}, content=body)
@@ -182,19 +196,37 @@ def db_ceiling(influx: Influx, db: str, lines: list[str]) -> float:
     return len(lines) / (time.perf_counter() - t0)
 
 
-def worker_run(port: int, influx_url: str, db: str, registry: Path, data: Path, messages, n_readings: int,
-               tag: str, influxd_pid: int) -> tuple[float, int, float, float, float]:
+def worker_run(
+    port: int,
+    influx_url: str,
+    db: str,
+    registry: Path,
+    data: Path,
+    messages,
+    n_readings: int,
+    tag: str,
+    influxd_pid: int,
+) -> tuple[float, int, float, float, float]:
     """(readings/s, lost, peak RSS MB, worker CPU µs per message, influxd CPU µs per message)."""
-    env = {**os.environ, "SMARTZONE_CONFIG": "/nonexistent.toml", "SMARTZONE_DATA_DIR": str(data / tag),
-           "SMARTZONE_REGISTRY": str(registry), "SMARTZONE_MQTT__PORT": str(port),
-           "SMARTZONE_MQTT__CLIENT_ID": f"bench-worker-{tag}", "SMARTZONE_MQTT__SHARE_GROUP": f"w{tag}",
-           "SMARTZONE_INFLUX__URL": influx_url, "SMARTZONE_INFLUX__RAW_DATABASE": db,
-           "SMARTZONE_INFLUX__OPS_DATABASE": f"{db}_ops", "SMARTZONE_LOG_LEVEL": "INFO",
-           "SMARTZONE_INGEST__METRICS_INTERVAL": "0.1"}
+    env = {
+        **os.environ,
+        "SMARTZONE_CONFIG": "/nonexistent.toml",
+        "SMARTZONE_DATA_DIR": str(data / tag),
+        "SMARTZONE_REGISTRY": str(registry),
+        "SMARTZONE_MQTT__PORT": str(port),
+        "SMARTZONE_MQTT__CLIENT_ID": f"bench-worker-{tag}",
+        "SMARTZONE_MQTT__SHARE_GROUP": f"w{tag}",
+        "SMARTZONE_INFLUX__URL": influx_url,
+        "SMARTZONE_INFLUX__RAW_DATABASE": db,
+        "SMARTZONE_INFLUX__OPS_DATABASE": f"{db}_ops",
+        "SMARTZONE_LOG_LEVEL": "INFO",
+        "SMARTZONE_INGEST__METRICS_INTERVAL": "0.1",
+    }
     log_path = data / f"worker-{tag}.log"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "cli", "ingest"], env=env, cwd=REPO, stdout=log,
-                                stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cli", "ingest"], env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT
+        )
     influx = Influx(InfluxSettings(url=influx_url))
     deadline = time.monotonic() + 30
     # publish only once the broker acknowledged the subscriptions: earlier messages match no
@@ -257,11 +289,26 @@ def ingest(args: argparse.Namespace) -> str:
         single = make_messages(registry, args.n, "single", seed=1)
         packs = make_messages(registry, args.senml_n, "senml", seed=2)
         lines = _lines(registry, single)
-        print(f"ingest bench: {args.n} readings as {len(single)} messages; {args.senml_n} readings as "
-              f"{len(packs)} SenML packs; {args.repeat} runs each", flush=True)
+        print(
+            f"ingest bench: {args.n} readings as {len(single)} messages; {args.senml_n} readings as "
+            f"{len(packs)} SenML packs; {args.repeat} runs each",
+            flush=True,
+        )
         influx = Influx(InfluxSettings(url=influxd.url))
-        runs: dict[str, list[float]] = {k: [] for k in ("per_message", "mqtt", "senml", "db", "rss", "cpu_counter",
-                                                         "cpu_worker", "cpu_influxd", "cpu_worker_pack")}
+        runs: dict[str, list[float]] = {
+            k: []
+            for k in (
+                "per_message",
+                "mqtt",
+                "senml",
+                "db",
+                "rss",
+                "cpu_counter",
+                "cpu_worker",
+                "cpu_influxd",
+                "cpu_worker_pack",
+            )
+        }
         lost = 0
         pid = influxd.proc.pid
         for r in range(args.repeat):
@@ -269,10 +316,12 @@ def ingest(args: argparse.Namespace) -> str:
             runs["mqtt"].append(rate)
             runs["cpu_counter"].append(cpu_counter)
             runs["db"].append(db_ceiling(influx, f"dbceiling_{r}", lines))
-            rps, lost_1, rss_1, cpu_w, cpu_i = worker_run(broker.port, influxd.url, f"single_{r}", registry, tmp,
-                                                          single, args.n, f"s{r}", pid)
-            rps_p, lost_p, rss_p, cpu_wp, _ = worker_run(broker.port, influxd.url, f"senml_{r}", registry, tmp, packs,
-                                                         args.senml_n, f"p{r}", pid)
+            rps, lost_1, rss_1, cpu_w, cpu_i = worker_run(
+                broker.port, influxd.url, f"single_{r}", registry, tmp, single, args.n, f"s{r}", pid
+            )
+            rps_p, lost_p, rss_p, cpu_wp, _ = worker_run(
+                broker.port, influxd.url, f"senml_{r}", registry, tmp, packs, args.senml_n, f"p{r}", pid
+            )
             runs["per_message"].append(rps)
             runs["senml"].append(rps_p)
             runs["rss"].append(max(rss_1, rss_p))
@@ -280,24 +329,35 @@ def ingest(args: argparse.Namespace) -> str:
             runs["cpu_influxd"].append(cpu_i)
             runs["cpu_worker_pack"].append(cpu_wp)
             lost += lost_1 + lost_p
-            print(f"run {r + 1}: per_message={rps:,.0f} r/s  mqtt_ceiling={runs['mqtt'][-1]:,.0f} msg/s  "
-                  f"senml={rps_p:,.0f} r/s  db_ceiling={runs['db'][-1]:,.0f} points/s  "
-                  f"worker_rss={max(rss_1, rss_p):.0f} MB  lost={lost_1 + lost_p}  | CPU per message: "
-                  f"counter {cpu_counter:.1f} µs, worker {cpu_w:.1f} µs (+influxd {cpu_i:.1f} µs), "
-                  f"worker per SenML pack {cpu_wp:.1f} µs", flush=True)
+            print(
+                f"run {r + 1}: per_message={rps:,.0f} r/s  mqtt_ceiling={runs['mqtt'][-1]:,.0f} msg/s  "
+                f"senml={rps_p:,.0f} r/s  db_ceiling={runs['db'][-1]:,.0f} points/s  "
+                f"worker_rss={max(rss_1, rss_p):.0f} MB  lost={lost_1 + lost_p}  | CPU per message: "
+                f"counter {cpu_counter:.1f} µs, worker {cpu_w:.1f} µs (+influxd {cpu_i:.1f} µs), "
+                f"worker per SenML pack {cpu_wp:.1f} µs",
+                flush=True,
+            )
         med = {k: statistics.median(v) for k, v in runs.items()}
-        print(f"medians: per_message={med['per_message']:,.0f} readings/s, mqtt_ceiling={med['mqtt']:,.0f} "
-              f"messages/s, senml={med['senml']:,.0f} readings/s, db_ceiling={med['db']:,.0f} points/s")
-        print(f"ratios: per_message/mqtt_ceiling={med['per_message'] / med['mqtt']:.2f} (target >= 0.80), "
-              f"senml/db_ceiling={med['senml'] / med['db']:.2f}, senml target 100,000 r/s: "
-              f"{'met' if med['senml'] >= 100_000 else 'missed'}; worker peak RSS {max(runs['rss']):.0f} MB "
-              f"(target < 250)")
-        print(f"CPU per message (medians): count-only subscriber {med['cpu_counter']:.1f} µs, worker "
-              f"{med['cpu_worker']:.1f} µs ({med['cpu_worker'] / med['cpu_counter']:.2f}x), influxd "
-              f"{med['cpu_influxd']:.1f} µs; worker per SenML pack of 10: {med['cpu_worker_pack']:.1f} µs")
-        return (f"ingest: per_message_rps={med['per_message']:.0f} mqtt_ceiling_rps={med['mqtt']:.0f} "
-                f"senml_rps={med['senml']:.0f} db_ceiling_rps={med['db']:.0f} lost={lost} "
-                f"worker_rss_mb={max(runs['rss']):.0f}")
+        print(
+            f"medians: per_message={med['per_message']:,.0f} readings/s, mqtt_ceiling={med['mqtt']:,.0f} "
+            f"messages/s, senml={med['senml']:,.0f} readings/s, db_ceiling={med['db']:,.0f} points/s"
+        )
+        print(
+            f"ratios: per_message/mqtt_ceiling={med['per_message'] / med['mqtt']:.2f} (target >= 0.80), "
+            f"senml/db_ceiling={med['senml'] / med['db']:.2f}, senml target 100,000 r/s: "
+            f"{'met' if med['senml'] >= 100_000 else 'missed'}; worker peak RSS {max(runs['rss']):.0f} MB "
+            f"(target < 250)"
+        )
+        print(
+            f"CPU per message (medians): count-only subscriber {med['cpu_counter']:.1f} µs, worker "
+            f"{med['cpu_worker']:.1f} µs ({med['cpu_worker'] / med['cpu_counter']:.2f}x), influxd "
+            f"{med['cpu_influxd']:.1f} µs; worker per SenML pack of 10: {med['cpu_worker_pack']:.1f} µs"
+        )
+        return (
+            f"ingest: per_message_rps={med['per_message']:.0f} mqtt_ceiling_rps={med['mqtt']:.0f} "
+            f"senml_rps={med['senml']:.0f} db_ceiling_rps={med['db']:.0f} lost={lost} "
+            f"worker_rss_mb={max(runs['rss']):.0f}"
+        )
     finally:
         broker.stop()
         influxd.stop()
@@ -305,16 +365,33 @@ def ingest(args: argparse.Namespace) -> str:
 
 def lorawan_registry(folder: Path) -> Path:
     """500 LoRaWAN weather nodes (Cayenne LPP, decoded by our codec) and 3 LoRa gateways."""
-    gateways = [{"id": f"bench-lora-gw-{g}", "position": {"lat": 51.208 + g * 0.004, "lon": 4.392 + g * 0.003},
-                 "technologies": ["lora"], "eui": f"b827ebfffe00{g:04x}"} for g in range(3)]
-    sensors = [{
-        "id": f"bench-lora-{i:04d}", "keys": [f"70b3d57ed000{i:04x}"], "technology": "lora", "category": "weather",
-        "format": "chirpstack", "lorawan": {"device_profile": "bench-lpp"},
-        "position": {"lat": 51.2085 + (i % 25) * 0.0004, "lon": 4.392 + (i // 25) * 0.0004},
-    } for i in range(N_SENSORS)]
-    doc = {"zone": {"name": "bench", "city": "Antwerp", "timezone": "Europe/Brussels", "h3_resolution": 10},
-           "gateways": gateways, "sensors": sensors,
-           "lorawan": {"device_profiles": [{"name": "bench-lpp", "codec": "cayenne_lpp"}]}}
+    gateways = [
+        {
+            "id": f"bench-lora-gw-{g}",
+            "position": {"lat": 51.208 + g * 0.004, "lon": 4.392 + g * 0.003},
+            "technologies": ["lora"],
+            "eui": f"b827ebfffe00{g:04x}",
+        }
+        for g in range(3)
+    ]
+    sensors = [
+        {
+            "id": f"bench-lora-{i:04d}",
+            "keys": [f"70b3d57ed000{i:04x}"],
+            "technology": "lora",
+            "category": "weather",
+            "format": "chirpstack",
+            "lorawan": {"device_profile": "bench-lpp"},
+            "position": {"lat": 51.2085 + (i % 25) * 0.0004, "lon": 4.392 + (i // 25) * 0.0004},
+        }
+        for i in range(N_SENSORS)
+    ]
+    doc = {
+        "zone": {"name": "bench", "city": "Antwerp", "timezone": "Europe/Brussels", "h3_resolution": 10},
+        "gateways": gateways,
+        "sensors": sensors,
+        "lorawan": {"device_profiles": [{"name": "bench-lpp", "codec": "cayenne_lpp"}]},
+    }
     path = folder / "bench-lorawan-registry.yaml"
     path.write_text(yaml.safe_dump(doc))
     return path
@@ -356,10 +433,14 @@ def lorawan_bench(args: argparse.Namespace) -> str:
         generic = make_messages(generic_reg, args.generic_n, "single", seed=1)
         for enc, (msgs, readings, receptions) in events.items():
             size = statistics.mean(len(p) for _, p, _ in msgs)
-            print(f"lorawan bench: {len(msgs)} {enc} up events ({size:.0f} bytes each on average), {readings} "
-                  f"readings, {receptions} gateway receptions", flush=True)
-        print(f"reference: {args.generic_n} generic-JSON readings, one per message; {args.repeat} runs each",
-              flush=True)
+            print(
+                f"lorawan bench: {len(msgs)} {enc} up events ({size:.0f} bytes each on average), {readings} "
+                f"readings, {receptions} gateway receptions",
+                flush=True,
+            )
+        print(
+            f"reference: {args.generic_n} generic-JSON readings, one per message; {args.repeat} runs each", flush=True
+        )
         runs: dict[str, list[float]] = {"json": [], "protobuf": [], "generic": [], "rss": []}
         lost = 0
         pid = influxd.proc.pid
@@ -367,27 +448,36 @@ def lorawan_bench(args: argparse.Namespace) -> str:
             line = f"run {r + 1}:"
             for enc, (msgs, readings, receptions) in events.items():
                 values = readings + receptions * RADIO_FIELDS
-                rate, lost_1, rss, cpu_w, _ = worker_run(broker.port, influxd.url, f"lora_{enc}_{r}", lora_reg, tmp,
-                                                         msgs, values, f"l{enc[0]}{r}", pid)
+                rate, lost_1, rss, cpu_w, _ = worker_run(
+                    broker.port, influxd.url, f"lora_{enc}_{r}", lora_reg, tmp, msgs, values, f"l{enc[0]}{r}", pid
+                )
                 ups = rate * len(msgs) / values
                 runs[enc].append(ups)
                 runs["rss"].append(rss)
                 lost += lost_1
                 line += f"  {enc}={ups:,.0f} uplinks/s (worker CPU {cpu_w:.0f} µs/uplink, lost {lost_1})"
-            rps, lost_g, rss_g, cpu_g, _ = worker_run(broker.port, influxd.url, f"generic_{r}", generic_reg, tmp,
-                                                      generic, args.generic_n, f"g{r}", pid)
+            rps, lost_g, rss_g, cpu_g, _ = worker_run(
+                broker.port, influxd.url, f"generic_{r}", generic_reg, tmp, generic, args.generic_n, f"g{r}", pid
+            )
             runs["generic"].append(rps)
             runs["rss"].append(rss_g)
             lost += lost_g
-            print(f"{line}  generic={rps:,.0f} messages/s (worker CPU {cpu_g:.0f} µs/message, lost {lost_g})",
-                  flush=True)
+            print(
+                f"{line}  generic={rps:,.0f} messages/s (worker CPU {cpu_g:.0f} µs/message, lost {lost_g})", flush=True
+            )
         med = {k: statistics.median(v) for k, v in runs.items()}
-        print(f"medians: json={med['json']:,.0f} uplinks/s, protobuf={med['protobuf']:,.0f} uplinks/s, "
-              f"generic JSON={med['generic']:,.0f} messages/s; worker peak RSS {max(runs['rss']):.0f} MB")
-        print(f"ratios to generic JSON: json {med['json'] / med['generic']:.2f}, protobuf "
-              f"{med['protobuf'] / med['generic']:.2f}; protobuf/json {med['protobuf'] / med['json']:.2f}")
-        return (f"lorawan: json_ups={med['json']:.0f} protobuf_ups={med['protobuf']:.0f} "
-                f"generic_rps={med['generic']:.0f} lost={lost}")
+        print(
+            f"medians: json={med['json']:,.0f} uplinks/s, protobuf={med['protobuf']:,.0f} uplinks/s, "
+            f"generic JSON={med['generic']:,.0f} messages/s; worker peak RSS {max(runs['rss']):.0f} MB"
+        )
+        print(
+            f"ratios to generic JSON: json {med['json'] / med['generic']:.2f}, protobuf "
+            f"{med['protobuf'] / med['generic']:.2f}; protobuf/json {med['protobuf'] / med['json']:.2f}"
+        )
+        return (
+            f"lorawan: json_ups={med['json']:.0f} protobuf_ups={med['protobuf']:.0f} "
+            f"generic_rps={med['generic']:.0f} lost={lost}"
+        )
     finally:
         broker.stop()
         influxd.stop()
@@ -406,8 +496,13 @@ def _lines(registry_path: Path, messages) -> list[str]:
         for t in truth:
             info = infos[t.sensor_id]
             q = QUANTITIES[t.quantity]
-            tags = {"sensor": info.id, "gateway": info.gateway_id, "technology": info.technology,
-                    "category": info.category, "cell": info.cell}
+            tags = {
+                "sensor": info.id,
+                "gateway": info.gateway_id,
+                "technology": info.technology,
+                "category": info.category,
+                "cell": info.cell,
+            }
             out.append(render(Point(q.category, tags, {q.field: t.value}, t.time_ns)))
     return out
 
@@ -440,8 +535,9 @@ def scaled_registry(folder: Path, scale: int) -> Path:
         for s in doc["sensors"]:
             if s.get("lorawan") or s.get("mobile"):
                 continue
-            c = dict(s, id=f"{s['id']}-x{i}", keys=[f"{k}-x{i}" if ":" not in k else _shift_mac(k, i)
-                                                   for k in s["keys"]])
+            c = dict(
+                s, id=f"{s['id']}-x{i}", keys=[f"{k}-x{i}" if ":" not in k else _shift_mac(k, i) for k in s["keys"]]
+            )
             c["position"] = {"lat": s["position"]["lat"] + 0.004 * i, "lon": s["position"]["lon"]}
             if s.get("format") == "senml":
                 c["keys"] = [f"urn:dev:mac:0024befffe{i:02x}{k[-4:]}" for k in s["keys"]]
@@ -464,14 +560,21 @@ def _raw_values(settings, day: datetime) -> tuple[int, int]:
 
     charter = Charter.load(settings.charter.path)
     dbs = {"raw": settings.influx.raw_database, "pseudonymous": settings.influx.pseudonymous_database}
-    wanted = {(ds.source.database, m) for ds in charter.datasets.values()
-              for m in (ds.source.measurement, ds.source.positions) if m}
+    wanted = {
+        (ds.source.database, m)
+        for ds in charter.datasets.values()
+        for m in (ds.source.measurement, ds.source.positions)
+        if m
+    }
     a, b = int(day.timestamp()) * 10**9, int(day.timestamp() + 86_400) * 10**9 - 1
     values = points = 0
     with Influx(settings.influx) as influx:
         for db, m in sorted(wanted):
-            rows = influx.rows(f'SELECT count(*) FROM "{m}" WHERE time >= $a AND time <= $b', dbs[db],  # noqa: S608
-                               {"a": a, "b": b})
+            rows = influx.rows(
+                f'SELECT count(*) FROM "{m}" WHERE time >= $a AND time <= $b',
+                dbs[db],
+                {"a": a, "b": b},
+            )
             if rows:
                 values += sum(v for k, v in rows[0].items() if k.startswith("count_"))
             df = influx.frame(f'SELECT * FROM "{m}" WHERE time >= $a AND time <= $b', dbs[db], {"a": a, "b": b})  # noqa: S608
@@ -492,24 +595,34 @@ def charter_bench(args: argparse.Namespace) -> str:
             registry_path = scaled_registry(tmp, args.scale)
             settings = Settings(data_dir=tmp / "data", registry=registry_path, influx={"url": influxd.url})
             t0 = time.perf_counter()
-            loader = mp.get_context("spawn").Process(target=_load_day,
-                                                     args=(settings.model_dump_json(), day.isoformat()))
+            loader = mp.get_context("spawn").Process(
+                target=_load_day, args=(settings.model_dump_json(), day.isoformat())
+            )
             loader.start()
             loader.join()
             if loader.exitcode != 0:
                 raise SystemExit("loading the simulated day failed")
-            print(f"loaded one simulated day of {len(Registry.load(registry_path).sensors)} sensors in "
-                  f"{time.perf_counter() - t0:.0f} s", flush=True)
+            print(
+                f"loaded one simulated day of {len(Registry.load(registry_path).sensors)} sensors in "
+                f"{time.perf_counter() - t0:.0f} s",
+                flush=True,
+            )
             values, points = _raw_values(settings, day)
-            print(f"the day holds {values:,} raw readings (values) in {points:,} points across the measurements "
-                  "the charter reads", flush=True)
+            print(
+                f"the day holds {values:,} raw readings (values) in {points:,} points across the measurements "
+                "the charter reads",
+                flush=True,
+            )
             runs: dict[str, list[float]] = {"rps": [], "read": [], "apply": [], "readings": [], "rss": []}
             proc = psutil.Process()
             for r in range(args.repeat):
                 # each run starts afresh: its own watermarks, audit and open database
-                run_settings = settings.model_copy(update={
-                    "storage": settings.storage.model_copy(update={"sql_url": f"sqlite:///{tmp / f'run{r}.db'}"}),
-                    "charter": settings.charter.model_copy(update={"open_database": f"open_{r}"})})
+                run_settings = settings.model_copy(
+                    update={
+                        "storage": settings.storage.model_copy(update={"sql_url": f"sqlite:///{tmp / f'run{r}.db'}"}),
+                        "charter": settings.charter.model_copy(update={"open_database": f"open_{r}"}),
+                    }
+                )
                 job = CharterJob(run_settings)
                 peak = [proc.memory_info().rss]
                 stop = threading.Event()
@@ -533,17 +646,21 @@ def charter_bench(args: argparse.Namespace) -> str:
                 runs["readings"].append(readings)
                 runs["rss"].append(peak[0] / 2**20)
                 published = sum(x.published for x in reports)
-                print(f"run {r + 1}: {readings:,} readings, apply {apply_s:.3f} s = {readings / apply_s:,.0f} "
-                      f"readings/s, read {read_s:.2f} s ({read_s / apply_s:.1f}x the apply time), "
-                      f"{published:,} groups published, peak RSS {peak[0] / 2**20:.0f} MB", flush=True)
+                print(
+                    f"run {r + 1}: {readings:,} readings, apply {apply_s:.3f} s = {readings / apply_s:,.0f} "
+                    f"readings/s, read {read_s:.2f} s ({read_s / apply_s:.1f}x the apply time), "
+                    f"{published:,} groups published, peak RSS {peak[0] / 2**20:.0f} MB",
+                    flush=True,
+                )
             med = {k: statistics.median(v) for k, v in runs.items()}
-            print(f"charter (medians of {args.repeat}): {med['readings']:,.0f} readings in one day, "
-                  f"{med['rps']:,.0f} readings/s ({points / med['apply']:,.0f} points/s) applying the charter "
-                  f"({med['rps'] / 500_000:.2f}x the 500,000 "
-                  f"target, {'met' if med['rps'] >= 500_000 else 'missed'}); InfluxDB read {med['read']:.2f} s "
-                  f"= {med['readings'] / med['read']:,.0f} readings/s; peak RSS {max(runs['rss']):.0f} MB")
-            return (f"charter: readings_per_s={med['rps']:.0f} read_s={med['read']:.2f} "
-                    f"rss_mb={max(runs['rss']):.0f}")
+            print(
+                f"charter (medians of {args.repeat}): {med['readings']:,.0f} readings in one day, "
+                f"{med['rps']:,.0f} readings/s ({points / med['apply']:,.0f} points/s) applying the charter "
+                f"({med['rps'] / 500_000:.2f}x the 500,000 "
+                f"target, {'met' if med['rps'] >= 500_000 else 'missed'}); InfluxDB read {med['read']:.2f} s "
+                f"= {med['readings'] / med['read']:,.0f} readings/s; peak RSS {max(runs['rss']):.0f} MB"
+            )
+            return f"charter: readings_per_s={med['rps']:.0f} read_s={med['read']:.2f} rss_mb={max(runs['rss']):.0f}"
         finally:
             influxd.stop()
 
@@ -568,11 +685,24 @@ def main() -> None:
     ap.add_argument("--dataset", default="air_quality", help="dataset of the 24 h query (at 1 h resolution)")
     ap.add_argument("--requests-1", type=int, default=300, help="measured requests per scenario at 1 client")
     ap.add_argument("--requests-32", type=int, default=2000, help="measured requests per scenario at 32 clients")
-    db = sub.add_parser("dashboards", help="what opening each Grafana dashboard costs InfluxDB (see "
-                                           "bench/dashboards_bench.py)")
+    db = sub.add_parser(
+        "dashboards", help="what opening each Grafana dashboard costs InfluxDB (see bench/dashboards_bench.py)"
+    )
     db.add_argument("--repeat", type=int, default=5)
     db.add_argument("--step", type=float, default=60.0, help="simulated seconds between rounds of the month")
+    from bench.pipeline_bench import add_arguments
+
+    add_arguments(
+        sub.add_parser(
+            "pipeline", help="the pipeline alone: µs of process + render per message kind (see bench/pipeline_bench.py)"
+        )
+    )
     args = p.parse_args()
+    if args.bench == "pipeline":
+        from bench.pipeline_bench import pipeline_bench
+
+        print(pipeline_bench(args))
+        return
     if args.bench == "dashboards":
         from bench.dashboards_bench import dashboards_bench
 
@@ -588,4 +718,3 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-

@@ -31,6 +31,7 @@ import re
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -85,7 +86,9 @@ def pseudonym(pepper: bytes, identifier: str) -> str:
 class PepperStore:
     """Peppers by rotation period, on disk (shared by the workers of one host) and in a small dict."""
 
-    def __init__(self, directory: Path, rotation_s: int = 86_400, *, grace_s: float, clock=time.time) -> None:
+    def __init__(
+        self, directory: Path, rotation_s: int = 86_400, *, grace_s: float, clock: Callable[[], float] = time.time
+    ) -> None:
         if rotation_s <= 0:
             raise ValueError("rotation_s must be positive")
         if grace_s < 0:

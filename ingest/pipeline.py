@@ -15,15 +15,17 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, NamedTuple
+from enum import Enum
+from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
 from paho.mqtt.client import topic_matches_sub
 
 from ingest.decoders import NAMES, Decoder, bind
 from smartzone.errors import ConfigurationError, DecodeError
-from smartzone.model import DeadLetter, Decoded, Message, Point, Reading, Record, Store, to_ns
+from smartzone.model import DeadLetter, Decoded, FieldValue, Message, Point, Reading, Record, Store, to_ns
 from smartzone.quantities import QUANTITIES, Quantity
 from smartzone.registry import Registry, SensorInfo
 from smartzone.settings import Route, Settings
@@ -63,7 +65,14 @@ class Outcome(NamedTuple):  # one per message: a NamedTuple builds in a third of
     problems: list[DecodeError] = []  # noqa: RUF012 - what the letter says, one by one; never mutated
 
 
-_NO_PSEUDONYMISER = object()
+class _Default(Enum):
+    """The default of ``Pipeline.from_settings``'s pseudonymiser (None means none)."""
+
+    PSEUDONYMISER = "the pseudonymiser over the peppers in <data_dir>/peppers"
+
+
+_K = TypeVar("_K")
+_V = TypeVar("_V")
 
 
 class Pipeline:
@@ -98,8 +107,14 @@ class Pipeline:
         self._max_age_ns = int(max_age.total_seconds() * 1e9)
 
     @classmethod
-    def from_settings(cls, settings: Settings, registry: Registry, charter: Charter, *,
-                      pseudonymiser: Pseudonymiser | object | None = _NO_PSEUDONYMISER) -> Pipeline:
+    def from_settings(
+        cls,
+        settings: Settings,
+        registry: Registry,
+        charter: Charter,
+        *,
+        pseudonymiser: Pseudonymiser | _Default | None = _Default.PSEUDONYMISER,
+    ) -> Pipeline:
         """The pipeline the settings describe: routes and limits from ``[ingest]``, the oldest acceptable
         reading from the charter's raw retention, and (unless given, or None for none) the pseudonymiser
         over the peppers in ``<data_dir>/peppers``. The one way the worker, replay, backfill, benchmarks
@@ -113,8 +128,9 @@ class Pipeline:
             max_payload_bytes=ing.max_payload_bytes,
             max_future=timedelta(seconds=ing.max_future),
             max_age=timedelta(seconds=charter.retention_s["raw"]),
-            pseudonymiser=(pseudonymiser_for(settings, charter) if pseudonymiser is _NO_PSEUDONYMISER
-                           else pseudonymiser),
+            pseudonymiser=(
+                pseudonymiser_for(settings, charter) if isinstance(pseudonymiser, _Default) else pseudonymiser
+            ),
         )
 
     # -- public -----------------------------------------------------------------------------------
@@ -132,8 +148,9 @@ class Pipeline:
     def process(self, msg: Message) -> Outcome:
         self.stats.received += 1
         if len(msg.payload) > self.max_payload_bytes:
-            return self._reject(msg, [DecodeError(
-                "oversized", f"{len(msg.payload)} bytes, limit is {self.max_payload_bytes}")])
+            return self._reject(
+                msg, [DecodeError("oversized", f"{len(msg.payload)} bytes, limit is {self.max_payload_bytes}")]
+            )
         route = self._route(msg.topic)
         if route is None:
             return self._reject(msg, [DecodeError("no_route", f"no decoder is configured for topic {msg.topic!r}")])
@@ -144,7 +161,7 @@ class Pipeline:
             return self._reject(msg, [exc])
         except Exception as exc:  # a decoder bug must not crash the worker nor lose the message
             return self._reject(msg, [DecodeError("decoder_error", f"{source}: {type(exc).__name__}: {exc}")])
-        if type(readings) is Decoded:
+        if isinstance(readings, Decoded):
             return self._validate(msg, readings.readings, readings.records, readings.problems)
         if not readings:
             return self._reject(msg, [DecodeError("no_readings", f"{source} found no values in the payload")])
@@ -173,43 +190,63 @@ class Pipeline:
         found = next(((name, dec) for flt, name, dec in self.routes if topic_matches_sub(flt, topic)), None)
         return _cache(self._route_cache, topic, found)
 
-    def _validate(self, msg: Message, readings: list[Reading], records: list[Record] = (),
-                  problems: list[DecodeError] = ()) -> Outcome:
+    def _validate(
+        self,
+        msg: Message,
+        readings: Sequence[Reading],
+        records: Sequence[Record] = (),
+        decode_problems: Sequence[DecodeError] = (),
+    ) -> Outcome:
         # The hot path of the worker: keep it to dict look-ups and integer comparisons.
-        problems = list(problems)
-        points: dict[tuple[str, str, int], tuple[TagSet, dict]] = {}
+        problems = list(decode_problems)
+        points: dict[tuple[str, str, int], tuple[TagSet, dict[str, FieldValue]]] = {}
         received = msg.received_at
         received_ns = to_ns(received)
         gateway_id = msg.gateway_id
         resolved = self._resolved
         ns_of: dict[datetime, int] = {}
         n = 0
-        last_sensor, entry = None, (None, None)
+        last_sensor: str | None = None
+        entry: tuple[SensorInfo | None, TagSet | None] = (None, None)
         for r in readings:
             if r.sensor_id is not last_sensor:  # packs and multi-value messages repeat one device
                 last_sensor = r.sensor_id
                 key = (gateway_id, last_sensor)
-                entry = resolved.get(key)
-                if entry is None:
-                    entry = self._resolve(key)
+                found = resolved.get(key)
+                entry = found if found is not None else self._resolve(key)
             info, tags = entry
-            if info is None:
-                problems.append(DecodeError("unknown_device", f"device {r.sensor_id!r} on gateway "
-                                                              f"{gateway_id!r} is not in the registry"))
+            if info is None or tags is None:
+                problems.append(
+                    DecodeError(
+                        "unknown_device", f"device {r.sensor_id!r} on gateway {gateway_id!r} is not in the registry"
+                    )
+                )
                 continue
             q = QUANTITIES.get(r.quantity) or QUANTITIES.get(info.fields.get(r.quantity, ""))
             if q is None:
-                problems.append(DecodeError("unknown_field", f"{r.quantity!r} of {info.id} is not a known "
-                                                             "quantity and the registry maps it to none"))
+                problems.append(
+                    DecodeError(
+                        "unknown_field",
+                        f"{r.quantity!r} of {info.id} is not a known quantity and the registry maps it to none",
+                    )
+                )
                 continue
-            value = r.value
-            tv = type(value)
-            if (tv is float or tv is int) and q.kind != "bool" and q.min <= value <= q.max:  # the common case
+            raw = r.value
+            tv = type(raw)
+            lo, hi = q.min, q.max
+            value: FieldValue | None = raw
+            if (
+                (tv is float or tv is int)
+                and q.kind != "bool"
+                and lo is not None
+                and hi is not None
+                and lo <= raw <= hi
+            ):  # the common case
                 if q.kind == "float":
-                    value = float(value)
-                elif tv is float:  # a count sent as 3.0 is 3; as 3.5, _coerce below says why not
-                    value = int(value) if value.is_integer() else None
-            else:
+                    value = float(raw)
+                elif isinstance(raw, float):  # a count sent as 3.0 is 3; as 3.5, _coerce below says why not
+                    value = int(raw) if raw.is_integer() else None
+            else:  # a bool quantity (no bounds), or out of range, or not a number: _coerce says which
                 value = None
             if value is None:
                 try:
@@ -221,9 +258,10 @@ class Pipeline:
             if t is received:
                 ns = received_ns
             else:
-                ns = ns_of.get(t)
-                if ns is None:
-                    ns = ns_of[t] = to_ns(t)
+                seen = ns_of.get(t)
+                if seen is None:
+                    seen = ns_of[t] = to_ns(t)
+                ns = seen
             if ns - received_ns > self._max_future_ns or received_ns - ns > self._max_age_ns:
                 problems.append(self._time_problem(t, ns, msg.received_at, received_ns, q.key))
                 continue
@@ -247,46 +285,68 @@ class Pipeline:
         letter = self._letter(msg, problems) if problems else None
         return Outcome(out, letter, problems)
 
-    def _records(self, msg: Message, records: list[Record], out: list[Point], problems: list[DecodeError]) -> None:
+    def _records(self, msg: Message, records: Sequence[Record], out: list[Point], problems: list[DecodeError]) -> None:
         """Radio metadata, positions and operational events: resolved, time-checked, made Points."""
         received_ns = to_ns(msg.received_at)
+        gateway_id = msg.gateway_id
+        resolved, record_tags = self._resolved, self._record_tags
+        max_future_ns, max_age_ns = self._max_future_ns, self._max_age_ns
         unknown: set[str] = {p.detail for p in problems if p.reason == "unknown_device"}
-        for rec in records:
-            entry = self._resolved.get((msg.gateway_id, rec.sensor_key)) or self._resolve((msg.gateway_id,
-                                                                                           rec.sensor_key))
+        last_key: str | None = None
+        last_time: datetime | None = None
+        entry: tuple[SensorInfo | None, TagSet | None] = (None, None)
+        ns = 0
+        for rec in records:  # an uplink's radio records share their device and time: resolved and converted once
+            if rec.sensor_key is not last_key:
+                last_key = rec.sensor_key
+                entry = resolved.get((gateway_id, last_key)) or self._resolve((gateway_id, last_key))
             info, tags = entry
-            if info is None:
-                detail = f"device {rec.sensor_key!r} on gateway {msg.gateway_id!r} is not in the registry"
+            if info is None or tags is None:
+                detail = f"device {rec.sensor_key!r} on gateway {gateway_id!r} is not in the registry"
                 if detail not in unknown:
                     unknown.add(detail)
                     problems.append(DecodeError("unknown_device", detail))
                 continue
-            ns = to_ns(rec.time)
-            if ns - received_ns > self._max_future_ns or received_ns - ns > self._max_age_ns:
+            if rec.time is not last_time:
+                last_time = rec.time
+                ns = to_ns(last_time)
+            if ns - received_ns > max_future_ns or received_ns - ns > max_age_ns:
                 problems.append(self._time_problem(rec.time, ns, msg.received_at, received_ns, rec.measurement))
                 continue
             if rec.store not in _RECORD_STORES:
-                problems.append(DecodeError("decoder_error", f"{rec.measurement} record names no store "
-                                                             f"({rec.store!r}; known: {', '.join(_RECORD_STORES)})"))
+                problems.append(
+                    DecodeError(
+                        "decoder_error",
+                        f"{rec.measurement} record names no store ({rec.store!r}; known: {', '.join(_RECORD_STORES)})",
+                    )
+                )
                 continue
-            if rec.tags:
-                key = (tags, *rec.tags.items())
-                merged = self._record_tags.get(key)
+            rec_tags = rec.tags
+            key: tuple | None = None
+            if type(rec_tags) is TagSet:  # a decoder's tag set of many points (a radio point's): by identity
+                key = (tags, rec_tags)
+            elif rec_tags:
+                key = (tags, *rec_tags.items())
+            if key is not None:
+                merged = record_tags.get(key)
                 if merged is None:
                     try:
-                        merged = _cache(self._record_tags, key, TagSet({**rec.tags, **tags}))  # the sensor's win
+                        merged = _cache(record_tags, key, TagSet({**rec_tags, **tags}))  # the sensor's win
                     except LineProtocolError as exc:
                         problems.append(DecodeError("unrepresentable", f"{rec.measurement}: {exc}"))
                         continue
                 tags = merged
-            out.append(Point(rec.measurement, tags, rec.fields, ns, rec.store))
+            out.append(_new_point(Point, (rec.measurement, tags, rec.fields, ns, rec.store)))
 
     def _time_problem(self, t: datetime, ns: int, received: datetime, received_ns: int, what: str) -> DecodeError:
         if ns > received_ns:
-            return DecodeError("future_timestamp", f"{what} at {t.isoformat()} is more than {self.max_future} "
-                                                   f"after receipt ({received.isoformat()})")
-        return DecodeError("too_old", f"{what} at {t.isoformat()} is older than the raw retention "
-                                      f"({self.max_age}) at receipt")
+            return DecodeError(
+                "future_timestamp",
+                f"{what} at {t.isoformat()} is more than {self.max_future} after receipt ({received.isoformat()})",
+            )
+        return DecodeError(
+            "too_old", f"{what} at {t.isoformat()} is older than the raw retention ({self.max_age}) at receipt"
+        )
 
     def _resolve(self, key: tuple[str | None, str]) -> tuple[SensorInfo | None, TagSet | None]:
         info = self.registry.resolve(*key)
@@ -298,13 +358,15 @@ class Pipeline:
 
     @staticmethod
     def _tag_set(info: SensorInfo, gateway_id: str | None) -> TagSet:
-        return TagSet({
-            "sensor": info.id,
-            "gateway": info.gateway_id or gateway_id,
-            "technology": info.technology,
-            "category": info.category,
-            "cell": info.cell,
-        })
+        return TagSet(
+            {
+                "sensor": info.id,
+                "gateway": info.gateway_id or gateway_id,
+                "technology": info.technology,
+                "category": info.category,
+                "cell": info.cell,
+            }
+        )
 
     def _reject(self, msg: Message, problems: list[DecodeError]) -> Outcome:
         return Outcome([], self._letter(msg, problems), problems)
@@ -330,7 +392,7 @@ class Pipeline:
             return WITHHELD_PAYLOAD
 
 
-def _cache(cache: dict, key, value):
+def _cache(cache: dict[_K, _V], key: _K, value: _V) -> _V:
     """Remember ``value`` under ``key`` in a cache that is emptied when it reaches its bound."""
     if len(cache) >= _CACHE_MAX:
         cache.clear()

@@ -15,15 +15,19 @@ with ``#`` (a comment line); text that is not valid Unicode (lone surrogates); a
 in a string field value. Newlines and carriage returns in string field values are written as the two
 characters ``\n`` / ``\r`` (a batch is one point per line). Empty tag values are left out.
 
-Fast path: escaped measurements and keys are cached, and ``TagSet`` holds a tag set rendered once (the
-pipeline keeps one per sensor), so rendering a reading is a few dictionary look-ups and one ``repr``.
+Fast path: escaped measurements and keys are cached, ``TagSet`` holds a tag set rendered once (the
+pipeline keeps one per sensor), so rendering a reading is a few dictionary look-ups and one ``repr``, and
+``FieldLayout`` fixes a decoder's constant field set (keys checked and escaped once, values rendered by one
+format string); its ``Fields`` may share a part with other points, rendered once for all of them (the radio
+points of one LoRaWAN uplink).
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
 
 from smartzone.model import FieldValue, Point, Store
 
@@ -63,7 +67,7 @@ _measurements: dict[str, str] = {}
 _keys: dict[str, str] = {}
 
 
-def _cached(cache: dict[str, str], text: str, escape) -> str:
+def _cached(cache: dict[str, str], text: str, escape: Callable[[str], str]) -> str:
     escaped = escape(text)
     if len(cache) >= _CACHE_MAX:
         cache.clear()
@@ -105,8 +109,11 @@ def format_value(value: FieldValue) -> str:
 def tag_set(tags: Mapping[str, str | None]) -> str:
     """``,k=v,...`` sorted by key (InfluxDB's preferred order), empty values left out."""
     keys = _keys
-    return "".join(f",{keys.get(k) or _cached(keys, k, escape_key)}={keys.get(v) or _cached(keys, v, escape_key)}"
-                   for k, v in sorted(tags.items()) if v)
+    return "".join(
+        f",{keys.get(k) or _cached(keys, k, escape_key)}={keys.get(v) or _cached(keys, v, escape_key)}"
+        for k, v in sorted(tags.items())
+        if v
+    )
 
 
 class TagSet(Mapping):
@@ -143,9 +150,15 @@ def render(p: Point) -> str:
     m = _measurements.get(p.measurement) or _cached(_measurements, p.measurement, escape_measurement)
     tags = p.tags
     ts = tags.rendered if type(tags) is TagSet else tag_set(tags)
+    return f"{m}{ts} {field_set(p.fields)} {p.time_ns}"
+
+
+def field_set(fields: Mapping[str, FieldValue]) -> str:
+    """``k=v,...`` in the mapping's order, or ``LineProtocolError``."""
     body = []
     keys = _keys
-    for k, v in p.fields.items():
+    v: Any  # dispatched on its exact type below (mypy narrows isinstance, not a saved type(v))
+    for k, v in fields.items():
         ek = keys.get(k) or _cached(keys, k, escape_key)
         tv = type(v)
         if tv is float:
@@ -158,7 +171,123 @@ def render(p: Point) -> str:
             body.append(f"{ek}={format_value(v)}")
     if not body:
         raise LineProtocolError("a point needs at least one field")
-    return f"{m}{ts} {','.join(body)} {p.time_ns}"
+    return ",".join(body)
+
+
+class FieldLayout:
+    """Field keys and their types fixed in advance: a decoder's constant field set (a radio point's rssi, snr,
+    channel ...), its keys checked and escaped once, here, and a point's values rendered by one format string.
+
+    ``FieldLayout({"rssi": int, "snr": float})`` (types: int, float, bool, str); ``layout(values, shared)`` makes
+    the ``Fields`` of one point. A value that does not fit (another type, a non-finite float, a string with a
+    NUL or invalid Unicode) is rendered by the generic path, which refuses it with the reason.
+    """
+
+    __slots__ = ("_bools", "_floats", "_strs", "_template", "index", "keys", "types")
+
+    def __init__(self, fields: Mapping[str, type]) -> None:
+        if not fields:
+            raise LineProtocolError("a field layout needs at least one field")
+        self.keys: tuple[str, ...] = tuple(fields)
+        self.index = {k: i for i, k in enumerate(self.keys)}
+        self.types: tuple[type, ...] = tuple(fields.values())
+        template = []
+        for k, t in fields.items():
+            ek = escape_key(k).replace("{", "{{").replace("}", "}}")
+            if t is int:
+                template.append(f"{ek}={{}}i")
+            elif t is float:
+                template.append(f"{ek}={{!r}}")
+            elif t is bool:
+                template.append(f"{ek}={{}}")
+            elif t is str:
+                template.append(f'{ek}="{{}}"')
+            else:
+                raise LineProtocolError(f"field {k!r}: unsupported field type {t.__name__}")
+        self._template = ",".join(template)
+        self._bools = tuple(i for i, t in enumerate(self.types) if t is bool)
+        self._floats = tuple(i for i, t in enumerate(self.types) if t is float)
+        self._strs = tuple(i for i, t in enumerate(self.types) if t is str)
+
+    def __call__(self, values: tuple[FieldValue, ...], shared: Fields | None = None) -> Fields:
+        return Fields(self, values, shared)
+
+    def render(self, values: tuple[FieldValue, ...]) -> str | None:
+        """``k=v,...``, or None when a value does not fit the layout (the generic path then says why)."""
+        if tuple(map(type, values)) != self.types:
+            return None
+        for i in self._floats:
+            v = values[i]
+            if type(v) is float and v - v != 0.0:  # inf - inf and nan - nan are nan
+                return None
+        if self._bools or self._strs:
+            out = list(values)
+            for i in self._bools:
+                out[i] = "true" if out[i] else "false"
+            for i in self._strs:
+                text = out[i]
+                if type(text) is not str or "\0" in text or (not text.isascii() and not _encodes(text)):
+                    return None
+                out[i] = text.translate(_STRING)
+            return self._template.format(*out)
+        return self._template.format(*values)
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+class Fields(Mapping[str, FieldValue]):
+    """A point's fields as values of a ``FieldLayout``, then, optionally, fields it shares with other points
+    (``shared``: the uplink-wide part of its radio points, rendered once for all of them). A read-only mapping,
+    usable wherever ``Point.fields`` is; a key of its own hides a shared one (rendered by the generic path)."""
+
+    __slots__ = ("_rendered", "data", "layout", "shared")
+
+    def __init__(self, layout: FieldLayout, values: tuple[FieldValue, ...], shared: Fields | None = None) -> None:
+        self.layout = layout
+        self.data = values  # not ``values``: that is the Mapping method
+        self.shared = shared
+        self._rendered: str | None = None
+
+    def rendered(self) -> str:
+        """``k=v,...`` (its own, then the shared), or "" when the generic path must render (and refuse) it."""
+        r = self._rendered
+        if r is None:
+            r = self.layout.render(self.data) or ""
+            shared = self.shared
+            if r and shared is not None:
+                tail = shared._rendered
+                if tail is None:  # the first of the points that share it
+                    tail = shared.rendered()
+                ok = tail and shared.shared is None and self.layout.index.keys().isdisjoint(shared.layout.keys)
+                r = f"{r},{tail}" if ok else ""
+            self._rendered = r
+        return r
+
+    def __getitem__(self, key: str) -> FieldValue:
+        i = self.layout.index.get(key)
+        if i is not None:
+            return self.data[i]
+        if self.shared is None:
+            raise KeyError(key)
+        return self.shared[key]
+
+    def __iter__(self) -> Iterator[str]:
+        own = self.layout.index
+        yield from self.layout.keys
+        if self.shared is not None:
+            yield from (k for k in self.shared if k not in own)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def __repr__(self) -> str:
+        return f"Fields({dict(self)!r})"
 
 
 def render_by_store(points: Iterable[Point]) -> tuple[dict[Store, list[str]], list[tuple[Point, str]]]:
@@ -174,13 +303,19 @@ def render_by_store(points: Iterable[Point]) -> tuple[dict[Store, list[str]], li
         m, tags, fields, ns, store = p
         ln = None
         em = measurements.get(m)
-        if em is not None and type(tags) is TagSet:
-            parts: list[str] | None = []
+        if em is None or type(tags) is not TagSet:
+            pass
+        elif type(fields) is Fields:  # a fixed layout, rendered by one format string ("" when it cannot be)
+            body = fields.rendered()
+            if body:
+                ln = f"{em}{tags.rendered} {body} {ns}"
+        else:
+            parts: list[str] = []
+            v: Any  # dispatched on its exact type below (mypy narrows isinstance, not a saved type(v))
             for k, v in fields.items():
                 ek = keys.get(k)
                 tv = type(v)
                 if ek is None:
-                    parts = None
                     break
                 if tv is float and v - v == 0.0:  # finite
                     parts.append(f"{ek}={v!r}")
@@ -191,10 +326,10 @@ def render_by_store(points: Iterable[Point]) -> tuple[dict[Store, list[str]], li
                 elif tv is str and v.isascii() and "\0" not in v:
                     parts.append(f'{ek}="{v.translate(string)}"')
                 else:  # non-finite, non-ASCII text, another type: render() says what
-                    parts = None
                     break
-            if parts:
-                ln = f"{em}{tags.rendered} {','.join(parts)} {ns}"
+            else:
+                if parts:
+                    ln = f"{em}{tags.rendered} {','.join(parts)} {ns}"
         if ln is None:
             try:
                 ln = render(p)
@@ -209,8 +344,7 @@ def render_by_store(points: Iterable[Point]) -> tuple[dict[Store, list[str]], li
     return out, bad
 
 
-def line(measurement: str, tags: Mapping[str, str | None], fields: Mapping[str, FieldValue],
-         time_ns: int) -> str:
+def line(measurement: str, tags: Mapping[str, str], fields: Mapping[str, FieldValue], time_ns: int) -> str:
     """``render`` of one point given by its parts."""
     return render(Point(measurement, tags, fields, time_ns))
 

@@ -113,10 +113,19 @@ def _split(name: str) -> tuple[str, int, str] | None:
 
 def quantity(name: str) -> str | None:
     """The default vocabulary key for a native name (``temperature_3`` -> ``weather.temperature``)."""
+    try:
+        return _QUANTITY_OF[name]  # per value of every uplink: split once per name
+    except KeyError:
+        pass
     split = _split(name)
-    if split is None or split[2]:
-        return None
-    return _QUANTITY.get(split[0])
+    q = None if split is None or split[2] else _QUANTITY.get(split[0])
+    if len(_QUANTITY_OF) >= 10_000:  # bounded: decode() names at most 256 channels of each type
+        _QUANTITY_OF.clear()
+    _QUANTITY_OF[name] = q
+    return q
+
+
+_QUANTITY_OF: dict[str, str | None] = {}
 
 
 def decode(data: bytes, f_port: int) -> list[tuple[str, float | int | bool]]:
@@ -132,8 +141,7 @@ def decode(data: bytes, f_port: int) -> list[tuple[str, float | int | bool]]:
         if spec is None:
             raise DecodeError("unknown_channel", f"offset {i + 1}: unknown LPP type {type_} (channel {channel})")
         if i + 2 + _SIZES[type_] > n:
-            raise DecodeError("wrong_length", f"offset {i}: type {type_} needs {_SIZES[type_]} bytes, "
-                                              f"{n - i - 2} left")
+            raise DecodeError("wrong_length", f"offset {i}: type {type_} needs {_SIZES[type_]} bytes, {n - i - 2} left")
         type_name, axes, signed = spec
         pos = i + 2
         for suffix, width, divisor in axes:

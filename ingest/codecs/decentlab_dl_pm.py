@@ -95,7 +95,7 @@ def encode(values: dict[str, float | int | bool], f_port: int | None = None, dev
         if len(pm) != len(_PM_FIELDS):
             raise ValueError("the PM block needs pm1, pm2_5 and pm10")
         flags |= 2
-        words = [0] * 10
+        words: list[float] = [0] * 10
         for word, quantity in _PM_FIELDS:
             words[word] = values[quantity] * 10
         for w in words:

@@ -100,8 +100,9 @@ def decode(data: bytes, f_port: int) -> list[tuple[str, float | int | bool]]:
         if fields is None:
             raise DecodeError("unknown_channel", f"offset {i}: unknown Elsys type 0x{type_:02X}")
         if i + 1 + _SIZES[type_] > n:
-            raise DecodeError("wrong_length", f"offset {i}: type 0x{type_:02X} needs {_SIZES[type_]} bytes, "
-                                              f"{n - i - 1} left")
+            raise DecodeError(
+                "wrong_length", f"offset {i}: type 0x{type_:02X} needs {_SIZES[type_]} bytes, {n - i - 1} left"
+            )
         pos = i + 1
         for name, width, signed, divisor in fields:
             if name is not None:
@@ -128,11 +129,12 @@ def encode(values: dict[str, float | int | bool], f_port: int | None = None) -> 
             raise ValueError(f"type 0x{type_:02X} needs all of {named}")
         frame.append(type_)
         for name, width, signed, divisor in fields:
-            raw = 0 if name is None else round(values[name] * divisor)
+            value = 0 if name is None else values[name]  # a skipped field is sent as 0
+            raw = round(value * divisor)
             try:
                 frame += raw.to_bytes(width, "big", signed=signed)
             except OverflowError:
-                raise ValueError(f"{name}={values[name]!r} does not fit {width} bytes") from None
+                raise ValueError(f"{name}={value!r} does not fit {width} bytes") from None
         used += len(present)
     if used != len(values):
         raise ValueError(f"cannot place {sorted(set(values) - {f[0] for fs in _TYPES.values() for f in fs})}")

@@ -70,8 +70,9 @@ def decode(data: bytes, f_port: int) -> list[tuple[str, float | int | bool]]:
         if fields is None:
             raise DecodeError("unknown_channel", f"offset {i}: unknown channel 0x{key[0]:02X} type 0x{key[1]:02X}")
         if i + 2 + _SIZES[key] > n:
-            raise DecodeError("wrong_length", f"offset {i}: channel 0x{key[0]:02X} needs {_SIZES[key]} bytes, "
-                                              f"{n - i - 2} left")
+            raise DecodeError(
+                "wrong_length", f"offset {i}: channel 0x{key[0]:02X} needs {_SIZES[key]} bytes, {n - i - 2} left"
+            )
         pos = i + 2
         for name, width in fields:
             if name is not None:
@@ -94,13 +95,14 @@ def encode(values: dict[str, float | int | bool], f_port: int | None = None) -> 
             raise ValueError(f"channel 0x{cid:02X} needs all of {named}")
         frame += bytes((cid, ctype))
         for name, width in fields:
-            raw = values[name]
+            value = 0 if name is None else values[name]  # a skipped field is sent as 0
+            raw = value
             if isinstance(raw, float):
                 raw = round(raw)
             try:
                 frame += int(raw).to_bytes(width, "little")
             except OverflowError:
-                raise ValueError(f"{name}={values[name]!r} does not fit {width} bytes") from None
+                raise ValueError(f"{name}={value!r} does not fit {width} bytes") from None
         used += len(present)
     if used != len(values):
         raise ValueError(f"cannot place all of {sorted(values)}")

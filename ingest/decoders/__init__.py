@@ -43,5 +43,8 @@ NAMES: list[str] = sorted(DECODERS.keys() | REGISTRY_DECODERS.keys() | PRIVATE_D
 
 def bind(registry: Registry, pseudonymiser: Pseudonymiser | None = None) -> dict[str, Decoder]:
     """Every decoder, the registry-bound ones bound to ``registry``, the private ones to ``pseudonymiser``."""
-    return (DECODERS | {name: make(registry) for name, make in REGISTRY_DECODERS.items()}
-            | {name: make(registry, pseudonymiser) for name, make in PRIVATE_DECODERS.items()})
+    return (
+        DECODERS
+        | {name: make(registry) for name, make in REGISTRY_DECODERS.items()}
+        | {name: make(registry, pseudonymiser) for name, make in PRIVATE_DECODERS.items()}
+    )

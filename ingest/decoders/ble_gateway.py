@@ -43,11 +43,40 @@ FIELDS = {
 }
 
 # Identity, radio and decoder bookkeeping, and values derived from others.
-IGNORED = frozenset({
-    "id", "mac", "mac_type", "name", "brand", "model", "model_id", "type", "mfid", "mfr", "cidc",
-    "manufacturerdata", "servicedata", "servicedatauuid", "uuid", "major", "minor", "txpower", "tx",
-    "distance", "acts", "cont", "track", "packet", "seq", "prmac", "prmacid", "adv_data", "tempf", "dp",
-})
+IGNORED = frozenset(
+    {
+        "id",
+        "mac",
+        "mac_type",
+        "name",
+        "brand",
+        "model",
+        "model_id",
+        "type",
+        "mfid",
+        "mfr",
+        "cidc",
+        "manufacturerdata",
+        "servicedata",
+        "servicedatauuid",
+        "uuid",
+        "major",
+        "minor",
+        "txpower",
+        "tx",
+        "distance",
+        "acts",
+        "cont",
+        "track",
+        "packet",
+        "seq",
+        "prmac",
+        "prmacid",
+        "adv_data",
+        "tempf",
+        "dp",
+    }
+)
 _NOT_READINGS = ("undecoded",)
 _MAC_LEVEL = re.compile(r"[0-9A-Fa-f]{12}")
 

@@ -36,7 +36,10 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
+from types import ModuleType
+from typing import Any
 
 import orjson
 from chirpstack_api.common import common_pb2
@@ -47,15 +50,19 @@ from google.protobuf.message import DecodeError as ProtobufDecodeError
 
 from ingest.codecs import CODECS
 from smartzone.errors import ConfigurationError, DecodeError
-from smartzone.model import EPOCH, Decoded, Message, Reading, Record, Store
+from smartzone.model import EPOCH, Decoded, FieldValue, Message, Reading, Record, Store
 from smartzone.registry import Registry
+from storage.lineprotocol import FieldLayout, Fields, LineProtocolError, TagSet
 
 NAME = "chirpstack"
 
 _EUI = re.compile(r"[0-9a-f]{16}")
+# chirpstack-api and protobuf ship no type information: their messages and classes are Any to mypy
+Event = Any
+_new = tuple.__new__  # Reading(...), Record(...) without the Python frame of NamedTuple.__new__ (hot path)
 
 
-def _integration_event_class():
+def _integration_event_class() -> Any:
     """``integration.IntegrationEvent`` as ChirpStack's integration.proto defines it."""
     pool = descriptor_pool.Default()
     try:
@@ -63,9 +70,11 @@ def _integration_event_class():
     except KeyError:
         pass
     f = descriptor_pb2.FileDescriptorProto(
-        name="smartzone/chirpstack_integration_event.proto", package="integration", syntax="proto3",
-        dependency=[pb.DESCRIPTOR.name, "google/protobuf/timestamp.proto",
-                    "google/protobuf/struct.proto"])
+        name="smartzone/chirpstack_integration_event.proto",
+        package="integration",
+        syntax="proto3",
+        dependency=[pb.DESCRIPTOR.name, "google/protobuf/timestamp.proto", "google/protobuf/struct.proto"],
+    )
     m = f.message_type.add(name="IntegrationEvent")
     T = descriptor_pb2.FieldDescriptorProto
     for number, name, json_name, kind, type_name in (
@@ -133,12 +142,19 @@ _LOCATION_SOURCES = {v: k.lower() for k, v in common_pb2.LocationSource.items()}
 _LOG_LEVELS = {v: k.lower() for k, v in pb.LogLevel.items()}
 _LOG_CODES = {v: k.lower() for k, v in pb.LogCode.items()}
 
+# A radio point's fields: its gateway's reception, then the uplink's (rendered once for all its gateways)
+_RADIO_RX = FieldLayout({"rssi": int, "snr": float, "channel": int})
+_UPLINK = {"frequency": int, "dr": int, "f_cnt": int, "f_port": int, "adr": bool, "confirmed": bool, "n_gateways": int}
+_RADIO_COMMON = FieldLayout(_UPLINK)
+_RADIO_LORA = FieldLayout({**_UPLINK, "bandwidth": int, "spreading_factor": int, "code_rate": str})
+_RADIO_FSK = FieldLayout({**_UPLINK, "bitrate": int})
 
-def make(registry: Registry):
+
+def make(registry: Registry) -> Callable[[Message], Decoded]:
     return ChirpStackDecoder(registry).decode
 
 
-def parse_event(event_type: str, payload: bytes):
+def parse_event(event_type: str, payload: bytes) -> Event:
     """The event as its chirpstack-api message, from JSON or protobuf; DecodeError when it is neither."""
     cls = EVENTS.get(event_type)
     if cls is None:
@@ -165,15 +181,32 @@ def parse_event(event_type: str, payload: bytes):
         raise DecodeError("malformed", f"neither JSON nor a protobuf {cls.__name__}: {exc}") from None
 
 
-_UPLINK_SCALARS = (("deduplicationId", "deduplication_id"), ("devAddr", "dev_addr"), ("adr", "adr"), ("dr", "dr"),
-                   ("fCnt", "f_cnt"), ("fPort", "f_port"), ("confirmed", "confirmed"),
-                   ("regionConfigId", "region_config_id"))
-_RX_SCALARS = (("gatewayId", "gateway_id"), ("uplinkId", "uplink_id"), ("rssi", "rssi"), ("snr", "snr"),
-               ("channel", "channel"), ("rfChain", "rf_chain"), ("board", "board"), ("antenna", "antenna"))
-_UPLINK_KNOWN = frozenset({"deviceInfo", "time", "data", "object", "rxInfo", "txInfo"}
-                          | {k for k, _ in _UPLINK_SCALARS})
-_RX_KNOWN = frozenset({"gwTime", "nsTime", "crcStatus", "context", "metadata", "location"}
-                      | {k for k, _ in _RX_SCALARS})
+_UPLINK_SCALARS = (
+    ("deduplicationId", "deduplication_id"),
+    ("devAddr", "dev_addr"),
+    ("adr", "adr"),
+    ("dr", "dr"),
+    ("fCnt", "f_cnt"),
+    ("fPort", "f_port"),
+    ("confirmed", "confirmed"),
+    ("regionConfigId", "region_config_id"),
+)
+_RX_SCALARS = (
+    ("gatewayId", "gateway_id"),
+    ("uplinkId", "uplink_id"),
+    ("rssi", "rssi"),
+    ("snr", "snr"),
+    ("channel", "channel"),
+    ("rfChain", "rf_chain"),
+    ("board", "board"),
+    ("antenna", "antenna"),
+)
+_UPLINK_KNOWN = frozenset(
+    {"deviceInfo", "time", "data", "object", "rxInfo", "txInfo"} | {k for k, _ in _UPLINK_SCALARS}
+)
+_RX_KNOWN = frozenset(
+    {"gwTime", "nsTime", "crcStatus", "context", "metadata", "location"} | {k for k, _ in _RX_SCALARS}
+)
 _INFO_STRINGS = tuple((f.json_name, f.name) for f in pb.DeviceInfo.DESCRIPTOR.fields if f.type == f.TYPE_STRING)
 _INFO_KNOWN = frozenset({"deviceClassEnabled", "tags"} | {k for k, _ in _INFO_STRINGS})
 _LORA_FIELDS = (("bandwidth", "bandwidth"), ("spreadingFactor", "spreading_factor"))
@@ -237,8 +270,14 @@ def _uplink_from_json(doc: dict) -> pb.UplinkEvent:
         mod = tx.get("modulation")
         if mod is not None:
             lora = mod["lora"]  # FSK / LR-FHSS: KeyError, the general parser takes them
-            if not mod.keys() <= {"lora"} or not lora.keys() <= {"bandwidth", "spreadingFactor", "codeRate",
-                                                                    "polarizationInversion", "preamble", "noCrc"}:
+            if not mod.keys() <= {"lora"} or not lora.keys() <= {
+                "bandwidth",
+                "spreadingFactor",
+                "codeRate",
+                "polarizationInversion",
+                "preamble",
+                "noCrc",
+            }:
                 raise KeyError("modulation outside the fast path")
             m = ev.tx_info.modulation.lora
             m.SetInParent()
@@ -260,15 +299,17 @@ def _uplink_from_json(doc: dict) -> pb.UplinkEvent:
 
 
 # both spellings the proto3 JSON mapping accepts: lowerCamelCase and the proto field name
-_UPLINK_JSON_NAMES = frozenset({f.json_name for f in pb.UplinkEvent.DESCRIPTOR.fields}
-                               | {f.name for f in pb.UplinkEvent.DESCRIPTOR.fields})
+_UPLINK_JSON_NAMES = frozenset(
+    {f.json_name for f in pb.UplinkEvent.DESCRIPTOR.fields} | {f.name for f in pb.UplinkEvent.DESCRIPTOR.fields}
+)
 
 
-def _time(ts) -> datetime:
+def _time(ts: Event) -> datetime:
     return EPOCH + timedelta(seconds=ts.seconds, microseconds=ts.nanos // 1000)
 
 
-def _flatten(prefix: str, value, out: list[tuple[str, object]]) -> None:
+def _flatten(prefix: str, value: Any, out: list[tuple[str, Any]]) -> None:
+    """A decoded JSON object's leaves as (dotted path, value): the pipeline checks every value."""
     if isinstance(value, dict):
         for k, v in value.items():
             _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
@@ -284,12 +325,20 @@ class ChirpStackDecoder:
         self.registry = registry
         unknown = sorted({p.codec for p in registry.device_profiles.values() if p.codec} - set(CODECS))
         if unknown:
-            raise ConfigurationError(f"registry device profiles name unknown codecs {unknown}; known: "
-                                     f"{sorted(CODECS)}")
+            raise ConfigurationError(f"registry device profiles name unknown codecs {unknown}; known: {sorted(CODECS)}")
         self._gateway_ids = {eui: g.id for eui, g in registry.lora_gateways.items()}
+        self._radio_tags: dict[tuple[str, str], Mapping[str, str]] = {}
         # one handler per event type, by ChirpStack's name for it (the topic's last level)
-        self._handlers = {"up": self._up, "status": self._status, "location": self._location, "join": self._join,
-                          "ack": self._ack, "txack": self._txack, "log": self._log, "integration": self._integration}
+        self._handlers = {
+            "up": self._up,
+            "status": self._status,
+            "location": self._location,
+            "join": self._join,
+            "ack": self._ack,
+            "txack": self._txack,
+            "log": self._log,
+            "integration": self._integration,
+        }
 
     def decode(self, msg: Message) -> Decoded:
         levels = msg.topic.split("/")
@@ -301,12 +350,18 @@ class ChirpStackDecoder:
         event = parse_event(event_type, msg.payload)
         info = event.device_info
         if info.dev_eui.lower() != dev_eui:
-            raise DecodeError("topic_mismatch", f"the event's deviceInfo.devEui {info.dev_eui!r} is not the "
-                                                f"topic's {dev_eui!r} (a ChirpStack v3 event, or a mixed-up one)")
+            raise DecodeError(
+                "topic_mismatch",
+                f"the event's deviceInfo.devEui {info.dev_eui!r} is not the "
+                f"topic's {dev_eui!r} (a ChirpStack v3 event, or a mixed-up one)",
+            )
         sensor = self.registry.resolve(None, dev_eui)
         if sensor is None:
-            raise DecodeError("unknown_device", f"LoRaWAN device {dev_eui} ({info.device_name or 'no name'}, "
-                                                f"profile {info.device_profile_name or '?'}) is not in the registry")
+            raise DecodeError(
+                "unknown_device",
+                f"LoRaWAN device {dev_eui} ({info.device_name or 'no name'}, "
+                f"profile {info.device_profile_name or '?'}) is not in the registry",
+            )
         t = _time(event.time) if event.HasField("time") else None
         return self._handlers[event_type](msg, event, dev_eui, sensor.id, t)
 
@@ -321,10 +376,10 @@ class ChirpStackDecoder:
             else:
                 t = msg.received_at
         readings: list[Reading] = []
-        records: list[Record] = [*self._radio(ev, dev_eui, t)]
+        records = self._radio(ev, dev_eui, t)
         problems: list[DecodeError] = []
         position: dict[str, float] = {}
-        values: list[tuple[str, object]] = []
+        values: list[tuple[str, Any]] = []  # JSON or codec values: the pipeline checks each
         if ev.HasField("object") and len(ev.object.fields):
             _flatten("", json_format.MessageToDict(ev.object), values)
             values = self._object_names(sensor_id, values)
@@ -332,21 +387,26 @@ class ChirpStackDecoder:
             profile = self.registry.device_profile(sensor_id)
             codec = CODECS.get(profile.codec) if profile is not None and profile.codec else None
             if codec is None:
-                problems.append(DecodeError("no_codec", f"device {sensor_id}: its device profile names no codec "
-                                                        "and ChirpStack sent no decoded object"))
+                problems.append(
+                    DecodeError(
+                        "no_codec",
+                        f"device {sensor_id}: its device profile names no codec and ChirpStack sent no decoded object",
+                    )
+                )
             else:
                 try:
                     values = self._codec_names(sensor_id, codec, codec.decode(ev.data, ev.f_port))
                 except DecodeError as exc:
-                    problems.append(DecodeError(exc.reason, f"{codec.NAME} fPort {ev.f_port} "
-                                                            f"data {ev.data.hex()}: {exc.detail}"))
+                    problems.append(
+                        DecodeError(exc.reason, f"{codec.NAME} fPort {ev.f_port} data {ev.data.hex()}: {exc.detail}")
+                    )
         for name, value in values:
             axis = _gps_axis(name)
             if axis is not None:
                 if isinstance(value, int | float) and not isinstance(value, bool):
                     position[axis] = float(value)
                 continue
-            readings.append(Reading(t, dev_eui, name, value, None, NAME))
+            readings.append(_new(Reading, (t, dev_eui, name, value, None, NAME)))
         if "latitude" in position and "longitude" in position:
             try:
                 records.append(_position(dev_eui, t, position, "gps_payload"))
@@ -354,26 +414,51 @@ class ChirpStackDecoder:
                 problems.append(exc)
         return Decoded(readings, records, problems)
 
-    def _radio(self, ev: pb.UplinkEvent, dev_eui: str, t: datetime):
+    def _radio(self, ev: pb.UplinkEvent, dev_eui: str, t: datetime) -> list[Record]:
         tx = ev.tx_info
         mod = tx.modulation
         kind = mod.WhichOneof("parameters") or "unknown"
-        common = {"frequency": tx.frequency, "dr": ev.dr, "f_cnt": ev.f_cnt, "f_port": ev.f_port, "adr": ev.adr,
-                  "confirmed": ev.confirmed, "n_gateways": len(ev.rx_info)}
+        common: tuple[int | bool, ...] = (
+            tx.frequency,
+            ev.dr,
+            ev.f_cnt,
+            ev.f_port,
+            ev.adr,
+            ev.confirmed,
+            len(ev.rx_info),
+        )
         if kind == "lora":
             lora = mod.lora
-            common["bandwidth"] = lora.bandwidth
-            common["spreading_factor"] = lora.spreading_factor
-            common["code_rate"] = _CODE_RATES.get(lora.code_rate, lora.code_rate_legacy or "")
+            code_rate = _CODE_RATES.get(lora.code_rate, lora.code_rate_legacy or "")
+            shared = Fields(_RADIO_LORA, (*common, lora.bandwidth, lora.spreading_factor, code_rate))
         elif kind == "fsk":
-            common["bitrate"] = mod.fsk.datarate
-        for rx in ev.rx_info:
-            gw = rx.gateway_id.lower()
-            tags = {"rx_gateway": self._gateway_ids.get(gw) or gw, "modulation": kind}
-            yield Record("radio", dev_eui, tags,
-                         {"rssi": rx.rssi, "snr": round(rx.snr, 2), "channel": rx.channel, **common}, t, Store.OPS)
+            shared = Fields(_RADIO_FSK, (*common, mod.fsk.datarate))
+        else:
+            shared = Fields(_RADIO_COMMON, common)
+        radio_tags = self._radio_tags
+        records = []
+        for rx in ev.rx_info:  # the uplink's fields (shared) are rendered once for all its receiving gateways
+            gw = rx.gateway_id
+            tags = radio_tags.get((gw, kind)) or self._radio_tag_set(gw, kind)
+            fields = Fields(_RADIO_RX, (rx.rssi, round(rx.snr, 2), rx.channel), shared)
+            records.append(_new(Record, ("radio", dev_eui, tags, fields, t, Store.OPS)))
+        return records
 
-    def _object_names(self, sensor_id: str, values: list[tuple[str, object]]) -> list[tuple[str, object]]:
+    def _radio_tag_set(self, gateway_id: str, kind: str) -> Mapping[str, str]:
+        """A radio point's own tags, one ``TagSet`` per gateway and modulation (the pipeline merges it with the
+        device's once); a plain mapping when line protocol cannot carry them (the pipeline then says why)."""
+        gw = gateway_id.lower()
+        tags = {"rx_gateway": self._gateway_ids.get(gw) or gw, "modulation": kind}
+        try:
+            tag_set: Mapping[str, str] = TagSet(tags)
+        except LineProtocolError:
+            return tags
+        if len(self._radio_tags) >= 10_000:  # bounded: gateway ids come from the network
+            self._radio_tags.clear()
+        self._radio_tags[(gateway_id, kind)] = tag_set
+        return tag_set
+
+    def _object_names(self, sensor_id: str, values: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
         fields = self.registry.sensors[sensor_id].fields
         out = []
         for name, value in values:
@@ -387,12 +472,14 @@ class ChirpStackDecoder:
             out.append((q or name, value))
         return out
 
-    def _codec_names(self, sensor_id: str, codec, values) -> list[tuple[str, object]]:
+    def _codec_names(
+        self, sensor_id: str, codec: ModuleType, values: list[tuple[str, float | int | bool]]
+    ) -> list[tuple[str, Any]]:
         fields = self.registry.sensors[sensor_id].fields
         default = getattr(codec, "quantity", None)
         return [(fields.get(n) or (default(n) if default else None) or n, v) for n, v in values]
 
-    def _status(self, msg: Message, ev: pb.StatusEvent, dev_eui: str, sensor_id: str, t) -> Decoded:
+    def _status(self, msg: Message, ev: Event, dev_eui: str, sensor_id: str, t: datetime | None) -> Decoded:
         t = t or msg.received_at
         readings = [
             Reading(t, dev_eui, "gateway_health.link_margin", ev.margin, None, NAME),
@@ -402,39 +489,79 @@ class ChirpStackDecoder:
             readings.append(Reading(t, dev_eui, "gateway_health.battery", round(ev.battery_level, 2), None, NAME))
         return Decoded(readings, [])
 
-    def _location(self, msg: Message, ev: pb.LocationEvent, dev_eui: str, sensor_id: str, t) -> Decoded:
+    def _location(self, msg: Message, ev: Event, dev_eui: str, sensor_id: str, t: datetime | None) -> Decoded:
         loc = ev.location
         if not (-90 <= loc.latitude <= 90 and -180 <= loc.longitude <= 180):
             raise DecodeError("out_of_range", f"location {loc.latitude}, {loc.longitude} is not on Earth")
-        pos = {"latitude": loc.latitude, "longitude": loc.longitude, "altitude": loc.altitude,
-               "accuracy": round(loc.accuracy, 3)}
-        return Decoded([], [_position(dev_eui, t or msg.received_at, pos,
-                                      _LOCATION_SOURCES.get(loc.source, "unknown"))])
+        pos = {
+            "latitude": loc.latitude,
+            "longitude": loc.longitude,
+            "altitude": loc.altitude,
+            "accuracy": round(loc.accuracy, 3),
+        }
+        return Decoded(
+            [], [_position(dev_eui, t or msg.received_at, pos, _LOCATION_SOURCES.get(loc.source, "unknown"))]
+        )
 
-    def _ops(self, msg: Message, dev_eui: str, event: str, fields: dict, t, tags: dict | None = None) -> Decoded:
-        return Decoded([], [Record("lorawan_events", dev_eui, {"event": event, **(tags or {})}, fields,
-                                   t or msg.received_at, Store.OPS)])
+    def _ops(
+        self,
+        msg: Message,
+        dev_eui: str,
+        event: str,
+        fields: dict[str, FieldValue],
+        t: datetime | None,
+        tags: dict[str, str] | None = None,
+    ) -> Decoded:
+        return Decoded(
+            [],
+            [
+                Record(
+                    "lorawan_events", dev_eui, {"event": event, **(tags or {})}, fields, t or msg.received_at, Store.OPS
+                )
+            ],
+        )
 
-    def _join(self, msg, ev: pb.JoinEvent, dev_eui, sensor_id, t) -> Decoded:
+    def _join(self, msg: Message, ev: Event, dev_eui: str, sensor_id: str, t: datetime | None) -> Decoded:
         return self._ops(msg, dev_eui, "join", {"dev_addr": ev.dev_addr or "", "count": 1}, t)
 
-    def _ack(self, msg, ev: pb.AckEvent, dev_eui, sensor_id, t) -> Decoded:
-        return self._ops(msg, dev_eui, "ack", {"acknowledged": ev.acknowledged, "f_cnt_down": ev.f_cnt_down,
-                                                   "queue_item_id": ev.queue_item_id, "count": 1}, t)
+    def _ack(self, msg: Message, ev: Event, dev_eui: str, sensor_id: str, t: datetime | None) -> Decoded:
+        return self._ops(
+            msg,
+            dev_eui,
+            "ack",
+            {
+                "acknowledged": ev.acknowledged,
+                "f_cnt_down": ev.f_cnt_down,
+                "queue_item_id": ev.queue_item_id,
+                "count": 1,
+            },
+            t,
+        )
 
-    def _txack(self, msg, ev: pb.TxAckEvent, dev_eui, sensor_id, t) -> Decoded:
+    def _txack(self, msg: Message, ev: Event, dev_eui: str, sensor_id: str, t: datetime | None) -> Decoded:
         gw = ev.gateway_id.lower()
         tags = {"rx_gateway": self._gateway_ids.get(gw) or gw}
-        return self._ops(msg, dev_eui, "txack", {"f_cnt_down": ev.f_cnt_down, "downlink_id": ev.downlink_id,
-                                                     "frequency": ev.tx_info.frequency, "count": 1}, t, tags)
+        return self._ops(
+            msg,
+            dev_eui,
+            "txack",
+            {"f_cnt_down": ev.f_cnt_down, "downlink_id": ev.downlink_id, "frequency": ev.tx_info.frequency, "count": 1},
+            t,
+            tags,
+        )
 
-    def _log(self, msg, ev: pb.LogEvent, dev_eui, sensor_id, t) -> Decoded:
+    def _log(self, msg: Message, ev: Event, dev_eui: str, sensor_id: str, t: datetime | None) -> Decoded:
         tags = {"level": _LOG_LEVELS.get(ev.level, "info"), "code": _LOG_CODES.get(ev.code, "unknown")}
         return self._ops(msg, dev_eui, "log", {"description": ev.description[:1000], "count": 1}, t, tags)
 
-    def _integration(self, msg, ev, dev_eui, sensor_id, t) -> Decoded:
-        return self._ops(msg, dev_eui, "integration", {
-            "integration_name": ev.integration_name[:200], "event_type": ev.event_type[:200], "count": 1}, t)
+    def _integration(self, msg: Message, ev: Event, dev_eui: str, sensor_id: str, t: datetime | None) -> Decoded:
+        return self._ops(
+            msg,
+            dev_eui,
+            "integration",
+            {"integration_name": ev.integration_name[:200], "event_type": ev.event_type[:200], "count": 1},
+            t,
+        )
 
 
 def _strip_channel(name: str) -> str:

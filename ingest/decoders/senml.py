@@ -37,6 +37,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import TypeGuard
 
 from ingest.decoders._json import load_json
 from smartzone.errors import DecodeError
@@ -100,9 +101,11 @@ _CONVERSIONS: dict[tuple[str, str], Callable[[float], float]] = {
     ("μg/m3", "ug/m3"): lambda x: x,
 }
 _JOULES_PER_KWH = 3_600_000
+_EXACT = 2**53  # integers a float holds exactly
+_new = tuple.__new__  # Reading(...) without the Python frame of NamedTuple.__new__ (hot path)
 
 
-def _is_number(x: object) -> bool:
+def _is_number(x: object) -> TypeGuard[float | int]:
     return isinstance(x, int | float) and not isinstance(x, bool)
 
 
@@ -199,7 +202,13 @@ def decode(msg: Message) -> list[Reading]:
         if not device:
             raise DecodeError("missing_device", f"record {i}: no base name and no topic level to name the device")
 
-        seconds = base_time + (_number(record, "t", i, "bad_timestamp") or 0.0) if "t" in record else base_time
+        seconds = base_time
+        if "t" in record:
+            t = record["t"]
+            if (type(t) is float and t - t == 0.0) or (type(t) is int and -_EXACT < t < _EXACT):  # the common case
+                seconds += t
+            else:  # anything else: _number says what is wrong with it
+                seconds += _number(record, "t", i, "bad_timestamp") or 0.0
         time = times.get(seconds)
         if time is None:
             time = times[seconds] = _resolve_time(seconds, msg.received_at)
@@ -223,16 +232,14 @@ def decode(msg: Message) -> list[Reading]:
         if has_value:
             if quantity is not None and unit is not None:
                 value = _convert(value, unit, quantity, f"record {i} ({base_name or ''}{name})")
-            readings.append(Reading(time, device, quantity or field, value, gateway_id, NAME))
+            readings.append(_new(Reading, (time, device, quantity or field, value, gateway_id, NAME)))
 
         if "s" in record:
             total = record["s"]
             if base_sum is not None and _is_number(total):
                 total = base_sum + total
             if unit == "W" and _is_number(total):
-                readings.append(
-                    Reading(time, device, "energy.total", total / _JOULES_PER_KWH, msg.gateway_id, NAME)
-                )
+                readings.append(Reading(time, device, "energy.total", total / _JOULES_PER_KWH, msg.gateway_id, NAME))
             else:
                 readings.append(Reading(time, device, f"{field}_sum", total, msg.gateway_id, NAME))
     return readings

@@ -103,8 +103,9 @@ class SightingsDecoder:
     # -- decode -------------------------------------------------------------------------------------
     def __call__(self, msg: Message) -> Decoded:
         if self.pseudonymiser is None:
-            raise DecodeError("no_pepper", "this worker has no pepper store, so sightings cannot be pseudonymised "
-                                           "and none is stored")
+            raise DecodeError(
+                "no_pepper", "this worker has no pepper store, so sightings cannot be pseudonymised and none is stored"
+            )
         doc = load_json(msg.payload, dict, "a sightings payload")
         unknown = doc.keys() - _TOP
         if unknown:
@@ -133,8 +134,9 @@ class SightingsDecoder:
             raise DecodeError("malformed", f"{where} is not a JSON object")
         unknown = item.keys() - _KEYS
         if unknown:
-            raise DecodeError("malformed", f"{where}: {len(unknown)} unknown key(s) "
-                                           f"(allowed: {', '.join(sorted(_KEYS))})")
+            raise DecodeError(
+                "malformed", f"{where}: {len(unknown)} unknown key(s) (allowed: {', '.join(sorted(_KEYS))})"
+            )
         kind = item.get("kind")
         if not isinstance(kind, str) or kind not in KINDS:
             raise DecodeError("malformed", f"{where}: 'kind' must be one of {', '.join(sorted(KINDS))}")
@@ -151,8 +153,9 @@ class SightingsDecoder:
         if kind == "vehicle" and "class" in item:
             cls = item["class"]
             if not isinstance(cls, str) or not _CLASS.fullmatch(cls):
-                raise DecodeError("invalid_value", f"{where}: 'class' must be a lower-case name such as car or "
-                                                   "heavy_vehicle")
+                raise DecodeError(
+                    "invalid_value", f"{where}: 'class' must be a lower-case name such as car or heavy_vehicle"
+                )
             tags["class"] = cls
         subject, randomised = self._subject(item, named[0], kind, t, where)
         tags["kind"] = kind
@@ -164,12 +167,16 @@ class SightingsDecoder:
     def _subject(self, item: dict, key: str, kind: str, t: datetime, where: str) -> tuple[str, bool | None]:
         value = item[key]
         if value == UNPSEUDONYMISABLE:
-            raise DecodeError("unpseudonymisable", f"{where}: the identifier was withheld when the message was "
-                                                   "dead-lettered (no pepper for its day) and cannot be recovered")
+            raise DecodeError(
+                "unpseudonymisable",
+                f"{where}: the identifier was withheld when the message was "
+                "dead-lettered (no pepper for its day) and cannot be recovered",
+            )
         if key == "subject":
             if not isinstance(value, str) or not _SUBJECT.fullmatch(value):
-                raise DecodeError("bad_identifier", f"{where}: 'subject' must be a pseudonym (16 lower-case hex "
-                                                    "digits)")
+                raise DecodeError(
+                    "bad_identifier", f"{where}: 'subject' must be a pseudonym (16 lower-case hex digits)"
+                )
             if kind not in MAC_KINDS:
                 return value, None
             randomised = item.get("randomised")
@@ -180,10 +187,14 @@ class SightingsDecoder:
         if identifier is None:
             what = "a 48-bit MAC address" if key == "mac" else "a vehicle id (letters and digits, at most 16)"
             raise DecodeError("bad_identifier", f"{where}: '{key}' is not {what}")
+        if self.pseudonymiser is None:  # __call__ refused the message already
+            raise DecodeError("no_pepper", "this worker has no pepper store")
         subject = self.pseudonymiser(identifier, t)
         if subject is None:
-            raise DecodeError("pepper_destroyed", f"{where}: its time {t.isoformat()} falls in a period whose "
-                                                  "pepper has been destroyed")
+            raise DecodeError(
+                "pepper_destroyed",
+                f"{where}: its time {t.isoformat()} falls in a period whose pepper has been destroyed",
+            )
         return subject, randomised
 
     # -- scrub --------------------------------------------------------------------------------------
@@ -192,8 +203,12 @@ class SightingsDecoder:
         try:
             doc = load_json(msg.payload, dict, "a sightings payload")
         except DecodeError:
-            return orjson.dumps({WITHHELD: f"{len(msg.payload)} bytes that are not a JSON object: withheld whole, "
-                                           "since identifiers in it cannot be located"})
+            return orjson.dumps(
+                {
+                    WITHHELD: f"{len(msg.payload)} bytes that are not a JSON object: withheld whole, "
+                    "since identifiers in it cannot be located"
+                }
+            )
         out: dict = {}
         dropped = 0
         t0 = msg.received_at
@@ -291,8 +306,10 @@ def _time(value: object, msg: Message, where: str) -> datetime:
     try:
         return parse_time(value, msg.tz)
     except DecodeError:  # parse_time's detail echoes the value, which may be anything
-        raise DecodeError("bad_timestamp", f"{where}: 'time' is neither ISO 8601 with a zone (or a gateway time "
-                                           "zone) nor epoch seconds") from None
+        raise DecodeError(
+            "bad_timestamp",
+            f"{where}: 'time' is neither ISO 8601 with a zone (or a gateway time zone) nor epoch seconds",
+        ) from None
 
 
 def _scrub_time(value: object) -> object:

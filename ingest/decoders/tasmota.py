@@ -32,7 +32,7 @@ from smartzone.model import Message, Reading
 
 NAME = "tasmota"
 
-FIELDS = {
+FIELDS: dict[str, str] = {
     "Temperature": "weather.temperature",
     "Humidity": "weather.relative_humidity",
     "Pressure": "weather.pressure",
@@ -50,13 +50,31 @@ FIELDS = {
 }
 
 # Sensor fields that are derived, cumulative per day, identifiers or raw duplicates, not measurements.
-IGNORED = frozenset({
-    "TotalStartTime", "Yesterday", "Today", "Period", "ApparentPower", "ReactivePower", "DewPoint", "Id",
-    "Model",
-    "TotalTariff", "ExportTariff",
-    # PMS5003: "CF=1" concentrations duplicate PM*, PB* are particle counts per 0.1 l
-    "CF1", "CF2.5", "CF10", "PB0.3", "PB0.5", "PB1", "PB2.5", "PB5", "PB10",
-})
+IGNORED = frozenset(
+    {
+        "TotalStartTime",
+        "Yesterday",
+        "Today",
+        "Period",
+        "ApparentPower",
+        "ReactivePower",
+        "DewPoint",
+        "Id",
+        "Model",
+        "TotalTariff",
+        "ExportTariff",
+        # PMS5003: "CF=1" concentrations duplicate PM*, PB* are particle counts per 0.1 l
+        "CF1",
+        "CF2.5",
+        "CF10",
+        "PB0.3",
+        "PB0.5",
+        "PB1",
+        "PB2.5",
+        "PB5",
+        "PB10",
+    }
+)
 
 _PRESSURE_FIELDS = frozenset({"Pressure", "SeaPressure"})
 _TEMP_UNITS: dict[str, Callable[[float], float]] = {"C": lambda x: x, "F": lambda x: (x - 32) / 1.8}
@@ -68,7 +86,7 @@ _PRESSURE_UNITS: dict[str, Callable[[float], float]] = {
 }
 
 
-def _unit(doc: dict, key: str, table: dict[str, Callable[[float], float]], default: str):
+def _unit(doc: dict, key: str, table: dict[str, Callable[[float], float]], default: str) -> Callable[[float], float]:
     unit = doc.get(key, default)
     if not isinstance(unit, str) or unit not in table:
         raise DecodeError("unit_mismatch", f"Tasmota {key} {unit!r} is not one of {sorted(table)}")
@@ -102,7 +120,7 @@ def decode(msg: Message) -> list[Reading]:
         for key, raw in sensor.items():
             if key in IGNORED or isinstance(raw, dict):
                 continue
-            quantity = FIELDS.get(key, key)
+            quantity = FIELDS.get(key) or key
             channels = list(enumerate(raw, 1)) if isinstance(raw, list) else [(0, raw)]
             for channel, value in channels:
                 if isinstance(value, int | float) and not isinstance(value, bool):

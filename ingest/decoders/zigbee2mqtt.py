@@ -40,11 +40,25 @@ FIELDS = {
 }
 
 # States that are device bookkeeping, not measurements.
-IGNORED = frozenset({
-    "last_seen", "elapsed", "update", "update_available", "device", "action", "state",
-    "power_on_behavior", "child_lock", "led_indication", "battery_low", "tamper",
-    "power_outage_count", "device_temperature", "voltage",
-})
+IGNORED = frozenset(
+    {
+        "last_seen",
+        "elapsed",
+        "update",
+        "update_available",
+        "device",
+        "action",
+        "state",
+        "power_on_behavior",
+        "child_lock",
+        "led_indication",
+        "battery_low",
+        "tamper",
+        "power_outage_count",
+        "device_temperature",
+        "voltage",
+    }
+)
 _NOT_READINGS = ("bridge/",)
 _COMMAND_SUFFIXES = ("/set", "/get", "/availability")
 
@@ -57,9 +71,7 @@ def decode(msg: Message) -> list[Reading]:
     doc = load_json(msg.payload, dict, "zigbee2mqtt payload")
     t = parse_time(doc["last_seen"]) if "last_seen" in doc else msg.received_at
     skip = IGNORED | {"illuminance"} if "illuminance_lux" in doc else IGNORED
-    readings = [
-        Reading(t, name, FIELDS.get(k, k), v, msg.gateway_id, NAME) for k, v in doc.items() if k not in skip
-    ]
+    readings = [Reading(t, name, FIELDS.get(k, k), v, msg.gateway_id, NAME) for k, v in doc.items() if k not in skip]
     voltage = doc.get("voltage")
     if isinstance(voltage, int | float) and not isinstance(voltage, bool):
         # zigbee2mqtt reports a battery device's voltage in mV and a plug's mains voltage in V.
