@@ -29,7 +29,7 @@ from api.store import open_db, temporal_coverage
 from api.timefmt import iso_duration, iso_time
 from api.urls import base_url
 from datacharter.charter import POINT_FIELDS, Charter, Dataset, open_field
-from datacharter.explain import counted, explain_dataset
+from datacharter.explain import AGGREGATE_WORDS, counted, explain_dataset
 from smartzone.quantities import QUANTITIES
 from smartzone.registry import Registry
 
@@ -66,17 +66,6 @@ _WORDS = {
     "sighting": (["pedestrians", "footfall", "crowd"], ["SOCI", "TRAN"]),
     "pedestrian_flow": (["pedestrians", "footfall", "people counting"], ["SOCI", "TRAN"]),
     "energy": (["energy", "electricity", "energy transition"], ["ENER"]),
-}
-_AGGREGATES = {
-    "mean": "average",
-    "min": "minimum",
-    "max": "maximum",
-    "sum": "total",
-    "count": "number",
-    "energy_mean": "energy-averaged level",
-    "p10": "10th percentile",
-    "p50": "median",
-    "p90": "90th percentile",
 }
 # method outputs that are not `<source measurement>.<field>` quantities: the vocabulary quantity they count,
 # or (unit, description)
@@ -410,7 +399,7 @@ def fields(ds: Dataset) -> list[dict[str, Any]]:
                 "aggregate": agg,
                 "quantity": key,
                 "unit": unit,
-                "description": f"{_AGGREGATES[agg]} of {what} per cell and time bin",
+                "description": f"{AGGREGATE_WORDS[agg]} of {what} per cell and time bin",
             }
         )
     for f in POINT_FIELDS:

@@ -23,7 +23,8 @@ _SUBJECTS = {
     "person": ("person", "people"),
     "connection": ("grid connection", "grid connections"),
 }
-_AGG = {
+# an aggregate in words, as the charter text, the catalogue and the API documentation say it
+AGGREGATE_WORDS = {
     "mean": "average",
     "min": "minimum",
     "max": "maximum",
@@ -98,7 +99,7 @@ def _fields(ds: Dataset) -> str:
         q = QUANTITIES.get(f"{ds.source.measurement}.{f}")
         what = q.description if q else _OUTPUTS.get(f, _words(f))
         unit = f" ({q.unit})" if q and q.unit not in what else ""
-        parts.append(f"{', '.join(_AGG[a] for a in aggs)} of {what}{unit}")
+        parts.append(f"{', '.join(AGGREGATE_WORDS[a] for a in aggs)} of {what}{unit}")
     return "; ".join(parts)
 
 

@@ -59,22 +59,45 @@ def mosquitto(tmp_path) -> Iterator[services.Service]:
         svc.stop()
 
 
-@pytest.fixture
-def settings(tmp_path, mosquitto, influxd) -> Settings:
+def zone_settings(
+    data_dir: Path,
+    influx_url: str,
+    mqtt_port: int | None = None,
+    *,
+    name: str = "test",
+    charter: dict | None = None,
+    **sections: dict,
+) -> Settings:
+    """Settings of one test's own zone: its own databases (raw, ops, pseudonymous, open) on the shared influxd,
+    its own MQTT client id, share group and quick flushes when it has a broker; ``sections`` add or replace
+    whole sections."""
     tag = uuid.uuid4().hex[:8]
+    extra: dict = {}
+    if mqtt_port is not None:  # a worker will run: quick flushes and self-metrics
+        extra["ingest"] = {"flush_interval": 0.05, "metrics_interval": 0.5}
+        extra["mqtt"] = {
+            "host": "127.0.0.1",
+            "port": mqtt_port,
+            "client_id": f"{name}-ingest-{tag}",
+            "share_group": f"g{tag}",
+        }
     return Settings(
-        data_dir=tmp_path / "data",
+        data_dir=data_dir,
         registry=REGISTRY,
-        mqtt={"host": "127.0.0.1", "port": mosquitto.port, "client_id": f"test-ingest-{tag}", "share_group": f"g{tag}"},
         influx={
-            "url": influxd.url,
+            "url": influx_url,
             "raw_database": f"raw_{tag}",
             "ops_database": f"ops_{tag}",
             "pseudonymous_database": f"pseudo_{tag}",
         },
-        ingest={"flush_interval": 0.05, "metrics_interval": 0.5},
-        charter={"open_database": f"open_{tag}"},
+        charter={"open_database": f"open_{tag}", **(charter or {})},
+        **{**extra, **sections},
     )
+
+
+@pytest.fixture
+def settings(tmp_path, mosquitto, influxd) -> Settings:
+    return zone_settings(tmp_path / "data", influxd.url, mosquitto.port)
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ through the pipeline and published by the charter job; the app runs in-process (
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -20,7 +19,7 @@ from ingest.worker import ensure_databases
 from smartzone.registry import Registry
 from smartzone.settings import Settings
 from storage.influx import Influx
-from tests.conftest import REGISTRY
+from tests.conftest import REGISTRY, zone_settings
 
 NOW = datetime.now(UTC)
 DAY = datetime(NOW.year, NOW.month, NOW.day, tzinfo=UTC) - timedelta(days=1)  # yesterday, UTC: published
@@ -31,19 +30,7 @@ CHARTER = Charter.load()
 def published(tmp_path_factory, influxd) -> Iterator[Settings]:
     """Settings whose open database holds one published day (DAY) of the simulated zone."""
     tmp = tmp_path_factory.mktemp("api")
-    tag = uuid.uuid4().hex[:8]
-    settings = Settings(
-        data_dir=tmp / "data",
-        registry=REGISTRY,
-        influx={
-            "url": influxd.url,
-            "raw_database": f"raw_{tag}",
-            "ops_database": f"ops_{tag}",
-            "pseudonymous_database": f"pseudo_{tag}",
-        },
-        charter={"open_database": f"open_{tag}"},
-        api={"rate_limit": 1000.0, "rate_burst": 10_000},
-    )
+    settings = zone_settings(tmp / "data", influxd.url, api={"rate_limit": 1000.0, "rate_burst": 10_000})
     registry = Registry.load(REGISTRY)
     influx = Influx(settings.influx)
     ensure_databases(influx, settings, CHARTER)

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -29,7 +28,7 @@ from ingest.worker import Worker, ensure_databases
 from smartzone.registry import Registry
 from smartzone.settings import Settings
 from storage.influx import Influx
-from tests.conftest import REGISTRY, wait_for
+from tests.conftest import REGISTRY, wait_for, zone_settings
 
 NOW = datetime.now(UTC)
 LIVE_ROUNDS = 5
@@ -59,20 +58,7 @@ class Loaded:
 def loaded(tmp_path_factory, influxd) -> Iterator[Loaded]:
     tmp = tmp_path_factory.mktemp("dashboards")
     broker = services.mosquitto(tmp / "mosquitto").start()
-    tag = uuid.uuid4().hex[:8]
-    settings = Settings(
-        data_dir=tmp / "data",
-        registry=REGISTRY,
-        mqtt={"host": "127.0.0.1", "port": broker.port, "client_id": f"dash-ingest-{tag}", "share_group": f"g{tag}"},
-        influx={
-            "url": influxd.url,
-            "raw_database": f"raw_{tag}",
-            "ops_database": f"ops_{tag}",
-            "pseudonymous_database": f"pseudo_{tag}",
-        },
-        ingest={"flush_interval": 0.05, "metrics_interval": 0.5},
-        charter={"open_database": f"open_{tag}"},
-    )
+    settings = zone_settings(tmp / "data", influxd.url, broker.port, name="dash")
     charter = Charter.load()
     registry = Registry.load(REGISTRY)
     influx = Influx(settings.influx)
@@ -90,7 +76,7 @@ def loaded(tmp_path_factory, influxd) -> Iterator[Loaded]:
         # live traffic over ~15 s (rounds stamped now, 3 s apart), bad messages in the middle
         live_start = datetime.now(UTC)
         zone = SimulatedZone(registry, 12)
-        pub = Publisher("127.0.0.1", broker.port, client_id=f"dash-sim-{tag}")
+        pub = Publisher("127.0.0.1", broker.port, client_id=f"dash-sim-{settings.mqtt.share_group}")
         sent = 0
         for i in range(LIVE_ROUNDS):
             batch = list(zone.messages(datetime.now(UTC), 1, step=3, first_round=2000 + i))

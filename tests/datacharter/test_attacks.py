@@ -20,7 +20,6 @@ from __future__ import annotations
 import itertools
 import math
 import os
-import uuid
 from dataclasses import dataclass
 
 import h3
@@ -37,7 +36,7 @@ from smartzone.names import parse_duration
 from smartzone.registry import Registry
 from smartzone.settings import Settings
 from storage.influx import Influx, quote_ident
-from tests.conftest import REGISTRY
+from tests.conftest import REGISTRY, zone_settings
 from tests.datacharter import synthetic
 from tests.datacharter.synthetic import DAY_NS, HOUR_NS, MINUTE_NS, NS
 
@@ -83,19 +82,8 @@ class AttackedCity:
 
 
 def _settings(influxd, folder, key) -> Settings:
-    tag = uuid.uuid4().hex[:8]
     folder.mkdir(parents=True, exist_ok=True)
-    return Settings(
-        data_dir=folder,
-        registry=REGISTRY,
-        influx={
-            "url": influxd.url,
-            "raw_database": f"raw_{tag}",
-            "ops_database": f"ops_{tag}",
-            "pseudonymous_database": f"pseudo_{tag}",
-        },
-        charter={"open_database": f"open_{tag}", "noise_key_file": key},
-    )
+    return zone_settings(folder, influxd.url, charter={"noise_key_file": key})
 
 
 def _job(s: Settings, influx: Influx, city: synthetic.City) -> CharterJob:

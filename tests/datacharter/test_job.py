@@ -24,7 +24,7 @@ from smartzone.quantities import QUANTITIES
 from smartzone.registry import Registry
 from smartzone.settings import Settings
 from storage.influx import Influx
-from tests.conftest import REGISTRY
+from tests.conftest import REGISTRY, zone_settings
 
 CHARTER = Charter.load()
 NOW = datetime.now(UTC)
@@ -33,18 +33,7 @@ AFTER_DAY = DAY + timedelta(days=1, minutes=5)  # the job's "now": the whole of 
 
 
 def make_settings(tmp_path, influxd, **charter) -> Settings:
-    tag = uuid.uuid4().hex[:8]
-    return Settings(
-        data_dir=tmp_path / "data",
-        registry=REGISTRY,
-        influx={
-            "url": influxd.url,
-            "raw_database": f"raw_{tag}",
-            "ops_database": f"ops_{tag}",
-            "pseudonymous_database": f"pseudo_{tag}",
-        },
-        charter={"open_database": f"open_{tag}", **charter},
-    )
+    return zone_settings(tmp_path / "data", influxd.url, charter=charter)
 
 
 @pytest.fixture(scope="module")
