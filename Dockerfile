@@ -10,7 +10,7 @@ COPY datacharter ./datacharter
 COPY api ./api
 COPY gateways ./gateways
 COPY dashboards ./dashboards
-RUN URLLIB3_NO_OVERRIDE=1 pip install --no-cache-dir --no-binary urllib3-future ".[postgres]" && useradd --system --uid 10001 smartzone \
+RUN pip install --no-cache-dir ".[postgres]" && useradd --system --uid 10001 smartzone \
     && mkdir -p /var/lib/smartzone/peppers && chown -R smartzone /var/lib/smartzone \
     && chmod 700 /var/lib/smartzone/peppers
 USER smartzone

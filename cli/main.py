@@ -438,7 +438,10 @@ def cmd_dashboards(settings: Settings, args: argparse.Namespace) -> int:
         where = args.out.rstrip("/") if args.out else "dashboards"
         print("\n".join(f"wrote {where}/{rel}" for rel in changed) or "dashboards are up to date")
         return 0
-    from dashboards.push import PushError, PushPlan, connect, push
+    try:
+        from dashboards.push import PushError, PushPlan, connect, push
+    except ModuleNotFoundError as exc:  # the grafana extra is not installed
+        raise ConfigurationError(str(exc)) from exc
 
     g = settings.grafana
     url = args.url or g.url

@@ -32,9 +32,14 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-import niquests.exceptions
-from grafana_client import GrafanaApi
-from grafana_client.client import GrafanaException, GrafanaTimeoutError, TokenAuth
+try:  # the optional extra smartzone[grafana]: a plain install leaves urllib3 alone (pyproject.toml)
+    import niquests.exceptions
+    from grafana_client import GrafanaApi
+    from grafana_client.client import GrafanaException, GrafanaTimeoutError, TokenAuth
+except ModuleNotFoundError as exc:
+    raise ModuleNotFoundError(
+        f"pushing to Grafana needs grafana-client ({exc}): pip install 'smartzone[grafana]'", name=exc.name
+    ) from exc
 
 __all__ = ["PushError", "PushPlan", "PushReport", "connect", "push"]
 

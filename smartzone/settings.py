@@ -23,6 +23,13 @@ from smartzone.names import check_identifier, parse_duration
 
 EXAMPLE_SECRET = "changethis"  # noqa: S105 - the value we refuse, not a secret
 
+# The files the package ships (one wheel, its packages side by side): defaults are found beside the installed
+# code, in a checkout and in site-packages alike, never relative to the current directory. A path given in
+# smartzone.toml or the environment replaces them (a relative one is read from the current directory).
+SHIPPED = Path(__file__).resolve().parent.parent
+DEMO_REGISTRY = SHIPPED / "gateways" / "registry" / "antwerp.yaml"
+SHIPPED_CHARTER = SHIPPED / "datacharter" / "charter.yaml"
+
 
 class MqttSettings(BaseModel):
     host: str = "127.0.0.1"
@@ -110,7 +117,7 @@ class ChirpStackSettings(BaseModel):
 class CharterSettings(BaseModel):
     """The data charter and its job (``smartzone charter ...``)."""
 
-    path: Path = Path("datacharter/charter.yaml")
+    path: Path = SHIPPED_CHARTER  # default: the charter the package ships
     open_database: str = "smartzone_open"  # the only database the open-data API reads
     open_retention: str = "INF"
     every: str = "1m"  # how often ``smartzone charter run`` (and ``smartzone up``) runs the job
@@ -177,7 +184,7 @@ class Settings(BaseSettings):
 
     environment: str = "development"
     data_dir: Path = Path(".smartzone")
-    registry: Path = Path("gateways/registry/antwerp.yaml")
+    registry: Path = DEMO_REGISTRY  # default: the demo zone's registry the package ships
     log_level: str = "INFO"
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
     influx: InfluxSettings = Field(default_factory=InfluxSettings)

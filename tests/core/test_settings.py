@@ -96,3 +96,28 @@ def test_example_secrets_refused_outside_development(monkeypatch):
     monkeypatch.setenv("SMARTZONE_INFLUX__PASSWORD", "a-real-one")
     s = get_settings()
     assert "a-real-one" not in s.model_dump_json()  # secrets are masked when shown
+
+
+def test_default_files_are_the_shipped_ones_from_any_folder(tmp_path, monkeypatch):
+    """The registry and charter defaults do not depend on the current directory (an installed package run
+    from any folder finds its own files); the wheel test runs the same from a fresh venv."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SMARTZONE_CONFIG", "/nonexistent.toml")
+    s = get_settings()
+    repo = EXAMPLE.parent
+    assert s.registry == repo / "gateways" / "registry" / "antwerp.yaml" and s.registry.is_file()
+    assert s.charter.path == repo / "datacharter" / "charter.yaml" and s.charter.path.is_file()
+    assert s.data_dir == Path(".smartzone")  # local state stays where the user runs it
+
+
+def test_file_and_environment_replace_the_shipped_files(tmp_path, monkeypatch):
+    path = tmp_path / "s.toml"
+    path.write_text('registry = "my/zone.yaml"\n[charter]\npath = "/etc/smartzone/charter.yaml"\n')
+    monkeypatch.setenv("SMARTZONE_CONFIG", str(path))
+    s = get_settings()
+    assert s.registry == Path("my/zone.yaml")  # relative: read from the current directory, as given
+    assert s.charter.path == Path("/etc/smartzone/charter.yaml")
+    monkeypatch.setenv("SMARTZONE_REGISTRY", str(tmp_path / "env.yaml"))
+    monkeypatch.setenv("SMARTZONE_CHARTER__PATH", str(tmp_path / "env-charter.yaml"))
+    s = get_settings()
+    assert s.registry == tmp_path / "env.yaml" and s.charter.path == tmp_path / "env-charter.yaml"
