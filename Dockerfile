@@ -1,4 +1,6 @@
 # Smart Zone services image: one image, one command per service (smartzone ingest, ...).
+# The registry and the data charter are not read from the image: docker-compose mounts them read-only
+# under /etc/smartzone (adding a sensor is an edit and a restart, not a rebuild).
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 WORKDIR /app
@@ -14,6 +16,8 @@ RUN URLLIB3_NO_OVERRIDE=1 pip install --no-cache-dir --no-binary urllib3-future 
     && mkdir -p /var/lib/smartzone/peppers && chown -R smartzone /var/lib/smartzone \
     && chmod 700 /var/lib/smartzone/peppers
 USER smartzone
-ENV SMARTZONE_DATA_DIR=/var/lib/smartzone SMARTZONE_REGISTRY=/app/gateways/registry/antwerp.yaml
+ENV SMARTZONE_DATA_DIR=/var/lib/smartzone \
+    SMARTZONE_REGISTRY=/etc/smartzone/registry/antwerp.yaml \
+    SMARTZONE_CHARTER__PATH=/etc/smartzone/charter/charter.yaml
 ENTRYPOINT ["smartzone"]
 CMD ["ingest"]
