@@ -160,3 +160,36 @@ def test_each_lora_gateway_publishes_only_its_own_events_and_reads_only_its_comm
     # a gateway's own MQTT user (its id) cannot speak for its LoRa concentrator either
     plain = mq.client(LORA[0].id).connect()
     assert plain.publish(f"eu868/gateway/{a}/event/up", "forged") == NOT_AUTHORISED
+
+
+def test_broker_users_command_keeps_passwords_other_lines_and_secrecy(tmp_path, monkeypatch, capsys):
+    """`smartzone broker users`: one user per gateway, LoRa gateway, worker and service; passwords from the
+    environment, else kept from the secrets file, else generated; the secrets file stays 0600 and keeps the
+    operator's other lines; the example secret is refused."""
+    from cli.main import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SMARTZONE_REGISTRY", str(REGISTRY))
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("POSTGRES_PASSWORD=mine\n")
+    monkeypatch.setenv("MQTT_PASSWORD_GW_EGMONT", "from-the-environment")
+    assert main(["broker", "users", "--workers", "3", "--out", "broker"]) == 0
+    first = broker.read_secrets(dotenv)
+    assert first["POSTGRES_PASSWORD"] == "mine" and first["MQTT_PASSWORD_GW_EGMONT"] == "from-the-environment"
+    expected = {"smartzone-ingest-1", "smartzone-ingest-2", "smartzone-ingest-3", "chirpstack", "healthcheck"}
+    expected |= {broker.CHIRPSTACK_GATEWAYS, *(g.id for g in REG.doc.gateways), *(g.eui for g in LORA)}
+    assert {broker.env_name(u) for u in expected} <= set(first)
+    users = {line.split(":", 1)[0] for line in (tmp_path / "broker" / "passwd").read_text().splitlines()}
+    assert users == expected and "from-the-environment" not in (tmp_path / "broker" / "passwd").read_text()
+    assert oct(dotenv.stat().st_mode & 0o777) == "0o600"
+    acl = (tmp_path / "broker" / "acl").read_text()
+    assert "user gw-egmont\ntopic read gw/gw-egmont/experiments/desired\ntopic write gw/gw-egmont/#\n" in acl
+    assert "pattern" not in acl  # explicit per user, deny by default
+
+    monkeypatch.delenv("MQTT_PASSWORD_GW_EGMONT")
+    assert main(["broker", "users", "--workers", "3", "--out", "broker"]) == 0  # again: nothing changes
+    assert broker.read_secrets(dotenv) == first
+    assert f"0 new, {len(expected)} kept" in capsys.readouterr().out.splitlines()[-1]
+    monkeypatch.setenv("MQTT_PASSWORD_HEALTHCHECK", "changethis")
+    assert main(["broker", "users", "--out", "broker"]) == 2  # a configuration error, said plainly
+    assert "example value 'changethis'" in capsys.readouterr().err

@@ -245,6 +245,14 @@ def rehearsal(tmp_path_factory, postgres) -> Iterator[Stack]:
                 proc.wait(5)
         broker.stop()
         influxd.stop()
+        pg_env = environment("postgres", dotenv)  # leave the session's PostgreSQL as we found it
+        for sql in (
+            'DROP DATABASE IF EXISTS "chirpstack" WITH (FORCE)',
+            f'DROP DATABASE IF EXISTS "{pg_env["POSTGRES_DB"]}" WITH (FORCE)',
+            'DROP ROLE IF EXISTS "chirpstack"',
+            f'DROP ROLE IF EXISTS "{pg_env["POSTGRES_USER"]}"',
+        ):
+            postgres.psql(sql)
 
 
 def test_healthchecks_pass_as_compose_runs_them(rehearsal):
