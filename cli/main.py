@@ -17,6 +17,8 @@ smartzone api                    serve the open-data API (uvicorn)
 smartzone dashboards build       write the Grafana dashboards and provisioning files (--check: drift only)
 smartzone dashboards push        create/update the folder, datasources and dashboards in a Grafana
 smartzone config show            the effective settings (secrets masked)
+smartzone broker users           the broker's password file, ACL and passwords, from the registry and services
+smartzone influx init            as InfluxDB's admin: databases, retention policies, one user per service
 """
 
 from __future__ import annotations
@@ -476,6 +478,63 @@ def cmd_dashboards(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_broker(settings: Settings, args: argparse.Namespace) -> int:
+    import os
+    from pathlib import Path
+
+    from cli import broker
+
+    users = broker.users(
+        wiring.registry(settings),
+        workers=args.workers,
+        share_group=settings.mqtt.share_group,
+        region_prefix=args.region_prefix,
+    )
+    written = broker.write(Path(args.out), users, os.environ, Path(args.secrets))
+    for u in users:
+        rights = [f"read {t}" for t in u.read] + [f"write {t}" for t in u.write]
+        print(f"{u.name:28} {'; '.join(rights)}")
+    print(
+        f"wrote {written.passwd} ({len(users)} users) and {written.acl}; passwords in {written.secrets} "
+        f"(0600, variables MQTT_PASSWORD_<USER>): {len(written.generated)} new, "
+        f"{len(users) - len(written.generated)} kept"
+    )
+    return 0
+
+
+def cmd_influx(settings: Settings, args: argparse.Namespace) -> int:
+    import os
+
+    from datacharter.charter import Charter
+    from smartzone.errors import Unavailable
+    from smartzone.settings import EXAMPLE_SECRET
+    from storage.databases import ROLES, provision
+    from storage.influx import Influx
+
+    passwords = {}
+    for role in ROLES:
+        pw = os.environ.get(role.password_env, "")
+        if not pw:
+            print(f"user {role.user}: skipped ({role.password_env} not set)")
+            continue
+        if pw == EXAMPLE_SECRET and settings.environment != "development":
+            raise ConfigurationError(f"{role.password_env} is the example value {EXAMPLE_SECRET!r}: set a real secret")
+        passwords[role.name] = pw
+    charter = Charter.load(settings.charter.path)
+    deadline = time.monotonic() + args.wait
+    with Influx(settings.influx) as admin:
+        while True:  # compose starts us when InfluxDB is healthy; its first start restarts it once
+            try:
+                done = provision(admin, settings, charter.doc.retention, passwords)
+                break
+            except Unavailable:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1.0)
+    print("\n".join(done))
+    return 0
+
+
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     from cli.up import up
 
@@ -608,6 +667,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     db.add_argument("--rotate-secrets", action="store_true", help="push: re-send the InfluxDB password")
     db.set_defaults(func=cmd_dashboards)
+
+    br = sub.add_parser("broker", help="the central broker's users: password file, ACL and passwords")
+    br.add_argument("action", choices=("users",))
+    br.add_argument("--workers", type=int, default=2, help="ingest workers: users smartzone-ingest-1 ... -N")
+    br.add_argument("--out", default="ingest/broker", help="folder of the password file and ACL (compose mounts it)")
+    br.add_argument(
+        "--secrets",
+        default=".env",
+        help="dotenv file the passwords are kept in (made 0600; its other lines are kept): compose's .env",
+    )
+    br.add_argument("--region-prefix", default="eu868", help="ChirpStack's gateway topic prefix (region_*.toml)")
+    br.set_defaults(func=cmd_broker)
+
+    ix = sub.add_parser("influx", help="InfluxDB set-up, as its admin (influx.username)")
+    ix.add_argument("action", choices=("init",))
+    ix.add_argument("--wait", type=float, default=60.0, help="seconds to wait for InfluxDB to answer")
+    ix.set_defaults(func=cmd_influx)
 
     cfg = sub.add_parser("config", help="settings")
     cfg.add_argument("action", choices=("show",))

@@ -1,8 +1,9 @@
 """Local Mosquitto and InfluxDB for ``smartzone up`` and the test suite: Debian's binaries, loopback only.
 
 Both start from PATH with their data in a folder of ours. Mosquitto runs the configuration we ship
-(``ingest/broker/mosquitto.conf``) with its listener, persistence folder and authentication replaced
-by local, loopback-only lines; influxd runs with ``-config /dev/null`` and environment variables.
+(``ingest/broker/mosquitto.conf``) with its listeners (and their TLS and client-id options), persistence
+folder and authentication replaced by one local, loopback-only, anonymous listener; influxd runs with
+``-config /dev/null`` and environment variables.
 """
 
 from __future__ import annotations
@@ -22,6 +23,11 @@ from smartzone.errors import ConfigurationError
 SHIPPED_MOSQUITTO_CONF = Path(__file__).resolve().parent.parent / "ingest" / "broker" / "mosquitto.conf"
 _LOCAL_OVERRIDES = (
     "listener",
+    "use_username_as_clientid",  # refuses clients without a user name: local brokers are anonymous
+    "cafile",
+    "certfile",
+    "keyfile",
+    "tls_version",
     "persistence_location",
     "password_file",
     "acl_file",
@@ -54,7 +60,8 @@ def which(name: str) -> str:
 
 
 def local_mosquitto_conf(port: int, data_dir: Path, *, extra: str = "") -> str:
-    """The shipped broker configuration, made local: loopback listener, our folder, no auth."""
+    """The shipped broker configuration, made local: one loopback listener, our folder, no auth (so no
+    client id bound to a user name either)."""
     kept = [
         line
         for line in SHIPPED_MOSQUITTO_CONF.read_text().splitlines()

@@ -23,12 +23,20 @@ import gzip
 import io
 import json
 import logging
+import re
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from smartzone.errors import BadRequest, DatabaseNotFound, InfluxError, Unauthorised, Unavailable
+from smartzone.errors import (
+    BadRequest,
+    ConfigurationError,
+    DatabaseNotFound,
+    InfluxError,
+    Unauthorised,
+    Unavailable,
+)
 from smartzone.names import check_identifier, parse_duration
 from smartzone.settings import InfluxSettings
 
@@ -54,6 +62,24 @@ def _retry_after(response: httpx.Response) -> float | None:
 def quote_ident(name: str) -> str:
     """A validated identifier, double-quoted for InfluxQL."""
     return f'"{check_identifier(name)}"'
+
+
+_USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
+
+
+def quote_user(name: str) -> str:
+    """A validated user name (letters, digits, ``_ . -``), double-quoted for InfluxQL."""
+    if not _USER.fullmatch(name):
+        raise ConfigurationError(f"{name!r} is not a valid InfluxDB user name (letters, digits, _ . - only, max 64)")
+    return f'"{name}"'
+
+
+def quote_string(text: str) -> str:
+    """A string literal for InfluxQL statements that cannot bind values (``CREATE USER ... WITH PASSWORD``):
+    backslashes and single quotes escaped, control characters refused."""
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        raise ConfigurationError("control characters cannot appear in an InfluxQL string (a password?)")
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 class Influx:
@@ -201,6 +227,15 @@ class Influx:
             for key in sorted({k for d in parsed.values() for k in d}):
                 df[key] = df["tags"].map(lambda t, key=key: parsed.get(t, {}).get(key, ""))
         return df.drop(columns=[c for c in ("name", "tags") if c in df.columns])
+
+    def databases(self) -> set[str]:
+        """``SHOW DATABASES``: for a user without admin rights, those it holds a privilege on."""
+        return {
+            row[0]
+            for res in self.query("SHOW DATABASES")
+            for series in res.get("series", [])
+            for row in series.get("values", [])
+        }
 
     def ensure_database(self, database: str, retention: str) -> None:
         """Create the database and its default retention policy, or bring the policy to ``retention``."""

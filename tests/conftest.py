@@ -5,18 +5,23 @@
   so persistent sessions and queues of one test never reach another.
 - ``settings``: Settings pointing at both, a fresh data folder and unique database names.
 - ``run_worker``: an in-process worker; ``worker_process``: one in a subprocess (to SIGKILL it).
+- ``postgres``: one PostgreSQL server (Debian's ``postgresql`` package) for the session, on a free port.
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -303,3 +308,96 @@ def expected_count(emitted) -> int:
     """Distinct readings: a duplicated LoRaWAN uplink carries the same timed readings twice."""
     timed = {(t.sensor_id, t.quantity, t.time_ns) for e in emitted for t in e.truth if t.time_ns is not None}
     return len(timed) + sum(1 for e in emitted for t in e.truth if t.time_ns is None)
+
+
+# -- PostgreSQL ---------------------------------------------------------------------------------------
+@dataclass
+class Postgres:
+    """A running PostgreSQL server: superuser ``postgres`` over the Unix socket in ``socket_dir`` (trust),
+    passwords (scram-sha-256) over TCP on ``127.0.0.1:port``."""
+
+    bin: Path
+    data: Path
+    socket_dir: Path
+    port: int
+    as_user: list[str]  # the prefix that runs a command as the server's (non-root) user
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return {**os.environ, "PGHOST": str(self.socket_dir), "PGPORT": str(self.port), **extra}
+
+    def psql(self, sql: str, user: str = "postgres", db: str = "postgres") -> str:
+        out = subprocess.run(
+            [*self.as_user, str(self.bin / "psql"), "-v", "ON_ERROR_STOP=1", "-qAt", "-U", user, "-d", db, "-c", sql],
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return out.stdout
+
+    def url(self, user: str, password: str, db: str) -> str:
+        return f"postgresql+psycopg://{user}:{password}@127.0.0.1:{self.port}/{db}"
+
+
+def _postgres_bin() -> Path | None:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    return Path(found[-1]).parent if found else None
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """PostgreSQL from Debian's ``postgresql`` package (``./dev`` installs it), in a temp folder on a free
+    port. As root, the server runs as the ``postgres`` user (it refuses to run as root)."""
+    bin_dir = _postgres_bin()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL server binaries not found (/usr/lib/postgresql/*/bin): apt-get install postgresql")
+    as_user: list[str] = []
+    root = tempfile.mkdtemp(prefix="smartzone-pg-")  # not under pytest's 0700 tmp: the server's user reads it
+    if os.geteuid() == 0:
+        as_user = ["runuser", "-u", "postgres", "--"]
+        shutil.chown(root, "postgres")
+    data, sockets = Path(root) / "data", Path(root)
+    port = services.free_port()
+    subprocess.run(
+        [
+            *as_user,
+            str(bin_dir / "initdb"),
+            "-D",
+            str(data),
+            "-U",
+            "postgres",
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    log = Path(root) / "postgres.log"
+    subprocess.run(
+        [
+            *as_user,
+            str(bin_dir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-l",
+            str(log),
+            "-w",
+            "-t",
+            "30",
+            "-o",
+            f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    try:
+        yield Postgres(bin_dir, data, sockets, port, as_user)
+    finally:
+        subprocess.run(
+            [*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"], capture_output=True
+        )
+        shutil.rmtree(root, ignore_errors=True)

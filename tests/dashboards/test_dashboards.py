@@ -214,50 +214,44 @@ def test_compose_provisions_grafana_from_these_files():
     defaults = Settings()
     assert g["environment"]["SMARTZONE_OPEN_DATABASE"] == defaults.charter.open_database
     assert g["environment"]["SMARTZONE_OPS_DATABASE"] == defaults.influx.ops_database
-    influx = COMPOSE["influxdb"]
-    assert "./dashboards/provisioning/influxdb-init:/docker-entrypoint-initdb.d:ro" in influx["volumes"]
-    assert influx["environment"]["SMARTZONE_OPEN_DATABASE"] == defaults.charter.open_database
-    assert g["environment"]["INFLUXDB_READ_USER"] == "grafana"
+    # compose's `init` service makes Grafana's user (storage.databases.ROLES) from the same password variable
+    from storage.databases import ROLES
+
+    grafana = next(r for r in ROLES if r.name == "grafana")
+    assert g["environment"]["INFLUXDB_READ_USER"] == grafana.user
+    assert g["environment"]["INFLUXDB_READ_PASSWORD"].startswith("${" + grafana.password_env)
+    assert grafana.password_env in COMPOSE["init"]["environment"]
 
 
 def test_influxdb_init_creates_a_read_only_grafana_user(influxd, tmp_path):
-    """The init script against the real influxd: READ on the open and ops databases, nothing else."""
-    shim = tmp_path / "influx"
-    shim.write_text(
-        f"#!{sys.executable}\nimport sys, urllib.parse, urllib.request\n"
-        f"data = urllib.parse.urlencode({{'q': sys.argv[1]}}).encode()\n"
-        f"body = urllib.request.urlopen('{influxd.url}/query', data).read().decode()\n"
-        "sys.exit(1 if '\"error\"' in body else 0)\n"
-    )
-    shim.chmod(0o755)
-    env = {
-        **os.environ,
-        "INFLUX_CMD": str(shim),
-        "GRAFANA_INFLUX_PASSWORD": "pw-for-the-test",
-        "SMARTZONE_OPEN_DATABASE": "open_init_test",
-        "SMARTZONE_OPS_DATABASE": "ops_init_test",
-    }
-    script = build.PROVISIONING / "influxdb-init" / "grafana-reader.sh"
-    subprocess.run(["sh", "-c", f". {script}"], env=env, check=True)
-    from smartzone.settings import InfluxSettings
+    """The init step (``smartzone influx init``) against the real influxd: READ on the open and ops databases,
+    nothing else (the production rehearsal proves it with authentication on)."""
+    from smartzone.settings import InfluxSettings, Settings
+    from storage.databases import provision
     from storage.influx import Influx
 
+    settings = Settings(
+        influx={
+            "url": influxd.url,
+            "ops_database": "ops_init_test",
+            "raw_database": "raw_init_test",
+            "pseudonymous_database": "pseudo_init_test",
+        },
+        charter={"open_database": "open_init_test"},
+    )
     ix = Influx(InfluxSettings(url=influxd.url))
     try:
+        provision(ix, settings, Charter.load().doc.retention, {"grafana": "pw-for-the-test"})
         users = {r["user"]: r["admin"] for r in ix.rows("SHOW USERS", "open_init_test")}
         assert users.get("grafana") is False
         grants = {r["database"]: r["privilege"] for r in ix.rows('SHOW GRANTS FOR "grafana"', "open_init_test")}
-        assert grants == {"open_init_test": "READ", "ops_init_test": "READ"}
-        bad = subprocess.run(
-            ["sh", "-c", f". {script}"],
-            env={**env, "GRAFANA_INFLUX_PASSWORD": "x' WITH ALL"},
-            capture_output=True,
-            text=True,
-        )
-        assert bad.returncode != 0 and "no quotes" in bad.stderr
+        assert {db: p for db, p in grants.items() if p != "NO PRIVILEGES"} == {
+            "open_init_test": "READ",
+            "ops_init_test": "READ",
+        }
     finally:
         ix.query('DROP USER "grafana"', write=True)
-        for db in ("open_init_test", "ops_init_test"):
+        for db in ("open_init_test", "ops_init_test", "raw_init_test", "pseudo_init_test"):
             ix.drop_database(db)
         ix.close()
 

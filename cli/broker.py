@@ -1,0 +1,219 @@
+"""The central broker's users, password file and ACL, from the registry and the services
+(``smartzone broker users``).
+
+One user per client, and the broker binds each session to its user (``use_username_as_clientid`` in the
+shipped ``mosquitto.conf``), so no client can take another's session:
+
+- every gateway of the registry (user = gateway id): writes only under ``gw/<id>/``, reads only its
+  experiment orders;
+- every LoRa gateway (user = its EUI, the ChirpStack gateway id; its Gateway Bridge or MQTT Forwarder logs in
+  with it): writes only ``<region>/gateway/<eui>/event/#`` and ``.../state/#``, reads only its own
+  ``.../command/#``;
+- one user per ingest worker, ``smartzone-ingest-1``, ``-2``, ... (user = client id): read what the workers
+  subscribe to, on their shared subscription; every ingest user has the same rights, so a surviving worker can
+  log in as a peer (with the peer's password) to finish that peer's session;
+- ``chirpstack`` (its MQTT integration): writes ``application/#``, reads device commands;
+- ``chirpstack-gateways`` (its gateway backend for the region): reads every gateway's events and state,
+  writes their commands;
+- ``healthcheck``: reads ``$SYS/broker/uptime`` (docker-compose's healthcheck of the broker).
+
+Passwords: the environment variable ``MQTT_PASSWORD_<USER>`` (upper case, other characters ``_``), else the
+secrets file from an earlier run, else a new random one. The secrets file (by default compose's ``.env``; made
+0600, never in the repository) then lists them all, where docker compose reads them. The password file holds
+only Mosquitto's PBKDF2-SHA512 hashes (``$7$``).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import re
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from smartzone.errors import ConfigurationError
+from smartzone.registry import Registry
+from smartzone.settings import EXAMPLE_SECRET
+
+PBKDF2_ITERATIONS = 1000  # mosquitto_passwd 2.0.11 writes 101; the broker accepts any count
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+INGEST_PREFIX = "smartzone-ingest-"
+CHIRPSTACK = "chirpstack"
+CHIRPSTACK_GATEWAYS = "chirpstack-gateways"
+CHIRPSTACK_SHARE = "chirpstack"  # the share_name of ChirpStack's gateway backend (its default)
+HEALTHCHECK = "healthcheck"
+
+
+@dataclass(frozen=True)
+class BrokerUser:
+    name: str
+    what: str
+    read: tuple[str, ...] = ()
+    write: tuple[str, ...] = ()
+
+
+def env_name(user: str) -> str:
+    """The environment variable that holds a broker user's password: ``MQTT_PASSWORD_GW_VOLKSTRAAT``."""
+    return "MQTT_PASSWORD_" + re.sub(r"[^A-Z0-9]", "_", user.upper())
+
+
+def users(
+    registry: Registry, *, workers: int = 2, share_group: str = "ingest", region_prefix: str = "eu868"
+) -> list[BrokerUser]:
+    """Every user of the central broker and its topics."""
+    if workers < 1:
+        raise ConfigurationError("at least one ingest worker")
+    share = [f"$share/{share_group}/gw/#", f"$share/{share_group}/application/#"] if share_group else []
+    out = [
+        BrokerUser(
+            f"{INGEST_PREFIX}{n}",
+            f"ingest worker {n} (client id = user)",
+            read=("gw/#", "application/#", *share),
+        )
+        for n in range(1, workers + 1)
+    ]
+    out.append(
+        BrokerUser(
+            CHIRPSTACK,
+            "ChirpStack's MQTT integration: LoRaWAN events for the ingest workers",
+            read=("application/+/device/+/command/#",),
+            write=("application/#",),
+        )
+    )
+    gw = f"{region_prefix}/gateway/+"
+    out.append(
+        BrokerUser(
+            CHIRPSTACK_GATEWAYS,
+            f"ChirpStack's gateway backend (region topic prefix {region_prefix}): every LoRa gateway's events "
+            "and state in, commands out",
+            read=(
+                f"{gw}/event/#",
+                f"{gw}/state/#",
+                f"$share/{CHIRPSTACK_SHARE}/{gw}/event/#",
+                f"$share/{CHIRPSTACK_SHARE}/{gw}/state/#",
+            ),
+            write=(f"{gw}/command/#",),
+        )
+    )
+    out.append(BrokerUser(HEALTHCHECK, "docker-compose's healthcheck of the broker", read=("$SYS/broker/uptime",)))
+    for g in registry.doc.gateways:
+        out.append(
+            BrokerUser(
+                g.id,
+                f"gateway {g.name}: its local broker's bridge and agent",
+                read=(f"gw/{g.id}/experiments/desired",),
+                write=(f"gw/{g.id}/#",),
+            )
+        )
+    for g in registry.doc.gateways:
+        if g.eui:
+            own = f"{region_prefix}/gateway/{g.eui}"
+            out.append(
+                BrokerUser(
+                    g.eui,
+                    f"LoRa gateway {g.id}: its ChirpStack Gateway Bridge / MQTT Forwarder",
+                    read=(f"{own}/command/#",),
+                    write=(f"{own}/event/#", f"{own}/state/#"),
+                )
+            )
+    names = [u.name for u in out]
+    for name in names:
+        if not _NAME.fullmatch(name):
+            raise ConfigurationError(f"{name!r} cannot be a broker user (letters, digits, . _ - only)")
+    dupes = {n for n in names if names.count(n) > 1}
+    clashes = {n for n in names if sum(env_name(m) == env_name(n) for m in names) > 1}
+    if dupes or clashes:
+        raise ConfigurationError(f"broker users collide (rename the gateways): {', '.join(sorted(dupes | clashes))}")
+    return out
+
+
+def render_acl(all_users: Sequence[BrokerUser]) -> str:
+    """Mosquitto's ACL file: one block per user, deny by default."""
+    lines = [
+        "# Generated by `smartzone broker users` from the registry and the services: edit the registry, not this file.",
+        "# Every client logs in; a user may read or write only the topics listed under it.",
+    ]
+    for u in all_users:
+        lines += ["", f"# {u.what}", f"user {u.name}"]
+        lines += [f"topic read {t}" for t in u.read]
+        lines += [f"topic write {t}" for t in u.write]
+    return "\n".join(lines) + "\n"
+
+
+def password_hash(password: str, salt: bytes | None = None, iterations: int = PBKDF2_ITERATIONS) -> str:
+    """Mosquitto 2's password-file hash: ``$7$<iterations>$<base64 salt>$<base64 PBKDF2-SHA512>``."""
+    salt = salt if salt is not None else secrets.token_bytes(12)
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations)
+    return f"$7${iterations}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
+
+
+def read_secrets(path: Path) -> dict[str, str]:
+    """A dotenv file of ``NAME=value`` lines (comments and blank lines ignored)."""
+    if not path.exists():
+        return {}
+    out = {}
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#") and "=" in line:
+            k, v = line.split("=", 1)
+            out[k.strip()] = v.strip()
+    return out
+
+
+def passwords(all_users: Sequence[BrokerUser], environ: Mapping[str, str], known: Mapping[str, str]) -> dict[str, str]:
+    """User -> password: the environment's, else the secrets file's, else a new random one."""
+    out = {}
+    for u in all_users:
+        var = env_name(u.name)
+        pw = environ.get(var) or known.get(var) or secrets.token_urlsafe(32)
+        if pw == EXAMPLE_SECRET:
+            raise ConfigurationError(f"{var} is the example value {EXAMPLE_SECRET!r}: set a real secret")
+        if ":" in pw or any(ord(c) < 32 for c in pw):
+            raise ConfigurationError(f"{var}: a broker password may not contain ':' or control characters")
+        out[u.name] = pw
+    return out
+
+
+def _write(path: Path, text: str, mode: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(tmp, mode)  # an existing file keeps its old mode through os.open
+    os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class Written:
+    passwd: Path
+    acl: Path
+    secrets: Path
+    users: list[BrokerUser]
+    generated: list[str]  # users whose password was made now
+
+
+def write(out_dir: Path, all_users: Sequence[BrokerUser], environ: Mapping[str, str], secrets_file: Path) -> Written:
+    """Write ``<out_dir>/passwd`` (0640: the broker's user must be able to read it), ``<out_dir>/acl`` (0644)
+    and the passwords into ``secrets_file`` (a dotenv file such as compose's ``.env``, made 0600): its other
+    lines are kept, the ``MQTT_PASSWORD_*`` lines of these users replaced or added."""
+    known = read_secrets(secrets_file)
+    pws = passwords(all_users, environ, known)
+    generated = [u.name for u in all_users if not (environ.get(env_name(u.name)) or known.get(env_name(u.name)))]
+    _write(out_dir / "passwd", "".join(f"{u.name}:{password_hash(pws[u.name])}\n" for u in all_users), 0o640)
+    _write(out_dir / "acl", render_acl(all_users), 0o644)
+    ours = {env_name(u.name): pws[u.name] for u in all_users}
+    kept = []
+    for line in secrets_file.read_text().splitlines() if secrets_file.exists() else []:
+        name = line.split("=", 1)[0].strip()
+        if name in ours:
+            kept.append(f"{name}={ours.pop(name)}")
+        else:
+            kept.append(line)
+    if ours:
+        kept += ["# Broker passwords (`smartzone broker users`): one per broker user; keep private, never commit."]
+        kept += [f"{k}={v}" for k, v in ours.items()]
+    _write(secrets_file, "\n".join(kept) + "\n", 0o600)
+    return Written(out_dir / "passwd", out_dir / "acl", secrets_file, list(all_users), generated)
