@@ -35,6 +35,7 @@ from cli import wiring
 from smartzone.errors import ConfigurationError, DatabaseNotFound, InfluxError
 from smartzone.log import setup_logging
 from smartzone.settings import Settings, get_settings
+from smartzone.terminal import escape
 
 log = logging.getLogger("smartzone")
 
@@ -142,7 +143,7 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
         print("no ingest worker reported in the last hour")
     for worker, (last, *prev) in sorted(by_worker.items()):
         age = time.time() - last["time"] / 1e9
-        print(f"worker {worker} (last report {age:.0f} s ago)")
+        print(f"worker {escape(worker)} (last report {age:.0f} s ago)")
         rate = ""
         if prev:
             dt = (last["time"] - prev[0]["time"]) / 1e9
@@ -157,13 +158,14 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
         if rate:
             print(rate)
     for r in reasons:
-        print(f"  dead letters reason={r[m.REASON]:<18} {r['count']} (worker {r[m.WORKER]}, since start)")
+        reason, worker = escape(r[m.REASON]), escape(r[m.WORKER])
+        print(f"  dead letters reason={reason:<18} {r['count']} (worker {worker}, since start)")
     store = DeadLetterStore(settings.sql_url)
     pending = store.counts()
     store.close()
     print(
         f"dead-letter store: {sum(pending.values())} pending"
-        + (": " + ", ".join(f"{k}={v}" for k, v in sorted(pending.items())) if pending else "")
+        + (": " + ", ".join(f"{escape(k)}={v}" for k, v in sorted(pending.items())) if pending else "")
     )
     return 0
 
@@ -178,13 +180,14 @@ def cmd_deadletters(settings: Settings, args: argparse.Namespace) -> int:
             counts = store.counts(status)
             print(
                 f"{sum(counts.values())} {args.status} dead letters"
-                + ("".join(f"\n  {k:<22} {v}" for k, v in sorted(counts.items())) if counts else "")
+                + ("".join(f"\n  {escape(k):<22} {v}" for k, v in sorted(counts.items())) if counts else "")
             )
             for d in store.entries(reason=args.reason, status=status, limit=args.limit):
-                payload = d.payload[: args.payload_chars].decode(errors="replace")
+                # everything but the id, time and status comes from the network: escaped (smartzone.terminal)
+                payload = escape(d.payload[: args.payload_chars])
                 print(
-                    f"#{d.id} {d.received_at.isoformat()} [{d.status}] {d.reason} topic={d.topic}\n"
-                    f"    detail: {d.detail}\n    payload: {payload}"
+                    f"#{d.id} {d.received_at.isoformat()} [{d.status}] {escape(d.reason)} topic={escape(d.topic)}\n"
+                    f"    detail: {escape(d.detail)}\n    payload: {payload}"
                     f"{'...' if len(d.payload) > args.payload_chars else ''}"
                 )
             return 0
@@ -226,7 +229,7 @@ def cmd_chirpstack(settings: Settings, args: argparse.Namespace) -> int:
     try:
         result = sync(settings.chirpstack, wiring.registry(settings), dry_run=args.dry_run, prune=args.prune)
     except ChirpStackError as exc:
-        print(f"smartzone: ChirpStack error: {exc}", file=sys.stderr)
+        print(f"smartzone: ChirpStack error: {escape(str(exc))}", file=sys.stderr)
         return 1
     print(result.table())
     print(result.summary())
@@ -248,7 +251,7 @@ def cmd_lorawan(settings: Settings, args: argparse.Namespace) -> int:
         return 0
     print(f"{'sensor':36} {'received':>9} {'expected':>9} {'lost':>6} {'loss':>7} {'sessions':>8}")
     for d in devices:
-        print(f"{d.sensor:36} {d.received:9d} {d.expected:9d} {d.lost:6d} {d.loss:7.2%} {d.sessions:8d}")
+        print(f"{escape(d.sensor):36} {d.received:9d} {d.expected:9d} {d.lost:6d} {d.loss:7.2%} {d.sessions:8d}")
     received, expected = sum(d.received for d in devices), sum(d.expected for d in devices)
     print(
         f"all {len(devices)} devices: {expected - received} of {expected} frames lost "
@@ -701,7 +704,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"smartzone: configuration error: {exc}", file=sys.stderr)
         return 2
     except InfluxError as exc:
-        print(f"smartzone: InfluxDB error: {exc}", file=sys.stderr)
+        print(f"smartzone: InfluxDB error: {escape(str(exc))}", file=sys.stderr)
         return 1
 
 

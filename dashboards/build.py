@@ -877,8 +877,9 @@ def operations(z: DashboardZone) -> Board:
         _series(
             "Dead letters by reason",
             "New dead letters per interval, by reason, all workers (ops "
-            "`deadletters`, field `new`: what each worker kept since its previous report). `smartzone "
-            "deadletters list` shows them.",
+            "`deadletters`, field `new`: what each worker kept since its previous report). `no_route` is a "
+            "message on a topic no route matches (a gateway publishing where it should not): counted every "
+            "time, kept up to `ingest.no_route_per_hour` per gateway. `smartzone deadletters list` shows them.",
             OPS,
             'SELECT sum("new") AS "new" FROM "deadletters" WHERE $timeFilter GROUP BY time($__interval), '
             '"reason" fill(none)',

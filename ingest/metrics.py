@@ -5,7 +5,11 @@ The worker writes them as Points (``ingest.worker.Worker.report_metrics``) every
 
 - ``ingest`` (tag ``worker``): cumulative counters ``INGEST_COUNTERS`` (integers) and, when the interval
   wrote anything, the write latency in milliseconds (``WRITE_LATENCY_P50``, ``WRITE_LATENCY_MAX``).
-- ``deadletters`` (tags ``worker``, ``reason``): ``count`` (cumulative) and ``new`` (since the last report).
+  ``ignored``: messages on ``ingest.ignore`` topics; ``no_route_not_kept``: messages no route matches beyond
+  the cap (``ingest.no_route_per_hour``), counted but not kept; ``fields_dropped``: NaN/infinite fields left
+  out of a point (a LoRaWAN radio's snr).
+- ``deadletters`` (tags ``worker``, ``reason``): ``count`` (cumulative) and ``new`` (since the last report),
+  per problem of the letters; ``no_route`` counts every message no route matches, kept or not.
 - ``sensors`` (the sensor's tags): ``readings`` since the last report.
 """
 
@@ -26,6 +30,9 @@ INGEST_COUNTERS = (
     "decoded",
     "readings",
     "dead_lettered",
+    "ignored",
+    "no_route_not_kept",
+    "fields_dropped",
     "lines_written",
     "lines_rejected",
     "batches",
@@ -46,6 +53,8 @@ STATUS_FIELDS = (
     "decoded",
     "readings",
     "dead_lettered",
+    "no_route_not_kept",
+    "fields_dropped",
     "lines_written",
     "lines_rejected",
     "queue_depth",

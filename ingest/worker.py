@@ -42,7 +42,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from datacharter.charter import Charter
 from ingest import metrics
 from ingest.journal import ReceiptJournal, message_key
-from ingest.pipeline import Pipeline
+from ingest.pipeline import Pipeline, subscriptions
 from smartzone.errors import ConfigurationError, InfluxError
 from smartzone.model import EPOCH, DeadLetter, Message, Point, Store
 from smartzone.registry import Registry
@@ -88,7 +88,11 @@ class Worker:
         self.registry = registry or Registry.load(settings.registry)
         ing = settings.ingest
         self.charter = Charter.load(settings.charter.path)
-        self.pipeline = Pipeline.from_settings(settings, self.registry, self.charter)
+        self.pipeline = Pipeline.from_settings(settings, self.registry, self.charter, cap_unrouted=True)
+        # the routes' filters and the watched ones (``ingest.watch``), none covering another; route filters a
+        # watched one covers were subscribed by earlier versions: dropped from a resumed session
+        self._filters = subscriptions(ing.routes, ing.watch)
+        self._covered = [r.filter for r in ing.routes if r.filter not in self._filters]
         self.databases = databases.databases(settings)
         data = settings.data_dir / "worker" / settings.mqtt.client_id
         self.influx = Influx(settings.influx)
@@ -156,8 +160,10 @@ class Worker:
         # With a group, workers split the load ($share/<group>/<filter>); without one, a plain
         # subscription, which Mosquitto 2.0 restores from persistence after a restart (it does not
         # restore shared ones: see README, "Broker restarts").
-        topics = [(f"$share/{group}/{r.filter}" if group else r.filter, opts) for r in self.settings.ingest.routes]
+        topics = [(f"$share/{group}/{f}" if group else f, opts) for f in self._filters]
         client.subscribe(topics)
+        if flags.session_present and self._covered:  # after subscribing: a message in between comes twice, not never
+            client.unsubscribe([f"$share/{group}/{f}" if group else f for f in self._covered])
         log.info("MQTT connected session_present=%s subscriptions=%d", flags.session_present, len(topics))
 
     def _on_subscribe(
@@ -326,6 +332,9 @@ class Worker:
             "decoded": p.decoded,
             "readings": p.readings,
             "dead_lettered": p.dead_lettered,
+            "ignored": p.ignored,
+            "no_route_not_kept": p.no_route_not_kept,
+            "fields_dropped": p.fields_dropped,
             "lines_written": w.lines_written,
             "lines_rejected": w.lines_rejected,
             "batches": w.batches,

@@ -90,6 +90,26 @@ DEFAULT_ROUTES = [
     Route(filter="gw/+/sightings/#", decoder="sightings"),
     Route(filter="application/+/device/+/event/+", decoder="chirpstack"),
 ]
+# Subscribed besides the routes: a message here that no route matches is a ``no_route`` dead letter.
+DEFAULT_WATCH = ["gw/#", "application/#"]
+# Watched topics that are not readings and belong to someone else: acknowledged and dropped, not dead letters.
+DEFAULT_IGNORE = [
+    "gw/+/health",  # the gateway agent's heartbeat and last will (DESIGN.md, MQTT topics)
+    "gw/+/status",
+    "gw/+/experiments/#",  # the experiments service and the gateway agent
+    "application/+/device/+/command/#",  # downlinks queued for ChirpStack
+    "gw/+/tele/+/STATE",  # Tasmota's telemetry other than SENSOR, its last will, results and commands
+    "gw/+/tele/+/LWT",
+    "gw/+/tele/+/INFO1",
+    "gw/+/tele/+/INFO2",
+    "gw/+/tele/+/INFO3",
+    "gw/+/stat/#",
+    "gw/+/cmnd/#",
+    "gw/+/+/+/LWT",  # Theengs Gateway / OpenMQTTGateway: last will and system status
+    "gw/+/+/+/SYStoMQTT",
+    "gw/+/+/status",  # ESPHome: availability and debug log of a node
+    "gw/+/+/debug",
+]
 
 
 class IngestSettings(BaseModel):
@@ -101,6 +121,10 @@ class IngestSettings(BaseModel):
     max_buffer_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     spool_after: float = Field(default=10.0, ge=0)
     metrics_interval: float = Field(default=5.0, gt=0)
+    watch: list[str] = Field(default_factory=lambda: list(DEFAULT_WATCH))
+    ignore: list[str] = Field(default_factory=lambda: list(DEFAULT_IGNORE))
+    no_route_keep_bytes: int = Field(default=4096, ge=0)
+    no_route_per_hour: int = Field(default=60, ge=0)
 
 
 class ChirpStackSettings(BaseModel):

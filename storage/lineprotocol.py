@@ -11,9 +11,10 @@ backslashes. What cannot be escaped is refused with ``LineProtocolError``: a new
 NUL in a measurement, tag key, tag value or field key; one that is empty, or has a backslash at its end or
 before a comma, equals sign or space (InfluxDB's parser skips the character after any backslash but
 unescapes only ``\,`` ``\=`` ``\ ``: a backslash itself has no escape there); a measurement starting
-with ``#`` (a comment line); text that is not valid Unicode (lone surrogates); a non-finite float; a NUL
-in a string field value. Newlines and carriage returns in string field values are written as the two
-characters ``\n`` / ``\r`` (a batch is one point per line). Empty tag values are left out.
+with ``#`` (a comment line); text that is not valid Unicode (lone surrogates); a non-finite float; an
+integer outside InfluxDB's int64; a NUL in a string field value. Newlines and carriage returns in string
+field values are written as the two characters ``\n`` / ``\r`` (a batch is one point per line). Empty tag
+values are left out.
 
 Fast path: escaped measurements and keys are cached, ``TagSet`` holds a tag set rendered once (the
 pipeline keeps one per sensor), so rendering a reading is a few dictionary look-ups and one ``repr``, and
@@ -36,6 +37,7 @@ _KEY = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ "})
 _STRING = str.maketrans({'"': r"\"", "\\": "\\\\", "\n": "\\\\n", "\r": "\\\\r"})
 _BACKSLASH = re.compile(r"\\(?=[,= ]|$)")  # a backslash line protocol would read as an escape
 _CACHE_MAX = 10_000  # escaped names remembered (bounded: decoders' names come from the network)
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1  # InfluxDB's integer fields are int64
 
 
 class LineProtocolError(ValueError):
@@ -92,6 +94,8 @@ def format_value(value: FieldValue) -> str:
     if value is False:
         return "false"
     if isinstance(value, int):
+        if not INT_MIN <= value <= INT_MAX:
+            raise LineProtocolError(_too_large(value))
         return f"{value}i"
     if isinstance(value, float):
         if not math.isfinite(value):
@@ -104,6 +108,10 @@ def format_value(value: FieldValue) -> str:
             _unicode(value, "string field")
         return f'"{value.translate(_STRING)}"'
     raise LineProtocolError(f"unsupported field type {type(value).__name__}")
+
+
+def _too_large(value: int) -> str:
+    return f"an integer of {value.bit_length()} bits is too large for InfluxDB (int64)"
 
 
 def tag_set(tags: Mapping[str, str | None]) -> str:
@@ -166,6 +174,8 @@ def field_set(fields: Mapping[str, FieldValue]) -> str:
                 raise LineProtocolError(f"{k}={v!r} cannot be stored")
             body.append(f"{ek}={v!r}")
         elif tv is int:
+            if not INT_MIN <= v <= INT_MAX:
+                raise LineProtocolError(f"{k}: {_too_large(v)}")
             body.append(f"{ek}={v}i")
         else:
             body.append(f"{ek}={format_value(v)}")
@@ -183,7 +193,7 @@ class FieldLayout:
     NUL or invalid Unicode) is rendered by the generic path, which refuses it with the reason.
     """
 
-    __slots__ = ("_bools", "_floats", "_strs", "_template", "index", "keys", "types")
+    __slots__ = ("_bools", "_floats", "_ints", "_strs", "_template", "index", "keys", "types")
 
     def __init__(self, fields: Mapping[str, type]) -> None:
         if not fields:
@@ -207,6 +217,7 @@ class FieldLayout:
         self._template = ",".join(template)
         self._bools = tuple(i for i, t in enumerate(self.types) if t is bool)
         self._floats = tuple(i for i, t in enumerate(self.types) if t is float)
+        self._ints = tuple(i for i, t in enumerate(self.types) if t is int)
         self._strs = tuple(i for i, t in enumerate(self.types) if t is str)
 
     def __call__(self, values: tuple[FieldValue, ...], shared: Fields | None = None) -> Fields:
@@ -219,6 +230,9 @@ class FieldLayout:
         for i in self._floats:
             v = values[i]
             if type(v) is float and v - v != 0.0:  # inf - inf and nan - nan are nan
+                return None
+        for i in self._ints:  # int64 (INT_MIN, INT_MAX), as literals: no global look-up on the hot path
+            if not -0x8000000000000000 <= values[i] <= 0x7FFFFFFFFFFFFFFF:  # type: ignore[operator]  # an int
                 return None
         if self._bools or self._strs:
             out = list(values)
@@ -319,13 +333,13 @@ def render_by_store(points: Iterable[Point]) -> tuple[dict[Store, list[str]], li
                     break
                 if tv is float and v - v == 0.0:  # finite
                     parts.append(f"{ek}={v!r}")
-                elif tv is int:
+                elif tv is int and -0x8000000000000000 <= v <= 0x7FFFFFFFFFFFFFFF:  # int64, as literals
                     parts.append(f"{ek}={v}i")
                 elif tv is bool:
                     parts.append(f"{ek}=true" if v else f"{ek}=false")
                 elif tv is str and v.isascii() and "\0" not in v:
                     parts.append(f'{ek}="{v.translate(string)}"')
-                else:  # non-finite, non-ASCII text, another type: render() says what
+                else:  # non-finite, beyond int64, non-ASCII text, another type: render() says what
                     break
             else:
                 if parts:

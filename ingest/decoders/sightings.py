@@ -21,7 +21,9 @@ Payload: one JSON object::
   ``aa-bb-..``, ``aabb.ccdd.eeff``, ``aabbccddeeff``), or ``vehicle`` with ``vehicle`` (a plate or fleet id:
   letters and digits, up to 16 once spaces, ``-`` and ``.`` are removed; case is ignored) and an optional
   ``class`` (``car``, ``heavy_vehicle``, ``bicycle`` ...: lower-case letters, digits, ``_``).
-- ``rssi`` (optional): received signal strength in dBm, -130 to 20.
+- ``rssi`` (optional): received signal strength in dBm, -130 to 20. NaN or infinity is radio metadata the
+  sniffer could not measure, not a bad sighting: the pipeline leaves it out of the point (``seen=1i``) and
+  counts it (``fields_dropped``).
 - Instead of ``mac``/``vehicle``, ``subject`` may carry an identifier that is already a pseudonym (16 lower-case
   hex digits, with ``randomised`` true/false for wifi/ble): that is how dead letters keep a sighting (below), so
   a dead letter can be replayed once its cause (an unregistered sensor, say) is fixed.
@@ -42,7 +44,7 @@ identifiers and values that are not what the format allows become ``"<withheld>"
 (counted under ``"<withheld keys>"``); a payload that is not a JSON object is withheld whole.
 
 Reasons: ``no_pepper`` (the worker has no pepper store: the whole message), ``malformed``, ``missing_device``,
-``bad_timestamp``, ``bad_identifier``, ``invalid_value``/``out_of_range``/``not_finite`` (rssi, class),
+``bad_timestamp``, ``bad_identifier``, ``invalid_value``/``out_of_range`` (rssi, class),
 ``pepper_destroyed`` (the sighting's day is past the pepper's grace), ``unpseudonymisable`` (a replayed dead
 letter whose identifier was withheld). A bad sighting is a partial problem: the others are written.
 """
@@ -287,15 +289,15 @@ def _identifier(key: str, value: object) -> tuple[str | None, bool | None]:
     return (f"vehicle:{plate}", None) if plate else (None, None)
 
 
-def _fields(item: dict, where: str) -> dict[str, int]:
+def _fields(item: dict, where: str) -> dict[str, int | float]:
     if "rssi" not in item:
         return {"seen": 1}
     rssi = item["rssi"]
     if isinstance(rssi, bool) or not isinstance(rssi, int | float):
         raise DecodeError("invalid_value", f"{where}: 'rssi' must be a number (dBm)")
     if isinstance(rssi, float):
-        if not math.isfinite(rssi):
-            raise DecodeError("not_finite", f"{where}: 'rssi' is {rssi!r}")
+        if not math.isfinite(rssi):  # the pipeline leaves it out of the point (seen=1i) and counts it
+            return {"seen": 1, "rssi": rssi}
         rssi = round(rssi)
     if not RSSI_MIN <= rssi <= RSSI_MAX:
         raise DecodeError("out_of_range", f"{where}: rssi {rssi} dBm is outside [{RSSI_MIN}, {RSSI_MAX}]")

@@ -478,3 +478,20 @@ def test_simulated_probe_sniffers_land_pseudonymised(settings, influx, registry,
     assert count() == n
     assert DeadLetterStore(settings.sql_url).counts() == {}
     _scan_everything(settings, influx, sorted(macs)[:200])
+
+
+def test_a_non_finite_rssi_is_left_out_and_the_sighting_counted(pipeline, store):
+    # The sniffer could not measure the signal: the sighting still happened. Before, it was dropped whole as a
+    # not_finite dead letter (one passer-by fewer in the counts); now only the rssi is left out, and counted.
+    payload = (
+        b'{"device": "ped-volkstraat-1", "time": "%s", "sightings": [{"mac": "%s", "kind": "wifi", "rssi": NaN}, \
+{"mac": "%s", "kind": "wifi", "rssi": -Infinity}]}'
+        % (NOW.isoformat().encode(), STABLE.encode(), RANDOM.encode())
+    )
+    out = _run(pipeline, payload)
+    assert out.letter is None
+    pepper = store.pepper(NOW)
+    assert len(out.pseudo_lines) == 2
+    for line, mac in zip(out.pseudo_lines, (STABLE, RANDOM), strict=True):
+        assert f"subject={pseudonym(pepper, mac)}" in line and " seen=1i " in line and "rssi" not in line
+    assert pipeline.stats.fields_dropped == 2
