@@ -246,6 +246,12 @@ def cmd_registry(settings: Settings, args: argparse.Namespace) -> int:
         f"{settings.registry}: zone {reg.doc.zone.name!r}, {len(reg.gateways)} gateways, "
         f"{len(reg.sensors)} sensors, {len(reg.cells)} H3 cells at resolution {reg.doc.zone.h3_resolution}"
     )
+    unscheduled = sorted(s for s in reg.sensors if reg.interval(s) is None)
+    if unscheduled:
+        print(
+            f"{len(unscheduled)} sensors have no reporting interval (interval, their LoRaWAN profile's or the "
+            f"category's reporting_intervals): coverage leaves them out: {', '.join(unscheduled)}"
+        )
     return 0
 
 

@@ -7,6 +7,7 @@ run line says what that run did, not the running total of the day."""
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from datetime import UTC, datetime, timedelta
 
@@ -195,3 +196,46 @@ def test_the_run_line_says_what_that_run_published(tmp_path, influxd, monkeypatc
         ):
             influx.drop_database(db)
         influx.close()
+
+
+def test_the_registry_says_when_each_sensor_should_report(tmp_path, monkeypatch, capsys):
+    """Intervals: the sensor's own, else its LoRaWAN profile's, else its category's; validated; a sensor
+    installed mid-day is expected only from then on."""
+    import yaml
+
+    from datacharter.coverage import Schedule
+    from smartzone.errors import ConfigurationError
+
+    doc = yaml.safe_load(REGISTRY.read_text())
+    registry = Registry.load(REGISTRY)
+    assert registry.interval("traffic-egmont-1") == doc["reporting_intervals"]["traffic"] == 300
+    assert registry.interval("parking-lora-bay-volkstraat-1") == 3600  # the Bosch profile's uplink_interval
+    doc["sensors"][0] |= {"interval": 30, "installed": datetime(2026, 11, 24, 12, tzinfo=UTC).date()}
+    doc["sensors"][1]["category"] = "noise"
+    del doc["reporting_intervals"]["noise"]
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    edited = Registry.load(path)
+    first, second = doc["sensors"][0]["id"], doc["sensors"][1]["id"]
+    assert edited.interval(first) == 30 and edited.interval(second) is None
+    assert edited.sensors[first].installed == datetime(2026, 11, 24, tzinfo=UTC)
+    half = int(datetime(2026, 11, 24, 12, tzinfo=UTC).timestamp()) * 1_000_000_000
+    day0 = half - 43_200 * 1_000_000_000
+    assert Schedule(300, installed=half).expected(day0, day0 + 86_400 * 1_000_000_000) == 144
+    monkeypatch.setenv("SMARTZONE_REGISTRY", str(path))
+    monkeypatch.setenv("SMARTZONE_CONFIG", "/nonexistent.toml")
+    assert cli.main(["registry", "check"]) == 0
+    out = capsys.readouterr().out
+    assert "4 sensors have no reporting interval" in out  # the 3 noise meters and the re-categorised sensor
+    assert out.rstrip().endswith(f"{second}, noise-nationalestraat-1, noise-sint-andries-1, noise-volkstraat-1")
+    for bad, message in (
+        ({"reporting_intervals": {"weather": 0}}, "give seconds between 1 and 86400"),
+        ({"reporting_intervals": {"pollen": 60}}, "unknown categories ['pollen']"),
+    ):
+        path.write_text(yaml.safe_dump(doc | bad))
+        with pytest.raises(ConfigurationError, match=re.escape(message)):
+            Registry.load(path)
+    doc["sensors"][0] |= {"removed": "2026-11-01"}
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(ConfigurationError, match="removed must come after installed"):
+        Registry.load(path)
