@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from datacharter.charter import Dataset
@@ -43,14 +44,17 @@ class Schedule:
         hi = min(end, self.removed) if self.removed is not None else end
         return max(0, hi - lo) / NS / self.interval_s
 
-    def counted(self, times: pd.Series, start: int, end: int) -> float:
-        """The readings at ``times`` (distinct ns in [start, end)) that count: per bucket (an hour, or the
-        interval if longer, from ``start``), at most the readings due in it."""
-        size = max(BUCKET_S, self.interval_s) * NS
-        arrived = ((times - start) // size).value_counts().to_dict() if len(times) else {}
+    def bucket_ns(self) -> int:
+        """The span within which the sensor's readings count at most what is due in it: an hour, or its interval
+        if longer."""
+        return max(BUCKET_S, self.interval_s) * NS
+
+    def counted(self, arrived: dict[int, int], start: int, end: int) -> float:
+        """The readings that count, from the readings ``arrived`` per bucket (index from ``start``): per bucket,
+        at most the readings due in it."""
+        size = self.bucket_ns()
         return sum(
-            min(arrived.get(b, 0), self.expected(start + b * size, min(end, start + (b + 1) * size)))
-            for b in range(-(-(end - start) // size))
+            min(n, self.expected(start + b * size, min(end, start + (b + 1) * size))) for b, n in arrived.items()
         )
 
 
@@ -81,13 +85,27 @@ def measure(
     total = sum(due.values())
     if not total:
         return None
-    times: dict[str, pd.Series] = {}
+    arrived: dict[str, dict[int, int]] = {s: {} for s in due}
+    n_arrived = 0
     if not frame.empty and "sensor" in frame:
-        rows = frame[(frame["t"] >= start) & (frame["t"] < end) & frame["sensor"].isin(list(due))]
-        times = {str(k): g["t"] for k, g in rows.drop_duplicates(["sensor", "t"]).groupby("sensor")}
-    empty = pd.Series([], dtype="int64")
-    counted = sum(schedules[s].counted(times.get(s, empty), start, end) for s in due)
+        rows = frame.loc[(frame["t"] >= start) & (frame["t"] < end) & frame["sensor"].isin(list(due))]
+        codes, uniques = pd.factorize(rows["sensor"])
+        names = [str(n) for n in uniques]
+        times = rows["t"].to_numpy(dtype=np.int64)
+        order = np.lexsort((times, codes))  # distinct (sensor, time): a reading written twice counts once
+        codes, times = codes[order], times[order]
+        first = np.ones(len(codes), dtype=bool)
+        first[1:] = (codes[1:] != codes[:-1]) | (times[1:] != times[:-1])
+        codes, times = codes[first], times[first]
+        n_arrived = len(codes)
+        sizes = np.array([schedules[n].bucket_ns() for n in names], dtype=np.int64)
+        buckets = (times - start) // sizes[codes] if len(codes) else times
+        width = int(buckets.max()) + 1 if len(buckets) else 1
+        keys, counts = np.unique(codes.astype(np.int64) * width + buckets, return_counts=True)
+        for key, n in zip(keys.tolist(), counts.tolist(), strict=True):
+            arrived[names[key // width]][key % width] = n
+    counted = sum(schedules[s].counted(arrived[s], start, end) for s in due)
     share = min(1.0, counted / total)
     unit = ds.coverage_step
     value = round(math.floor(share / unit + 0.5) * unit, 2)
-    return Coverage(round(total), sum(len(t) for t in times.values()), len(due), value, value < threshold)
+    return Coverage(round(total), n_arrived, len(due), value, value < threshold)
