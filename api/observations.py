@@ -363,7 +363,9 @@ def observations(
             f"min_coverage: {id} counts events (sightings), not readings on a schedule: its coverage is not measured",
             parameter="min_coverage",
         )
-    q = ObservationQuery(st.store, id, ds, start, end, res, res_ns, cell_list, outputs, level, min_coverage)
+    q = ObservationQuery(
+        st.store, id, ds, start, end, res, res_ns, cell_list, outputs, level, min_coverage=min_coverage
+    )
     position = _cursor(cursor)
     headers = _cache_headers(st, ds, end)
     days = open_db(lambda: windows(st.store, st.settings, id, ds, start, end)) if q.coverage else None

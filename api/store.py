@@ -156,6 +156,7 @@ class ObservationQuery:
         cells: list[str] | None,
         outputs: list[tuple[str, str, str]],
         level: str,
+        *,
         min_coverage: float | None = None,
     ) -> None:
         self.store, self.dataset, self.ds = store, dataset, ds
