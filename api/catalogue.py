@@ -28,7 +28,8 @@ from api.rules import protection
 from api.store import open_db, temporal_coverage
 from api.timefmt import iso_duration, iso_time
 from api.urls import base_url
-from datacharter.charter import POINT_FIELDS, Charter, Dataset, open_field
+from api.windows import windows
+from datacharter.charter import COVERAGE, POINT_FIELDS, Charter, Dataset, open_field
 from datacharter.explain import AGGREGATE_WORDS, counted, explain_dataset
 from smartzone.quantities import QUANTITIES
 from smartzone.registry import Registry
@@ -90,6 +91,7 @@ CONTEXT = {
     "owl": "http://www.w3.org/2002/07/owl#",
     "xsd": "http://www.w3.org/2001/XMLSchema#",
     "sz": VOCAB,
+    "dqv": "http://www.w3.org/ns/dqv#",
 }
 
 
@@ -167,6 +169,9 @@ class DatasetOut(_Model):
     temporal_resolution: str = Field(examples=["PT15M"], description="ISO 8601 duration of the finest time bin")
     temporal_roll_up: list[str]
     update_frequency: dict[str, str]
+    coverage: dict[str, Any] = Field(
+        description="per published UTC day, the share of the readings the sensors should have sent that arrived"
+    )
     charter: dict[str, Any]
     fields: list[FieldOut]
     distributions: list[Distribution]
@@ -336,6 +341,8 @@ def get_dataset(request: Request, id: str, format: FormatParam = None) -> Respon
         st.settings.api.publisher_url,
         coverage=open_db(lambda: temporal_coverage(st.store, id, ds)),
         cells=open_db(lambda: st.store.cells(id)),
+        days=None if not ds.coverage_measured else open_db(lambda: windows(st.store, st.settings, id, ds)),
+        threshold=st.settings.charter.coverage_threshold,
     )
     return json_response(dataset_ld(out, st.charter) if media == JSONLD else out, media)
 
@@ -414,6 +421,18 @@ def fields(ds: Dataset) -> list[dict[str, Any]]:
                 + (", noised" if ds.noise else ""),
             }
         )
+    if ds.coverage_measured:
+        out.append(
+            {
+                "name": COVERAGE,
+                "field": COVERAGE,
+                "aggregate": "share",
+                "quantity": None,
+                "unit": "/",
+                "description": "how complete the point's UTC day was: the share (0 to 1) of the readings the "
+                "dataset's sensors should have sent that arrived",
+            }
+        )
     return out
 
 
@@ -427,8 +446,11 @@ def describe(
     *,
     coverage: tuple[int, int] | None,
     cells: set[str],
+    days: list[dict[str, Any]] | None = None,
+    threshold: float = 0.8,
 ) -> dict[str, Any]:
-    """The dataset's plain-JSON DCAT-AP description."""
+    """The dataset's plain-JSON DCAT-AP description; ``days``: the coverage of each published day
+    (``api.windows``), None for datasets of events."""
     explained = explain_dataset(name, ds, charter)
     doc = charter.doc
     frozen = ds.late_data == "freeze"
@@ -479,12 +501,36 @@ def describe(
             **protection(name, ds, charter),
             "trim": ds.trim.model_dump() if ds.trim else None,
         },
+        "coverage": completeness(ds, days, threshold),
         "fields": fields(ds),
         "distributions": [
             {"format": f, "media_type": mt, "access_url": f"{base}/v1/datasets/{name}/observations?format={f}"}
             for f, (mt, _) in FORMATS.items()
         ],
         "links": _links(base, name),
+    }
+
+
+def completeness(ds: Dataset, days: list[dict[str, Any]] | None, threshold: float) -> dict[str, Any]:
+    """How complete each published day is, with what that means (the catalogue's ``coverage``)."""
+    if days is None:
+        return {
+            "measured": False,
+            "explanation": "This dataset counts events (devices seen), not readings sent on a schedule: a quiet "
+            "street sends nothing, so the share of readings that arrived cannot be measured.",
+        }
+    step = ds.coverage_step
+    return {
+        "measured": True,
+        "explanation": "Per UTC day, the share of the readings that the dataset's sensors should have sent (each "
+        "sensor's reporting interval, while it was installed) that arrived, from 0 to 1, over all the dataset's "
+        f"sensors together and rounded to {step:g}. A day below {threshold:g} is low; a low day that can no "
+        "longer change (final) is flagged: it will not be completed. Every observation carries its day's "
+        "coverage, and ?min_coverage= keeps only days at least that complete.",
+        "threshold": threshold,
+        "rounded_to": step,
+        "days": days,
+        "flagged_days": [d["day"] for d in days if d["flagged"]],
     }
 
 
@@ -557,6 +603,20 @@ def dataset_ld(d: dict[str, Any], charter: Charter) -> dict[str, Any]:
             "dcat:startDate": {"@value": period["start"], "@type": "xsd:dateTime"},
             "dcat:endDate": {"@value": period["end"], "@type": "xsd:dateTime"},
         }
+    cov = d.get("coverage") or {}
+    if cov.get("measured"):  # W3C Data Quality Vocabulary: one completeness measurement per published day
+        out["dqv:hasQualityMeasurement"] = [
+            {
+                "@type": "dqv:QualityMeasurement",
+                "dqv:isMeasurementOf": {"@id": VOCAB + "readingCoverage"},
+                "dqv:value": {"@value": day["coverage"], "@type": "xsd:decimal"},
+                "dct:temporal": {"@value": day["day"], "@type": "xsd:date"},
+                "sz:lowCoverage": day["low"],
+                "sz:final": day["final"],
+            }
+            for day in cov["days"]
+        ]
+        out["sz:coverageExplanation"] = cov["explanation"]
     out["sz:placement"] = charter_d["sources"]["placement"]
     if charter_d["release"] is not None:
         out["sz:release"] = charter_d["release"]["id"]

@@ -37,7 +37,9 @@ def records(frame: pd.DataFrame) -> list[dict]:
     ]
 
 
-def to_json(dataset: str, q: ObservationQuery, frame: pd.DataFrame, link: str | None) -> bytes:
+def to_json(
+    dataset: str, q: ObservationQuery, frame: pd.DataFrame, link: str | None, windows: list | None = None
+) -> bytes:
     return orjson.dumps(
         {
             "dataset": dataset,
@@ -45,6 +47,7 @@ def to_json(dataset: str, q: ObservationQuery, frame: pd.DataFrame, link: str | 
             "level": q.level,
             "fields": [o[0] for o in q.outputs],
             "units": units(q),
+            **({"windows": windows} if windows is not None else {}),
             "observations": records(frame),
             "links": {"next": link},
         },
@@ -61,7 +64,9 @@ def units(q: ObservationQuery) -> dict[str, str]:
     return out
 
 
-def to_geojson(dataset: str, q: ObservationQuery, frame: pd.DataFrame, link: str | None) -> bytes:
+def to_geojson(
+    dataset: str, q: ObservationQuery, frame: pd.DataFrame, link: str | None, windows: list | None = None
+) -> bytes:
     features = [
         {
             "type": "Feature",
@@ -76,6 +81,7 @@ def to_geojson(dataset: str, q: ObservationQuery, frame: pd.DataFrame, link: str
             "type": "FeatureCollection",
             "dataset": dataset,
             "resolution": q.res,
+            **({"windows": windows} if windows is not None else {}),
             "features": features,
             "links": {"next": link},
         },
@@ -91,7 +97,8 @@ def csv_points(q: ObservationQuery, position: tuple[int, int], limit: int) -> It
     options = pacsv.WriteOptions(include_header=False, quoting_style="none", eol="\r\n")
     # every column typed up front: a streamed block must not infer a type another block contradicts
     types = {c: pa.string() for c in ("cell", "bin", "charter_version", "resolution", "profile")}
-    types |= {"time": pa.int64(), "n_contributors": pa.int64()} | {name: pa.float64() for name, _f, _a in q.outputs}
+    types |= {"time": pa.int64(), "n_contributors": pa.int64(), "coverage": pa.float64()}
+    types |= {name: pa.float64() for name, _f, _a in q.outputs}
     convert = pacsv.ConvertOptions(column_types=types, strings_can_be_null=True)
     with q.csv_page(position, limit) as body:
         try:
@@ -152,6 +159,8 @@ def _schema(q: ObservationQuery, text_time: bool = False) -> pa.Schema:
     if "profile" in q.columns:
         fields.append(pa.field("profile", pa.string()))
     fields.append(pa.field("n_contributors", pa.int64()))
+    if "coverage" in q.columns:
+        fields.append(pa.field("coverage", pa.float64()))
     fields += [pa.field(name, pa.int64() if name in q.integers else pa.float64()) for name, _f, _a in q.outputs]
     return pa.schema(fields)
 

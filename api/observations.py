@@ -11,6 +11,10 @@ InfluxQL, ``api.formats`` writes the rows.
 - Space: ``cells`` (H3 indexes) or ``bbox`` (min lon, min lat, max lon, max lat: the published cells whose
   centre is inside); at most ``api.max_cells``.
 - ``fields``: a subset of the dataset's allow-listed fields (default: all; ``n_contributors`` always).
+- Coverage: each row's ``coverage`` is how complete its day was (the share of the readings the dataset's sensors
+  should have sent that arrived; ``datacharter.coverage``); ``min_coverage`` keeps only rows of days at least that
+  complete. JSON and GeoJSON list the days of the range in ``windows`` (coverage, ``low``, ``final``,
+  ``flagged``: final and low); CSV and Parquet name the low days in the ``Low-Coverage-Days`` header.
 - At the charter's bin the rows are the published points themselves. At a coarser resolution they are
   derived from them: sums of counts, minimum of minima, maximum of maxima, mean of means, and
   ``n_contributors`` = the largest group in the period (a lower bound of the distinct contributors);
@@ -46,8 +50,9 @@ from api.deps import State, state
 from api.geometry import centre
 from api.negotiation import negotiate
 from api.problems import Problem
-from api.store import ObservationQuery, OpenData
+from api.store import ObservationQuery, OpenData, open_db
 from api.urls import same_with
+from api.windows import final_until, windows
 from datacharter.charter import Dataset, open_field
 from smartzone.names import parse_duration
 
@@ -302,6 +307,17 @@ def observations(
             "down, to up)"
         ),
     ] = "exact",
+    min_coverage: Annotated[
+        float | None,
+        Query(
+            ge=0,
+            le=1,
+            description="only rows of days at least this complete: the share (0 to 1) of the readings the "
+            "dataset's sensors should have sent that day that arrived (column coverage); rows without a "
+            "measured coverage are left out",
+            examples=[0.9],
+        ),
+    ] = None,
 ) -> Response:
     st = state(request)
     api = st.settings.api
@@ -340,9 +356,19 @@ def observations(
     if limit is not None and limit > cap:
         raise Problem(400, "limit-too-large", f"limit: at most {cap} rows per page in {fmt}", parameter="limit")
     limit = limit or min(api.page_size, cap)
-    q = ObservationQuery(st.store, id, ds, start, end, res, res_ns, cell_list, outputs, level)
+    if min_coverage is not None and not ds.coverage_measured:
+        raise Problem(
+            400,
+            "coverage-not-measured",
+            f"min_coverage: {id} counts events (sightings), not readings on a schedule: its coverage is not measured",
+            parameter="min_coverage",
+        )
+    q = ObservationQuery(
+        st.store, id, ds, start, end, res, res_ns, cell_list, outputs, level, min_coverage=min_coverage
+    )
     position = _cursor(cursor)
     headers = _cache_headers(st, ds, end)
+    days = open_db(lambda: windows(st.store, st.settings, id, ds, start, end)) if q.coverage else None
     if fmt in ("json", "geojson"):
         frames, nxt = [], None
         for frame, after in q.chunks(position, limit):
@@ -350,7 +376,9 @@ def observations(
             nxt = after
         frame = pd.concat(frames, ignore_index=True) if frames else q.empty()
         link = _next_url(request, nxt)
-        body = formats.to_json(id, q, frame, link) if fmt == "json" else formats.to_geojson(id, q, frame, link)
+        body = (
+            formats.to_json(id, q, frame, link, days) if fmt == "json" else formats.to_geojson(id, q, frame, link, days)
+        )
         etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
         headers["ETag"] = etag
         if link:
@@ -366,6 +394,9 @@ def observations(
         if request.headers.get("if-none-match") == etag:
             return Response(status_code=304, headers=headers)
     headers["Content-Disposition"] = f'attachment; filename="{id}.{fmt}"'
+    flagged = [d["day"] for d in days or () if d["low"]]
+    if flagged:  # CSV and Parquet carry no metadata: the days below the coverage threshold in a header
+        headers["Low-Coverage-Days"] = ",".join(flagged)
     if fmt == "csv":
         stream = formats.csv_derived(q, position, limit) if q.derived else formats.csv_points(q, position, limit)
     else:
@@ -384,13 +415,7 @@ def _default_end(store: OpenData, dataset: str, res_ns: int) -> int:
 
 
 def _cache_headers(st: State, ds: Dataset, end: int) -> dict[str, str]:
-    now = int(datetime.now(UTC).timestamp()) * NS
-    settle = int(parse_duration(st.settings.charter.settle)) * NS
-    if ds.late_data == "freeze":
-        final = (now - settle) // DAY_NS * DAY_NS  # days before this one are published and never change
-    else:
-        final = (now - settle - int(parse_duration(st.settings.charter.late_window)) * NS) // DAY_NS * DAY_NS
-    if end <= final:
+    if end <= final_until(st.settings, ds):
         return {"Cache-Control": "public, max-age=31536000, immutable"}
     return {"Cache-Control": "public, max-age=60"}
 

@@ -17,12 +17,13 @@ import numpy as np
 import pandas as pd
 
 from api.problems import Problem
-from datacharter.charter import POINT_TAGS, Charter, Dataset
+from datacharter.charter import COVERAGE, POINT_TAGS, Charter, Dataset
 from smartzone.names import parse_duration
 from smartzone.settings import Settings
 from storage.influx import Influx, quote_ident
 
 TAGS = (*POINT_TAGS, "profile")
+WINDOW_COVERAGE = "window_coverage"  # the charter job's coverage per dataset and day (datacharter.job)
 CHUNK = 10_000  # rows per InfluxDB query when a page streams: memory stays flat whatever the page size
 AGG_SQL = {"sum": "sum", "count": "sum", "mean": "mean", "min": "min", "max": "max"}  # coarser bins, per aggregate
 
@@ -82,6 +83,21 @@ class OpenData:
             return None
         return int(first[0]["time"]), int(last[0]["time"])
 
+    def window_coverage(self, dataset: str, start: int | None = None, end: int | None = None) -> list[dict[str, Any]]:
+        """The charter job's coverage of the dataset's windows (``window_coverage``: time = the UTC day, ``coverage``,
+        ``low``), oldest first, within [start, end) when given."""
+        self.dataset(dataset)
+        where = ['"dataset" = $dataset']
+        params: dict[str, Any] = {"dataset": dataset}
+        if start is not None:
+            where.append("time >= $start")
+            params["start"] = start
+        if end is not None:
+            where.append("time < $end")
+            params["end"] = end
+        q = f'SELECT "coverage", "low" FROM {quote_ident(WINDOW_COVERAGE)} WHERE {" AND ".join(where)}'  # noqa: S608
+        return self.rows(q, params)
+
     def cells(self, dataset: str | None = None) -> set[str]:
         """The cells that have published points (of one dataset, or of all)."""
         names = [dataset] if dataset else list(self.charter.datasets)
@@ -140,8 +156,12 @@ class ObservationQuery:
         cells: list[str] | None,
         outputs: list[tuple[str, str, str]],
         level: str,
+        *,
+        min_coverage: float | None = None,
     ) -> None:
         self.store, self.dataset, self.ds = store, dataset, ds
+        # datasets of events have no coverage; the others' rows carry their window's
+        self.coverage = ds.coverage_measured
         self.start, self.end, self.res, self.res_ns = start, end, res, res_ns
         self.cells, self.outputs, self.level = cells, outputs, level
         self.derived = res != ds.time.bin
@@ -152,6 +172,7 @@ class ObservationQuery:
             "bin",
             "charter_version",
             "n_contributors",
+            *([COVERAGE] if self.coverage else []),
             *[o[0] for o in outputs],
         ]
         # the counts the charter writes as integers (coarser resolutions sum them: integers still); in every
@@ -173,19 +194,24 @@ class ObservationQuery:
         if cells:
             where.append("(" + " OR ".join(f'"cell" = $c{i}' for i in range(len(cells))) + ")")
             self.params.update({f"c{i}": c for i, c in enumerate(cells)})
+        if min_coverage is not None:  # rows of windows at least this complete (unmeasured ones are left out)
+            where.append('"coverage" >= $min_coverage')
+            self.params["min_coverage"] = float(min_coverage)
         self.where = " AND ".join(where)
         tags = '"cell", "resolution", "bin", "charter_version"' + (', "profile"' if "profile" in self.columns else "")
         if self.derived:
             aggs = ", ".join(f"{AGG_SQL[a]}({store.field(dataset, o)}) AS {quote_ident(o)}" for o, _f, a in outputs)
             # names: checked against the charter and quoted; res: matched [0-9]{1,4}[mhd]; values: bound
+            cov = ', min("coverage") AS "coverage"' if self.coverage else ""  # the least complete day of the bin
             self.select = (
-                f'SELECT max("n_contributors") AS "n_contributors"{", " + aggs if aggs else ""} '  # noqa: S608
+                f'SELECT max("n_contributors") AS "n_contributors"{cov}{", " + aggs if aggs else ""} '  # noqa: S608
                 f"FROM {m} WHERE {{where}} GROUP BY time({res}), {tags} fill(none)"
             )
         else:
             cols = ", ".join(store.field(dataset, o) for o, _f, _a in outputs)
+            cov = ', "coverage"' if self.coverage else ""
             self.select = (
-                f'SELECT "n_contributors"{", " + cols if cols else ""}, {tags} '  # noqa: S608 - checked
+                f'SELECT "n_contributors"{cov}{", " + cols if cols else ""}, {tags} '  # noqa: S608 - checked
                 f"FROM {m} WHERE {{where}} LIMIT {{limit}} OFFSET {{offset}}"
             )
 

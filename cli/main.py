@@ -139,35 +139,75 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     by_worker: dict[str, list[dict]] = {}
     for r in rows:
         by_worker.setdefault(r[m.WORKER], []).append(r)
+    problems: dict[str, dict[str, int]] = {}
+    for r in reasons:
+        problems.setdefault(r[m.WORKER], {})[r[m.REASON]] = int(r["count"] or 0)
     if not by_worker:
         print("no ingest worker reported in the last hour")
     for worker, (last, *prev) in sorted(by_worker.items()):
-        age = time.time() - last["time"] / 1e9
-        print(f"worker {escape(worker)} (last report {age:.0f} s ago)")
-        rate = ""
-        if prev:
-            dt = (last["time"] - prev[0]["time"]) / 1e9
-            if dt > 0:
-                rate = (
-                    f"  rates: {(last['received'] - prev[0]['received']) / dt:.1f} msg/s received, "
-                    f"{(last['lines_written'] - prev[0]['lines_written']) / dt:.1f} lines/s written"
-                )
-        for key in m.STATUS_FIELDS:
-            if last.get(key) is not None:
-                print(f"  {key:<22} {last[key]}")
-        if rate:
-            print(rate)
-    for r in reasons:
-        reason, worker = escape(r[m.REASON]), escape(r[m.WORKER])
-        print(f"  dead letters reason={reason:<18} {r['count']} (worker {worker}, since start)")
+        print(status_of(worker, last, prev[0] if prev else None, problems.get(worker, {}), time.time()))
     store = DeadLetterStore(settings.sql_url)
     pending = store.counts()
     store.close()
     print(
         f"dead-letter store: {sum(pending.values())} pending"
         + (": " + ", ".join(f"{escape(k)}={v}" for k, v in sorted(pending.items())) if pending else "")
+        + " (all workers, kept whole until replayed: smartzone deadletters list)"
     )
     return 0
+
+
+def status_of(worker: str, last: dict, prev: dict | None, problems: dict[str, int], now: float) -> str:
+    """One worker's last report, explained: what received, decoded, dead-lettered, readings and lines count, and
+    why they differ (``ingest.metrics.MEANINGS``)."""
+    from ingest import metrics as m
+
+    def n(key: str) -> int:
+        return int(last.get(key) or 0)
+
+    def row(label: str, value: object, meaning: str) -> str:
+        return f"  {label:<20} {value!s:>10}  {meaning}"
+
+    received, decoded, lettered, readings = n("received"), n("decoded"), n("dead_lettered"), n("readings")
+    undecoded = received - decoded
+    out = [f"worker {escape(worker)} (last report {now - last['time'] / 1e9:.0f} s ago; counts since it started)"]
+    out.append(row("received", received, m.MEANINGS["received"]))
+    out.append(row("decoded", decoded, m.MEANINGS["decoded"]))
+    out.append(
+        row(
+            "not decoded",
+            undecoded,
+            "received - decoded: refused whole (dead letters), or events with nothing to store (a LoRaWAN join)",
+        )
+    )
+    partly = max(0, lettered - undecoded)
+    out.append(
+        row(
+            "dead-lettered",
+            lettered,
+            m.MEANINGS["dead_lettered"] + (f"; at least {partly} also decoded" if partly else ""),
+        )
+    )
+    if problems:
+        out.append(
+            "    problems by reason (a dead letter may hold several): "
+            + ", ".join(f"{escape(k)}={v}" for k, v in sorted(problems.items()))
+        )
+    per = f"{readings / decoded:.1f} per decoded message; " if decoded else ""
+    out.append(row("readings", readings, per + m.MEANINGS["readings"]))
+    for key in m.STATUS_FIELDS:
+        if key in ("received", "decoded", "readings", "dead_lettered") or last.get(key) is None:
+            continue
+        unit = " ms" if key in (m.WRITE_LATENCY_P50, m.WRITE_LATENCY_MAX) else ""
+        out.append(row(key.replace("_", " "), f"{last[key]}{unit}", m.MEANINGS[key]))
+    if prev is not None:
+        dt = (last["time"] - prev["time"]) / 1e9
+        if dt > 0:
+            out.append(
+                f"  rates: {(received - int(prev['received'] or 0)) / dt:.1f} msg/s received, "
+                f"{(n('lines_written') - int(prev['lines_written'] or 0)) / dt:.1f} lines/s written"
+            )
+    return "\n".join(out)
 
 
 def cmd_deadletters(settings: Settings, args: argparse.Namespace) -> int:
@@ -210,6 +250,12 @@ def cmd_registry(settings: Settings, args: argparse.Namespace) -> int:
         f"{settings.registry}: zone {reg.doc.zone.name!r}, {len(reg.gateways)} gateways, "
         f"{len(reg.sensors)} sensors, {len(reg.cells)} H3 cells at resolution {reg.doc.zone.h3_resolution}"
     )
+    unscheduled = sorted(s for s in reg.sensors if reg.interval(s) is None)
+    if unscheduled:
+        print(
+            f"{len(unscheduled)} sensors have no reporting interval (interval, their LoRaWAN profile's or the "
+            f"category's reporting_intervals): coverage leaves them out: {', '.join(unscheduled)}"
+        )
     return 0
 
 
@@ -325,7 +371,7 @@ def cmd_charter(settings: Settings, args: argparse.Namespace) -> int:
             return 0
         print(
             f"{'at (UTC)':19} {'version':11} {'dataset':19} {'window (UTC day)':16} {'readings':>9} "
-            f"{'published':>9} {'suppressed':>10} {'deferred':>8}  note"
+            f"{'published':>9} {'suppressed':>10} {'deferred':>8} {'coverage (arrived/expected)':>27}  note"
         )
         for r in rows:
             day = datetime.fromtimestamp(r["window_start"] / 1e9, UTC).strftime("%Y-%m-%d")
@@ -336,14 +382,19 @@ def cmd_charter(settings: Settings, args: argparse.Namespace) -> int:
                 note = f"{r['late_rows']} late rows not published (day frozen)"
             elif r.get("content_changed") and not r["reprocessed"]:
                 note = "readings rewritten, not published (day frozen)"
+            cov = "-"
+            if r.get("coverage") is not None:
+                cov = f"{r['coverage']:.2f} ({r['arrived_readings']}/{r['expected_readings']})"
+                if r["low_coverage"]:
+                    note = f"LOW COVERAGE; {note}"
             print(
                 f"{r['at']:%Y-%m-%d %H:%M:%S} {r['charter_version']:11} {r['dataset']:19} {day:16} "
                 f"{r['readings_in']:9d} {r['groups_published']:9d} {r['groups_suppressed']:10d} "
-                f"{r['rows_deferred']:8d}  {note}"
+                f"{r['rows_deferred']:8d} {cov:>27}  {note}"
             )
         return 0
     # run
-    from datacharter.job import CharterJob
+    from datacharter.job import CharterJob, summary
     from smartzone.names import parse_duration
 
     job = CharterJob(settings, charter)
@@ -355,16 +406,16 @@ def cmd_charter(settings: Settings, args: argparse.Namespace) -> int:
             reports = job.run_once(now=now, datasets=args.dataset and [args.dataset])
             for w in reports:
                 day = datetime.fromtimestamp(w.start / 1e9, UTC).strftime("%Y-%m-%d")
+                c = w.coverage
+                cov = (
+                    "" if c is None else f"coverage={c.value:.2f}{'(LOW)' if c.low else ''} ({c.arrived}/{c.expected}) "
+                )
                 print(
                     f"{w.dataset:19} {day} readings={w.readings_in} published={w.published} "
-                    f"suppressed={w.suppressed} deferred={w.deferred} "
+                    f"suppressed={w.suppressed} deferred={w.deferred} {cov}"
                     f"{'written' if w.written else 'unchanged'}{' (late data)' if w.reprocessed else ''}"
                 )
-            print(
-                f"charter {charter.version}: {len(reports)} windows, "
-                f"{sum(r.published for r in reports)} groups published, "
-                f"{sum(r.suppressed for r in reports)} suppressed -> {settings.charter.open_database}"
-            )
+            print(f"{summary(reports, charter.version)} -> {settings.charter.open_database}")
             return 0
         stop = threading.Event()
         _on_signals(stop)

@@ -65,6 +65,9 @@ METHOD_OUTPUTS: dict[str, set[str]] = {
 # Tags and fields every open point carries besides the allow-listed aggregates.
 POINT_TAGS = ("cell", "resolution", "bin", "charter_version")
 POINT_FIELDS = ("n_contributors",)
+# a field every point of a window carries where its coverage is measured (datacharter.coverage): the share of the
+# readings the dataset's sensors should have sent that day that arrived
+COVERAGE = "coverage"
 _ID = re.compile(r"[a-z][a-z0-9_]{0,62}")
 _FIELD_ERROR = re.compile(r"(?:Value error, )?field (\w+):")
 
@@ -256,6 +259,17 @@ class Dataset(_Strict):
         )
 
     @property
+    def coverage_measured(self) -> bool:
+        """Whether the job measures the dataset's coverage (``datacharter.coverage``): not for events (sightings:
+        a quiet street sends none, so no reading is ever due)."""
+        return self.method != "distinct_count"
+
+    @property
+    def coverage_step(self) -> float:
+        """The rounding of the dataset's published coverage: 0.1 for datasets about people, 0.01 otherwise."""
+        return 0.1 if self.about_people else 0.01
+
+    @property
     def about_people(self) -> bool:
         """Whether the dataset's subjects are people, their vehicles, homes or businesses."""
         return self.subject in PERSONAL_SUBJECTS
@@ -362,7 +376,7 @@ class Dataset(_Strict):
     @property
     def allowed_fields(self) -> set[str]:
         """Every field name a published point of this dataset may carry."""
-        return {open_field(f, a) for f, a in self.outputs} | set(POINT_FIELDS)
+        return {open_field(f, a) for f, a in self.outputs} | set(POINT_FIELDS) | {COVERAGE}
 
     @property
     def integer_fields(self) -> set[str]:
@@ -393,9 +407,9 @@ class CharterDoc(_Strict):
     @field_validator("datasets")
     @classmethod
     def _ids(cls, v: dict[str, Dataset]) -> dict[str, Dataset]:
-        bad = [k for k in v if not _ID.fullmatch(k)]
+        bad = [k for k in v if not _ID.fullmatch(k) or k == "window_coverage"]
         if bad:
-            raise ValueError(f"dataset ids must be lower-case identifiers: {bad}")
+            raise ValueError(f"dataset ids must be lower-case identifiers (not window_coverage): {bad}")
         # datasets about people that read the same subjects (same source measurement, same kind of sensor,
         # overlapping categories) can be combined: they must be one release
         for (a, da), (b, db) in itertools.combinations(v.items(), 2):

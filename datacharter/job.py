@@ -17,6 +17,10 @@ For each dataset of the charter, in UTC-day windows:
 3. A window's old points are deleted and its new points written only when they differ (a digest):
    re-running over the same input and charter version changes nothing, and noise is never re-drawn.
 4. Each window processed leaves an audit record; the watermark moves in the same transaction.
+5. Each window says how complete it was (``datacharter.coverage``): the share of the readings its sensors should
+   have sent that arrived, in the audit (with both counts), on every point of the window (field ``coverage``)
+   and, per dataset and day, in the open database's ``window_coverage`` (``low`` below
+   ``charter.coverage_threshold``), which the catalogue and the API read.
 
 The raw data's retention policies come from the charter (``retention``): the job applies them at
 start, as the ingest worker does.
@@ -35,7 +39,8 @@ from datetime import UTC, datetime
 import numpy as np
 import pandas as pd
 
-from datacharter.charter import Charter, Dataset
+from datacharter.charter import COVERAGE, Charter, Dataset
+from datacharter.coverage import Coverage, Schedule, measure
 from datacharter.engine import DAY_NS, NS, Context, Result, digest, release, run
 from datacharter.noise import load_key
 from datacharter.store import CharterStore
@@ -53,6 +58,8 @@ log = logging.getLogger(__name__)
 # The job's self-metrics in the ops database: one point per dataset and run (read by the operations dashboard).
 METRICS = "charter"  # measurement; tags dataset, charter_version
 METRICS_FIELDS = ("windows", "readings_in", "published", "suppressed", "written", "lag_s")
+# per dataset and window (tag dataset, time = the window's start) in the open database: how complete it was
+WINDOW_COVERAGE = "window_coverage"
 
 # tag columns of raw measurements: strings, "" when the point has none
 TAGS = (
@@ -77,13 +84,18 @@ class WindowReport:
     start: int
     end: int
     readings_in: int
-    published: int
+    published: int  # the window's points (all of its bins published so far)
     suppressed: int
     deferred: int
     written: bool
     reprocessed: bool
     read_s: float
     apply_s: float
+    coverage: Coverage | None = None
+    # what this run added: points of bins not published before (the rest of a written window is re-written),
+    # and groups suppressed that the window's previous processing had not suppressed
+    new_points: int = 0
+    new_suppressed: int = 0
 
 
 @dataclass(frozen=True)
@@ -158,8 +170,21 @@ class CharterJob:
         self.cells = {s.id: self.registry.cell_of(s.id) for s in sensors}
         # per dataset, the registered sensors it may read (category, placement, fixed or mobile): deny by default
         self.admitted = {name: {s.id for s in sensors if ds.admits(s)} for name, ds in self.charter.datasets.items()}
+        self.threshold = settings.charter.coverage_threshold
+        # per dataset, when each of its sensors should report (the registry's intervals; sensors without are left out)
+        self.schedules = {
+            name: {s: sch for s in ids if (sch := self._schedule(s)) is not None} for name, ids in self.admitted.items()
+        }
         self._retention_applied = False
         self._releases: dict[tuple, dict[str | None, Result]] = {}  # the last release computed in this run
+
+    def _schedule(self, sensor_id: str) -> Schedule | None:
+        interval = self.registry.interval(sensor_id)
+        if interval is None:
+            return None
+        s = self.registry.sensors[sensor_id]
+        ns = lambda t: None if t is None else int(t.timestamp()) * NS  # noqa: E731 - a local conversion
+        return Schedule(interval, ns(s.installed), ns(s.removed))
 
     def close(self) -> None:
         self.influx.close()
@@ -234,15 +259,7 @@ class CharterJob:
         while not stop.is_set():
             started = time.monotonic()
             try:
-                reports = self.run_once()
-                written = sum(r.written for r in reports)
-                log.info(
-                    "charter run: windows=%d written=%d published=%d suppressed=%d",
-                    len(reports),
-                    written,
-                    sum(r.published for r in reports),
-                    sum(r.suppressed for r in reports),
-                )
+                log.info("%s", summary(self.run_once(), self.charter.version))
             except Exception:  # InfluxDB away, ... : the next run retries; nothing advanced
                 log.exception("charter run failed; retrying in %.0f s", every_s)
             stop.wait(max(0.0, every_s - (time.monotonic() - started)))
@@ -306,12 +323,21 @@ class CharterJob:
         t1 = time.perf_counter()
         result = self.apply(ds, frame, positions, closed_until, window=(start, end), partners=partners)
         t2 = time.perf_counter()
+        cov = measure(
+            ds, self.admit(name, frame), self.schedules.get(name, {}), start, min(end, closed_until), self.threshold
+        )
         points = result.points
+        if cov is not None and not points.empty:
+            points = points.assign(**{COVERAGE: cov.value})  # every point says how complete its window was
         dg = digest(points)
         previous = self.store.window(name, start)
         written = previous is None or previous.digest != dg or previous.points != len(points)
         if written:
             self._replace(name, start, end, points)
+            if cov is not None:
+                self._publish_coverage(name, start, cov)
+        before = previous.points if previous is not None else 0
+        before_suppressed = (previous.suppressed or 0) if previous is not None else 0
         closed = end <= closed_until
         self.store.record(
             name,
@@ -329,6 +355,7 @@ class CharterJob:
             watermark=end if closed and not reprocessed else None,
             fingerprint=self._fingerprint(name, start),
             changed=reprocessed,
+            coverage=cov,
         )
         return WindowReport(
             name,
@@ -342,7 +369,22 @@ class CharterJob:
             reprocessed,
             t1 - t0,
             t2 - t1,
+            cov,
+            max(0, len(points) - before) if written else 0,
+            max(0, result.groups_suppressed - before_suppressed) if written else 0,
         )
+
+    def _publish_coverage(self, name: str, start: int, cov: Coverage) -> None:
+        """The window's coverage in the open database (``window_coverage``, tag ``dataset``, time = the day): the
+        published share and its flag only; the counts stay in the audit."""
+        point = Point(
+            WINDOW_COVERAGE,
+            {"dataset": name},
+            {COVERAGE: cov.value, "low": cov.low, "charter_version": self.charter.version},
+            start,
+            Store.OPEN,
+        )
+        self.influx.write(self.open_db, render(point).encode())
 
     # -- pure part --------------------------------------------------------------------------------------
     def apply(
@@ -535,6 +577,28 @@ class CharterJob:
             body = to_lines(dataset, points, self.charter.version, self.charter.datasets[dataset].integer_fields)
             for i in range(0, len(body), 5000):
                 self.influx.write(self.open_db, "\n".join(body[i : i + 5000]).encode())
+
+
+def summary(reports: list[WindowReport], version: str) -> str:
+    """One line on what a run did, per dataset: windows processed and written, points new in this run (bins not
+    published before) and re-written, groups newly suppressed, and each window's coverage (``!`` below the
+    threshold). Only this run's work: a window re-processed with nothing new adds nothing."""
+    parts = []
+    for name in dict.fromkeys(r.dataset for r in reports):
+        mine = [r for r in reports if r.dataset == name]
+        written = [r for r in mine if r.written]
+        new = sum(r.new_points for r in mine)
+        days = " ".join(
+            f"{datetime.fromtimestamp(r.start / 1e9, UTC):%Y-%m-%d}={c.value:.2f}{'!' if c.low else ''}"
+            for r in mine
+            if (c := r.coverage) is not None
+        )
+        parts.append(
+            f"{name}: windows={len(mine)} written={len(written)} new_points={new} "
+            f"rewritten_points={sum(r.published for r in written) - new} "
+            f"suppressed={sum(r.new_suppressed for r in mine)}" + (f" coverage {days}" if days else "")
+        )
+    return f"charter {version} run: " + ("; ".join(parts) if parts else "nothing to publish")
 
 
 def rows_seen(frame: pd.DataFrame) -> int:

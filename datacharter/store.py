@@ -7,8 +7,10 @@
   fingerprint);
 - ``charter_audit``: one record per window processed: charter version, window, readings in, groups
   published and suppressed, rows deferred to a later run, whether it was a re-processing, the late
-  rows a frozen day received and did not publish, and whether the window's raw content had changed
-  (``content_changed``: late rows or rewritten readings).
+  rows a frozen day received and did not publish, whether the window's raw content had changed
+  (``content_changed``: late rows or rewritten readings), and how complete the window was
+  (``expected_readings``, ``arrived_readings``, ``coverage``, ``low_coverage``: ``datacharter.coverage``; NULL for
+  datasets of events and for records that published nothing).
 
 Databases made before a column existed get it at start-up (``ALTER TABLE ... ADD COLUMN``): ``create_all``
 creates missing tables only.
@@ -24,6 +26,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    Float,
     Integer,
     MetaData,
     String,
@@ -39,6 +42,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.schema import CreateColumn
 
+from datacharter.coverage import Coverage
 from storage.deadletters import make_engine
 
 metadata = MetaData()
@@ -61,6 +65,7 @@ windows = Table(
     Column("charter_version", String(32), nullable=False),
     Column("processed_at", DateTime(timezone=True), nullable=False),
     Column("fingerprint", Text, nullable=True),  # the raw content processed (job.Content); NULL: not known
+    Column("suppressed", Integer, nullable=True),  # groups suppressed when it was last processed
 )
 audit = Table(
     "charter_audit",
@@ -80,6 +85,12 @@ audit = Table(
     Column("late_rows", BigInteger, nullable=False, default=0),  # late raw rows a frozen day did not publish
     # the window's raw content had changed since it was processed (late rows, readings rewritten)
     Column("content_changed", Boolean, nullable=False, default=False, server_default=false()),
+    # how complete the window was (datacharter.coverage): readings its sensors should have sent, readings that
+    # arrived, the published share and whether it is below the configured threshold
+    Column("expected_readings", BigInteger, nullable=True),
+    Column("arrived_readings", BigInteger, nullable=True),
+    Column("coverage", Float, nullable=True),
+    Column("low_coverage", Boolean, nullable=True),
 )
 
 
@@ -90,6 +101,7 @@ class Window:
     digest: str
     charter_version: str
     fingerprint: str | None = None
+    suppressed: int | None = None  # None: processed before it was recorded
 
 
 class CharterStore:
@@ -127,14 +139,17 @@ class CharterStore:
                 select(windows).where(windows.c.dataset == dataset, windows.c.window_start == start)
             ).first()
         return (
-            None if row is None else Window(row.rows_seen, row.points, row.digest, row.charter_version, row.fingerprint)
+            None
+            if row is None
+            else Window(row.rows_seen, row.points, row.digest, row.charter_version, row.fingerprint, row.suppressed)
         )
 
     def windows_since(self, dataset: str, start: int) -> dict[int, Window]:
         with self.engine.connect() as c:
             rows = c.execute(select(windows).where(windows.c.dataset == dataset, windows.c.window_start >= start))
             return {
-                r.window_start: Window(r.rows_seen, r.points, r.digest, r.charter_version, r.fingerprint) for r in rows
+                r.window_start: Window(r.rows_seen, r.points, r.digest, r.charter_version, r.fingerprint, r.suppressed)
+                for r in rows
             }
 
     def set_fingerprint(self, dataset: str, start: int, fingerprint: str) -> None:
@@ -165,9 +180,11 @@ class CharterStore:
         late_rows: int = 0,
         fingerprint: str | None = None,
         changed: bool = False,
+        coverage: Coverage | None = None,
     ) -> None:
         """One transaction: the window's state, its audit record and (when it closed) the watermark.
-        ``changed``: the window's raw content had changed since it was processed."""
+        ``changed``: the window's raw content had changed since it was processed; ``coverage``: how complete it
+        was (None: not measured)."""
         now = datetime.now(UTC)
         with self.engine.begin() as c:
             state = {
@@ -177,6 +194,7 @@ class CharterStore:
                 "charter_version": version,
                 "processed_at": now,
                 "fingerprint": fingerprint,
+                "suppressed": suppressed,
             }
             n = c.execute(
                 update(windows).where(windows.c.dataset == dataset, windows.c.window_start == start).values(**state)
@@ -198,6 +216,10 @@ class CharterStore:
                     written=written,
                     late_rows=late_rows,
                     content_changed=changed,
+                    expected_readings=None if coverage is None else coverage.expected,
+                    arrived_readings=None if coverage is None else coverage.arrived,
+                    coverage=None if coverage is None else coverage.value,
+                    low_coverage=None if coverage is None else coverage.low,
                 )
             )
             if watermark is not None:

@@ -66,3 +66,26 @@ STATUS_FIELDS = (
     WRITE_LATENCY_P50,
     WRITE_LATENCY_MAX,
 )
+
+# What each figure counts, for ``smartzone status`` (cumulative since the worker started unless said otherwise).
+# received, decoded and dead-lettered count MQTT messages; readings counts values; lines count InfluxDB points.
+MEANINGS = {
+    "received": "MQTT messages the worker took from the broker",
+    "decoded": "messages that gave at least one point to store (readings, radio metadata, positions, sightings)",
+    "dead_lettered": "messages with a dead letter: refused whole, or one bad value beside good readings",
+    "readings": "values decoded (one message often carries several: a sensor's quantities, a pack of samples)",
+    "no_route_not_kept": "messages on topics no route reads, beyond the dead-letter cap (counted, not kept)",
+    "fields_dropped": "NaN or infinite radio fields left out of their point (the point was written without them)",
+    "lines_written": "InfluxDB points written: a sensor's readings at one time share a point; radio metadata "
+    "(LoRaWAN), positions and sightings add their own",
+    "lines_rejected": "points InfluxDB refused (each becomes a dead letter)",
+    "queue_depth": "messages received and not yet acked to the broker (waiting for their durable write)",
+    "backlog_bytes": "bytes of those messages",
+    "batches_spooled": "batches written to the disk spool while InfluxDB was away",
+    "batches_unspooled": "spooled batches written to InfluxDB since",
+    "spool_files": "batches on disk now",
+    "retries": "write attempts repeated",
+    WRITE_LATENCY_P50: "median write time in the last interval",
+    WRITE_LATENCY_MAX: "slowest write in the last interval",
+}
+assert set(STATUS_FIELDS) <= set(MEANINGS), "every figure `smartzone status` shows says what it counts"

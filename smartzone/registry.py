@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import UTC, date, datetime
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -187,6 +188,25 @@ class Sensor(_Strict):
     # mobile sensors: the vehicle (or person) the sensor moves with; k counts vehicles, not trackers.
     # Default: the sensor itself (one tracker, one vehicle).
     vehicle: str | None = None
+    # how often the sensor reports, seconds: the readings a day of it should bring (the charter job's coverage).
+    # Default: its LoRaWAN device profile's uplink_interval, else the registry's reporting_intervals[category].
+    interval: int | None = Field(default=None, ge=1, le=86_400)
+    # when the sensor was put up and taken down (UTC; a date means its midnight): outside that span it is not
+    # expected to report. Default: always there.
+    installed: datetime | None = None
+    removed: datetime | None = None
+
+    @field_validator("installed", "removed", mode="before")
+    @classmethod
+    def _utc(cls, v: object) -> object:
+        if isinstance(v, date) and not isinstance(v, datetime):
+            return datetime(v.year, v.month, v.day, tzinfo=UTC)
+        return v
+
+    @field_validator("installed", "removed")
+    @classmethod
+    def _aware(cls, v: datetime | None) -> datetime | None:
+        return v if v is None or v.tzinfo is not None else v.replace(tzinfo=UTC)
 
     @field_validator("id")
     @classmethod
@@ -242,6 +262,8 @@ class Sensor(_Strict):
             if self.gateway is not None:
                 raise ValueError(f"sensor {self.id}: a LoRaWAN device is heard by any gateway; leave gateway out")
             _eui(self.keys[0], f"sensor {self.id}: keys[0] (the DevEUI)")
+        if self.installed is not None and self.removed is not None and self.removed <= self.installed:
+            raise ValueError(f"sensor {self.id}: removed must come after installed")
         return self
 
 
@@ -259,6 +281,20 @@ class RegistryFile(_Strict):
     sensors: list[Sensor]
     lorawan: LoraWan = Field(default_factory=LoraWan)
     places: list[Place] = Field(default_factory=list)
+    # how often sensors of a category report, seconds, unless a sensor (``interval``) or its LoRaWAN device
+    # profile says otherwise: what the charter job's coverage expects
+    reporting_intervals: dict[str, int] = Field(default_factory=dict)
+
+    @field_validator("reporting_intervals")
+    @classmethod
+    def _intervals(cls, v: dict[str, int]) -> dict[str, int]:
+        bad = sorted(set(v) - set(CATEGORIES))
+        if bad:
+            raise ValueError(f"reporting_intervals: unknown categories {bad}; known: {', '.join(CATEGORIES)}")
+        wrong = sorted(k for k, s in v.items() if not 1 <= s <= 86_400)
+        if wrong:
+            raise ValueError(f"reporting_intervals: {wrong}: give seconds between 1 and 86400")
+        return v
 
 
 @dataclass(frozen=True, slots=True)
@@ -359,6 +395,19 @@ class Registry:
         return self._sensor_cells.setdefault(
             sensor_id, h3.latlng_to_cell(s.position.lat, s.position.lon, self.doc.zone.h3_resolution)
         )
+
+    def interval(self, sensor_id: str) -> int | None:
+        """How often a registered sensor reports (seconds): its own ``interval``, else its LoRaWAN device profile's
+        ``uplink_interval``, else the registry's ``reporting_intervals`` of its category; None when nothing says."""
+        s = self.sensors.get(sensor_id)
+        if s is None:
+            return None
+        if s.interval is not None:
+            return s.interval
+        profile = self.device_profile(sensor_id)
+        if profile is not None:
+            return profile.uplink_interval
+        return self.doc.reporting_intervals.get(s.category)
 
     @cached_property
     def cells(self) -> set[str]:

@@ -148,6 +148,8 @@ class CharterSettings(BaseModel):
     settle: str = "2m"  # a time bin is published this long after it ends (stragglers in flight)
     late_window: str = "2d"  # closed windows this recent are re-processed when late raw data arrives
     noise_key_file: Path | None = None  # default: <data_dir>/charter/noise.key (created on first use, 0600)
+    # a window whose coverage (share of the expected readings that arrived) is below this is flagged low
+    coverage_threshold: float = Field(default=0.8, ge=0, le=1)
 
     @field_validator("open_database")
     @classmethod

@@ -118,7 +118,9 @@ def test_dataset_dcat_fields(described, registry):
         assert_polygon_holds_cells(d["spatial"], registry.cells)
         # noise (epsilon, threshold, contribution bound) only where the charter adds noise
         assert ("epsilon" in json.dumps(d)) == (name == "pedestrian_flow")
-        assert [f["name"] for f in d["fields"]] == [open_field(f, a) for f, a in ds.outputs] + ["n_contributors"]
+        assert [f["name"] for f in d["fields"]] == [open_field(f, a) for f, a in ds.outputs] + ["n_contributors"] + (
+            ["coverage"] if ds.coverage_measured else []
+        )
         assert [x["format"] for x in d["distributions"]] == ["json", "csv", "parquet", "geojson"]
         for x in d["distributions"]:
             assert x["access_url"] == f"http://testserver/v1/datasets/{name}/observations?format={x['format']}"
@@ -255,6 +257,9 @@ class EmptyStore:
     def rows(self, q, params=None):
         return []
 
+    def window_coverage(self, dataset, start=None, end=None):
+        return []
+
 
 class DownStore(EmptyStore):
     def coverage(self, dataset):
@@ -267,7 +272,7 @@ def test_nothing_published_yet_and_configured_base_url(published):
     )
     with TestClient(create_app(settings, charter=CHARTER, store=EmptyStore())) as c:
         d = c.get("/v1/datasets/air_quality").json()
-        assert d["temporal_coverage"] is None
+        assert d["temporal_coverage"] is None and d["coverage"]["days"] == []
         assert d["links"]["self"] == "https://data.example.org/v1/datasets/air_quality"
         ld = c.get("/v1/datasets/air_quality?format=jsonld").json()
         assert "dct:temporal" not in ld and ld["@id"] == "https://data.example.org/v1/datasets/air_quality"

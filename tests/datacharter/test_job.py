@@ -14,7 +14,7 @@ from cli import main as cli
 from cli.backfill import backfill
 from datacharter.charter import POINT_TAGS, Charter
 from datacharter.engine import DAY_NS, levels
-from datacharter.job import CharterJob
+from datacharter.job import WINDOW_COVERAGE, CharterJob
 from datacharter.store import CharterStore
 from gateways.simulator import SimulatedZone
 from ingest.pipeline import Pipeline
@@ -151,9 +151,9 @@ def test_no_identifier_hash_or_raw_position_reaches_the_open_database(zone):
     assert coords
     db = settings.charter.open_database
     measurements = {r["name"] for r in influx.rows("SHOW MEASUREMENTS", db)}
-    assert measurements <= set(CHARTER.datasets)
+    assert measurements <= set(CHARTER.datasets) | {WINDOW_COVERAGE}  # and each window's coverage, per dataset
     tag_keys = {r["tagKey"] for r in influx.rows("SHOW TAG KEYS", db)}
-    assert tag_keys <= {*POINT_TAGS, "profile"}
+    assert tag_keys <= {*POINT_TAGS, "profile", "dataset"}  # dataset: of the window_coverage points
     dump = []
     for rows in open_points(influx, settings).values():
         for r in rows:
@@ -532,7 +532,7 @@ def test_the_commands(zone, monkeypatch, capsys):
     # UTC midnight, an earlier test's writes of today's first hours would make this pass write them)
     assert cli.main(["charter", "run", "--once", "--now", AFTER_DAY.isoformat()]) == 0
     out = capsys.readouterr().out
-    assert "groups published" in out
+    assert f"charter {CHARTER.version} run: " in out
     # DAY was published by the fixture's passes: unchanged if listed at all; today's windows (today's rows of
     # the fixture and of other tests) are still open at AFTER_DAY: their rows are deferred, nothing published
     passes = [ln.split() for ln in out.splitlines() if re.match(r"\w+\s+\d{4}-\d\d-\d\d readings=", ln)]
@@ -546,7 +546,9 @@ def test_the_commands(zone, monkeypatch, capsys):
     assert cli.main(["charter", "audit", "--limit", "500"]) == 0
     out = capsys.readouterr().out
     day = DAY.strftime("%Y-%m-%d")
-    assert re.search(re.escape(CHARTER.version) + r"\s+noise\s+" + day + r"\s+\d+\s+\d+\s+0\s+0\s+written", out)
+    assert re.search(
+        re.escape(CHARTER.version) + r"\s+noise\s+" + day + r"\s+\d+\s+\d+\s+0\s+0\s+1\.00 \(\d+/\d+\)\s+written", out
+    )
     bad = zone["tmp"] / "bad.yaml"
     bad.write_text(CHARTER.text.replace("    k: 10                       # the Dutch", "    k: ten  # the Dutch"))
     monkeypatch.setenv("SMARTZONE_CHARTER__PATH", str(bad))

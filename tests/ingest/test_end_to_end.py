@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 from gateways.publisher import Publisher
@@ -52,5 +53,5 @@ def test_status_shows_the_workers_self_metrics(settings, influx, registry, run_w
     assert main(["status"]) == 0
     out = capsys.readouterr().out
     assert f"worker {settings.mqtt.client_id}" in out
-    assert f"received               {len(emitted)}" in out
+    assert re.search(rf"received +{len(emitted)}  MQTT messages", out)
     assert "dead-letter store: 0 pending" in out
