@@ -370,6 +370,8 @@ def observations(
     q = ObservationQuery(st.store, id, ds, start, end, res, res_ns, cell_list, outputs, level)
     position = _cursor(cursor, start, end)
     headers = _cache_headers(st, ds, end)
+    if format is None:  # the format came from Accept: shared caches must key on it too
+        headers["Vary"] = "Accept"
     if fmt in ("json", "geojson"):
         frames, nxt = [], None
         for frame, after in q.chunks(position, limit):

@@ -292,3 +292,20 @@ def test_swagger_ui_renders_in_a_headless_browser_without_network(api_process, t
     assert "opblock-summary-path" in done.stdout and "/v1/datasets/{id}/observations" in done.stdout, done.stdout[
         -2000:
     ]
+
+
+def test_a_response_chosen_by_accept_says_so_and_is_cached_per_accept(published):
+    """The format of /observations may come from Accept: its cacheable responses carry ``Vary: Accept`` (for
+    the caches in front of the API) and the API's own cache keeps one answer per Accept."""
+    url = f"/v1/datasets/parking/observations?from={D0}&to={D1}&limit=2"
+    with TestClient(create_app(published)) as c:
+        for _ in range(2):  # the second round comes from the API's cache
+            as_json = c.get(url, headers={"Accept": "application/json"})
+            as_csv = c.get(url, headers={"Accept": "text/csv"})
+            assert as_json.headers["content-type"] == "application/json" and as_json.json()["observations"]
+            assert as_csv.headers["content-type"].startswith("text/csv") and as_csv.text.startswith("time,")
+            for r in (as_json, as_csv):
+                assert r.headers["cache-control"].endswith("immutable")
+                assert "Accept" in [v.strip() for v in r.headers["vary"].split(",")]
+        chosen = c.get(url + "&format=csv").headers.get("vary", "")
+        assert "Accept" not in [v.strip() for v in chosen.split(",")]  # format= decides, not Accept
