@@ -8,6 +8,12 @@ routers read (``api.deps.State``) is put on the app here; no router imports this
 Around every request: problem details for every error (RFC 9457), a per-client token-bucket rate limit
 (429 with Retry-After), a query-string size limit (414), a body size limit (413: the API takes no
 bodies), CORS for browser clients, gzip.
+
+No header a client sends is trusted: links are built on the configured public URL
+(``Settings.public_base_url``), and the client address the rate limit counts is the TCP peer, or what
+``X-Forwarded-For`` says only when the peer is one of ``api.trusted_proxies`` (uvicorn resolves it:
+``server_options``). The API documentation (``/docs``, Swagger UI) is served from the installed
+``swagger_ui_bundle`` package, so it needs no CDN.
 """
 
 from __future__ import annotations
@@ -16,28 +22,41 @@ import logging
 import threading
 import time
 from collections import OrderedDict
+from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.middleware.gzip import GZipMiddleware
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from swagger_ui_bundle import swagger_ui_path
 
 from api import catalogue, observations, problems, space
 from api.deps import State
 from api.store import OpenData
 from datacharter.charter import Charter
 from smartzone.registry import Registry
-from smartzone.settings import Settings
+from smartzone.settings import ApiSettings, Settings
 
 log = logging.getLogger(__name__)
 VERSION = "1.0.0"
+DOCS_ASSETS = "/docs/assets"  # Swagger UI's scripts and styles, from the installed swagger_ui_bundle
+
+
+def server_options(api: ApiSettings) -> dict[str, Any]:
+    """uvicorn's proxy settings from ``api.trusted_proxies``: X-Forwarded-For and -Proto are read only from
+    those peers, and not at all when there are none (uvicorn's own default trusts 127.0.0.1 and
+    FORWARDED_ALLOW_IPS; both are overridden here)."""
+    return {"proxy_headers": bool(api.trusted_proxies), "forwarded_allow_ips": list(api.trusted_proxies) or ""}
 
 
 class RateLimiter:
-    """A token bucket per client address: ``rate`` requests per second, bursts of ``burst``."""
+    """A token bucket per client address: ``rate`` requests per second, bursts of ``burst``. The address is
+    the ASGI scope's client: the TCP peer, or the forwarded client when the peer is a trusted proxy."""
 
     def __init__(self, rate: float, burst: int, max_clients: int = 100_000) -> None:
         self.rate = rate
@@ -67,8 +86,9 @@ class RateLimiter:
 class ResponseCache:
     """Whole responses the API allows to be cached (``Cache-Control: public``), kept in memory for as long
     as they say (``max-age``; forever when ``immutable``: closed windows), up to a byte budget, least
-    recently used out first. Keyed by path, query and Accept. The server reuses a response no longer than
-    any client or proxy may."""
+    recently used out first. Keyed by path, query and Accept: the only parts of a request a response may
+    depend on (links come from the configured base URL, never from Host or X-Forwarded-*). The server
+    reuses a response no longer than any client or proxy may."""
 
     def __init__(self, budget: int) -> None:
         self.budget = budget
@@ -233,6 +253,7 @@ def create_app(
     registry: Registry | None = None,
     store: OpenData | None = None,
 ) -> FastAPI:
+    base_url = settings.public_base_url()  # first: a ConfigurationError outside development when unset
     charter = charter or Charter.load(settings.charter.path)
     registry = registry or Registry.load(settings.registry)
     store = store or OpenData(settings, charter)
@@ -246,11 +267,12 @@ def create_app(
             "dataset carries its licence (CC BY 4.0 by default), the charter version and its method."
         ),
         license_info={"name": "CC BY 4.0", "url": "https://creativecommons.org/licenses/by/4.0/"},
-        docs_url="/docs",
+        docs_url=None,  # served below from the installed Swagger UI, not a CDN
         redoc_url=None,
         openapi_url="/openapi.json",
+        swagger_ui_parameters={"validatorUrl": None},  # no badge from the public validator
     )
-    app.state.sz = State(settings, charter, registry, store)
+    app.state.sz = State(settings, charter, registry, store, base_url)
     api = settings.api
     limiter = RateLimiter(api.rate_limit, api.rate_burst)
     metrics = CollectorRegistry()
@@ -308,6 +330,20 @@ def create_app(
     @app.get("/metrics", tags=["health"], summary="Prometheus metrics of the API", include_in_schema=False)
     def prometheus() -> Response:
         return Response(generate_latest(metrics), media_type=CONTENT_TYPE_LATEST)
+
+    app.mount(DOCS_ASSETS, StaticFiles(directory=swagger_ui_path), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "").rstrip("/")
+        return get_swagger_ui_html(
+            openapi_url=f"{root}{app.openapi_url}",
+            title=f"{app.title}: API documentation",
+            swagger_js_url=f"{root}{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{DOCS_ASSETS}/favicon-32x32.png",
+            swagger_ui_parameters=app.swagger_ui_parameters,
+        )
 
     app.include_router(catalogue.router)
     app.include_router(observations.router)

@@ -22,8 +22,9 @@ class State:
     charter: Charter
     registry: Registry
     store: OpenData
+    base_url: str  # the public URL links are built on (``Settings.public_base_url``), never a request's Host
 
 
 def state(request: Request) -> State:
-    """The application's ``State`` (settings, charter, registry, the open-data store)."""
+    """The application's ``State`` (settings, charter, registry, the open-data store, the public base URL)."""
     return request.app.state.sz

@@ -73,6 +73,12 @@ OFFERS = tuple(ACCEPT)
 _DURATION = re.compile(r"[0-9]{1,4}[mhd]")
 _H3 = re.compile(r"[0-9a-f]{15}")
 NOT_DERIVABLE = ("p10", "p50", "p90", "energy_mean")  # aggregates that cannot be derived at coarser bins
+# the instants InfluxDB can hold (signed 64-bit nanoseconds since 1970), in whole days: windows outside are 400s
+FIRST_DAY, LAST_DAY = "1677-09-22", "2262-04-11"
+TIME_RANGE = (
+    int(datetime.fromisoformat(FIRST_DAY).replace(tzinfo=UTC).timestamp()) * NS,
+    int(datetime.fromisoformat(LAST_DAY).replace(tzinfo=UTC).timestamp()) * NS,
+)
 
 
 # -- request validation -------------------------------------------------------------------------------------
@@ -196,19 +202,32 @@ def _format(request: Request, fmt: str | None) -> str:
     return fmt if fmt is not None else ACCEPT[negotiate(request, OFFERS)]
 
 
-def _cursor(value: str | None) -> tuple[int, int]:
+MAX_SKIP = 2**31  # rows at one instant a cursor may skip: far more than a window holds
+
+
+def _cursor(value: str | None, start: int, end: int) -> tuple[int, int]:
+    """The (time, rows to skip at that time) a cursor holds. A cursor this API gave out for this window
+    names a time in [from, to) and a small count; anything else (garbage, other types, a time outside the
+    window, however large) is a 400 problem, never a query."""
     if value is None:
         return 0, 0
     try:
         doc = orjson.loads(base64.urlsafe_b64decode(value.encode() + b"=" * (-len(value) % 4)))
-        t, skip = int(doc["t"]), int(doc["s"])
-        if skip < 0 or t < 0:
-            raise ValueError
-        return t, skip
+        t, skip = doc["t"], doc["s"]
+        if type(t) is not int or type(skip) is not int or set(doc) != {"t", "s"}:
+            raise TypeError
     except (ValueError, KeyError, TypeError, orjson.JSONDecodeError, binascii.Error):
         raise Problem(
             400, "invalid-cursor", "cursor: not a cursor this API gave out; follow the Link header", parameter="cursor"
         ) from None
+    if not (start <= t < end and 0 <= skip < MAX_SKIP):
+        raise Problem(
+            400,
+            "invalid-cursor",
+            "cursor: not a cursor of this window (from, to); follow the Link header of the same request",
+            parameter="cursor",
+        )
+    return t, skip
 
 
 def _encode_cursor(t: int, skip: int) -> str:
@@ -334,6 +353,14 @@ def observations(
         start = start if start is not None else end - max(DAY_NS, res_ns)
     if align == "outer":
         start, end = start // res_ns * res_ns, -(-end // res_ns) * res_ns
+    for name, t in (("to", end), ("from", start)):
+        if not TIME_RANGE[0] <= t <= TIME_RANGE[1]:
+            raise Problem(
+                400,
+                "time-out-of-range",
+                f"{name}: the window must lie between {FIRST_DAY} and {LAST_DAY} (UTC), the times InfluxDB holds",
+                parameter=name,
+            )
     for name, t in (("from", start), ("to", end)):
         if t % res_ns:
             raise Problem(
@@ -366,8 +393,10 @@ def observations(
     q = ObservationQuery(
         st.store, id, ds, start, end, res, res_ns, cell_list, outputs, level, min_coverage=min_coverage
     )
-    position = _cursor(cursor)
+    position = _cursor(cursor, start, end)
     headers = _cache_headers(st, ds, end)
+    if format is None:  # the format came from Accept: shared caches must key on it too
+        headers["Vary"] = "Accept"
     days = open_db(lambda: windows(st.store, st.settings, id, ds, start, end)) if q.coverage else None
     if fmt in ("json", "geojson"):
         frames, nxt = [], None

@@ -1,7 +1,8 @@
-"""Absolute URLs of the API's links: built on the configured ``api.base_url``, else on the request's own.
+"""Absolute URLs of the API's links: built on the configured public URL only (``api.base_url``; in
+development by default ``http://<api.host>:<api.port>``, see ``Settings.public_base_url``).
 
-The configured base wins over the request (and so over its Host header); forwarded headers reach the
-request's base only through the server's trusted proxies (uvicorn's ``proxy_headers``).
+Never on the request's own base: its Host and X-Forwarded-* headers are the client's to choose, and a
+response the API caches (closed windows are immutable) would carry an attacker's links to everyone after.
 """
 
 from __future__ import annotations
@@ -14,9 +15,8 @@ from api.deps import state
 
 
 def base_url(request: Request) -> str:
-    """The public URL links are built on: ``api.base_url`` if set, else the request's own."""
-    configured = state(request).settings.api.base_url.rstrip("/")
-    return configured or str(request.base_url).rstrip("/")
+    """The public URL links are built on (the application's, whatever the request's headers say)."""
+    return state(request).base_url
 
 
 def same_with(request: Request, name: str, value: str) -> str:

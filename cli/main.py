@@ -433,13 +433,19 @@ def cmd_charter(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
+    import os
+
     import uvicorn
 
-    from api.app import create_app
+    from api.app import create_app, server_options
 
     host = args.host or settings.api.host
     port = args.port or settings.api.port
+    settings = settings.model_copy(update={"api": settings.api.model_copy(update={"host": host, "port": port})})
+    settings.public_base_url()  # outside development without api.base_url: a configuration error, now
+    options = server_options(settings.api)
     if settings.api.workers > 1:  # worker processes build their app from the same settings (environment)
+        os.environ["SMARTZONE_API__HOST"], os.environ["SMARTZONE_API__PORT"] = host, str(port)
         uvicorn.run(
             "api.app:app_from_environment",
             factory=True,
@@ -448,7 +454,7 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
             workers=settings.api.workers,
             log_level=settings.log_level.lower(),
             access_log=False,
-            proxy_headers=True,
+            **options,
         )
     else:
         uvicorn.run(
@@ -457,7 +463,7 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
             port=port,
             log_level=settings.log_level.lower(),
             access_log=False,
-            proxy_headers=True,
+            **options,
         )
     return 0
 

@@ -122,7 +122,7 @@ def _api_server(settings: Settings, registry):
     """A uvicorn server for the open-data API, run in a thread (it installs no signal handlers there)."""
     import uvicorn
 
-    from api.app import create_app
+    from api.app import create_app, server_options
 
     config = uvicorn.Config(
         create_app(settings, registry=registry),
@@ -130,6 +130,7 @@ def _api_server(settings: Settings, registry):
         port=settings.api.port,
         log_level="warning",
         access_log=False,
+        **server_options(settings.api),
     )
     return uvicorn.Server(config)
 

@@ -6,9 +6,11 @@ Build settings with ``get_settings()`` and pass them in; nothing is read at impo
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
@@ -168,7 +170,11 @@ class ApiSettings(BaseModel):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
-    base_url: str = ""  # public URL (https://data.example.org) for links and DCAT; default: from the request
+    # the public URL (https://data.example.org) of links and DCAT; required outside development, where the
+    # default is http://<host>:<port>; never taken from a request's Host or X-Forwarded-* headers
+    base_url: str = ""
+    # reverse proxies (addresses or networks) whose X-Forwarded-For/-Proto are believed; none by default
+    trusted_proxies: list[str] = Field(default_factory=list)
     cors_origins: list[str] = Field(default_factory=lambda: ["*"])  # browser clients allowed to read
     rate_limit: float = Field(default=20.0, gt=0)  # requests per second per client (token bucket), sustained
     rate_burst: int = Field(default=100, ge=1)  # requests a client may send at once
@@ -180,6 +186,18 @@ class ApiSettings(BaseModel):
     workers: int = Field(default=1, ge=1, le=64)  # uvicorn worker processes
     cache_bytes: int = Field(default=64 * 2**20, ge=0)  # memory for responses that can no longer change: closed windows
     publisher_url: str = "https://www.antwerpen.be"  # DCAT publisher homepage
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, v: list[str]) -> list[str]:
+        for proxy in v:
+            try:
+                ipaddress.ip_network(proxy.strip(), strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"api.trusted_proxies: {proxy!r} is not an IP address or network (10.0.0.5, 172.16.0.0/12)"
+                ) from None
+        return [p.strip() for p in v]
 
 
 class GrafanaSettings(BaseModel):
@@ -245,6 +263,25 @@ class Settings(BaseSettings):
                 if secret is not None and secret.get_secret_value() == EXAMPLE_SECRET:
                     raise ValueError(f"{name} is the example value {EXAMPLE_SECRET!r}: set a real secret")
         return self
+
+    def public_base_url(self) -> str:
+        """The URL the API's links are built on: ``api.base_url``; in development, by default,
+        ``http://<api.host>:<api.port>``. Outside development it must be set (a ConfigurationError)."""
+        api = self.api
+        if api.base_url:
+            parts = urlsplit(api.base_url)
+            if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+                raise ConfigurationError(
+                    f"api.base_url {api.base_url!r}: give the API's public http(s) URL, e.g. https://data.example.org"
+                )
+            return api.base_url.rstrip("/")
+        if self.environment != "development":
+            raise ConfigurationError(
+                f"api.base_url is required when environment is {self.environment!r}: set the API's public URL "
+                "(SMARTZONE_API__BASE_URL=https://data.example.org); links are never built from a request's Host"
+            )
+        host = "localhost" if api.host in ("0.0.0.0", "::", "") else api.host  # noqa: S104 - compared, not bound
+        return f"http://[{host}]:{api.port}" if ":" in host else f"http://{host}:{api.port}"
 
     @property
     def sql_url(self) -> str:

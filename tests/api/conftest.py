@@ -30,7 +30,11 @@ CHARTER = Charter.load()
 def published(tmp_path_factory, influxd) -> Iterator[Settings]:
     """Settings whose open database holds one published day (DAY) of the simulated zone."""
     tmp = tmp_path_factory.mktemp("api")
-    settings = zone_settings(tmp / "data", influxd.url, api={"rate_limit": 1000.0, "rate_burst": 10_000})
+    settings = zone_settings(
+        tmp / "data",
+        influxd.url,
+        api={"rate_limit": 1000.0, "rate_burst": 10_000, "base_url": "http://testserver"},  # TestClient's origin
+    )
     registry = Registry.load(REGISTRY)
     influx = Influx(settings.influx)
     ensure_databases(influx, settings, CHARTER)
