@@ -141,3 +141,53 @@ def test_two_shared_workers_one_killed(settings, influx, registry, worker_proces
     time.sleep(1)
     assert assert_exactly_once(influx, db, emitted) == expected_count(emitted)
     assert a.stop() == 0 and b2.stop() == 0
+
+
+def test_dead_letters_exactly_once_across_a_kill(settings, registry, worker_process, tmp_path):
+    """A worker SIGKILLed after committing a batch's dead letters and before acking the batch.
+
+    InfluxDB is down (``spool_after`` long), so each batch's letters are committed while its readings
+    wait for InfluxDB, unacked: a deterministic window between the letters' commit and the ack. The
+    restarted worker gets the batches again (DUP, receipt times from the journal) and stores no letter
+    twice. Before letters had keys, every bad message of those batches was stored twice.
+    """
+    from gateways.simulator import Emitted
+    from storage.deadletters import DeadLetterStore
+    from storage.influx import Influx
+
+    own = services.influxd(tmp_path / "influxd-own").start()
+    try:
+        s = settings.model_copy(
+            update={
+                "influx": settings.influx.model_copy(update={"url": own.url}),
+                # one batch (everything arrives within the flush interval), held until InfluxDB is back
+                "ingest": settings.ingest.model_copy(update={"spool_after": 120.0, "flush_interval": 2.0}),
+            }
+        )
+        good = _stream(registry, rounds=5, only_device_time=True)
+        bad = [Emitted(f"gw/gw-dl/json/bad{i}", b"{not json %d" % i, ()) for i in range(40)]
+        mixed = [m for pair in zip(good, bad, strict=False) for m in pair] + good[len(bad) :]
+        proc = worker_process(s)
+        own.stop()
+        pub = Publisher("127.0.0.1", s.mqtt.port, client_id="test-dl-publisher")
+        pub.publish(mixed)
+        assert pub.wait_acked(30)
+        pub.close()
+        store = DeadLetterStore(s.sql_url)
+        try:
+            # every letter committed, the readings of the same batches still waiting for InfluxDB
+            assert wait_for(lambda: sum(store.counts().values()) >= len(bad), 30)
+            proc.kill()
+            own.start()
+            proc2 = worker_process(s)  # the broker redelivers every unacked message of the session
+            with Influx(s.influx) as influx:
+                db = readings_dbs(s)
+                assert wait_for(lambda: count_points(influx, db) >= expected_count(good), 60)
+                assert assert_exactly_once(influx, db, good) == expected_count(good)
+            assert proc2.stop() == 0  # everything written and acked
+            assert store.counts() == {"malformed": len(bad)}
+            assert len({e.topic for e in store.entries(limit=0)}) == len(bad)
+        finally:
+            store.close()
+    finally:
+        own.stop()
