@@ -105,6 +105,8 @@ class Worker:
             ensure_databases=lambda: ensure_databases(self.influx, settings, self.charter),
             backlog_bytes=lambda: self._backlog_bytes,
             stopping=self.stopping,
+            probe_interval=ing.probe_interval,
+            probe_timeout=ing.probe_timeout,
         )
         self._flush_at = min(ing.batch_size, settings.mqtt.receive_maximum)
         self._lock = threading.Lock()  # the open batch
@@ -316,7 +318,12 @@ class Worker:
                 self.report_metrics()
 
     def report_metrics(self) -> None:
-        """Write the pipeline's self-metrics (cumulative counters) to the ops database."""
+        """Write the pipeline's self-metrics (cumulative counters) to the ops database.
+
+        Skipped while the writer holds InfluxDB unhealthy: a hung InfluxDB would hold the ticker (and the
+        batches' time-based flushes) for a request timeout; the next report carries the deltas."""
+        if not self.writer.healthy:
+            return
         p, w = self.pipeline.stats, self.writer.stats
         latencies, w.latencies = w.latencies, []
         worker = {metrics.WORKER: self.settings.mqtt.client_id}

@@ -93,6 +93,8 @@ class IngestSettings(BaseModel):
     max_future: float = Field(default=300.0, ge=0)
     max_buffer_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     spool_after: float = Field(default=10.0, ge=0)
+    probe_interval: float = Field(default=1.0, gt=0)
+    probe_timeout: float = Field(default=2.0, gt=0)
     metrics_interval: float = Field(default=5.0, gt=0)
 
 

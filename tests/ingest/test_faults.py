@@ -191,3 +191,86 @@ def test_dead_letters_exactly_once_across_a_kill(settings, registry, worker_proc
             store.close()
     finally:
         own.stop()
+
+
+class FrozenListener:
+    """The fault itself, not a fake InfluxDB: a TCP port that accepts connections and never answers."""
+
+    def __init__(self, port: int) -> None:
+        import socket
+
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", port))
+        self.sock.listen(64)
+        self.held: list = []
+        self.accepted = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.held.append(conn)
+            self.accepted += 1
+
+    def close(self) -> None:
+        import socket
+
+        self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+        for conn in self.held:
+            conn.close()
+
+
+def test_hung_influxdb_spools_at_the_rate_messages_arrive(settings, registry, run_worker, tmp_path):
+    """InfluxDB freezes (its port accepts and never answers) while readings stream in.
+
+    With a 3 s request timeout and batches flushed every 50 ms, spooling one batch per timeout would take
+    minutes for these messages; the worker marks InfluxDB unhealthy after the first timed-out batch and
+    spools the rest as they arrive. Then the real influxd returns on the same port: the spool drains, in
+    order, and every reading is stored exactly once.
+    """
+    from storage.influx import Influx
+
+    port = services.free_port()
+    own = services.influxd(tmp_path / "influxd-own", port=port).start()
+    frozen = None
+    try:
+        s = settings.model_copy(
+            update={
+                "influx": settings.influx.model_copy(update={"url": own.url, "timeout": 3.0}),
+                "ingest": settings.ingest.model_copy(
+                    update={"spool_after": 3.0, "probe_interval": 0.2, "probe_timeout": 0.5}
+                ),
+            }
+        )
+        worker = run_worker(s)
+        emitted = _stream(registry, rounds=60)  # ~2,000 messages, some stamped at receipt
+        own.stop()
+        frozen = FrozenListener(port)
+        started = time.monotonic()
+        streamer = Streamer(s.mqtt.port, emitted, rate=500)  # ~4 s of traffic
+        streamer.start()
+        streamer.finish()
+        bound = 15.0  # one timeout, the publishing time, slack for a busy machine
+        assert wait_for(lambda: worker._acked >= len(emitted), bound - (time.monotonic() - started)), (
+            f"{worker._acked} of {len(emitted)} acked in {bound} s; spooled {worker.writer.stats.batches_spooled}"
+        )
+        assert worker.writer.spooled_batches > 0 and not worker.writer.healthy
+        assert frozen.accepted > 0, "the worker did reach the frozen port"
+        frozen.close()
+        frozen = None
+        own.start()  # the real influxd, back on the same port
+        with Influx(s.influx) as influx:
+            db = readings_dbs(s)
+            assert wait_for(lambda: worker.writer.spooled_batches == 0, 30)
+            assert wait_for(lambda: count_points(influx, db) >= expected_count(emitted), 30)
+            assert assert_exactly_once(influx, db, emitted) == expected_count(emitted)
+        assert worker.writer.healthy and worker.fatal is None
+    finally:
+        if frozen is not None:
+            frozen.close()
+        own.stop()
