@@ -41,6 +41,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from datacharter.charter import Charter
 from ingest import metrics
+from ingest.failover import Failover
 from ingest.journal import ReceiptJournal, message_key
 from ingest.pipeline import Pipeline
 from smartzone.errors import ConfigurationError, InfluxError
@@ -122,6 +123,8 @@ class Worker:
         self._connected = threading.Event()
         self._fatal: BaseException | None = None
         self._threads: list[threading.Thread] = []
+        self._routes_mid: int | None = None  # the SUBSCRIBE of our routes (the peers' status has its own)
+        self.failover = Failover(settings, self._connected, self.stopping, SESSION_EXPIRY_S)
         self.client = self._make_client()
 
     # -- MQTT ---------------------------------------------------------------------------------------
@@ -138,6 +141,7 @@ class Worker:
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
+        self.failover.attach(client)  # last will, peers' status
         return client
 
     def _on_connect(
@@ -159,7 +163,8 @@ class Worker:
         # subscription, which Mosquitto 2.0 restores from persistence after a restart (it does not
         # restore shared ones: see README, "Broker restarts").
         topics = [(f"$share/{group}/{r.filter}" if group else r.filter, opts) for r in self.settings.ingest.routes]
-        client.subscribe(topics)
+        _, self._routes_mid = client.subscribe(topics)
+        self.failover.on_connect(client)
         log.info("MQTT connected session_present=%s subscriptions=%d", flags.session_present, len(topics))
 
     def _on_subscribe(
@@ -174,6 +179,8 @@ class Worker:
         if refused:  # e.g. the broker's ACL does not let this user read the topics
             self._fail(ConfigurationError(f"MQTT broker refused our subscriptions: {', '.join(refused)}"))
             return
+        if mid != self._routes_mid:
+            return  # the peers' status (ingest.failover)
         log.info("MQTT subscribed topics=%d", len(reason_codes))
         self._connected.set()  # ready: the broker now routes our topics to us
 
@@ -397,6 +404,7 @@ class Worker:
         props.ReceiveMaximum = m.receive_maximum
         self.client.connect_async(m.host, m.port, keepalive=m.keepalive, clean_start=False, properties=props)
         self.client.loop_start()
+        self.failover.start()
 
     def wait_connected(self, timeout: float) -> bool:
         """Block until connected *and subscribed* (the broker drops what matches no subscription)."""
@@ -421,6 +429,7 @@ class Worker:
         if self._fatal is None:
             self.report_metrics()
         time.sleep(0.1)  # let the network thread send the last acks
+        self.failover.announce_offline(self.client)
         self.client.disconnect()
         self.client.loop_stop()
         self.journal.close()

@@ -15,7 +15,8 @@ import pytest
 from cli import services
 from gateways.publisher import Publisher
 from gateways.simulator import SimulatedZone
-from tests.conftest import assert_exactly_once, count_points, expected_count, readings_dbs, wait_for
+from smartzone.settings import PeerSettings
+from tests.conftest import assert_exactly_once, count_points, expected_count, readings_dbs, stored_readings, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -274,3 +275,52 @@ def test_hung_influxdb_spools_at_the_rate_messages_arrive(settings, registry, ru
         if frozen is not None:
             frozen.close()
         own.stop()
+
+
+def test_survivor_takes_over_a_killed_workers_share(settings, influx, registry, worker_process):
+    """Two workers that name each other as peers; one is SIGKILLed and NOT restarted while readings stream.
+
+    Without failover, Mosquitto keeps sending the dead member's session half of the new messages, which wait
+    there until it returns. With it, the dead worker's will (``mqtt.failover_after`` = 1 s) tells the survivor,
+    which takes the dead session out of the share group: every message published after that is written by
+    the survivor within a bound, the dead worker still down. What the dead one held is written when it
+    returns, through its own receipt journal: exactly once overall.
+    """
+    emitted = _stream(registry, rounds=120)  # ~6,600 messages, ~11 s at 600/s, some stamped at receipt
+    a_id, b_id = settings.mqtt.client_id, settings.mqtt.client_id + "-b"
+
+    def member(cid: str, peer: str):
+        update = {"client_id": cid, "peers": [PeerSettings(client_id=peer)], "failover_after": 1}
+        return settings.model_copy(update={"mqtt": settings.mqtt.model_copy(update=update)})
+
+    a = worker_process(member(a_id, b_id))
+    b_settings = member(b_id, a_id)
+    b = worker_process(b_settings)
+    db = readings_dbs(settings)
+    streamer = Streamer(settings.mqtt.port, emitted, rate=600)
+    streamer.start()
+    assert wait_for(lambda: count_points(influx, db) > 1_000, 30)
+    b.kill()
+    killed = time.monotonic()
+    released = f"took ingest peer {b_id} out of share group"
+    assert wait_for(lambda: released in a.log_path.read_text(), 10, interval=0.05), "no takeover"
+    takeover_s = time.monotonic() - killed
+    after = streamer.pub.sent  # published from now on: only the survivor is in the group
+    assert takeover_s < 5.0, f"takeover took {takeover_s:.1f} s"
+    assert after < len(emitted) - 1_000, "the stream ended before the takeover"
+    streamer.finish()
+    new = {(t.sensor_id, t.quantity, t.time_ns) for e in emitted[after:] for t in e.truth if t.time_ns is not None}
+
+    def stored_new() -> int:
+        return len(new & {(s, q, t) for s, q, _, t in stored_readings(influx, db)})
+
+    assert wait_for(lambda: stored_new() == len(new), 15), (
+        f"{len(new) - stored_new()} of {len(new)} readings published after the takeover not written "
+        "(the dead worker is still down)"
+    )
+    # the dead worker returns (same client id): it rejoins the group and writes what its session held
+    b2 = worker_process(b_settings)
+    assert wait_for(lambda: count_points(influx, db) >= expected_count(emitted), 60)
+    time.sleep(1)
+    assert assert_exactly_once(influx, db, emitted) == expected_count(emitted)
+    assert a.stop() == 0 and b2.stop() == 0
