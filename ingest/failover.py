@@ -71,7 +71,6 @@ class Failover:
         self._offline_since: dict[str, float] = {}
         self._events: queue.Queue[str] = queue.Queue()
         self._thread: threading.Thread | None = None
-        self.released: list[str] = []  # peers whose session this worker took out of the group (for tests)
 
     # -- on the worker's own client ---------------------------------------------------------------
     def attach(self, client: mqtt.Client) -> None:
@@ -179,7 +178,6 @@ class Failover:
                 return False
             c.disconnect()  # the session stays, with what it holds, for the peer's return
             took = time.monotonic() - self._offline_since.get(peer.client_id, time.monotonic())
-            self.released.append(peer.client_id)
             log.warning(
                 "took ingest peer %s out of share group %s %.2f s after its offline status: new messages go to the "
                 "workers still running; what it held stays in its session until it returns",
