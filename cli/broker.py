@@ -34,6 +34,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ingest.failover import status_topic
 from smartzone.errors import ConfigurationError
 from smartzone.registry import Registry
 from smartzone.settings import EXAMPLE_SECRET
@@ -71,7 +72,9 @@ def users(
         BrokerUser(
             f"{INGEST_PREFIX}{n}",
             f"ingest worker {n} (client id = user)",
-            read=("gw/#", "application/#", *share),
+            # failover: its own retained status (and last will), its peers' status
+            read=("gw/#", "application/#", *share, status_topic("+")),
+            write=(status_topic(f"{INGEST_PREFIX}{n}"),),
         )
         for n in range(1, workers + 1)
     ]
@@ -172,6 +175,9 @@ def passwords(all_users: Sequence[BrokerUser], environ: Mapping[str, str], known
             raise ConfigurationError(f"{var} is the example value {EXAMPLE_SECRET!r}: set a real secret")
         if ":" in pw or any(ord(c) < 32 for c in pw):
             raise ConfigurationError(f"{var}: a broker password may not contain ':' or control characters")
+        if u.name.startswith(INGEST_PREFIX) and any(c in pw for c in '"\\$'):
+            # compose hands each worker its peers' passwords inside JSON (SMARTZONE_MQTT__PEERS)
+            raise ConfigurationError(f"{var}: an ingest worker's password may not contain '\"', '\\' or '$'")
         out[u.name] = pw
     return out
 

@@ -41,6 +41,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from datacharter.charter import Charter
 from ingest import metrics
+from ingest.failover import Failover
 from ingest.journal import ReceiptJournal, message_key
 from ingest.pipeline import Pipeline, subscriptions
 from smartzone.errors import ConfigurationError, InfluxError
@@ -109,6 +110,8 @@ class Worker:
             ensure_databases=lambda: ensure_databases(self.influx, settings, self.charter),
             backlog_bytes=lambda: self._backlog_bytes,
             stopping=self.stopping,
+            probe_interval=ing.probe_interval,
+            probe_timeout=ing.probe_timeout,
         )
         self._flush_at = min(ing.batch_size, settings.mqtt.receive_maximum)
         self._lock = threading.Lock()  # the open batch
@@ -124,6 +127,8 @@ class Worker:
         self._connected = threading.Event()
         self._fatal: BaseException | None = None
         self._threads: list[threading.Thread] = []
+        self._routes_mid: int | None = None  # the SUBSCRIBE of our routes (the peers' status has its own)
+        self.failover = Failover(settings, self._connected, self.stopping, SESSION_EXPIRY_S)
         self.client = self._make_client()
 
     # -- MQTT ---------------------------------------------------------------------------------------
@@ -140,6 +145,7 @@ class Worker:
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
+        self.failover.attach(client)  # last will, peers' status
         return client
 
     def _on_connect(
@@ -161,9 +167,10 @@ class Worker:
         # subscription, which Mosquitto 2.0 restores from persistence after a restart (it does not
         # restore shared ones: see README, "Broker restarts").
         topics = [(f"$share/{group}/{f}" if group else f, opts) for f in self._filters]
-        client.subscribe(topics)
+        _, self._routes_mid = client.subscribe(topics)
         if flags.session_present and self._covered:  # after subscribing: a message in between comes twice, not never
             client.unsubscribe([f"$share/{group}/{f}" if group else f for f in self._covered])
+        self.failover.on_connect(client)
         log.info("MQTT connected session_present=%s subscriptions=%d", flags.session_present, len(topics))
 
     def _on_subscribe(
@@ -178,6 +185,8 @@ class Worker:
         if refused:  # e.g. the broker's ACL does not let this user read the topics
             self._fail(ConfigurationError(f"MQTT broker refused our subscriptions: {', '.join(refused)}"))
             return
+        if mid != self._routes_mid:
+            return  # the peers' status (ingest.failover)
         log.info("MQTT subscribed topics=%d", len(reason_codes))
         self._connected.set()  # ready: the broker now routes our topics to us
 
@@ -322,7 +331,12 @@ class Worker:
                 self.report_metrics()
 
     def report_metrics(self) -> None:
-        """Write the pipeline's self-metrics (cumulative counters) to the ops database."""
+        """Write the pipeline's self-metrics (cumulative counters) to the ops database.
+
+        Skipped while the writer holds InfluxDB unhealthy: a hung InfluxDB would hold the ticker (and the
+        batches' time-based flushes) for a request timeout; the next report carries the deltas."""
+        if not self.writer.healthy:
+            return
         p, w = self.pipeline.stats, self.writer.stats
         latencies, w.latencies = w.latencies, []
         worker = {metrics.WORKER: self.settings.mqtt.client_id}
@@ -399,6 +413,7 @@ class Worker:
         props.ReceiveMaximum = m.receive_maximum
         self.client.connect_async(m.host, m.port, keepalive=m.keepalive, clean_start=False, properties=props)
         self.client.loop_start()
+        self.failover.start()
 
     def wait_connected(self, timeout: float) -> bool:
         """Block until connected *and subscribed* (the broker drops what matches no subscription)."""
@@ -423,6 +438,7 @@ class Worker:
         if self._fatal is None:
             self.report_metrics()
         time.sleep(0.1)  # let the network thread send the last acks
+        self.failover.announce_offline(self.client)
         self.client.disconnect()
         self.client.loop_stop()
         self.journal.close()

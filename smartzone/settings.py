@@ -33,6 +33,41 @@ DEMO_REGISTRY = SHIPPED / "gateways" / "registry" / "antwerp.yaml"
 SHIPPED_CHARTER = SHIPPED / "datacharter" / "charter.yaml"
 
 
+def _mqtt_name(v: str) -> str:
+    if any(c in v for c in "/+#") or any(ord(c) < 32 for c in v):
+        raise ValueError(f"{v!r} may not contain '/', '+', '#' or control characters")
+    return v
+
+
+class PeerSettings(BaseModel):
+    """Another ingest worker of this worker's share group, whose session this worker may take out of the
+    group when it dies (``mqtt.peers``). On a broker that binds the client id to the username (one user
+    per worker), that needs the peer's credentials: the password from a file or the environment."""
+
+    client_id: str
+    username: str | None = None  # default: the client id (use_username_as_clientid)
+    password: SecretStr | None = None
+    password_file: Path | None = None
+
+    @field_validator("client_id")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _mqtt_name(v)
+
+    def credentials(self) -> tuple[str, str | None] | None:
+        """(username, password) to log in as this peer; None: connect without credentials."""
+        if self.password_file is not None:
+            try:
+                secret: str | None = self.password_file.read_text().strip()
+            except OSError as exc:
+                raise ConfigurationError(f"mqtt.peers {self.client_id}: cannot read password_file: {exc}") from exc
+        else:
+            secret = self.password.get_secret_value() if self.password else None
+        if secret is None and self.username is None:
+            return None
+        return self.username or self.client_id, secret
+
+
 class MqttSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(default=1883, ge=1, le=65535)
@@ -44,13 +79,21 @@ class MqttSettings(BaseModel):
     share_group: str = "ingest"
     keepalive: int = Field(default=30, ge=5, le=3600)
     receive_maximum: int = Field(default=10_000, ge=1, le=65535)
+    peers: list[PeerSettings] = Field(default_factory=list)
+    failover_after: int = Field(default=2, ge=0, le=3600)
 
     @field_validator("share_group", "client_id")
     @classmethod
     def _mqtt_name(cls, v: str) -> str:
-        if any(c in v for c in "/+#") or any(ord(c) < 32 for c in v):
-            raise ValueError(f"{v!r} may not contain '/', '+', '#' or control characters")
-        return v
+        return _mqtt_name(v)
+
+    @model_validator(mode="after")
+    def _peers_are_others(self) -> MqttSettings:
+        if any(p.client_id == self.client_id for p in self.peers):
+            raise ValueError(f"mqtt.peers names this worker's own client id {self.client_id!r}")
+        if self.peers and not self.share_group:
+            raise ValueError("mqtt.peers needs a share_group (the workers share the load)")
+        return self
 
 
 class InfluxSettings(BaseModel):
@@ -122,6 +165,8 @@ class IngestSettings(BaseModel):
     max_future: float = Field(default=300.0, ge=0)
     max_buffer_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     spool_after: float = Field(default=10.0, ge=0)
+    probe_interval: float = Field(default=1.0, gt=0)
+    probe_timeout: float = Field(default=2.0, gt=0)
     metrics_interval: float = Field(default=5.0, gt=0)
     watch: list[str] = Field(default_factory=lambda: list(DEFAULT_WATCH))
     ignore: list[str] = Field(default_factory=lambda: list(DEFAULT_IGNORE))
@@ -259,6 +304,7 @@ class Settings(BaseSettings):
                 ("mqtt.password", self.mqtt.password),
                 ("influx.password", self.influx.password),
                 ("chirpstack.api_token", self.chirpstack.api_token),
+                *((f"mqtt.peers {p.client_id} password", p.password) for p in self.mqtt.peers),
             ):
                 if secret is not None and secret.get_secret_value() == EXAMPLE_SECRET:
                     raise ValueError(f"{name} is the example value {EXAMPLE_SECRET!r}: set a real secret")

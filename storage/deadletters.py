@@ -3,10 +3,18 @@
 SQL through SQLAlchemy Core: SQLite (WAL, ``synchronous=FULL``) by default, PostgreSQL in
 docker-compose, so several workers can share one store. A letter is ``pending`` until a replay
 writes it (``replayed``); a replay that fails again keeps it pending with the new reason.
+
+Exactly once, like readings: each letter has a key (``letter_key``: SHA-256 of its stage, topic, payload,
+reason, detail and, for a message's letter, its receipt time, which the receipt journal gives back to a
+redelivered message), unique in the table; ``add`` inserts with ``ON CONFLICT DO NOTHING`` (SQLite and
+PostgreSQL). A worker that dies after committing a batch's letters but before acking the batch stores
+nothing new when the broker redelivers it. Two distinct messages with the same content get different
+receipt times, so different keys.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -27,10 +35,13 @@ from sqlalchemy import (
     delete,
     event,
     func,
+    inspect,
     or_,
     select,
+    text,
     update,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine, RowMapping
 from sqlalchemy.exc import DBAPIError
 
@@ -52,10 +63,30 @@ deadletters = Table(
     Column("status", String(16), nullable=False, index=True, default="pending"),
     Column("attempts", Integer, nullable=False, default=0),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    # NULL in rows stored before keys existed (NULLs never conflict)
+    Column("letter_key", String(64), nullable=True, unique=True),
 )
 
 PENDING = "pending"
 REPLAYED = "replayed"
+
+
+def letter_key(d: DeadLetter) -> str:
+    """The letter's identity: the same letter stored twice (a redelivered message) has the same key.
+
+    A write-stage letter (a line InfluxDB refused) is identified by its database and line (the line holds
+    its own time); its ``received_at`` is the time of the refusal, which a retry changes.
+    """
+    h = hashlib.sha256()
+    parts = [d.stage, d.topic, d.reason, d.detail[:4000]]
+    if d.stage != "write":
+        received = d.received_at.astimezone(UTC) if d.received_at.tzinfo else d.received_at.replace(tzinfo=UTC)
+        parts.append(received.isoformat(timespec="microseconds"))
+    for part in parts:
+        b = part.encode(errors="surrogateescape")
+        h.update(len(b).to_bytes(8, "big") + b)
+    h.update(d.payload)
+    return h.hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,12 +130,38 @@ class DeadLetterStore:
                 if attempt == 4:
                     raise
                 time.sleep(0.1 * (attempt + 1))
+        self._add_key_column()
+        dialect = self.engine.dialect.name
+        self._insert: postgresql.Insert | sqlite.Insert
+        if dialect == "postgresql":
+            self._insert = postgresql.insert(deadletters).on_conflict_do_nothing(index_elements=["letter_key"])
+        elif dialect == "sqlite":
+            self._insert = sqlite.insert(deadletters).on_conflict_do_nothing(index_elements=["letter_key"])
+        else:  # pragma: no cover - we ship SQLite and PostgreSQL
+            raise ValueError(f"dead-letter store: unsupported database {dialect!r} (SQLite or PostgreSQL)")
+
+    def _add_key_column(self) -> None:
+        """A store created before letters had keys gets the column and its unique index (old rows keep NULL).
+        Another worker doing the same at the same moment is fine."""
+        if "letter_key" in {c["name"] for c in inspect(self.engine).get_columns("deadletters")}:
+            return
+        for ddl in (
+            "ALTER TABLE deadletters ADD COLUMN letter_key VARCHAR(64)",
+            "CREATE UNIQUE INDEX IF NOT EXISTS deadletters_letter_key ON deadletters (letter_key)",
+        ):
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(text(ddl))
+            except DBAPIError:
+                if "letter_key" not in {c["name"] for c in inspect(self.engine).get_columns("deadletters")}:
+                    raise
 
     def close(self) -> None:
         self.engine.dispose()
 
     def add(self, letters: Iterable[DeadLetter]) -> int:
-        """Store letters (``smartzone.model.DeadLetter``) in one transaction; return how many."""
+        """Store letters (``smartzone.model.DeadLetter``) in one transaction, each at most once (its
+        ``letter_key``); return how many were given."""
         now = datetime.now(UTC)
         rows = [
             {
@@ -117,12 +174,13 @@ class DeadLetterStore:
                 "status": PENDING,
                 "attempts": 0,
                 "updated_at": now,
+                "letter_key": letter_key(d),
             }
             for d in letters
         ]
         if rows:
             with self.engine.begin() as conn:
-                conn.execute(deadletters.insert(), rows)
+                conn.execute(self._insert, rows)
         return len(rows)
 
     def entries(

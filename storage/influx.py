@@ -108,9 +108,9 @@ class Influx:
         self.close()
 
     # -- health -----------------------------------------------------------------------------------
-    def ping(self) -> bool:
+    def ping(self, timeout: float = 2.0) -> bool:
         try:
-            return self._client.get("/ping", timeout=2.0).status_code == 204
+            return self._client.get("/ping", timeout=timeout).status_code == 204
         except httpx.HTTPError:
             return False
 

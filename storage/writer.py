@@ -12,6 +12,13 @@ Outcomes (see ``storage.influx``):
 
 While the spool holds anything, new batches go behind it, so InfluxDB receives batches in order.
 
+A hung InfluxDB (it accepts connections and never answers) costs one request timeout, not one per batch:
+an outage is counted from the start of the first failed request, and once a batch has been spooled for
+it InfluxDB is *unhealthy*: later batches go straight to the spool, at the rate they arrive, and a
+background prober (``GET /ping`` every ``probe_interval`` seconds, ``probe_timeout`` each) watches it.
+When a probe answers, the next write (or the idle worker) drains the spool in order, then writes live
+again; a drain that fails marks it unhealthy again.
+
 The writer knows the store -> database mapping (``storage.databases``): ``write_points`` takes Points,
 renders them (``storage.lineprotocol``) and writes each store's lines to its database; a Point line
 protocol cannot carry becomes a write-stage dead letter (``unrepresentable``). ``write_stores`` takes lines
@@ -67,6 +74,8 @@ class Writer:
         ensure_databases: Callable[[], None],
         backlog_bytes: Callable[[], int] = lambda: 0,
         stopping: threading.Event | None = None,
+        probe_interval: float = 1.0,
+        probe_timeout: float = 2.0,
     ) -> None:
         self.influx = influx
         # store -> database; a single name is the raw store's (and the default of ``write``)
@@ -80,12 +89,23 @@ class Writer:
         self.backlog_bytes = backlog_bytes
         self.stopping = stopping or threading.Event()
         self.stats = WriterStats()
+        self.probe_interval = probe_interval
+        self.probe_timeout = probe_timeout
         self._outage_since: float | None = None
         self._spool_count = len(spool)
+        self._healthy = True  # False: InfluxDB is not contacted until a probe answers
+        self._answered = threading.Event()  # set by the prober
+        self._prober: threading.Thread | None = None
+        self._probe_lock = threading.Lock()
 
     @property
     def spooled_batches(self) -> int:
         return self._spool_count
+
+    @property
+    def healthy(self) -> bool:
+        """False while InfluxDB is considered down (batches spool without trying it)."""
+        return self._healthy
 
     def write(self, lines: list[str], letters: Sequence[DeadLetter] = (), database: str | None = None) -> None:
         """Make ``lines`` (for ``database``, by default the writer's) and ``letters`` durable; return
@@ -95,11 +115,12 @@ class Writer:
         if not lines:
             return
         self.stats.batches += 1
-        if self._spool_count and not self.drain_spool():
+        if (self._spool_count or not self._healthy) and not self.drain_spool():
             self._to_spool(lines, database)
             return
         delay = 0.1
         while True:
+            started = time.monotonic()
             try:
                 self._write_bisect(lines, database)
                 self._recovered()
@@ -107,8 +128,10 @@ class Writer:
             except InfluxError as exc:
                 if isinstance(exc, DatabaseNotFound):
                     self._try(self.ensure_databases)
-                self._outage(exc)
+                self._outage(exc, started)
                 if self._should_spool():
+                    if self._outage_since is not None:
+                        self._unhealthy()
                     self._to_spool(lines, database)
                     return
                 wait = exc.retry_after if exc.retry_after is not None else delay
@@ -147,22 +170,31 @@ class Writer:
         return sum(len(ls) for ls in lines.values())
 
     def drain_spool(self) -> bool:
-        """Replay spooled batches in order; True when the spool is empty afterwards."""
+        """Replay spooled batches in order; True when the spool is empty afterwards. While InfluxDB is
+        unhealthy and no probe has answered, returns False at once."""
+        if not self._healthy:
+            if not self._answered.is_set():
+                return False
+            self._answered.clear()
+            log.info("InfluxDB answers again; draining the spool (%d batches)", self._spool_count)
         while (item := self.spool.oldest()) is not None:
             path, database, body = item
             lines = body.decode().split("\n")
+            started = time.monotonic()
             try:
                 self._write_bisect(lines, database)
             except InfluxError as exc:
                 if isinstance(exc, DatabaseNotFound):
                     self._try(self.ensure_databases)
-                self._outage(exc)
+                self._outage(exc, started)
+                self._unhealthy()
                 return False
             self.spool.remove(path)
             self._spool_count -= 1
             self.stats.batches_unspooled += 1
             self._recovered()
         self._spool_count = 0
+        self._healthy = True
         return True
 
     # -- internals --------------------------------------------------------------------------------
@@ -209,15 +241,39 @@ class Writer:
             return True
         return self.backlog_bytes() > self.max_buffer_bytes
 
-    def _outage(self, exc: InfluxError) -> None:
+    def _outage(self, exc: InfluxError, started: float) -> None:
+        """An outage counts from the start of the first request that failed (a hung InfluxDB has
+        already cost the request timeout when the error arrives)."""
         if self._outage_since is None:
-            self._outage_since = time.monotonic()
+            self._outage_since = started
             log.warning("InfluxDB unavailable, holding writes: %s", exc)
 
     def _recovered(self) -> None:
+        self._healthy = True
         if self._outage_since is not None:
             log.info("InfluxDB available again after %.1f s", time.monotonic() - self._outage_since)
             self._outage_since = None
+
+    def _unhealthy(self) -> None:
+        """Stop contacting InfluxDB from the writing thread; probe it in the background."""
+        with self._probe_lock:
+            if self._healthy:
+                log.warning("InfluxDB marked unhealthy: batches spool straight to disk until it answers a probe")
+            self._healthy = False
+            self._answered.clear()
+            if self._prober is None:
+                self._prober = threading.Thread(target=self._probe_loop, name="influx-probe", daemon=True)
+                self._prober.start()
+
+    def _probe_loop(self) -> None:
+        while True:
+            stopping = self.stopping.wait(self.probe_interval)
+            with self._probe_lock:
+                if stopping or self._healthy:
+                    self._prober = None  # under the lock: _unhealthy() starts a new one if needed
+                    return
+            if not self._answered.is_set() and self.influx.ping(timeout=self.probe_timeout):
+                self._answered.set()  # the writing thread drains the spool at its next chance
 
     @staticmethod
     def _try(fn: Callable[[], None]) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import json
 import os
 import shutil
 import signal
@@ -161,6 +162,9 @@ def settings_env(s: Settings) -> dict[str, str]:
         "SMARTZONE_INGEST__FLUSH_INTERVAL": str(s.ingest.flush_interval),
         "SMARTZONE_INGEST__SPOOL_AFTER": str(s.ingest.spool_after),
         "SMARTZONE_LOG_LEVEL": "INFO",
+        "SMARTZONE_MQTT__FAILOVER_AFTER": str(s.mqtt.failover_after),
+        # the test brokers are anonymous: the peers' client ids are enough
+        "SMARTZONE_MQTT__PEERS": json.dumps([{"client_id": p.client_id} for p in s.mqtt.peers]),
     }
 
 

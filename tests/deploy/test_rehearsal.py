@@ -335,6 +335,38 @@ def test_readings_from_a_gateway_over_tls_come_out_of_the_api(rehearsal):
     print(f"rehearsal: {len(messages)} messages from {GATEWAY} over TLS -> {len(rows)} observations in {elapsed:.1f} s")
 
 
+def test_a_killed_worker_s_share_goes_to_its_peer_with_compose_s_users_and_acl(rehearsal):
+    """Failover as compose configures it (SMARTZONE_MQTT__PEERS, one broker user per worker, the generated
+    ACL): ingest-2 is killed and not restarted; ingest-1 takes it out of the share group, and every reading
+    the gateway sends after that is written."""
+    s = rehearsal
+    if "ingest-2" not in s.procs:
+        pytest.skip("needs the running stack of test_readings_from_a_gateway_over_tls_come_out_of_the_api")
+    admin = httpx.Client(base_url=s.influx_url, auth=("admin", s.dotenv["INFLUXDB_ADMIN_PASSWORD"]))
+
+    def stored() -> int:
+        r = admin.get("/query", params={"db": "smartzone_raw", "q": "SELECT count(pm10) FROM air_quality"})
+        series = r.json()["results"][0].get("series", [])
+        return series[0]["values"][0][1] if series else 0
+
+    before = stored()
+    os.killpg(s.procs["ingest-2"].pid, signal.SIGKILL)
+    s.procs["ingest-2"].wait(10)
+    assert wait_for(lambda: "took ingest peer smartzone-ingest-2 out of share group" in s.log("ingest-1"), 30), s.log(
+        "ingest-1"
+    )[-3000:]
+    zone = SimulatedZone(Registry.load(REGISTRY), seed=15)
+    later = START + timedelta(hours=2)
+    messages = [m for m in zone.messages(later, rounds=12, step=300) if m.topic.startswith(f"gw/{GATEWAY}/")]
+    gw = Client(GATEWAY, s.broker.passwords[GATEWAY], s.broker.tls_port, ca=s.broker.ca).connect()
+    try:
+        assert {gw.publish(m.topic, m.payload) for m in messages} == {0}
+    finally:
+        gw.close()
+    expected = before + sum(1 for m in messages for t in m.truth if t.quantity == "air_quality.pm10")
+    assert wait_for(lambda: stored() == expected, 30), (stored(), expected, s.log("ingest-1")[-2000:])
+
+
 # (user, password variable) -> what it may do; every other database/operation must be refused with 403
 GRANTS = {
     ("smartzone-ingest", "INFLUX_INGEST_PASSWORD"): {

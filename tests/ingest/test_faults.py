@@ -15,7 +15,8 @@ import pytest
 from cli import services
 from gateways.publisher import Publisher
 from gateways.simulator import SimulatedZone
-from tests.conftest import assert_exactly_once, count_points, expected_count, readings_dbs, wait_for
+from smartzone.settings import PeerSettings
+from tests.conftest import assert_exactly_once, count_points, expected_count, readings_dbs, stored_readings, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -138,6 +139,188 @@ def test_two_shared_workers_one_killed(settings, influx, registry, worker_proces
     b2 = worker_process(b_settings)
     streamer.finish()
     assert wait_for(lambda: count_points(influx, db) >= expected_count(emitted), 90)
+    time.sleep(1)
+    assert assert_exactly_once(influx, db, emitted) == expected_count(emitted)
+    assert a.stop() == 0 and b2.stop() == 0
+
+
+def test_dead_letters_exactly_once_across_a_kill(settings, registry, worker_process, tmp_path):
+    """A worker SIGKILLed after committing a batch's dead letters and before acking the batch.
+
+    InfluxDB is down (``spool_after`` long), so each batch's letters are committed while its readings
+    wait for InfluxDB, unacked: a deterministic window between the letters' commit and the ack. The
+    restarted worker gets the batches again (DUP, receipt times from the journal) and stores no letter
+    twice. Before letters had keys, every bad message of those batches was stored twice.
+    """
+    from gateways.simulator import Emitted
+    from storage.deadletters import DeadLetterStore
+    from storage.influx import Influx
+
+    own = services.influxd(tmp_path / "influxd-own").start()
+    try:
+        s = settings.model_copy(
+            update={
+                "influx": settings.influx.model_copy(update={"url": own.url}),
+                # one batch (everything arrives within the flush interval), held until InfluxDB is back
+                "ingest": settings.ingest.model_copy(update={"spool_after": 120.0, "flush_interval": 2.0}),
+            }
+        )
+        good = _stream(registry, rounds=5, only_device_time=True)
+        bad = [Emitted(f"gw/gw-dl/json/bad{i}", b"{not json %d" % i, ()) for i in range(40)]
+        mixed = [m for pair in zip(good, bad, strict=False) for m in pair] + good[len(bad) :]
+        proc = worker_process(s)
+        own.stop()
+        pub = Publisher("127.0.0.1", s.mqtt.port, client_id="test-dl-publisher")
+        pub.publish(mixed)
+        assert pub.wait_acked(30)
+        pub.close()
+        store = DeadLetterStore(s.sql_url)
+        try:
+            # every letter committed, the readings of the same batches still waiting for InfluxDB
+            assert wait_for(lambda: sum(store.counts().values()) >= len(bad), 30)
+            proc.kill()
+            own.start()
+            proc2 = worker_process(s)  # the broker redelivers every unacked message of the session
+            with Influx(s.influx) as influx:
+                db = readings_dbs(s)
+                assert wait_for(lambda: count_points(influx, db) >= expected_count(good), 60)
+                assert assert_exactly_once(influx, db, good) == expected_count(good)
+            assert proc2.stop() == 0  # everything written and acked
+            assert store.counts() == {"malformed": len(bad)}
+            assert len({e.topic for e in store.entries(limit=0)}) == len(bad)
+        finally:
+            store.close()
+    finally:
+        own.stop()
+
+
+class FrozenListener:
+    """The fault itself, not a fake InfluxDB: a TCP port that accepts connections and never answers."""
+
+    def __init__(self, port: int) -> None:
+        import socket
+
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", port))
+        self.sock.listen(64)
+        self.held: list = []
+        self.accepted = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.held.append(conn)
+            self.accepted += 1
+
+    def close(self) -> None:
+        import socket
+
+        self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+        for conn in self.held:
+            conn.close()
+
+
+def test_hung_influxdb_spools_at_the_rate_messages_arrive(settings, registry, run_worker, tmp_path):
+    """InfluxDB freezes (its port accepts and never answers) while readings stream in.
+
+    With a 3 s request timeout and batches flushed every 50 ms, spooling one batch per timeout would take
+    minutes for these messages; the worker marks InfluxDB unhealthy after the first timed-out batch and
+    spools the rest as they arrive. Then the real influxd returns on the same port: the spool drains, in
+    order, and every reading is stored exactly once.
+    """
+    from storage.influx import Influx
+
+    port = services.free_port()
+    own = services.influxd(tmp_path / "influxd-own", port=port).start()
+    frozen = None
+    try:
+        s = settings.model_copy(
+            update={
+                "influx": settings.influx.model_copy(update={"url": own.url, "timeout": 3.0}),
+                "ingest": settings.ingest.model_copy(
+                    update={"spool_after": 3.0, "probe_interval": 0.2, "probe_timeout": 0.5}
+                ),
+            }
+        )
+        worker = run_worker(s)
+        emitted = _stream(registry, rounds=60)  # ~2,000 messages, some stamped at receipt
+        own.stop()
+        frozen = FrozenListener(port)
+        started = time.monotonic()
+        streamer = Streamer(s.mqtt.port, emitted, rate=500)  # ~4 s of traffic
+        streamer.start()
+        streamer.finish()
+        bound = 15.0  # one timeout, the publishing time, slack for a busy machine
+        assert wait_for(lambda: worker._acked >= len(emitted), bound - (time.monotonic() - started)), (
+            f"{worker._acked} of {len(emitted)} acked in {bound} s; spooled {worker.writer.stats.batches_spooled}"
+        )
+        assert worker.writer.spooled_batches > 0 and not worker.writer.healthy
+        assert frozen.accepted > 0, "the worker did reach the frozen port"
+        frozen.close()
+        frozen = None
+        own.start()  # the real influxd, back on the same port
+        with Influx(s.influx) as influx:
+            db = readings_dbs(s)
+            assert wait_for(lambda: worker.writer.spooled_batches == 0, 30)
+            assert wait_for(lambda: count_points(influx, db) >= expected_count(emitted), 30)
+            assert assert_exactly_once(influx, db, emitted) == expected_count(emitted)
+        assert worker.writer.healthy and worker.fatal is None
+    finally:
+        if frozen is not None:
+            frozen.close()
+        own.stop()
+
+
+def test_survivor_takes_over_a_killed_workers_share(settings, influx, registry, worker_process):
+    """Two workers that name each other as peers; one is SIGKILLed and NOT restarted while readings stream.
+
+    Without failover, Mosquitto keeps sending the dead member's session half of the new messages, which wait
+    there until it returns. With it, the dead worker's will (``mqtt.failover_after`` = 1 s) tells the survivor,
+    which takes the dead session out of the share group: every message published after that is written by
+    the survivor within a bound, the dead worker still down. What the dead one held is written when it
+    returns, through its own receipt journal: exactly once overall.
+    """
+    emitted = _stream(registry, rounds=120)  # ~6,600 messages, ~11 s at 600/s, some stamped at receipt
+    a_id, b_id = settings.mqtt.client_id, settings.mqtt.client_id + "-b"
+
+    def member(cid: str, peer: str):
+        update = {"client_id": cid, "peers": [PeerSettings(client_id=peer)], "failover_after": 1}
+        return settings.model_copy(update={"mqtt": settings.mqtt.model_copy(update=update)})
+
+    a = worker_process(member(a_id, b_id))
+    b_settings = member(b_id, a_id)
+    b = worker_process(b_settings)
+    db = readings_dbs(settings)
+    streamer = Streamer(settings.mqtt.port, emitted, rate=600)
+    streamer.start()
+    assert wait_for(lambda: count_points(influx, db) > 1_000, 30)
+    b.kill()
+    killed = time.monotonic()
+    released = f"took ingest peer {b_id} out of share group"
+    assert wait_for(lambda: released in a.log_path.read_text(), 10, interval=0.05), "no takeover"
+    takeover_s = time.monotonic() - killed
+    after = streamer.pub.sent  # published from now on: only the survivor is in the group
+    assert takeover_s < 5.0, f"takeover took {takeover_s:.1f} s"
+    assert after < len(emitted) - 1_000, "the stream ended before the takeover"
+    streamer.finish()
+    new = {(t.sensor_id, t.quantity, t.time_ns) for e in emitted[after:] for t in e.truth if t.time_ns is not None}
+
+    def stored_new() -> int:
+        return len(new & {(s, q, t) for s, q, _, t in stored_readings(influx, db)})
+
+    assert wait_for(lambda: stored_new() == len(new), 15), (
+        f"{len(new) - stored_new()} of {len(new)} readings published after the takeover not written "
+        "(the dead worker is still down)"
+    )
+    # the dead worker returns (same client id): it rejoins the group and writes what its session held
+    b2 = worker_process(b_settings)
+    assert wait_for(lambda: count_points(influx, db) >= expected_count(emitted), 60)
     time.sleep(1)
     assert assert_exactly_once(influx, db, emitted) == expected_count(emitted)
     assert a.stop() == 0 and b2.stop() == 0

@@ -9,7 +9,7 @@ from cli import services
 from cli.main import main
 from ingest.worker import Worker
 from smartzone.errors import ConfigurationError
-from smartzone.settings import InfluxSettings, Route
+from smartzone.settings import InfluxSettings, MqttSettings, PeerSettings, Route, get_settings
 from storage.influx import Influx
 from tests.conftest import settings_env
 
@@ -52,3 +52,24 @@ def test_unknown_decoder_in_routes_is_refused(settings):
     )
     with pytest.raises(ConfigurationError, match="unknown decoders"):
         Worker(s)
+
+
+def test_failover_peers_are_checked_at_start_up(settings, tmp_path, monkeypatch):
+    """``mqtt.peers``: never the worker itself; a password file that cannot be read stops the worker at once;
+    credentials default to the peer's client id as username (a broker binding client ids to usernames)."""
+    with pytest.raises(ValueError, match="own client id"):
+        MqttSettings(client_id="smartzone-ingest-1", peers=[{"client_id": "smartzone-ingest-1"}])
+    missing = PeerSettings(client_id="smartzone-ingest-2", password_file=tmp_path / "nope")
+    s = settings.model_copy(update={"mqtt": settings.mqtt.model_copy(update={"peers": [missing]})})
+    with pytest.raises(ConfigurationError, match="smartzone-ingest-2: cannot read password_file"):
+        Worker(s)
+    secret = tmp_path / "ingest-2.secret"
+    secret.write_text("s3cret\n")
+    assert PeerSettings(client_id="smartzone-ingest-2", password_file=secret).credentials() == (
+        "smartzone-ingest-2",
+        "s3cret",
+    )
+    assert PeerSettings(client_id="smartzone-ingest-2").credentials() is None  # an anonymous broker
+    # from the environment, as docker-compose would pass it
+    monkeypatch.setenv("SMARTZONE_MQTT__PEERS", '[{"client_id": "smartzone-ingest-2", "password": "p"}]')
+    assert get_settings().mqtt.peers[0].credentials() == ("smartzone-ingest-2", "p")

@@ -110,8 +110,11 @@ def test_outage_spools_to_disk_then_replays_in_order(settings, tmp_path):
         assert 0.4 < time.monotonic() - started < 10
         w.write(_lines(5, start=BASE + 500_000_000_000))  # spool not empty: straight behind it
         assert w.spooled_batches == 2 and len(w.spool) == 2
+        assert not w.healthy  # a batch was spooled for the outage: InfluxDB is no longer tried per batch
         svc.start()
-        w.write(_lines(5, start=BASE + 900_000_000_000))  # drains the spool first, in order, then writes
+        # the background probe sees it answer; the writer then drains the spool first, in order
+        assert wait_for(w.drain_spool, 10) and w.healthy
+        w.write(_lines(5, start=BASE + 900_000_000_000))
         assert w.spooled_batches == 0 and len(w.spool) == 0
         assert len(stored_readings(influx, settings.influx.raw_database)) == 15
         assert w.stats.batches_spooled == 2 and w.stats.batches_unspooled == 2
