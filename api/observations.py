@@ -10,7 +10,8 @@ InfluxQL, ``api.formats`` writes the rows.
   a link from a dashboard's time range (``${__from:date:iso}``) needs.
 - Space: ``cells`` (H3 indexes) or ``bbox`` (min lon, min lat, max lon, max lat: the published cells whose
   centre is inside); at most ``api.max_cells``.
-- ``fields``: a subset of the dataset's allow-listed fields (default: all; ``n_contributors`` always).
+- ``fields``: a subset of the dataset's allow-listed fields (default: all; ``n_contributors`` always); a row
+  is returned only if at least one of the named fields has a value in it.
 - At the charter's bin the rows are the published points themselves. At a coarser resolution they are
   derived from them: sums of counts, minimum of minima, maximum of maxima, mean of means, and
   ``n_contributors`` = the largest group in the period (a lower bound of the distinct contributors);
@@ -340,7 +341,8 @@ def observations(
     if limit is not None and limit > cap:
         raise Problem(400, "limit-too-large", f"limit: at most {cap} rows per page in {fmt}", parameter="limit")
     limit = limit or min(api.page_size, cap)
-    q = ObservationQuery(st.store, id, ds, start, end, res, res_ns, cell_list, outputs, level)
+    chosen = fields is not None
+    q = ObservationQuery(st.store, id, ds, start, end, res, res_ns, cell_list, outputs, level, chosen=chosen)
     position = _cursor(cursor)
     headers = _cache_headers(st, ds, end)
     if fmt in ("json", "geojson"):

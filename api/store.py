@@ -140,7 +140,10 @@ class ObservationQuery:
         cells: list[str] | None,
         outputs: list[tuple[str, str, str]],
         level: str,
+        *,
+        chosen: bool = False,
     ) -> None:
+        """``chosen``: the request named its fields; then a row is returned only if one of them has a value."""
         self.store, self.dataset, self.ds = store, dataset, ds
         self.start, self.end, self.res, self.res_ns = start, end, res, res_ns
         self.cells, self.outputs, self.level = cells, outputs, level
@@ -173,6 +176,9 @@ class ObservationQuery:
         if cells:
             where.append("(" + " OR ".join(f'"cell" = $c{i}' for i in range(len(cells))) + ")")
             self.params.update({f"c{i}": c for i, c in enumerate(cells)})
+        if chosen and outputs:  # a field equals itself only where the point has it (no NaN in InfluxDB)
+            named = [store.field(dataset, o) for o, _f, _a in outputs]
+            where.append("(" + " OR ".join(f"{f} = {f}" for f in named) + ")")
         self.where = " AND ".join(where)
         tags = '"cell", "resolution", "bin", "charter_version"' + (', "profile"' if "profile" in self.columns else "")
         if self.derived:

@@ -105,7 +105,7 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
     else:
         rate = args.rate if args.rate is not None else settings.simulator.rate
         duration = args.duration if args.duration is not None else settings.simulator.duration
-        n = pub.publish(live(zone, rate, duration, stop), rate=rate, stop=stop)
+        n = pub.publish(live(zone, stop, duration), rate=rate, stop=stop)
     pub.close()
     print(f"simulate: sent={n} acked={pub.acked} seconds={time.monotonic() - started:.1f}")
     return 0

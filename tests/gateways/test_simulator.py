@@ -26,9 +26,11 @@ def test_same_seed_same_messages_other_seed_other_values(registry):
         s for s in registry.sensors.values() if s.category == "pedestrian_flow" and s.technology in ("wifi", "ble")
     ]
     lora = [s for s in registry.sensors.values() if s.lorawan is not None]
+    esphome = [s for s in registry.sensors.values() if s.format == "esphome"]
     gateway_side = [m for m in a if not m.topic.startswith("application/")]
-    # one message per non-LoRa sensor and round, plus a sightings message per sniffer and round
-    assert len(gateway_side) == 3 * (len(registry.sensors) - len(lora) + len(sniffers))
+    # one message per non-LoRa sensor and round (ESPHome: one per entity, LAeq and LAmax), plus a sightings
+    # message per sniffer and round
+    assert len(gateway_side) == 3 * (len(registry.sensors) - len(lora) + len(esphome) + len(sniffers))
     ups = [m for m in a if m.topic.endswith("/event/up")]
     assert 3 * len(lora) * 0.9 <= len(ups) <= 3 * len(lora) * 1.1  # 2 % lost on air, 1 % heard twice
 
