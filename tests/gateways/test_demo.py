@@ -24,7 +24,7 @@ from datacharter.charter import Charter
 from gateways.publisher import Publisher, live
 from gateways.simulator import SimulatedZone
 from ingest.worker import Worker
-from smartzone.quantities import CATEGORIES
+from smartzone.quantities import CATEGORIES, QUANTITIES
 from smartzone.registry import Registry
 from storage.influx import Influx
 from tests.conftest import REGISTRY, settings_env, wait_for, zone_settings
@@ -197,6 +197,26 @@ def test_counts_are_integers_in_every_format(demo, name):
             assert str(table.schema.field(f).type) == "int64", (name, params, f, table.schema)
             cells = [r[f] for r in csv.DictReader(io.StringIO(text)) if r[f] != ""]
             assert cells and all(c.isdigit() for c in cells), (name, params, f, cells[:5])
+
+
+def test_counts_are_stored_as_integers_and_levels_as_floats(demo):
+    """Line-protocol types as the vocabulary says (simulator, ingest) and as the charter aggregates (a sum or
+    count of counts is an integer, a mean or a level a float): one type per field, in raw and open."""
+    s, influx = demo["settings"], demo["worker"].influx
+    kinds = {"int": "integer", "float": "float", "bool": "boolean"}
+    raw: dict[tuple[str, str], str] = {}
+    for db in (s.influx.raw_database, s.influx.ops_database):
+        for r in influx.rows("SHOW FIELD KEYS", db):
+            raw[(r["_measurement"], r["fieldKey"])] = r["fieldType"]
+    expected = {(q.category, q.field): kinds[q.kind] for q in QUANTITIES.values()}
+    assert raw and {k: v for k, v in raw.items() if k in expected} == {k: expected[k] for k in raw if k in expected}
+    stored = {
+        (r["_measurement"], r["fieldKey"]): r["fieldType"]
+        for r in influx.rows("SHOW FIELD KEYS", s.charter.open_database)
+    }
+    assert {m for m, _ in stored} == set(CHARTER.datasets)
+    for (m, f), kind in stored.items():
+        assert kind == ("integer" if f in CHARTER.datasets[m].integer_fields else "float"), (m, f, kind)
 
 
 def test_fields_returns_only_rows_that_hold_a_named_field(demo):
