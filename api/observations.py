@@ -10,7 +10,8 @@ InfluxQL, ``api.formats`` writes the rows.
   a link from a dashboard's time range (``${__from:date:iso}``) needs.
 - Space: ``cells`` (H3 indexes) or ``bbox`` (min lon, min lat, max lon, max lat: the published cells whose
   centre is inside); at most ``api.max_cells``.
-- ``fields``: a subset of the dataset's allow-listed fields (default: all; ``n_contributors`` always).
+- ``fields``: a subset of the dataset's allow-listed fields (default: all; ``n_contributors`` always); a row
+  is returned only if at least one of the named fields has a value in it.
 - Coverage: each row's ``coverage`` is how complete its day was (the share of the readings the dataset's sensors
   should have sent that arrived; ``datacharter.coverage``); ``min_coverage`` keeps only rows of days at least that
   complete. JSON and GeoJSON list the days of the range in ``windows`` (coverage, ``low``, ``final``,
@@ -390,8 +391,9 @@ def observations(
             f"min_coverage: {id} counts events (sightings), not readings on a schedule: its coverage is not measured",
             parameter="min_coverage",
         )
+    chosen = fields is not None
     q = ObservationQuery(
-        st.store, id, ds, start, end, res, res_ns, cell_list, outputs, level, min_coverage=min_coverage
+        st.store, id, ds, start, end, res, res_ns, cell_list, outputs, level, chosen=chosen, min_coverage=min_coverage
     )
     position = _cursor(cursor, start, end)
     headers = _cache_headers(st, ds, end)

@@ -158,7 +158,9 @@ class ObservationQuery:
         level: str,
         *,
         min_coverage: float | None = None,
+        chosen: bool = False,
     ) -> None:
+        """``chosen``: the request named its fields; then a row is returned only if one of them has a value."""
         self.store, self.dataset, self.ds = store, dataset, ds
         # datasets of events have no coverage; the others' rows carry their window's
         self.coverage = ds.coverage_measured
@@ -197,6 +199,9 @@ class ObservationQuery:
         if min_coverage is not None:  # rows of windows at least this complete (unmeasured ones are left out)
             where.append('"coverage" >= $min_coverage')
             self.params["min_coverage"] = float(min_coverage)
+        if chosen and outputs:  # a field equals itself only where the point has it (no NaN in InfluxDB)
+            named = [store.field(dataset, o) for o, _f, _a in outputs]
+            where.append("(" + " OR ".join(f"{f} = {f}" for f in named) + ")")
         self.where = " AND ".join(where)
         tags = '"cell", "resolution", "bin", "charter_version"' + (', "profile"' if "profile" in self.columns else "")
         if self.derived:

@@ -108,7 +108,7 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
     else:
         rate = args.rate if args.rate is not None else settings.simulator.rate
         duration = args.duration if args.duration is not None else settings.simulator.duration
-        n = pub.publish(live(zone, rate, duration, stop), rate=rate, stop=stop)
+        n = pub.publish(live(zone, stop, duration), rate=rate, stop=stop)
     pub.close()
     print(f"simulate: sent={n} acked={pub.acked} seconds={time.monotonic() - started:.1f}")
     return 0
@@ -609,11 +609,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = sub.add_parser("up", help="start local services (if missing) and the ingest worker")
     up.add_argument("--demo", action="store_true", help="also run the simulated smart zone")
-    up.add_argument("--rate", type=float, default=None, help="demo messages per second (default: settings)")
+    up.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        help="demo: publish at most this many messages per second (default: settings)",
+    )
     up.add_argument(
         "--backfill",
         default=None,
-        help="demo: first write this much simulated past (e.g. 1d) so the charter job publishes at once",
+        help="demo: first write this much simulated past so the charter job publishes at once "
+        "(Nd: N whole UTC days and today so far; 2h: the 2 hours before now)",
     )
     up.set_defaults(func=cmd_up)
 
@@ -621,7 +627,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     sim = sub.add_parser("simulate", help="publish the simulated smart zone")
     sim.add_argument("--seed", type=int, default=None)
-    sim.add_argument("--rate", type=float, default=None, help="messages per second; 0 = as fast as possible")
+    sim.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        help="publish at most this many messages per second; 0 = as fast as possible",
+    )
     sim.add_argument("--duration", type=float, default=None, help="seconds for live mode; 0 = until Ctrl-C")
     sim.add_argument("--rounds", type=int, default=0, help="batch mode: this many rounds of every sensor")
     sim.add_argument("--step", type=float, default=60.0, help="batch mode: simulated seconds between rounds")
@@ -633,7 +644,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument(
         "--backfill",
         default=None,
-        help="write this much simulated past (e.g. 1d, ending now) straight into InfluxDB through the ingest pipeline",
+        help="write this much simulated past straight into InfluxDB through the ingest pipeline "
+        "(Nd: N whole UTC days and today so far; 2h: the 2 hours before now)",
     )
     sim.add_argument(
         "--lorawan-encoding",

@@ -5,7 +5,8 @@
 2. The ingest worker starts, the charter job (every ``charter.every``: raw -> open database) and the
    open-data API (``api.host``:``api.port``, a uvicorn server in a thread).
 3. With ``--demo``, the simulated smart zone publishes too; ``--backfill 1d`` first writes a simulated
-   past day through the ingest pipeline, so the charter job has closed bins to publish at once.
+   past through the ingest pipeline (the whole previous UTC day and today so far), so the charter job has
+   a complete closed day to publish at once; the live simulator carries on from its last minute.
 4. Every few seconds a line says what flows; ``smartzone status`` and ``smartzone charter audit`` tell more.
 """
 
@@ -15,10 +16,12 @@ import logging
 import signal
 import threading
 import time
+from datetime import datetime
 from urllib.parse import urlparse
 
 from cli import services
 from smartzone.errors import ConfigurationError
+from smartzone.names import parse_duration
 from smartzone.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -48,7 +51,6 @@ def _start_missing(settings: Settings) -> list[services.Service]:
 def up(settings: Settings, *, demo: bool, rate: float | None = None, backfill: str | None = None) -> int:
     from datacharter.job import CharterJob
     from ingest.worker import Worker
-    from smartzone.names import parse_duration
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     started = _start_missing(settings)
@@ -59,8 +61,7 @@ def up(settings: Settings, *, demo: bool, rate: float | None = None, backfill: s
     sim_thread = charter_thread = api_thread = None
     job = api_server = None
     try:
-        if demo and backfill:
-            _backfill_once(settings, worker.registry, backfill)
+        backfilled = _backfill_once(settings, worker.registry, backfill) if demo and backfill else None
         job = CharterJob(settings, registry=worker.registry)
         api_server = _api_server(settings, worker.registry)
         charter_thread = threading.Thread(
@@ -70,9 +71,8 @@ def up(settings: Settings, *, demo: bool, rate: float | None = None, backfill: s
         if not worker.wait_connected(15):
             raise ConfigurationError(f"ingest worker could not connect to {settings.mqtt.host}:{settings.mqtt.port}")
         if demo:
-            sim_thread = threading.Thread(
-                target=_simulate, args=(settings, worker.registry, rate, stop), name="simulator", daemon=True
-            )
+            sim_args = (settings, worker.registry, rate, stop, backfilled)
+            sim_thread = threading.Thread(target=_simulate, args=sim_args, name="simulator", daemon=True)
             sim_thread.start()
         charter_thread.start()
         api_thread = threading.Thread(target=api_server.run, name="api", daemon=True)
@@ -135,8 +135,9 @@ def _api_server(settings: Settings, registry):
     return uvicorn.Server(config)
 
 
-def _backfill_once(settings: Settings, registry, span: str) -> None:
-    """A simulated past for the demo, only into an empty raw database (a second run must not double it)."""
+def _backfill_once(settings: Settings, registry, span: str) -> datetime | None:
+    """A simulated past for the demo, only into an empty raw database (a second run must not double it);
+    the time of its last round, where the live simulator carries on."""
     from cli.backfill import simulated_past
     from gateways.simulator import SimulatedZone
     from smartzone.errors import DatabaseNotFound
@@ -149,17 +150,26 @@ def _backfill_once(settings: Settings, registry, span: str) -> None:
             held = None
         if held:
             print(f"{settings.influx.raw_database} already holds data: no backfill", flush=True)
-            return
-    print(f"backfilling {span} of simulated data through the ingest pipeline ...", flush=True)
+            return None
+    whole_days = parse_duration(span) % 86_400 == 0
+    print(
+        f"backfilling {span} of simulated data through the ingest pipeline"
+        + (" (whole UTC days, and today so far)" if whole_days else "")
+        + " ...",
+        flush=True,
+    )
     done = simulated_past(settings, SimulatedZone(registry, settings.simulator.seed), span)
     print(
         f"backfilled: {done.messages} messages, {done.raw_lines} raw lines, "
-        f"{done.pseudo_lines} pseudonymised sightings",
+        f"{done.pseudo_lines} pseudonymised sightings, up to {done.last:%Y-%m-%d %H:%M} UTC",
         flush=True,
     )
+    return done.last
 
 
-def _simulate(settings: Settings, registry, rate: float | None, stop: threading.Event) -> None:
+def _simulate(
+    settings: Settings, registry, rate: float | None, stop: threading.Event, after: datetime | None = None
+) -> None:
     from gateways.publisher import Publisher, live
     from gateways.simulator import SimulatedZone
 
@@ -173,7 +183,7 @@ def _simulate(settings: Settings, registry, rate: float | None, stop: threading.
     )
     try:
         pub.publish(
-            live(SimulatedZone(registry, settings.simulator.seed), rate, settings.simulator.duration, stop),
+            live(SimulatedZone(registry, settings.simulator.seed), stop, settings.simulator.duration, after=after),
             rate=rate,
             stop=stop,
         )

@@ -257,11 +257,14 @@ def _codec_input(codec: str, s: Sensor, v: dict, position: tuple[float, float]) 
                 "gps_4_longitude": round(position[1], 4),
                 "gps_4_altitude": 8.0,
             }
-        return {
+        out = {
             "temperature_1": v["weather.temperature"],
             "relative_humidity_2": v["weather.relative_humidity"],
             "barometric_pressure_3": v["weather.pressure"],
         }
+        if "weather.illuminance" in v:
+            out["luminosity_4"] = v["weather.illuminance"]
+        return out
     wanted = _CODEC_QUANTITIES[codec]
     return {q: v[q] for q in wanted if q in v}
 

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
-from collections.abc import Iterable
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gateways.simulator import Emitted, SimulatedZone
+from gateways.simulator import REPORT_S, Emitted, SimulatedZone, round_of, round_time
 
 log = logging.getLogger(__name__)
 
@@ -89,11 +90,31 @@ class Publisher:
         self.client.loop_stop()
 
 
-def live(zone: SimulatedZone, rate: float, duration: float, stop: threading.Event) -> Iterable[Emitted]:
-    """Rounds stamped with the current time, paced so the zone sends about ``rate`` messages/s in all."""
-    step = max(1, len(zone.sensors)) / rate if rate > 0 else 1.0
-    started = time.monotonic()
-    i = 0
-    while not stop.is_set() and (duration <= 0 or time.monotonic() - started < duration):
-        yield from zone.messages(datetime.now(UTC), 1, step=step, first_round=i)
+def live(
+    zone: SimulatedZone,
+    stop: threading.Event,
+    duration: float = 0.0,
+    *,
+    after: datetime | None = None,
+    clock: Callable[[], float] = time.time,
+    wait: Callable[[float], bool] | None = None,
+) -> Iterator[Emitted]:
+    """The zone as it happens: each round once the clock reaches it, at the rate of the zone's model (every
+    sensor once per ``REPORT_S`` simulated seconds, the rounds a backfill writes too), for ``duration``
+    seconds (0: until ``stop``).
+
+    The first round is the next one due after ``clock()``, or the round after ``after`` (the last round a
+    backfill wrote: rounds since then are published at once, so the two meet without a gap). ``clock``
+    (seconds since the epoch) and ``wait`` (sleep up to that many seconds; True to stop) are the time
+    source, parameters for tests; by default the wall clock and ``stop.wait``.
+    """
+    wait = wait or stop.wait
+    now = clock()
+    i = round_of(after) + 1 if after is not None else math.ceil(now / REPORT_S)
+    until = now + duration if duration > 0 else math.inf
+    while not stop.is_set() and i * REPORT_S <= until:
+        delay = i * REPORT_S - clock()
+        if delay > 0 and wait(delay):
+            return
+        yield from zone.messages(round_time(i), 1, REPORT_S, first_round=i)
         i += 1

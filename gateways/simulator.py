@@ -38,12 +38,17 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
+from gateways.climate import Weather, weather
 from gateways.lorawan import LoraNetwork
 from smartzone.model import EPOCH, to_ns
 from smartzone.quantities import QUANTITIES
 from smartzone.registry import Registry, Sensor
 
 SHAPES = ("native", "single", "senml")
+# One rate model, live and in a backfill: every sensor reports once per REPORT_S seconds of simulated time,
+# in rounds at whole multiples of it (round i at i * REPORT_S seconds since the epoch), so a live minute and
+# a backfilled minute are the same messages, and counts are drawn over the REPORT_S seconds each report covers.
+REPORT_S = 60.0
 
 # passers-by seen by the WiFi/BLE probe sniffers
 POPULATION = 3_000  # phones that ever walk through the zone
@@ -123,6 +128,15 @@ def _iso_ms(ms: int) -> str:
     return (EPOCH + timedelta(milliseconds=ms)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def round_of(t: datetime) -> int:
+    """The index of the round at ``t`` or the last one before it (round i is at i * REPORT_S since the epoch)."""
+    return math.floor(t.timestamp() / REPORT_S)
+
+
+def round_time(i: int) -> datetime:
+    return datetime.fromtimestamp(i * REPORT_S, UTC)
+
+
 def traffic_intensity(h: float, weekday: int) -> float:
     """0..1 share of peak traffic at local hour ``h``."""
     peak = 1.0 if weekday < 5 else 0.55
@@ -164,6 +178,7 @@ class SimulatedZone:
         self._slots: dict[int, list[tuple[int, int, int, int]]] = {}  # slot -> (probe, time ms, phone, rssi)
         self._phones: list[tuple[bool, float, float, bytes, bytes]] | None = None
         self._phone_weights: list[float] = []
+        self._sky: tuple[datetime, Weather] | None = None
 
     def messages(
         self, start: datetime, rounds: int, step: float = 60.0, shape: str = "native", first_round: int = 0
@@ -185,7 +200,7 @@ class SimulatedZone:
                     if s.lorawan is not None:
                         yield from self._lorawan(s, t, i, rng, step)
                     else:
-                        yield self._native(s, t, rng, step)
+                        yield from self._native(s, t, rng, step)
                         if s.id in self._probe_index:
                             yield from self._sightings(s, t, step)
                 continue
@@ -208,6 +223,9 @@ class SimulatedZone:
 
     # -- values -------------------------------------------------------------------------------------
     def values(self, s: Sensor, t: datetime, rng: random.Random, step: float) -> dict[str, float | int | bool]:
+        """What sensor ``s`` reports at ``t`` for the ``step`` seconds since its previous report: levels are
+        what it measures at ``t``; counts are drawn from Poisson processes over the interval (rates per
+        second), so the sum over an hour does not depend on how often a sensor reports."""
         local = t.astimezone(self.tz)
         h = local.hour + local.minute / 60 + local.second / 3600
         wd = local.weekday()
@@ -215,8 +233,13 @@ class SimulatedZone:
         tr = traffic_intensity(h, wd)
         ped = pedestrian_intensity(h, wd)
         g = rng.gauss
-        temp = 11.0 + 4.5 * math.sin(2 * math.pi * (h - 9) / 24) + g(0, 0.3)
-        hum = min(100.0, max(20.0, 78 - 14 * math.sin(2 * math.pi * (h - 9) / 24) + g(0, 1.5)))
+        wx = self._weather(t)
+        if s.placement == "indoor":  # a heated room: a building's climate, not the street's
+            temp = 20.5 + 1.5 * _bump(h, 15, 4) + g(0, 0.2)
+            hum = min(70.0, max(25.0, 48 + 0.3 * (wx.relative_humidity - 80) + g(0, 1.5)))
+        else:
+            temp = wx.temperature + g(0, 0.3)
+            hum = min(100.0, max(20.0, wx.relative_humidity + g(0, 1.5)))
         c = s.category
         if c == "air_quality":
             pm25 = max(0.5, 7 + 5 * tr * f + 3 * _bump(h, 21, 2) + g(0, 1.2))
@@ -227,30 +250,43 @@ class SimulatedZone:
                 "weather.temperature": round(temp, 2),
                 "weather.relative_humidity": round(hum, 1),
             }
-            if s.format == "senml":
-                out["air_quality.no2"] = round(max(1.0, 12 + 48 * tr * f + g(0, 3)), 1)
+            if s.format == "senml":  # a street air station: NO2 from traffic, O3 made by sunlight, eaten by NO
+                no2 = max(1.0, 12 + 48 * tr * f + g(0, 3))
+                out["air_quality.no2"] = round(no2, 1)
+                titrated = wx.ozone_background * math.exp(-max(0.0, no2 - 10) / 60)
+                out["air_quality.o3"] = round(max(1.0, titrated + g(0, 1.5)), 1)
             if s.format == "zigbee2mqtt":
                 out["air_quality.voc"] = round(max(0, 120 + 200 * tr + g(0, 20)))
             if s.format == "chirpstack":
                 out["air_quality.pm1"] = round(pm25 * 0.7, 1)
+            if s.placement == "indoor":  # a classroom or reading room: people breathe
+                busy = 1.0 if wd < 5 and 8.5 <= h <= 16.5 else 0.0
+                out["air_quality.co2"] = round(450 + 650 * busy * f * _bump(h, 11.5, 2.5) + g(0, 10))
             return out
         if c == "weather":
-            return {
+            out = {
                 "weather.temperature": round(temp + g(0, 0.2), 2),
                 "weather.relative_humidity": round(hum, 1),
-                "weather.pressure": round(1013 + 6 * math.sin(t.timestamp() / 86400 / 3) + g(0, 0.3), 1),
+                "weather.pressure": round(wx.pressure + g(0, 0.2), 1),
             }
+            if s.lorawan is not None:  # an LPP weather node with a light sensor (LPP luminosity: up to 65,535 lx)
+                out["weather.illuminance"] = min(65_535, round(wx.illuminance * (1 + g(0, 0.03))))
+            elif s.format == "generic_json":  # an all-in-one station on a mast: wind, rain and light too
+                out["weather.wind_speed"] = round(max(0.0, wx.wind_speed * (1 + g(0, 0.3))), 1)
+                out["weather.rain_rate"] = round(max(0.0, wx.rain_rate * (1 + g(0, 0.15))), 1)
+                out["weather.illuminance"] = round(wx.illuminance * (1 + g(0, 0.03)))
+            return out
         if c == "noise":
             laeq = 44 + 24 * tr * f + g(0, 1.5)
             return {"noise.laeq": round(laeq, 1), "noise.lamax": round(laeq + 9 + abs(g(0, 3)), 1)}
         if c == "traffic":
-            scale = step / 300 * f
-            cars = max(0, round(tr * 90 * scale + g(0, 2)))
+            per_s = tr * f / 300  # at peak, 90 cars, 35 cyclists and 60 pedestrians in 5 minutes (busyness 1)
+            cars = _poisson(rng, 90 * per_s * step)
             return {
                 "traffic.cars": cars,
-                "traffic.heavy_vehicles": max(0, round(cars * 0.08 + g(0, 0.5))),
-                "traffic.cyclists": max(0, round(tr * 35 * scale + g(0, 1))),
-                "traffic.pedestrians": max(0, round(ped * 60 * scale + g(0, 1))),
+                "traffic.heavy_vehicles": _poisson(rng, 7 * per_s * step),
+                "traffic.cyclists": _poisson(rng, 35 * per_s * step),
+                "traffic.pedestrians": _poisson(rng, 60 * ped * f / 300 * step),
                 "traffic.speed_mean": round(max(5.0, 34 - 14 * tr + g(0, 1.5)), 1),
             }
         if c == "parking":
@@ -261,15 +297,18 @@ class SimulatedZone:
             occ = min(capacity, max(0, round(capacity * p + g(0, 1.5))))
             return {"parking.occupied_spaces": occ, "parking.free_spaces": capacity - occ}
         if c == "pedestrian_flow":
+            per_s = ped * f / 300
             if s.format == "chirpstack":  # a people counter: line crossings, both ways
                 return {
-                    "pedestrian_flow.people_in": max(0, round(ped * 130 * f * step / 300 + g(0, 2))),
-                    "pedestrian_flow.people_out": max(0, round(ped * 110 * f * step / 300 + g(0, 2))),
+                    "pedestrian_flow.people_in": _poisson(rng, 130 * per_s * step),
+                    "pedestrian_flow.people_out": _poisson(rng, 110 * per_s * step),
                 }
-            devices = max(0, round(ped * 180 * f * step / 300 + g(0, 3)))
+            if s.technology == "wired":  # an overhead people counter: people crossing its line, either way
+                return {"pedestrian_flow.people": _poisson(rng, 200 * per_s * step)}
+            devices = _poisson(rng, 180 * per_s * step)
             return {
                 "pedestrian_flow.devices": devices,
-                "pedestrian_flow.randomised_devices": max(0, round(devices * 0.7 + g(0, 1))),
+                "pedestrian_flow.randomised_devices": sum(rng.random() < 0.7 for _ in range(devices)),
             }
         if c == "energy":
             office = 1.0 if wd < 5 and 7.5 <= h <= 18 else 0.0
@@ -291,21 +330,27 @@ class SimulatedZone:
                     {
                         "weather.temperature": round(temp, 1),
                         "weather.relative_humidity": round(hum, 1),
-                        "weather.pressure": round(1013 + g(0, 0.5), 1),
+                        "weather.pressure": round(wx.pressure + g(0, 0.5), 1),
                     }
                 )
             return out
         if c == "gateway_health":
             return {
                 "gateway_health.uptime": float(self._uptime0[s.id] + int(t.timestamp()) % 10_000_000),
-                "gateway_health.cpu_temperature": round(48 + 6 * tr + g(0, 0.8), 1),
+                "gateway_health.cpu_temperature": round(48 + 6 * tr + 0.4 * (wx.temperature - 10) + g(0, 0.8), 1),
                 "gateway_health.cpu_load": round(min(100.0, max(0.0, 12 + 25 * tr + g(0, 3))), 1),
                 "gateway_health.backlog": 0,
             }
         raise ValueError(f"no value model for category {c}")
 
+    def _weather(self, t: datetime) -> Weather:
+        """The zone's weather at ``t`` (one sky for every sensor of a round)."""
+        if self._sky is None or self._sky[0] != t:
+            self._sky = (t, weather(t, self.seed))
+        return self._sky[1]
+
     # -- native formats -----------------------------------------------------------------------------
-    def _native(self, s: Sensor, t: datetime, rng: random.Random, step: float) -> Emitted:
+    def _native(self, s: Sensor, t: datetime, rng: random.Random, step: float) -> list[Emitted]:
         v = self.values(s, t, rng, step)
         gw = s.gateway or self._nearest_gateway(s)
         key = s.keys[0]
@@ -331,7 +376,7 @@ class SimulatedZone:
             doc: dict[str, object] = {names[q]: x for q, x in v.items()}
             doc |= {"battery": battery, "linkquality": lqi, "last_seen": iso}
             v = v | {"gateway_health.battery": battery, "gateway_health.link_quality": lqi}
-            return Emitted(f"gw/{gw}/zigbee2mqtt/{key}", orjson.dumps(doc), truth(v))
+            return [Emitted(f"gw/{gw}/zigbee2mqtt/{key}", orjson.dumps(doc), truth(v))]
         if s.format == "tasmota":
             local = t.astimezone(self.registry.timezone(gw)).replace(tzinfo=None, microsecond=0)
             doc = {
@@ -359,7 +404,7 @@ class SimulatedZone:
                 doc["PressureUnit"] = "hPa"
             doc["TempUnit"] = "C"
             tns = to_ns(local.replace(tzinfo=self.registry.timezone(gw)).astimezone(UTC))
-            return Emitted(f"gw/{gw}/tele/{key}/SENSOR", orjson.dumps(doc), truth(v, tns))
+            return [Emitted(f"gw/{gw}/tele/{key}/SENSOR", orjson.dumps(doc), truth(v, tns))]
         if s.format == "ble_gateway":
             names = {
                 "weather.temperature": "tempc",
@@ -384,20 +429,20 @@ class SimulatedZone:
             doc |= {"batt": batt}
             v = v | {"gateway_health.rssi": rssi, "gateway_health.battery": batt}
             mac = key.replace(":", "")
-            return Emitted(f"gw/{gw}/home/TheengsGateway/BTtoMQTT/{mac}", orjson.dumps(doc), truth(v, None))
+            return [Emitted(f"gw/{gw}/home/TheengsGateway/BTtoMQTT/{mac}", orjson.dumps(doc), truth(v, None))]
         if s.format == "esphome":
-            # ESPHome publishes one topic per sensor entity; the simulator emits LAeq (the headline value).
-            return Emitted(
-                f"gw/{gw}/{key}/sensor/laeq/state",
-                f"{v['noise.laeq']:.1f}".encode(),
-                truth({"noise.laeq": v["noise.laeq"]}, None),
-            )
+            # ESPHome publishes one topic per sensor entity: LAeq and LAmax of the interval
+            return [
+                Emitted(f"gw/{gw}/{key}/sensor/{q.split('.')[1]}/state", f"{x:.1f}".encode(), truth({q: x}, None))
+                for q, x in v.items()
+            ]
         if s.format == "senml":
             units = {
                 "air_quality.pm2_5": ("pm2_5", "ug/m3"),
                 "air_quality.pm10": ("pm10", "ug/m3"),
                 "air_quality.co2": ("co2", "ppm"),
                 "air_quality.no2": ("no2", "ug/m3"),
+                "air_quality.o3": ("o3", "ug/m3"),
                 "weather.temperature": ("temperature", "Cel"),
                 "weather.relative_humidity": ("humidity", "%RH"),
             }
@@ -409,10 +454,10 @@ class SimulatedZone:
                     pack[0].update(rec)
                 else:
                     pack.append(rec)
-            return Emitted(f"gw/{gw}/senml/{s.id}", orjson.dumps(pack), truth(v))
+            return [Emitted(f"gw/{gw}/senml/{s.id}", orjson.dumps(pack), truth(v))]
         if s.format == "generic_json":
             doc = {"device": key, "time": iso, "readings": v}
-            return Emitted(f"gw/{gw}/json/{key}", orjson.dumps(doc), truth(v))
+            return [Emitted(f"gw/{gw}/json/{key}", orjson.dumps(doc), truth(v))]
         raise ValueError(f"sensor {s.id}: the simulator has no format {s.format!r}")
 
     def _lorawan(self, s: Sensor, t: datetime, i: int, rng: random.Random, step: float) -> Iterator[Emitted]:
