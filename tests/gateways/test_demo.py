@@ -21,6 +21,7 @@ from cli import main as cli
 from cli import services
 from cli.backfill import simulated_past
 from datacharter.charter import Charter
+from datacharter.job import WINDOW_COVERAGE
 from gateways.publisher import Publisher, live
 from gateways.simulator import SimulatedZone
 from ingest.worker import Worker
@@ -167,6 +168,22 @@ def test_every_listed_dataset_is_published_and_no_listed_column_is_always_empty(
         assert not empty, f"{name}: listed columns without a value all day: {empty}"
 
 
+def test_the_demo_s_whole_day_is_complete_for_every_dataset_that_measures_coverage(demo):
+    """The backfilled day is whole (every sensor, every minute): no dataset's coverage of it is low, so the
+    catalogue flags nothing (a partial day would be flagged once final: tests/datacharter/test_coverage.py)."""
+    client = demo["client"]
+    measured = 0
+    for name in sorted(CHARTER.datasets):
+        cov = client.get(f"/v1/datasets/{name}").json()["coverage"]
+        if not cov["measured"]:
+            continue
+        measured += 1
+        day = next(d for d in cov["days"] if d["day"] == f"{DAY:%Y-%m-%d}")
+        assert day["coverage"] >= 0.99 and not day["low"], (name, day)
+        assert f"{DAY:%Y-%m-%d}" not in cov["flagged_days"], name
+    assert measured >= len(CHARTER.datasets) - 1  # all but the pedestrian sightings (events, not a schedule)
+
+
 def _integer_columns(name: str) -> list[str]:
     ds = CHARTER.datasets[name]
     return sorted(ds.integer_fields & ds.allowed_fields)
@@ -214,9 +231,13 @@ def test_counts_are_stored_as_integers_and_levels_as_floats(demo):
         (r["_measurement"], r["fieldKey"]): r["fieldType"]
         for r in influx.rows("SHOW FIELD KEYS", s.charter.open_database)
     }
-    assert {m for m, _ in stored} == set(CHARTER.datasets)
+    # the datasets, and the coverage of their windows (datacharter.job.WINDOW_COVERAGE)
+    assert {m for m, _ in stored} == {*CHARTER.datasets, WINDOW_COVERAGE}
+    window = {f: kind for (m, f), kind in stored.items() if m == WINDOW_COVERAGE}
+    assert window == {"coverage": "float", "low": "boolean", "charter_version": "string"}
     for (m, f), kind in stored.items():
-        assert kind == ("integer" if f in CHARTER.datasets[m].integer_fields else "float"), (m, f, kind)
+        if m != WINDOW_COVERAGE:
+            assert kind == ("integer" if f in CHARTER.datasets[m].integer_fields else "float"), (m, f, kind)
 
 
 def test_fields_returns_only_rows_that_hold_a_named_field(demo):
