@@ -19,6 +19,7 @@ smartzone dashboards push        create/update the folder, datasources and dashb
 smartzone config show            the effective settings (secrets masked)
 smartzone broker users           the broker's password file, ACL and passwords, from the registry and services
 smartzone influx init            as InfluxDB's admin: databases, retention policies, one user per service
+smartzone gateway selftest       on a gateway: is it ready? (named checks; exit code = the number of failures)
 """
 
 from __future__ import annotations
@@ -595,6 +596,12 @@ def cmd_influx(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_gateway_selftest(settings: Settings, args: argparse.Namespace) -> int:
+    from gateways.agent import selftest
+
+    return selftest.run_args(args)
+
+
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     from cli.up import up
 
@@ -756,6 +763,14 @@ def build_parser() -> argparse.ArgumentParser:
     ix.add_argument("action", choices=("init",))
     ix.add_argument("--wait", type=float, default=60.0, help="seconds to wait for InfluxDB to answer")
     ix.set_defaults(func=cmd_influx)
+
+    gw = sub.add_parser("gateway", help="the Raspberry Pi reference gateway")
+    gw_sub = gw.add_subparsers(dest="gateway_command", required=True)
+    st = gw_sub.add_parser("selftest", help="on the gateway: is it ready? exit code = the number of failed checks")
+    from gateways.agent.selftest import add_arguments
+
+    add_arguments(st)
+    st.set_defaults(func=cmd_gateway_selftest)
 
     cfg = sub.add_parser("config", help="settings")
     cfg.add_argument("action", choices=("show",))

@@ -1,0 +1,1 @@
+"""The gateway agent that runs on the Raspberry Pi: standard library and paho-mqtt only."""
