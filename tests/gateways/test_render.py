@@ -5,10 +5,12 @@ Each file is read by the tool that reads it where that tool exists here: the loc
 Debian's Mosquitto 2.0.11 (its listener port and persistence folder moved into the test's folder, nothing
 else) and a client round-trips through it; the systemd units pass ``systemd-analyze verify`` (systemd 252, in a
 fake root where each ExecStart* program is a stub, since the Pi's programs are not installed here);
-``install.sh`` passes ``bash -n`` and ShellCheck; the JSON, TOML and YAML files parse and hold the keys their
+``install.sh`` passes ``bash -n`` and ShellCheck, and runs twice with stub system commands under a folder (the
+second run changes nothing); the JSON, TOML and YAML files parse and hold the keys their
 programs read. The files agree with each other and with the central side: ids, the forwarder's UDP port, the
 region's topic prefix, the central ACL of the gateway's user, the ingest routes. Not run here: lora_pkt_fwd,
-the ChirpStack Gateway Bridge, zigbee2mqtt, Theengs Gateway, cloud-init and install.sh itself (no Pi).
+the ChirpStack Gateway Bridge, zigbee2mqtt, Theengs Gateway, cloud-init, and what install.sh asks of apt, git and
+pip (no Pi).
 """
 
 from __future__ import annotations
@@ -469,3 +471,82 @@ def test_zboss_renders_with_a_warning(tmp_path):
     assert any("zboss" in w and "experimental" in w for w in done.warnings)
     z2m = (tmp_path / "out" / "zigbee2mqtt" / "configuration.yaml").read_text()
     assert "experimental" in z2m and yaml.safe_load(z2m)["serial"] == {"port": "/dev/ttyACM0", "adapter": "zboss"}
+
+
+# -- install.sh, run twice under a folder with stub commands --------------------------------------------------
+STUBS = {
+    "apt-get": "exit 0",
+    "dpkg-query": 'printf "install ok installed"',
+    "systemctl": 'echo "$*" >> "$SYSTEMCTL_LOG"',
+    "useradd": "exit 1",  # the user exists (root stands for it): never called
+    "usermod": "exit 0",
+    "gpg": "exit 1",
+    "git": "exit 1",  # the software is there already: never fetched
+    "make": "exit 1",
+    "npx": "exit 1",
+    "chirpstack-gateway-bridge": "exit 0",
+}
+
+
+def _tree(root: Path) -> dict[str, tuple[bytes, int]]:
+    return {
+        p.relative_to(root).as_posix(): (p.read_bytes(), stat.S_IMODE(p.stat().st_mode))
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_install_sh_run_twice_changes_nothing_the_second_time(tmp_path):
+    """The script itself, on this machine: every system command it calls (apt-get, systemctl, useradd, git, ...)
+    is a stub on PATH, and it installs under a folder (SMARTZONE_GATEWAY_ROOT) as root (standing for its user)."""
+    if os.geteuid() != 0:
+        pytest.skip("install.sh runs as root")
+    folder, root, bin_dir = tmp_path / "rendered", tmp_path / "root", tmp_path / "bin"
+    _render(folder, "gw-volkstraat")  # every service: forwarder, bridge, zigbee2mqtt, Theengs, agent
+    bin_dir.mkdir()
+    for name, body in STUBS.items():
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    for program in ("opt/smartzone-gateway/venv/bin/python", "opt/sx1302_hal/bin/lora_pkt_fwd"):
+        (root / program).parent.mkdir(parents=True, exist_ok=True)
+        (root / program).write_text("#!/bin/sh\nexit 0\n")
+        (root / program).chmod(0o755)
+    (root / "opt/zigbee2mqtt").mkdir(parents=True)
+    (root / "opt/zigbee2mqtt/index.js").write_text("")
+    log = tmp_path / "systemctl.log"
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "SMARTZONE_GATEWAY_ROOT": str(root),
+        "SMARTZONE_GATEWAY_USER": "root",
+        "SYSTEMCTL_LOG": str(log),
+    }
+
+    def run() -> tuple[str, list[str]]:
+        log.write_text("")
+        done = subprocess.run(["bash", str(folder / "install.sh")], env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        return done.stdout, log.read_text().splitlines()
+
+    out, calls = run()
+    first = _tree(root)
+    assert "daemon-reload" in calls and "restart smartzone-gateway-agent.service" in calls
+    assert first["etc/smartzone-gateway/central.password"] == ((folder / "central.password").read_bytes(), 0o600)
+    assert first["etc/mosquitto/mosquitto.conf"][0] == (folder / "mosquitto.conf").read_bytes()
+    for unit in rd.services(REG.gateways["gw-volkstraat"]):
+        assert first[f"etc/systemd/system/{unit}"][0] == (folder / "systemd" / unit).read_bytes()
+    # zigbee2mqtt writes its network key into its own copy: a later run leaves that copy alone
+    z2m = root / "var/lib/smartzone-gateway/zigbee2mqtt/configuration.yaml"
+    z2m.write_text(z2m.read_text().replace("network_key: GENERATE", "network_key: [1, 2, 3]"))
+    first = _tree(root)
+
+    out, calls = run()
+    assert "changed: nothing" in out
+    assert _tree(root) == first  # the same files, bytes and modes
+    assert not [c for c in calls if c.startswith(("restart", "daemon-reload"))], calls
+
+    rd.render(REG, "gw-volkstraat", folder, "rotated-password")  # a re-render after `broker users --rotate`
+    out, calls = run()
+    assert "central.password" in out and "restart smartzone-gateway-agent.service" in calls
+    assert (root / "etc/smartzone-gateway/central.password").read_text() == "rotated-password\n"
+    assert "network_key: [1, 2, 3]" in z2m.read_text()

@@ -11,9 +11,12 @@ SERVICES="@services@"
 SX1302_HAL_VERSION=V2.1.0          # Lora-net/sx1302_hal release built for the packet forwarder
 ZIGBEE2MQTT_VERSION=2.1.3          # Koenkk/zigbee2mqtt release
 THEENGS_GATEWAY_VERSION=1.7.0      # TheengsGateway on PyPI
-ETC=/etc/smartzone-gateway
-STATE=/var/lib/smartzone-gateway
-OPT=/opt/smartzone-gateway
+# the suite runs this script under a folder with stub commands (SMARTZONE_GATEWAY_ROOT); on a Pi both are unset
+ROOT=${SMARTZONE_GATEWAY_ROOT:-}
+GW_USER=${SMARTZONE_GATEWAY_USER:-smartzone-gw}
+ETC=$ROOT/etc/smartzone-gateway
+STATE=$ROOT/var/lib/smartzone-gateway
+OPT=$ROOT/opt/smartzone-gateway
 CHANGED=""
 
 if [ "$(id -u)" != 0 ]; then
@@ -47,24 +50,24 @@ if [ -n "$missing" ]; then
 fi
 if has smartzone-gateway-bridge.service && ! command -v chirpstack-gateway-bridge >/dev/null; then
     # ChirpStack's Debian repository (https://www.chirpstack.io/docs/chirpstack-gateway-bridge/installation/debian-ubuntu.html)
-    install -d -m 0755 /etc/apt/keyrings
+    install -d -m 0755 "$ROOT/etc/apt/keyrings"
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends gnupg dirmngr
-    [ -s /etc/apt/keyrings/chirpstack.gpg ] || gpg --no-default-keyring --keyring /etc/apt/keyrings/chirpstack.gpg \
+    [ -s "$ROOT/etc/apt/keyrings/chirpstack.gpg" ] || gpg --no-default-keyring --keyring "$ROOT/etc/apt/keyrings/chirpstack.gpg" \
         --keyserver hkps://keyserver.ubuntu.com --recv-keys 1CE2AFD36DBCCA00
     echo "deb [signed-by=/etc/apt/keyrings/chirpstack.gpg] https://artifacts.chirpstack.io/packages/4.x/deb stable main" \
-        > /etc/apt/sources.list.d/chirpstack.list
+        > "$ROOT/etc/apt/sources.list.d/chirpstack.list"
     apt-get update
     DEBIAN_FRONTEND=noninteractive apt-get install -y chirpstack-gateway-bridge
     systemctl disable --now chirpstack-gateway-bridge.service 2>/dev/null || true  # ours runs our config
 fi
 
 # --- user, folders ------------------------------------------------------------------------------------------
-id smartzone-gw >/dev/null 2>&1 || useradd --system --home-dir "$STATE" --shell /usr/sbin/nologin smartzone-gw
+id "$GW_USER" >/dev/null 2>&1 || useradd --system --home-dir "$STATE" --shell /usr/sbin/nologin "$GW_USER"
 for g in spi gpio dialout bluetooth; do
-    getent group "$g" >/dev/null && usermod -a -G "$g" smartzone-gw
+    getent group "$g" >/dev/null && usermod -a -G "$g" "$GW_USER"
 done
 install -d -m 0755 "$ETC" "$OPT" "$OPT/lib"
-install -d -m 0750 -o smartzone-gw -g smartzone-gw "$STATE" "$STATE/spool" "$STATE/packet-forwarder" \
+install -d -m 0750 -o "$GW_USER" -g "$GW_USER" "$STATE" "$STATE/spool" "$STATE/packet-forwarder" \
     "$STATE/zigbee2mqtt" "$STATE/theengs"
 
 # --- software -------------------------------------------------------------------------------------------------
@@ -74,21 +77,21 @@ if has smartzone-theengs-gateway.service; then
     "$OPT/venv/bin/python" -c "import TheengsGateway" 2>/dev/null || \
         "$OPT/venv/bin/pip" install --quiet "TheengsGateway==$THEENGS_GATEWAY_VERSION"
 fi
-if has smartzone-packet-forwarder.service && [ ! -x /opt/sx1302_hal/bin/lora_pkt_fwd ]; then
-    rm -rf /opt/sx1302_hal.build
-    git clone --depth 1 --branch "$SX1302_HAL_VERSION" https://github.com/Lora-net/sx1302_hal.git /opt/sx1302_hal.build
-    make -C /opt/sx1302_hal.build
-    install -D -m 0755 /opt/sx1302_hal.build/packet_forwarder/lora_pkt_fwd /opt/sx1302_hal/bin/lora_pkt_fwd
+if has smartzone-packet-forwarder.service && [ ! -x "$ROOT/opt/sx1302_hal/bin/lora_pkt_fwd" ]; then
+    rm -rf "$ROOT/opt/sx1302_hal.build"
+    git clone --depth 1 --branch "$SX1302_HAL_VERSION" https://github.com/Lora-net/sx1302_hal.git "$ROOT/opt/sx1302_hal.build"
+    make -C "$ROOT/opt/sx1302_hal.build"
+    install -D -m 0755 "$ROOT/opt/sx1302_hal.build/packet_forwarder/lora_pkt_fwd" "$ROOT/opt/sx1302_hal/bin/lora_pkt_fwd"
 fi
-if has smartzone-zigbee2mqtt.service && [ ! -f /opt/zigbee2mqtt/index.js ]; then
-    git clone --depth 1 --branch "$ZIGBEE2MQTT_VERSION" https://github.com/Koenkk/zigbee2mqtt.git /opt/zigbee2mqtt
-    (cd /opt/zigbee2mqtt && npx --yes pnpm@9 install --frozen-lockfile && npx --yes pnpm@9 run build)
+if has smartzone-zigbee2mqtt.service && [ ! -f "$ROOT/opt/zigbee2mqtt/index.js" ]; then
+    git clone --depth 1 --branch "$ZIGBEE2MQTT_VERSION" https://github.com/Koenkk/zigbee2mqtt.git "$ROOT/opt/zigbee2mqtt"
+    (cd "$ROOT/opt/zigbee2mqtt" && npx --yes pnpm@9 install --frozen-lockfile && npx --yes pnpm@9 run build)
 fi
 
 # --- files ------------------------------------------------------------------------------------------------------
-put "$HERE/mosquitto.conf" /etc/mosquitto/mosquitto.conf 644 root
+put "$HERE/mosquitto.conf" "$ROOT/etc/mosquitto/mosquitto.conf" 644 root
 put "$HERE/agent.toml" "$ETC/agent.toml" 644 root
-put "$HERE/central.password" "$ETC/central.password" 600 smartzone-gw
+put "$HERE/central.password" "$ETC/central.password" 600 "$GW_USER"
 [ ! -f "$HERE/ca.crt" ] || put "$HERE/ca.crt" "$ETC/ca.crt" 644 root
 if [ -d "$HERE/agent/gateways" ]; then
     for f in $(cd "$HERE/agent" && find gateways -name '*.py' | sort); do
@@ -103,10 +106,10 @@ if has smartzone-zigbee2mqtt.service; then
     put "$HERE/zigbee2mqtt/configuration.yaml" "$ETC/zigbee2mqtt/configuration.yaml" 644 root
     # zigbee2mqtt replaces network_key GENERATE by the key it made: never overwrite its own copy
     [ -f "$STATE/zigbee2mqtt/configuration.yaml" ] || \
-        install -m 0640 -o smartzone-gw -g smartzone-gw "$HERE/zigbee2mqtt/configuration.yaml" "$STATE/zigbee2mqtt/"
+        install -m 0640 -o "$GW_USER" -g "$GW_USER" "$HERE/zigbee2mqtt/configuration.yaml" "$STATE/zigbee2mqtt/"
 fi
 for unit in $SERVICES; do
-    put "$HERE/systemd/$unit" "/etc/systemd/system/$unit" 644 root
+    put "$HERE/systemd/$unit" "$ROOT/etc/systemd/system/$unit" 644 root
 done
 
 # --- services -------------------------------------------------------------------------------------------------
@@ -124,4 +127,4 @@ for unit in $SERVICES; do
     fi
 done
 echo "install.sh: $GATEWAY_ID installed; changed:${CHANGED:- nothing}"
-echo "install.sh: check it with: $OPT/venv/bin/python -m gateways.agent selftest --config $ETC/agent.toml"
+echo "install.sh: check it with: PYTHONPATH=$OPT/lib $OPT/venv/bin/python -m gateways.agent selftest --config $ETC/agent.toml"
