@@ -61,9 +61,14 @@ if has smartzone-gateway-bridge.service && ! command -v chirpstack-gateway-bridg
     systemctl disable --now chirpstack-gateway-bridge.service 2>/dev/null || true  # ours runs our config
 fi
 
+if has smartzone-packet-forwarder.service && command -v raspi-config >/dev/null; then
+    raspi-config nonint do_spi 0   # the concentrator's SPI bus and the HAT's I2C (idempotent; a reboot applies it)
+    raspi-config nonint do_i2c 0
+fi
+
 # --- user, folders ------------------------------------------------------------------------------------------
 id "$GW_USER" >/dev/null 2>&1 || useradd --system --home-dir "$STATE" --shell /usr/sbin/nologin "$GW_USER"
-for g in spi gpio dialout bluetooth; do
+for g in spi gpio i2c dialout bluetooth; do
     getent group "$g" >/dev/null && usermod -a -G "$g" "$GW_USER"
 done
 install -d -m 0755 "$ETC" "$OPT" "$OPT/lib"
