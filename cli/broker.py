@@ -4,11 +4,11 @@
 One user per client, and the broker binds each session to its user (``use_username_as_clientid`` in the
 shipped ``mosquitto.conf``), so no client can take another's session:
 
-- every gateway of the registry (user = gateway id): writes only under ``gw/<id>/``, reads only its
-  experiment orders;
-- every LoRa gateway (user = its EUI, the ChirpStack gateway id; its Gateway Bridge or MQTT Forwarder logs in
-  with it): writes only ``<region>/gateway/<eui>/event/#`` and ``.../state/#``, reads only its own
-  ``.../command/#``;
+- every gateway of the registry (user = gateway id = client id; its agent logs in with it, issue 15): writes only
+  under ``gw/<id>/``, reads only its experiment orders (``gw/<id>/experiments/desired``); a LoRa gateway
+  (registry ``eui``, the ChirpStack gateway id) also writes its concentrator's ``<region>/gateway/<eui>/event/#``
+  and ``.../state/#`` and reads its ``.../command/#`` (its Gateway Bridge publishes on the gateway's local
+  broker; the agent relays those topics unchanged);
 - one user per ingest worker, ``smartzone-ingest-1``, ``-2``, ... (user = client id): read what the workers
   subscribe to, on their shared subscription; every ingest user has the same rights, so a surviving worker can
   log in as a peer (with the peer's password) to finish that peer's session;
@@ -16,6 +16,11 @@ shipped ``mosquitto.conf``), so no client can take another's session:
 - ``chirpstack-gateways`` (its gateway backend for the region): reads every gateway's events and state,
   writes their commands;
 - ``healthcheck``: reads ``$SYS/broker/uptime`` (docker-compose's healthcheck of the broker).
+
+A gateway's credential can be revoked (``--revoke GW``: out of the password file and the ACL, its password
+forgotten, listed in ``MQTT_REVOKED`` of the secrets file so later runs keep it out) or rotated (``--rotate GW``:
+a new random password, and back in if it was revoked). Mosquitto rereads both files on SIGHUP, without a
+restart (``docker compose kill -s HUP mosquitto``).
 
 Passwords: the environment variable ``MQTT_PASSWORD_<USER>`` (upper case, other characters ``_``), else the
 secrets file from an earlier run, else a new random one. The secrets file (by default compose's ``.env``; made
@@ -61,10 +66,18 @@ def env_name(user: str) -> str:
     return "MQTT_PASSWORD_" + re.sub(r"[^A-Z0-9]", "_", user.upper())
 
 
+REVOKED = "MQTT_REVOKED"  # the secrets file's line listing revoked gateway users (comma-separated)
+
+
 def users(
-    registry: Registry, *, workers: int = 2, share_group: str = "ingest", region_prefix: str = "eu868"
+    registry: Registry,
+    *,
+    workers: int = 2,
+    share_group: str = "ingest",
+    region_prefix: str = "eu868",
+    revoked: Sequence[str] = (),
 ) -> list[BrokerUser]:
-    """Every user of the central broker and its topics."""
+    """Every user of the central broker and its topics (revoked gateways left out)."""
     if workers < 1:
         raise ConfigurationError("at least one ingest worker")
     share = [f"$share/{share_group}/gw/#", f"$share/{share_group}/application/#"] if share_group else []
@@ -103,25 +116,16 @@ def users(
     )
     out.append(BrokerUser(HEALTHCHECK, "docker-compose's healthcheck of the broker", read=("$SYS/broker/uptime",)))
     for g in registry.doc.gateways:
-        out.append(
-            BrokerUser(
-                g.id,
-                f"gateway {g.name}: its local broker's bridge and agent",
-                read=(f"gw/{g.id}/experiments/desired",),
-                write=(f"gw/{g.id}/#",),
-            )
-        )
-    for g in registry.doc.gateways:
+        if g.id in revoked:
+            continue
+        read, write = [f"gw/{g.id}/experiments/desired"], [f"gw/{g.id}/#"]
+        what = f"gateway {g.name}: its agent"
         if g.eui:
             own = f"{region_prefix}/gateway/{g.eui}"
-            out.append(
-                BrokerUser(
-                    g.eui,
-                    f"LoRa gateway {g.id}: its ChirpStack Gateway Bridge / MQTT Forwarder",
-                    read=(f"{own}/command/#",),
-                    write=(f"{own}/event/#", f"{own}/state/#"),
-                )
-            )
+            read.append(f"{own}/command/#")
+            write += [f"{own}/event/#", f"{own}/state/#"]
+            what += f" (and its LoRa concentrator {g.eui}: the Gateway Bridge's events, state and commands)"
+        out.append(BrokerUser(g.id, what, read=tuple(read), write=tuple(write)))
     names = [u.name for u in out]
     for name in names:
         if not _NAME.fullmatch(name):
@@ -165,12 +169,24 @@ def read_secrets(path: Path) -> dict[str, str]:
     return out
 
 
-def passwords(all_users: Sequence[BrokerUser], environ: Mapping[str, str], known: Mapping[str, str]) -> dict[str, str]:
-    """User -> password: the environment's, else the secrets file's, else a new random one."""
+def revoked(known: Mapping[str, str]) -> list[str]:
+    """The gateway users the secrets file lists as revoked."""
+    return [n for n in known.get(REVOKED, "").split(",") if n.strip()]
+
+
+def passwords(
+    all_users: Sequence[BrokerUser],
+    environ: Mapping[str, str],
+    known: Mapping[str, str],
+    rotate: Sequence[str] = (),
+) -> dict[str, str]:
+    """User -> password: the environment's, else the secrets file's, else a new random one (always a new one
+    for the users in ``rotate``)."""
     out = {}
     for u in all_users:
         var = env_name(u.name)
-        pw = environ.get(var) or known.get(var) or secrets.token_urlsafe(32)
+        pw = secrets.token_urlsafe(32) if u.name in rotate else environ.get(var) or known.get(var)
+        pw = pw or secrets.token_urlsafe(32)
         if pw == EXAMPLE_SECRET:
             raise ConfigurationError(f"{var} is the example value {EXAMPLE_SECRET!r}: set a real secret")
         if ":" in pw or any(ord(c) < 32 for c in pw):
@@ -201,23 +217,50 @@ class Written:
     generated: list[str]  # users whose password was made now
 
 
-def write(out_dir: Path, all_users: Sequence[BrokerUser], environ: Mapping[str, str], secrets_file: Path) -> Written:
+def write(
+    out_dir: Path,
+    all_users: Sequence[BrokerUser],
+    environ: Mapping[str, str],
+    secrets_file: Path,
+    *,
+    rotate: Sequence[str] = (),
+    revoke: Sequence[str] = (),
+) -> Written:
     """Write ``<out_dir>/passwd`` (0640: the broker's user must be able to read it), ``<out_dir>/acl`` (0644)
     and the passwords into ``secrets_file`` (a dotenv file such as compose's ``.env``, made 0600): its other
-    lines are kept, the ``MQTT_PASSWORD_*`` lines of these users replaced or added."""
+    lines are kept, the ``MQTT_PASSWORD_*`` lines of these users replaced or added. ``revoke``: users (not in
+    ``all_users``) whose password lines are removed and who are listed in ``MQTT_REVOKED``; ``rotate``: users
+    given a new password (and no longer revoked)."""
     known = read_secrets(secrets_file)
-    pws = passwords(all_users, environ, known)
-    generated = [u.name for u in all_users if not (environ.get(env_name(u.name)) or known.get(env_name(u.name)))]
+    names = {u.name for u in all_users}
+    if set(revoke) & names:
+        raise ConfigurationError(f"revoked users still among the broker's users: {sorted(set(revoke) & names)}")
+    unknown = sorted(set(rotate) - names)
+    if unknown:
+        raise ConfigurationError(f"cannot rotate unknown broker users: {', '.join(unknown)}")
+    pws = passwords(all_users, environ, known, rotate)
+    generated = [
+        u.name
+        for u in all_users
+        if u.name in rotate or not (environ.get(env_name(u.name)) or known.get(env_name(u.name)))
+    ]
+    still_revoked = sorted((set(revoked(known)) | set(revoke)) - set(rotate))
     _write(out_dir / "passwd", "".join(f"{u.name}:{password_hash(pws[u.name])}\n" for u in all_users), 0o640)
     _write(out_dir / "acl", render_acl(all_users), 0o644)
-    ours = {env_name(u.name): pws[u.name] for u in all_users}
+    ours: dict[str, str] = {env_name(u.name): pws[u.name] for u in all_users}
+    ours[REVOKED] = ",".join(still_revoked)
+    gone = {env_name(n) for n in revoke}
     kept = []
     for line in secrets_file.read_text().splitlines() if secrets_file.exists() else []:
         name = line.split("=", 1)[0].strip()
+        if name in gone:
+            continue
         if name in ours:
             kept.append(f"{name}={ours.pop(name)}")
         else:
             kept.append(line)
+    if not ours.get(REVOKED):
+        ours.pop(REVOKED, None)  # no revocation: no line
     if ours:
         kept += ["# Broker passwords (`smartzone broker users`): one per broker user; keep private, never commit."]
         kept += [f"{k}={v}" for k, v in ours.items()]

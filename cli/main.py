@@ -18,6 +18,8 @@ smartzone dashboards build       write the Grafana dashboards and provisioning f
 smartzone dashboards push        create/update the folder, datasources and dashboards in a Grafana
 smartzone config show            the effective settings (secrets masked)
 smartzone broker users           the broker's password file, ACL and passwords, from the registry and services
+                                 (--revoke GW / --rotate GW: take a gateway's credential away, give it a new one)
+smartzone gateway render GW      the Raspberry Pi reference gateway's files for one gateway (--out DIR)
 smartzone influx init            as InfluxDB's admin: databases, retention policies, one user per service
 smartzone gateway selftest       on a gateway: is it ready? (named checks; exit code = the number of failures)
 """
@@ -545,21 +547,62 @@ def cmd_broker(settings: Settings, args: argparse.Namespace) -> int:
 
     from cli import broker
 
+    registry = wiring.registry(settings)
+    for name in [*args.revoke, *args.rotate]:
+        if name not in registry.gateways:
+            raise ConfigurationError(f"--revoke/--rotate take gateway ids of the registry: no gateway {name!r}")
+    both = set(args.revoke) & set(args.rotate)
+    if both:
+        raise ConfigurationError(f"revoke or rotate, not both: {', '.join(sorted(both))}")
+    secrets_file = Path(args.secrets)
+    revoked = (set(broker.revoked(broker.read_secrets(secrets_file))) | set(args.revoke)) - set(args.rotate)
     users = broker.users(
-        wiring.registry(settings),
+        registry,
         workers=args.workers,
         share_group=settings.mqtt.share_group,
         region_prefix=args.region_prefix,
+        revoked=sorted(revoked),
     )
-    written = broker.write(Path(args.out), users, os.environ, Path(args.secrets))
+    written = broker.write(Path(args.out), users, os.environ, secrets_file, rotate=args.rotate, revoke=args.revoke)
     for u in users:
         rights = [f"read {t}" for t in u.read] + [f"write {t}" for t in u.write]
         print(f"{u.name:28} {'; '.join(rights)}")
+    if revoked:
+        print(f"revoked (no login): {', '.join(sorted(revoked))}")
     print(
         f"wrote {written.passwd} ({len(users)} users) and {written.acl}; passwords in {written.secrets} "
         f"(0600, variables MQTT_PASSWORD_<USER>): {len(written.generated)} new, "
         f"{len(users) - len(written.generated)} kept"
     )
+    if args.revoke or args.rotate:
+        print(
+            "reload the running broker without a restart: docker compose kill -s HUP mosquitto "
+            "(a connected revoked client is disconnected); re-render and install a rotated gateway's files"
+        )
+    return 0
+
+
+def cmd_gateway(settings: Settings, args: argparse.Namespace) -> int:
+    import os
+    from pathlib import Path
+
+    from cli import broker
+    from gateways.render import render
+
+    registry = wiring.registry(settings)
+    var = broker.env_name(args.gateway_id)
+    password = os.environ.get(var) or broker.read_secrets(Path(args.secrets)).get(var)
+    if not password:
+        raise ConfigurationError(
+            f"no {var} in the environment or in {args.secrets}: run `smartzone broker users` first "
+            "(or give --secrets the file it wrote)"
+        )
+    done = render(registry, args.gateway_id, Path(args.out), password, Path(args.ca) if args.ca else None)
+    for warning in done.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    for name, mode in sorted(done.files.items()):
+        print(f"{mode:04o} {done.folder / name}")
+    print(f"rendered {len(done.files)} files for {args.gateway_id}; on the Pi, as root: bash {done.folder}/install.sh")
     return 0
 
 
@@ -757,7 +800,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="dotenv file the passwords are kept in (made 0600; its other lines are kept): compose's .env",
     )
     br.add_argument("--region-prefix", default="eu868", help="ChirpStack's gateway topic prefix (region_*.toml)")
+    br.add_argument(
+        "--revoke",
+        action="append",
+        default=[],
+        metavar="GATEWAY",
+        help="take a gateway's credential away (out of passwd and ACL until --rotate); repeatable",
+    )
+    br.add_argument(
+        "--rotate", action="append", default=[], metavar="GATEWAY", help="give a gateway a new password; repeatable"
+    )
     br.set_defaults(func=cmd_broker)
+
+    gw = sub.add_parser("gateway", help="the Raspberry Pi reference gateway")
+    gw_sub = gw.add_subparsers(dest="gateway_command", required=True)
+    gr = gw_sub.add_parser("render", help="render one gateway's files from the registry (never into the repository)")
+    gr.add_argument("gateway_id", help="a gateway id of the registry")
+    gr.add_argument("--out", required=True, help="folder to write into (created)")
+    gr.add_argument(
+        "--secrets", default=".env", help="dotenv file `smartzone broker users` keeps the passwords in (default .env)"
+    )
+    gr.add_argument("--ca", default=None, help="the central broker's CA certificate, copied as ca.crt")
+    gr.set_defaults(func=cmd_gateway)
 
     ix = sub.add_parser("influx", help="InfluxDB set-up, as its admin (influx.username)")
     ix.add_argument("action", choices=("init",))

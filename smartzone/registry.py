@@ -33,6 +33,11 @@ PLACEMENTS = ("public_space", "private_premises", "indoor")
 Placement = Literal["public_space", "private_premises", "indoor"]
 _MAC = re.compile(r"(?:[0-9A-Fa-f]{2}[:-]?){5}[0-9A-Fa-f]{2}")
 _EUI = re.compile(r"[0-9a-f]{16}")  # LoRaWAN DevEUI / JoinEUI / gateway id, as ChirpStack writes them
+# the gateway_ID of sx1302_hal's example global_conf.json and a common factory value: an unconfigured concentrator
+PLACEHOLDER_EUIS = ("aa555a0000000000", "0101010101010101")
+HARDWARE = ("raspberry-pi-4", "raspberry-pi-5")
+CONCENTRATORS = ("rak2287", "rak5146")  # SX1302 / SX1303 mPCIe modules on their Pi HAT, SPI
+ZIGBEE_ADAPTERS = ("zstack", "zboss")  # zigbee2mqtt's adapter: CC2652 (Z-Stack), nRF52840 (ZBOSS, experimental)
 
 
 def normalise_key(key: str) -> str:
@@ -84,6 +89,60 @@ def _eui(v: str, what: str) -> str:
     return v
 
 
+class CentralBroker(_Strict):
+    """Where a gateway's agent reaches the central broker: its TLS listener."""
+
+    host: str = Field(min_length=1, pattern=r"^[A-Za-z0-9.:-]+$")
+    port: int = Field(default=8883, ge=1, le=65535)
+
+
+class Concentrator(_Strict):
+    """A LoRa concentrator HAT on the Pi's SPI bus (SX1302 / SX1303), reset through a GPIO line."""
+
+    model: Literal["rak2287", "rak5146"]
+    spi_device: str = Field(default="/dev/spidev0.0", pattern=r"^/dev/spidev[0-9]+\.[0-9]+$")
+    reset_gpio: int = Field(default=17, ge=0, le=53)
+    gpio_chip: str | None = Field(default=None, pattern=r"^gpiochip[0-9]+$")  # default: the hardware's
+
+
+class ZigbeeAdapter(_Strict):
+    """The Zigbee coordinator zigbee2mqtt drives: a CC2652 (``zstack``) or an nRF52840 (``zboss``)."""
+
+    adapter: Literal["zstack", "zboss"]
+    serial: str = Field(default="/dev/ttyUSB0", pattern=r"^/dev/[A-Za-z0-9/_.:-]+$")
+
+
+class Radios(_Strict):
+    """The Pi's own radios the gateway uses: its Bluetooth adapter (BLE) and WiFi interface."""
+
+    ble: str | None = Field(default=None, pattern=r"^hci[0-9]+$")
+    wifi: str | None = Field(default=None, pattern=r"^wlan[0-9]+$")
+
+
+class PiGateway(_Strict):
+    """What the Raspberry Pi reference gateway needs to be rendered (``smartzone gateway render``)."""
+
+    hardware: Literal["raspberry-pi-4", "raspberry-pi-5"]
+    central: CentralBroker
+    concentrator: Concentrator | None = None
+    zigbee: ZigbeeAdapter | None = None
+    radios: Radios = Field(default_factory=Radios)
+
+    @property
+    def gpio_chip(self) -> str:
+        """The GPIO chip of the concentrator's reset line: the Pi 5's header is on ``gpiochip4`` (RP1)."""
+        if self.concentrator is not None and self.concentrator.gpio_chip:
+            return self.concentrator.gpio_chip
+        return "gpiochip4" if self.hardware == "raspberry-pi-5" else "gpiochip0"
+
+    @model_validator(mode="after")
+    def _chip(self) -> PiGateway:
+        c = self.concentrator
+        if c is not None and c.gpio_chip and self.hardware == "raspberry-pi-5" and c.gpio_chip != "gpiochip4":
+            raise ValueError(f"concentrator.gpio_chip {c.gpio_chip!r}: a Raspberry Pi 5's header GPIOs are gpiochip4")
+        return self
+
+
 class Gateway(_Strict):
     id: str
     name: str = ""
@@ -91,11 +150,30 @@ class Gateway(_Strict):
     timezone: str | None = None  # defaults to the zone's
     technologies: tuple[str, ...] = ()
     eui: str | None = None  # LoRa gateways: the gateway id (EUI-64) ChirpStack knows it by
+    pi: PiGateway | None = None  # the Raspberry Pi reference gateway's hardware and link (gateway render)
 
     @field_validator("eui")
     @classmethod
     def _gw_eui(cls, v: str | None) -> str | None:
-        return None if v is None else _eui(v, "gateway eui")
+        if v is None:
+            return None
+        if v.lower() in PLACEHOLDER_EUIS:
+            raise ValueError(f"gateway eui {v!r} is a placeholder of an unconfigured concentrator: give its real EUI")
+        return _eui(v, "gateway eui")
+
+    @model_validator(mode="after")
+    def _pi_matches(self) -> Gateway:
+        pi = self.pi
+        if pi is None:
+            return self
+        has = set(self.technologies)
+        if ("lora" in has) != (pi.concentrator is not None) or (pi.concentrator is not None) != (self.eui is not None):
+            raise ValueError(f"gateway {self.id}: a LoRa gateway (technology lora) needs both eui and pi.concentrator")
+        if ("zigbee" in has) != (pi.zigbee is not None):
+            raise ValueError(f"gateway {self.id}: a Zigbee gateway (technology zigbee) needs pi.zigbee, and only it")
+        if ("ble" in has) != (pi.radios.ble is not None):
+            raise ValueError(f"gateway {self.id}: a BLE gateway (technology ble) needs pi.radios.ble, and only it")
+        return self
 
     @field_validator("id")
     @classmethod
@@ -297,6 +375,39 @@ class RegistryFile(_Strict):
         return v
 
 
+def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
+    """The 1-based line of the YAML node at a pydantic error location (the deepest node that exists)."""
+    line = None
+    for part in loc:
+        if node is None:
+            break
+        line = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            node = next((v for k, v in node.value if getattr(k, "value", None) == part), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+        else:
+            node = None
+    if node is not None:
+        line = node.start_mark.line + 1
+    return line
+
+
+def _located(exc: ValidationError, path: Path) -> str:
+    """One line per validation error: ``line N: gateways.0.pi.hardware: <message>``."""
+    try:
+        root = yaml.compose(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        root = None
+    out = []
+    for err in exc.errors(include_url=False):
+        loc = tuple(err["loc"])
+        line = _line_of(root, loc)
+        where = ".".join(str(p) for p in loc) or "(top)"
+        out.append(f"  line {line if line is not None else '?'}: {where}: {err['msg']}")
+    return "\n".join(out)
+
+
 @dataclass(frozen=True, slots=True)
 class SensorInfo:
     """A resolved sensor as the pipeline needs it: everything for the tag set, precomputed."""
@@ -367,7 +478,7 @@ class Registry:
         try:
             return cls(RegistryFile.model_validate(raw), Path(path))
         except ValidationError as exc:
-            raise ConfigurationError(f"registry {path}: {exc}") from exc
+            raise ConfigurationError(f"registry {path}:\n" + _located(exc, path)) from exc
 
     def resolve(self, gateway_id: str | None, key: str) -> SensorInfo | None:
         """The sensor behind a gateway-local device key, or None if nobody registered it."""

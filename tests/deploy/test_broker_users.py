@@ -3,13 +3,13 @@ the password file and ACL written by ``smartzone broker users``).
 
 - No client can take another's session: a gateway that connects with an ingest worker's client id neither
   disconnects the worker nor receives the readings queued for it (issue 14, section 2).
-- LoRaWAN (issue 14, section 3): each LoRa gateway may publish only its own ``eu868/gateway/<EUI>/event|state``
-  and read only its own commands; ChirpStack's gateway backend reads every gateway's events and state and
-  writes commands; its integration keeps its application topics. A refused publish is seen in its MQTT v5
-  PUBACK (0x87) and by a privileged subscriber. Mosquitto grants a wildcard SUBSCRIBE that could match an
-  allowed topic and checks each message on delivery, so a refused read is shown by what arrives: a message
-  the subscriber may read, sent after the refused one, arrives, and the refused one never does (the broker
-  hands a client its messages in order).
+- LoRaWAN (issue 14, section 3; issue 15, section 4: the gateway's own user, its id, covers its EUI's topics):
+  each LoRa gateway may publish only its own ``eu868/gateway/<EUI>/event|state`` and read only its own commands;
+  ChirpStack's gateway backend reads every gateway's events and state and writes commands; its integration
+  keeps its application topics. A refused publish is seen in its MQTT v5 PUBACK (0x87) and by a privileged
+  subscriber. Mosquitto grants a wildcard SUBSCRIBE that could match an allowed topic and checks each message
+  on delivery, so a refused read is shown by what arrives: a message the subscriber may read, sent after the
+  refused one, arrives, and the refused one never does (the broker hands a client its messages in order).
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ def test_each_lora_gateway_publishes_only_its_own_events_and_reads_only_its_comm
     assert network.subscribe("$share/chirpstack/eu868/gateway/+/event/+") == [1]  # as ChirpStack subscribes
     assert network.subscribe("eu868/gateway/+/state/+") == [1]
 
-    gw_a = mq.client(a).connect()
+    gw_a = mq.client(LORA[0].id).connect()
     gw_a.subscribe("eu868/gateway/+/command/#")  # wider than it may read
     gw_a.subscribe("eu868/gateway/+/event/#")
     gw_a.subscribe("application/#")
@@ -124,7 +124,7 @@ def test_each_lora_gateway_publishes_only_its_own_events_and_reads_only_its_comm
         f"eu868/gateway/{b}/state/conn",
         f"eu868/gateway/{a}/command/down",
         "application/x/device/y/event/up",
-        f"gw/{LORA[0].id}/senml/x",
+        f"gw/{LORA[1].id}/senml/x",
     ):
         assert gw_a.publish(topic, "forged") == NOT_AUTHORISED, topic
     assert gw_a.publish(f"eu868/gateway/{a}/event/stats", "stats-a") == 0  # after the refused ones
@@ -132,7 +132,7 @@ def test_each_lora_gateway_publishes_only_its_own_events_and_reads_only_its_comm
     assert sorted(m.payload.decode() for m in network.messages) == ["online-a", "stats-a", "up-a"]
 
     # another gateway's events, and ChirpStack's commands: each gateway receives only its own commands
-    gw_b = mq.client(b).connect()
+    gw_b = mq.client(LORA[1].id).connect()
     gw_b.subscribe("eu868/gateway/+/command/#")
     assert gw_b.publish(f"eu868/gateway/{b}/event/up", "up-b") == 0
     integration = mq.client(broker.CHIRPSTACK).connect()
@@ -157,13 +157,15 @@ def test_each_lora_gateway_publishes_only_its_own_events_and_reads_only_its_comm
     assert integration.publish("application/app/device/a81758fffe0312ab/event/up", "event") == 0
     assert worker.wait(lambda: len(worker.messages) >= 1)
     assert [m.payload for m in worker.messages] == [b"event"]
-    # a gateway's own MQTT user (its id) cannot speak for its LoRa concentrator either
-    plain = mq.client(LORA[0].id).connect()
+    # a gateway without a concentrator cannot speak for any LoRa gateway; no user is named after an EUI
+    plain = mq.client("gw-egmont").connect()
     assert plain.publish(f"eu868/gateway/{a}/event/up", "forged") == NOT_AUTHORISED
+    assert a not in mq.passwords and b not in mq.passwords
 
 
 def test_broker_users_command_keeps_passwords_other_lines_and_secrecy(tmp_path, monkeypatch, capsys):
-    """`smartzone broker users`: one user per gateway, LoRa gateway, worker and service; passwords from the
+    """`smartzone broker users`: one user per gateway (a LoRa gateway's EUI topics are its own user's), worker and
+    service; passwords from the
     environment, else kept from the secrets file, else generated; the secrets file stays 0600 and keeps the
     operator's other lines; the example secret is refused."""
     from cli.main import main
@@ -177,7 +179,7 @@ def test_broker_users_command_keeps_passwords_other_lines_and_secrecy(tmp_path, 
     first = broker.read_secrets(dotenv)
     assert first["POSTGRES_PASSWORD"] == "mine" and first["MQTT_PASSWORD_GW_EGMONT"] == "from-the-environment"
     expected = {"smartzone-ingest-1", "smartzone-ingest-2", "smartzone-ingest-3", "chirpstack", "healthcheck"}
-    expected |= {broker.CHIRPSTACK_GATEWAYS, *(g.id for g in REG.doc.gateways), *(g.eui for g in LORA)}
+    expected |= {broker.CHIRPSTACK_GATEWAYS, *(g.id for g in REG.doc.gateways)}
     assert {broker.env_name(u) for u in expected} <= set(first)
     users = {line.split(":", 1)[0] for line in (tmp_path / "broker" / "passwd").read_text().splitlines()}
     assert users == expected and "from-the-environment" not in (tmp_path / "broker" / "passwd").read_text()
