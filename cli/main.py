@@ -822,19 +822,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gr.add_argument("--ca", default=None, help="the central broker's CA certificate, copied as ca.crt")
     gr.set_defaults(func=cmd_gateway)
-
-    ix = sub.add_parser("influx", help="InfluxDB set-up, as its admin (influx.username)")
-    ix.add_argument("action", choices=("init",))
-    ix.add_argument("--wait", type=float, default=60.0, help="seconds to wait for InfluxDB to answer")
-    ix.set_defaults(func=cmd_influx)
-
-    gw = sub.add_parser("gateway", help="the Raspberry Pi reference gateway")
-    gw_sub = gw.add_subparsers(dest="gateway_command", required=True)
     st = gw_sub.add_parser("selftest", help="on the gateway: is it ready? exit code = the number of failed checks")
     from gateways.agent.selftest import add_arguments
 
     add_arguments(st)
     st.set_defaults(func=cmd_gateway_selftest)
+
+    ix = sub.add_parser("influx", help="InfluxDB set-up, as its admin (influx.username)")
+    ix.add_argument("action", choices=("init",))
+    ix.add_argument("--wait", type=float, default=60.0, help="seconds to wait for InfluxDB to answer")
+    ix.set_defaults(func=cmd_influx)
 
     cfg = sub.add_parser("config", help="settings")
     cfg.add_argument("action", choices=("show",))

@@ -389,3 +389,12 @@ def test_on_the_real_root_the_clock_is_the_kernels(tmp_path):
 def test_comments_in_global_conf_are_not_json():
     text = '/* header */ {"url": "http://x//y", // line\n "gateway_ID": "AB" /* tail */}'
     assert json.loads(selftest._strip_comments(text)) == {"url": "http://x//y", "gateway_ID": "AB"}
+
+
+def test_the_gateway_command_holds_render_and_selftest():
+    """One `gateway` group holds both (a second `add_parser("gateway")` silently replaced the first once)."""
+    from cli.main import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["gateway", "render", "gw-x", "--out", "o"]).gateway_command == "render"
+    assert parser.parse_args(["gateway", "selftest", "--config", "a.toml"]).gateway_command == "selftest"
