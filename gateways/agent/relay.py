@@ -226,6 +226,7 @@ class Agent:
         if self.cfg.lora_eui:
             downward.append(f"{LORA_PREFIX}{self.cfg.lora_eui}/command/#")
         client.subscribe([(f, SubscribeOptions(qos=1)) for f in downward])
+        self._publish_health()  # at once, before the replay starts: the centre sees the backlog it is about to get
         self.central_up.set()
         self._wake.set()
         log.info("central broker connected backlog=%d", self.spool.backlog())
@@ -318,11 +319,13 @@ class Agent:
         next_at = time.monotonic()
         while not self.stopping.wait(max(0.0, next_at - time.monotonic())):
             next_at += interval
-            if not self.central_up.is_set():
-                continue
-            try:
-                doc = self.health()
-            except Exception:  # a health probe must never stop the relay
-                log.exception("heartbeat failed")
-                continue
-            self.central.publish(self.health_topic, json.dumps(doc, separators=(",", ":")).encode(), qos=1)
+            if self.central_up.is_set():
+                self._publish_health()
+
+    def _publish_health(self) -> None:
+        try:
+            doc = self.health()
+        except Exception:  # a health probe must never stop the relay
+            log.exception("heartbeat failed")
+            return
+        self.central.publish(self.health_topic, json.dumps(doc, separators=(",", ":")).encode(), qos=1)

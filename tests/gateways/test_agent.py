@@ -250,7 +250,7 @@ def test_central_broker_down_20s_nothing_lost_nothing_duplicated_over_tls(stack)
     assert any(r.get("online") is True for r in health)
     beats = [r for r in health if r.get("uptime") is not None]
     assert beats and beats[-1]["backlog"] == 0 and beats[-1]["cpu_temperature"] == 51.234
-    assert any(r["backlog"] > 0 for r in beats)  # a heartbeat after the outage carried the replayed backlog
+    assert any(r["backlog"] > 0 for r in beats)  # the heartbeat on reconnect, before the replay, had the backlog
     assert beats[-1]["ble_present"] is True and beats[-1]["clock_synchronised"] is True
     soft = s.influx.rows("SELECT * FROM gateway_software", s.settings.influx.ops_database)
     assert soft and soft[-1]["agent"] and soft[-1]["os"] == "Debian GNU/Linux 12 (bookworm)"
