@@ -62,7 +62,7 @@ class Agent:
         cfg: AgentConfig,
         *,
         root: Path = Path("/"),
-        window: int = 2000,
+        window: int = 200,  # paho re-scans its in-flight messages on every PUBACK: a bigger window is slower
         batch: int = 2000,
         clock: Any = time.time_ns,
     ) -> None:
