@@ -431,3 +431,52 @@ def test_a_copy_resent_with_the_agents_stamp_is_one_point(settings, run_worker, 
     assert len(got) == 2, got
     assert got[0]["time"] == stamp_us * 1000  # the agent's time
     assert got[1]["time"] > time.time_ns() - 60_000_000_000  # the worker's own
+
+
+def test_replay_is_oldest_first_and_in_order_per_topic(tmp_path):
+    """Messages spooled while the centre was down reach it oldest first, each topic in the order published."""
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    central = services.mosquitto(tmp_path / "central").start()
+    got: list[tuple[str, int]] = []
+    watcher = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="watch", protocol=mqtt.MQTTv5)
+    watcher.on_message = lambda c, u, m: got.append((m.topic, int(m.payload)))
+    subscribed = threading.Event()
+    watcher.on_subscribe = lambda *a: subscribed.set()
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = 3600
+    # the watcher's session exists before the agent can publish anything: nothing is published unseen
+    watcher.connect("127.0.0.1", central.port, clean_start=False, properties=props)
+    watcher.loop_start()
+    watcher.subscribe("gw/gw-a/zigbee2mqtt/#", 1)
+    assert subscribed.wait(10)
+    watcher.disconnect()
+    watcher.loop_stop()
+    central.stop()
+    local = gateway_mosquitto(tmp_path / "local").start()
+    cfg = agent_toml(tmp_path / "agent.toml", "gw-a", local.port, central.port, tmp_path / "spool")
+    agent = AgentProcess(cfg, fake_root(tmp_path / "root"), tmp_path / "agent.log").start()
+    try:
+        agent.wait_log("local broker connected")
+        pub = Publisher("127.0.0.1", local.port, client_id="radios")
+        sent = [(f"zigbee2mqtt/dev{n % 7}", n) for n in range(3_000)]
+        pub.publish(Emitted(t, str(n).encode(), ()) for t, n in sent)  # the centre is down
+        assert pub.wait_acked(30)
+        pub.close()
+        central.start()
+        watcher.connect("127.0.0.1", central.port, clean_start=False, properties=props)
+        watcher.loop_start()
+        assert wait_for(lambda: len({n for _, n in got}) == len(sent), 30), len(got)
+        firsts: dict[str, int] = {}
+        per_topic: dict[str, list[int]] = {}
+        for topic, n in got:
+            firsts.setdefault(topic, n)
+            per_topic.setdefault(topic, []).append(n)
+        assert all(ns == sorted(ns) for ns in per_topic.values())  # in order per topic
+        assert sorted(firsts.values()) == list(range(7))  # and the oldest of each came first
+    finally:
+        watcher.loop_stop()
+        agent.stop()
+        local.stop()
+        central.stop()
