@@ -31,7 +31,8 @@ zone's sensors side by side (a bigger district). Last line:
 pipeline: µs of the pipeline alone (process + render) per message kind, optionally side by side with an
 older checkout; see ``bench/pipeline_bench.py``.
 
-api: see ``bench/api_bench.py``; dashboards: see ``bench/dashboards_bench.py``.
+api: see ``bench/api_bench.py``; dashboards: see ``bench/dashboards_bench.py``; gateway (the gateway agent's
+replay after an outage): see ``bench/gateway_bench.py``.
 """
 
 from __future__ import annotations
@@ -603,7 +604,15 @@ def main() -> None:
             "pipeline", help="the pipeline alone: µs of process + render per message kind (see bench/pipeline_bench.py)"
         )
     )
+    gw = sub.add_parser("gateway", help="the gateway agent replaying an outage's spool (see bench/gateway_bench.py)")
+    gw.add_argument("--n", type=int, default=720_000, help="readings in the spool (one hour at 200 readings/s)")
+    gw.add_argument("--live-n", type=int, default=100_000, help="readings of the live MQTT publish reference")
     args = p.parse_args()
+    if args.bench == "gateway":
+        from bench.gateway_bench import gateway_bench
+
+        print(gateway_bench(args))
+        return
     if args.bench == "pipeline":
         from bench.pipeline_bench import pipeline_bench
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import h3
+import yaml
 from grafana_foundation_sdk.builders import common as common_b
 from grafana_foundation_sdk.builders import dashboard as dash
 from grafana_foundation_sdk.builders import geomap, stat, table, text, timeseries
@@ -933,18 +934,39 @@ def operations(z: DashboardZone) -> Board:
     b.row("Gateways")
     b.panel(
         _table(
-            "Gateway last seen and health",
-            "Latest heartbeat of each gateway (ops `gateway_health`): the time column is when it was last seen.",
+            "Gateway status, backlog and health",
+            "Latest heartbeat of each gateway's agent (ops `gateway_health`, from `gw/<id>/health` every 30 s) "
+            "and its status (`gw/<id>/status`: online = true, false = its last will, offline): backlog = "
+            "messages waiting in its disk spool for the centre, backlog_age = how old the oldest is, dropped "
+            "= messages lost because the spool was full. Last seen: the next table.",
             OPS,
-            'SELECT last("uptime") AS "uptime", last("cpu_temperature") AS "cpu_temperature", last("cpu_load") '
-            'AS "cpu_load", last("backlog") AS "backlog" FROM "gateway_health" WHERE $timeFilter AND "gateway" '
-            '=~ /^$gateway$/ GROUP BY "gateway"',
+            'SELECT last("online") AS "online", last("backlog") AS "backlog", last("backlog_age") AS '
+            '"backlog_age", last("dropped") AS "dropped", last("uptime") AS "uptime", last("cpu_temperature") AS '
+            '"cpu_temperature", last("cpu_load") AS "cpu_load" FROM "gateway_health" WHERE $timeFilter AND '
+            '"gateway" =~ /^$gateway$/ GROUP BY "gateway"',
             z.unit("gateway_health", "uptime"),
             {
+                "online": z.unit("gateway_health", "online"),
+                "backlog": z.unit("gateway_health", "backlog"),
+                "backlog_age": z.unit("gateway_health", "backlog_age"),
+                "dropped": z.unit("gateway_health", "dropped"),
                 "cpu_temperature": z.unit("gateway_health", "cpu_temperature"),
                 "cpu_load": z.unit("gateway_health", "cpu_load"),
-                "backlog": z.unit("gateway_health", "backlog"),
             },
+            width=12,
+        )
+    )
+    b.panel(
+        _table(
+            "Gateway last seen",
+            "When each gateway's last heartbeat arrived (the time column; ops `gateway_health`). A gateway "
+            "silent for 5 minutes fires the provisioned alert rule `Gateway silent` "
+            "(dashboards/provisioning/alerting/gateways.yaml).",
+            OPS,
+            'SELECT last("uptime") AS "uptime" FROM "gateway_health" WHERE $timeFilter AND "gateway" =~ '
+            '/^$gateway$/ GROUP BY "gateway"',
+            z.unit("gateway_health", "uptime"),
+            {},
             width=12,
         )
     )
@@ -1122,6 +1144,67 @@ def datasources(
     return out
 
 
+# A gateway is silent when its agent's heartbeats (every 30 s) stopped: its heartbeats counted per minute over the
+# last day (fill(0): a silent minute counts 0, for every gateway heard that day), averaged over the last 5 minutes
+# (the current one included). Grafana reduces each gateway's series to its last value; below 0.2 (no heartbeat in
+# those 5 minutes) the condition holds, and held for 1 minute the rule fires for that gateway. (An outer time filter
+# over a fill(0) subquery returns nothing on InfluxDB 1.6: hence moving_average.)
+GATEWAY_SILENT_QUERY = (
+    'SELECT moving_average(count("uptime"), 5) AS "beats_per_min" FROM "gateway_health" WHERE $timeFilter '
+    'GROUP BY time(1m), "gateway" fill(0)'
+)
+ALERT_RULES = "provisioning/alerting/gateways.yaml"
+
+
+def alert_rules() -> str:
+    """Grafana alerting file provisioning (``apiVersion: 1``, ``groups``) of the gateways' rules."""
+    rule = {
+        "uid": "smartzone-gateway-silent",
+        "title": "Gateway silent",
+        "condition": "C",
+        "data": [
+            {
+                "refId": "A",
+                "relativeTimeRange": {"from": 86400, "to": 0},
+                "datasourceUid": OPS,
+                "model": {"refId": "A", "rawQuery": True, "resultFormat": "time_series", "query": GATEWAY_SILENT_QUERY},
+            },
+            {
+                "refId": "B",
+                "datasourceUid": "__expr__",
+                "model": {"refId": "B", "type": "reduce", "expression": "A", "reducer": "last"},
+            },
+            {
+                "refId": "C",
+                "datasourceUid": "__expr__",
+                "model": {
+                    "refId": "C",
+                    "type": "threshold",
+                    "expression": "B",
+                    "conditions": [{"evaluator": {"type": "lt", "params": [0.2]}}],
+                },
+            },
+        ],
+        "noDataState": "Alerting",  # no gateway heard for a day at all
+        "execErrState": "Error",
+        "for": "1m",
+        "annotations": {
+            "summary": "Gateway {{ $labels.gateway }} has sent no heartbeat for 5 minutes",
+            "description": "Its agent publishes gw/<id>/health every 30 s. Check the gateway's power and network, "
+            "then `smartzone-gateway-agent selftest` on it (docs/parts/gateway-agent.md).",
+        },
+        "labels": {"severity": "warning", "team": "operations"},
+    }
+    doc = {
+        "apiVersion": 1,
+        "groups": [{"orgId": 1, "name": "gateways", "folder": FOLDER_TITLE, "interval": "1m", "rules": [rule]}],
+    }
+    head = (
+        "# Grafana alerting file provisioning: the gateways' alert rules (generated by `smartzone dashboards build`).\n"
+    )
+    return head + yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=100)
+
+
 def provisioning_files(boards: list[Board], z: DashboardZone, api_url: str = API_URL) -> dict[str, str]:
     """Relative path -> text of Grafana's file provisioning (datasources, dashboard provider, gazetteer) and
     of the dashboards, linking to the open-data API at ``api_url``."""
@@ -1171,6 +1254,7 @@ def provisioning_files(boards: list[Board], z: DashboardZone, api_url: str = API
     return {
         "provisioning/datasources/smartzone.yaml": "\n".join(ds_lines) + "\n",
         "provisioning/dashboards/smartzone.yaml": "\n".join(provider) + "\n",
+        ALERT_RULES: alert_rules(),
         "provisioning/gazetteer/smartzone-cells.json": json.dumps(z.gazetteer(), indent=1) + "\n",
         **{
             f"json/{b.uid}.json": json.dumps(

@@ -51,6 +51,7 @@ GRAFANA_UNITS = {
     "fraction": "percentunit",
     "ms": "ms",
     "bytes": "bytes",
+    "B": "bytes",
     "per_s": "cps",
     "per_min": "cpm",
 }

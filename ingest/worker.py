@@ -72,6 +72,24 @@ class Batch:
     nbytes: int = 0
 
 
+AGENT_RECEIVED = "smartzone-received"  # the gateway agent's MQTT v5 user property (gateways/agent/relay.py)
+
+
+def _agent_stamp(user_properties: list[tuple[str, str]], now_ns: int, window: tuple[int, int]) -> int | None:
+    """The receipt time (ns) the gateway agent stamped on a message, when it has one that is a plausible time
+    (no older than the raw retention, no further ahead than ``ingest.max_future``: a gateway whose clock is
+    not set yet gets ours instead)."""
+    for name, value in user_properties:
+        if name == AGENT_RECEIVED:
+            try:
+                ns = int(value) * 1000
+            except ValueError:
+                return None
+            max_age, max_future = window
+            return ns if now_ns - max_age <= ns <= now_ns + max_future else None
+    return None
+
+
 # the stores ingestion writes (the open one is the charter job's)
 STORES = (Store.RAW, Store.OPS, Store.PSEUDONYMOUS)
 
@@ -90,6 +108,11 @@ class Worker:
         ing = settings.ingest
         self.charter = Charter.load(settings.charter.path)
         self.pipeline = Pipeline.from_settings(settings, self.registry, self.charter, cap_unrouted=True)
+        # how far a gateway agent's receipt time may lie from ours: the pipeline's own time limits
+        self._stamp_window = (
+            int(self.pipeline.max_age.total_seconds() * 1e9),
+            int(self.pipeline.max_future.total_seconds() * 1e9),
+        )
         # the routes' filters and the watched ones (``ingest.watch``), none covering another; route filters a
         # watched one covers were subscribed by earlier versions: dropped from a resumed session
         self._filters = subscriptions(ing.routes, ing.watch)
@@ -211,7 +234,13 @@ class Worker:
         topic_b = m._topic  # bytes; m.topic decodes on every access
         payload = bytes(m.payload)  # paho decodes it as bytes (struct.unpack): the same object, no copy
         key = message_key(topic_b, payload, m.mid)
-        if m.dup:
+        props = m.properties
+        stamped = None
+        if props is not None and hasattr(props, "UserProperty"):
+            stamped = _agent_stamp(props.UserProperty, now_ns, self._stamp_window)
+        if stamped is not None:  # the gateway agent's receipt time: the same on every copy it sends
+            now_ns = stamped
+        elif m.dup:
             recorded = self.journal.get(key)
             if recorded is not None:
                 now_ns = recorded

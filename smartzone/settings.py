@@ -133,14 +133,14 @@ DEFAULT_ROUTES = [
     Route(filter="gw/+/+/binary_sensor/+/state", decoder="esphome"),
     Route(filter="gw/+/json/#", decoder="generic_json"),
     Route(filter="gw/+/sightings/#", decoder="sightings"),
+    Route(filter="gw/+/health", decoder="gateway_agent"),  # the gateway agent's heartbeat and status
+    Route(filter="gw/+/status", decoder="gateway_agent"),
     Route(filter="application/+/device/+/event/+", decoder="chirpstack"),
 ]
 # Subscribed besides the routes: a message here that no route matches is a ``no_route`` dead letter.
 DEFAULT_WATCH = ["gw/#", "application/#"]
 # Watched topics that are not readings and belong to someone else: acknowledged and dropped, not dead letters.
 DEFAULT_IGNORE = [
-    "gw/+/health",  # the gateway agent's heartbeat and last will (DESIGN.md, MQTT topics)
-    "gw/+/status",
     "gw/+/experiments/#",  # the experiments service and the gateway agent
     "application/+/device/+/command/#",  # downlinks queued for ChirpStack
     "gw/+/tele/+/STATE",  # Tasmota's telemetry other than SENSOR, its last will, results and commands

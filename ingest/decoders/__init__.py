@@ -24,7 +24,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ingest.decoders import ble_gateway, chirpstack, esphome, generic_json, senml, sightings, tasmota, zigbee2mqtt
+from ingest.decoders import (
+    ble_gateway,
+    chirpstack,
+    esphome,
+    gateway_agent,
+    generic_json,
+    senml,
+    sightings,
+    tasmota,
+    zigbee2mqtt,
+)
 from smartzone.model import Decoded, Message, Reading
 from smartzone.registry import Registry
 
@@ -34,7 +44,7 @@ if TYPE_CHECKING:
 Decoder = Callable[[Message], list[Reading] | Decoded]
 
 DECODERS: dict[str, Decoder] = {
-    m.NAME: m.decode for m in (senml, zigbee2mqtt, tasmota, ble_gateway, esphome, generic_json)
+    m.NAME: m.decode for m in (senml, zigbee2mqtt, tasmota, ble_gateway, esphome, generic_json, gateway_agent)
 }
 REGISTRY_DECODERS: dict[str, Callable[[Registry], Decoder]] = {chirpstack.NAME: chirpstack.make}
 PRIVATE_DECODERS: dict[str, Callable[[Registry, Pseudonymiser | None], Decoder]] = {sightings.NAME: sightings.make}
