@@ -112,6 +112,7 @@ _ROWS: tuple[Quantity, ...] = (
     _q("gateway_health.backlog_age", "s", 0, 1e10, description="age of the oldest message waiting on the gateway"),
     _q("gateway_health.dropped", "count", 0, 1e12, "int", "messages the agent dropped when its spool was full"),
     _q("gateway_health.refused", "count", 0, 1e12, "int", "messages the central broker refused (ACL)"),
+    _q("gateway_health.unheard", "count", 0, 1e12, "int", "messages the centre had no reader for yet (resent)"),
     _q("gateway_health.memory_available", "B", 0, 1e13, "int", "memory available (MemAvailable)"),
     _q("gateway_health.memory_used", "%", 0, 100, description="memory in use"),
     _q("gateway_health.disk_free", "B", 0, 1e15, "int", "free space on the spool's file system"),

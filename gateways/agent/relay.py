@@ -39,6 +39,8 @@ log = logging.getLogger("gateways.agent")
 
 RECEIVED_PROPERTY = "smartzone-received"  # MQTT v5 user property: the agent's receipt time, µs since the epoch
 LORA_PREFIX = "eu868/gateway/"
+NO_MATCHING_SUBSCRIBERS = 0x10  # MQTT v5 PUBACK reason code
+UNHEARD_PAUSE_S = 1.0  # after a PUBACK said nobody reads a message: wait, then resend from it
 SESSION_EXPIRY = 7 * 24 * 3600  # the local broker keeps the agent's subscriptions and queue this long
 
 
@@ -65,6 +67,7 @@ class Agent:
         window: int = 200,  # paho re-scans its in-flight messages on every PUBACK: a bigger window is slower
         batch: int = 2000,
         clock: Any = time.time_ns,
+        hold_unheard: float = 600.0,
     ) -> None:
         self.cfg = cfg
         self.root = root
@@ -82,6 +85,15 @@ class Agent:
         self._cpu = health.CpuSample()
         self.refused = 0
         self.relayed = 0
+        # MQTT v5 PUBACK 0x10 "no matching subscribers": the centre took the message but nobody reads it yet
+        # (Mosquitto 2.0 restores no shared subscription after a restart until the workers subscribe again).
+        # The agent keeps it and resends from there, for up to `hold_unheard` seconds per record.
+        self.hold_unheard = hold_unheard
+        self.unheard = 0  # PUBACKs that said nobody read the message (each resent)
+        self.unheard_given_up = 0  # records nobody read within hold_unheard, given up (logged)
+        self._unheard_from: int | None = None  # the oldest seq to resend
+        self._unheard_since: dict[int, float] = {}  # seq -> when the centre first had no reader for it
+        self._resume_at = 0.0
         self.central_up = threading.Event()
         self.local_up = threading.Event()
         self.status_topic = f"gw/{cfg.gateway_id}/status"
@@ -255,6 +267,14 @@ class Agent:
             done = self._take_acks()
             if done:
                 self.spool.ack(done)
+            if self._unheard_from is not None:
+                # nobody read one: forget what is in flight (its PUBACKs are ignored), wait a moment for the
+                # centre's subscribers, and resend in order from the oldest unread (copies are idempotent:
+                # each carries the agent's receipt stamp)
+                self.spool.rewind(self._unheard_from)
+                self._inflight.clear()
+                self._unheard_from = None
+                self._resume_at = time.monotonic() + UNHEARD_PAUSE_S
             now = time.monotonic()
             if now - last_save > 0.2:
                 self.spool.save()
@@ -262,7 +282,7 @@ class Agent:
             if self.stopping.is_set():
                 self.spool.save()
                 return
-            if not self.central_up.is_set():
+            if not self.central_up.is_set() or time.monotonic() < self._resume_at:
                 continue
             room = self.window - len(self._inflight)
             if room <= 0:
@@ -286,6 +306,20 @@ class Agent:
             seq = inflight.pop(mid, None)
             if seq is None:
                 continue  # the heartbeat's or the status's
+            if code == NO_MATCHING_SUBSCRIBERS:
+                first = self._unheard_since.setdefault(seq, time.monotonic())
+                if time.monotonic() - first < self.hold_unheard:
+                    self.unheard += 1
+                    self._unheard_from = seq if self._unheard_from is None else min(self._unheard_from, seq)
+                    continue  # not done: resent from the spool
+                self.unheard_given_up += 1
+                log.error(
+                    "no subscriber at the centre read spool message seq=%d for %.0f s: given up; is the ingest "
+                    "worker (or ChirpStack, for eu868/ topics) running?",
+                    seq,
+                    self.hold_unheard,
+                )
+            self._unheard_since.pop(seq, None)
             if code >= 0x80:
                 self.refused += 1
                 log.error(
@@ -313,6 +347,7 @@ class Agent:
             now=self._clock() / 1e9,
         )
         doc["refused"] = self.refused
+        doc["unheard"] = self.unheard
         return doc
 
     def _heartbeat(self) -> None:

@@ -236,6 +236,17 @@ class Spool:
                     break
         return out
 
+    def rewind(self, seq: int) -> None:
+        """Hand out records again from ``seq`` on (the centre had no subscriber for one: resend it and what
+        followed it, in order). Records already acknowledged are not handed out again."""
+        with self._lock:
+            target = max(seq, self.acked)
+            if target < self._read_next:
+                self._read_next = target
+                if self._reader is not None:
+                    self._reader[1].close()
+                    self._reader = None
+
     def _segment_of(self, seq: int) -> _Segment | None:
         for seg in self._segments:
             if seg.first <= seq < seg.first + seg.count:
