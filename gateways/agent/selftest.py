@@ -23,7 +23,6 @@ import ssl
 import sys
 import threading
 import time
-import tomllib
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +32,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from gateways.agent import config as agent_config
+
 REGION_PREFIX = "eu868"  # ChirpStack's gateway topic prefix (gateways/network-server/region_eu868.toml)
 PLACEHOLDER_EUIS = ("AA555A0000000000", "0101010101010101")  # sx1302_hal / packet_forwarder examples
 MOSQUITTO_PERSISTENCE = "/var/lib/mosquitto"  # the local broker's persistence_location (Debian's default)
@@ -41,27 +42,15 @@ REPLY_TIMEOUT = 5.0  # seconds for a broker, zigbee2mqtt or a retained state to 
 CONFIG_ERROR = 100  # the exit code when agent.toml cannot be read (more than there are checks)
 
 
-# -- configuration (a minimal reading of agent.toml; the agent's loader gateways/agent/config.py is the full one)
-class ConfigError(Exception):
-    """agent.toml is unreadable or a key is wrong; the message names the key."""
-
-
-@dataclass(frozen=True)
-class SelftestConfig:
-    spi_device: str = "/dev/spidev0.0"
-    gpio_chip: str = "gpiochip0"
-    reset_gpio: int = 17
-    concentrator_conf: str = "/etc/smartzone-gateway/global_conf.json"
-    forwarder_port: int = 1700
-    zigbee_serial: str = "/dev/ttyUSB0"
-    zigbee2mqtt_base_topic: str = "zigbee2mqtt"
-    hci: str = "hci0"
-    min_disk_free_bytes: int = 536870912
-    ble_heard_within: float = 300.0
+# -- configuration: agent.toml, read by the agent's own loader (errors name the key) ----------------------
+ConfigError = agent_config.ConfigError
+SelftestConfig = agent_config.SelfTest
 
 
 @dataclass(frozen=True)
 class Config:
+    """What the checks need of agent.toml, flattened."""
+
     gateway_id: str
     lora_eui: str | None
     local_host: str
@@ -77,55 +66,23 @@ class Config:
     selftest: SelftestConfig = field(default_factory=SelftestConfig)
 
 
-_MISSING = object()
-
-
-def _get(table: dict[str, Any], section: str, key: str, kind: type | tuple[type, ...], default: Any = _MISSING) -> Any:
-    if key not in table:
-        if default is _MISSING:
-            raise ConfigError(f"{section}{key} is missing")
-        return default
-    value, kinds = table[key], kind if isinstance(kind, tuple) else (kind,)
-    if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
-        raise ConfigError(f"{section}{key} = {value!r}: expected {' or '.join(k.__name__ for k in kinds)}")
-    return value
-
-
 def load_config(path: Path) -> Config:
-    try:
-        doc = tomllib.loads(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: {exc}") from exc
-    local, central, spool, st = (doc.get(s, {}) for s in ("local", "central", "spool", "selftest"))
-    eui = doc.get("lora_eui")
-    if eui is not None and (
-        not isinstance(eui, str) or len(eui) != 16 or any(c not in "0123456789abcdefABCDEF" for c in eui)
-    ):
-        raise ConfigError(f"lora_eui = {eui!r}: expected 16 hex digits")
-    gateway_id = _get(doc, "", "gateway_id", str)
-    defaults = SelftestConfig()
-    selftest = SelftestConfig(
-        **{
-            f: _get(st, "selftest.", f, (int, float) if isinstance(v, float) else type(v), v)
-            for f, v in vars(defaults).items()
-        }
-    )
+    cfg = agent_config.load(path)
+    c = cfg.central
     return Config(
-        gateway_id=gateway_id,
-        lora_eui=eui.upper() if eui else None,
-        local_host=_get(local, "local.", "host", str, "127.0.0.1"),
-        local_port=_get(local, "local.", "port", int, 1883),
-        relay=tuple(_get(local, "local.", "relay", list, [])),
-        central_host=_get(central, "central.", "host", str),
-        central_port=_get(central, "central.", "port", int, 8883),
-        ca_file=_get(central, "central.", "ca_file", str, None),
-        username=_get(central, "central.", "username", str, gateway_id),
-        password_file=_get(central, "central.", "password_file", str, None),
-        keepalive=_get(central, "central.", "keepalive", int, 30),
-        spool_dir=_get(spool, "spool.", "dir", str, "/var/lib/smartzone-gateway/spool"),
-        selftest=selftest,
+        gateway_id=cfg.gateway_id,
+        lora_eui=cfg.lora_eui,
+        local_host=cfg.local.host,
+        local_port=cfg.local.port,
+        relay=cfg.local.relay,
+        central_host=c.host,
+        central_port=c.port,
+        ca_file=str(c.ca_file) if c.ca_file is not None else None,
+        username=c.username or cfg.gateway_id,
+        password_file=str(c.password_file) if c.password_file is not None else None,
+        keepalive=c.keepalive,
+        spool_dir=str(cfg.spool.dir),
+        selftest=cfg.selftest,
     )
 
 

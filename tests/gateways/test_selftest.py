@@ -365,10 +365,10 @@ def test_a_configuration_error_names_the_key(tmp_path, capsys):
     conf = tmp_path / "agent.toml"
     conf.write_text('lora_eui = "B827EBFFFE6A0C01"\n[central]\nhost = "c"\n')
     assert selftest.main(["--config", str(conf)]) == selftest.CONFIG_ERROR
-    assert "gateway_id is missing" in capsys.readouterr().err
+    assert "gateway_id: missing" in capsys.readouterr().err
     conf.write_text('gateway_id = "gw-a"\n[central]\nhost = "c"\n[selftest]\nreset_gpio = "17"\n')
     assert selftest.main(["--config", str(conf)]) == selftest.CONFIG_ERROR
-    assert "selftest.reset_gpio = '17': expected int" in capsys.readouterr().err
+    assert "selftest.reset_gpio: '17' is not an integer" in capsys.readouterr().err
 
 
 def test_on_the_real_root_the_clock_is_the_kernels(tmp_path):
