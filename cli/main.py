@@ -22,6 +22,8 @@ smartzone broker users           the broker's password file, ACL and passwords, 
 smartzone gateway render GW      the Raspberry Pi reference gateway's files for one gateway (--out DIR)
 smartzone influx init            as InfluxDB's admin: databases, retention policies, one user per service
 smartzone gateway selftest       on a gateway: is it ready? (named checks; exit code = the number of failures)
+smartzone experiments migrate    upgrade the experiments store (settings.sql_url) to the newest schema
+smartzone tokens create|list|revoke  bearer tokens of the experiments service (the secret is shown once)
 """
 
 from __future__ import annotations
@@ -651,6 +653,58 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     return up(settings, demo=args.demo, rate=args.rate, backfill=args.backfill)
 
 
+def cmd_experiments(settings: Settings, args: argparse.Namespace) -> int:
+    from experiments.db import current_revision, engine_for, migrate
+
+    engine = engine_for(settings.sql_url)
+    try:
+        migrate(engine)
+        print(f"experiments store at revision {current_revision(engine)}")
+    finally:
+        engine.dispose()
+    return 0
+
+
+def cmd_tokens(settings: Settings, args: argparse.Namespace) -> int:
+    from experiments.db import open_store
+    from experiments.tokens import TokenError, create_token, list_tokens, revoke
+
+    sessions = open_store(settings.sql_url)
+    now = datetime.now(UTC)
+    try:
+        if args.action == "create":
+            if not args.name or not args.role:
+                print("smartzone: tokens create needs --name and --role", file=sys.stderr)
+                return 2
+            try:
+                token_id, secret = create_token(sessions, args.name, args.role, now)
+            except TokenError as exc:
+                print(f"smartzone: {escape(str(exc))}", file=sys.stderr)
+                return 2
+            print(f"token {token_id} for {escape(args.name)} ({args.role}); the secret, shown only now:")
+            print(secret)
+            return 0
+        if args.action == "list":
+            tokens = list_tokens(sessions)
+            print(f"{len(tokens)} tokens")
+            for t in tokens:
+                state = f"revoked {t.revoked_at.isoformat()}" if t.revoked_at else "live"
+                used = t.last_used_at.isoformat() if t.last_used_at else "never"
+                print(
+                    f"  {t.id}  {escape(t.user):<20} {t.role:<12} created {t.created_at.isoformat()}"
+                    f"  last used {used}  {state}"
+                )
+            return 0
+        if not args.target:
+            print("smartzone: tokens revoke needs a user name or a token id", file=sys.stderr)
+            return 2
+        n = revoke(sessions, args.target, now)
+        print(f"revoked {n} token(s) of {escape(args.target)}")
+        return 0 if n else 1
+    finally:
+        sessions.kw["bind"].dispose()
+
+
 # -- parser -----------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="smartzone", description="Smart Zone living-lab data pipeline")
@@ -832,6 +886,17 @@ def build_parser() -> argparse.ArgumentParser:
     ix.add_argument("action", choices=("init",))
     ix.add_argument("--wait", type=float, default=60.0, help="seconds to wait for InfluxDB to answer")
     ix.set_defaults(func=cmd_influx)
+
+    ex = sub.add_parser("experiments", help="protocol experiments on gateways: the store")
+    ex.add_argument("action", choices=("migrate",))
+    ex.set_defaults(func=cmd_experiments)
+
+    tk = sub.add_parser("tokens", help="bearer tokens of the experiments service")
+    tk.add_argument("action", choices=("create", "list", "revoke"))
+    tk.add_argument("target", nargs="?", default=None, help="revoke: a user name (all its tokens) or a token id")
+    tk.add_argument("--name", default=None, help="create: the user the token is for (created if new)")
+    tk.add_argument("--role", default=None, choices=("experimenter", "operator"), help="create: the user's role")
+    tk.set_defaults(func=cmd_tokens)
 
     cfg = sub.add_parser("config", help="settings")
     cfg.add_argument("action", choices=("show",))

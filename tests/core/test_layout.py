@@ -19,7 +19,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 HOUSE = json.loads((REPO / "docs" / "architecture.json").read_text())
-PACKAGES = ("smartzone", "cli", "ingest", "storage", "datacharter", "api", "gateways", "dashboards")
+PACKAGES = ("smartzone", "cli", "ingest", "storage", "datacharter", "api", "gateways", "dashboards", "experiments")
 
 
 def _part(rel: str) -> str | None:
@@ -171,6 +171,7 @@ def test_one_wheel_holds_every_package(tmp_path):
     for pkg in PACKAGES:
         assert f"{pkg}/__init__.py" in names, pkg
     assert "ingest/broker/mosquitto.conf" in names and "gateways/registry/antwerp.yaml" in names
+    assert "experiments/migrations/env.py" in names and "experiments/migrations/versions/0001_initial.py" in names
     assert any(n.endswith("entry_points.txt") for n in names)
 
 
