@@ -13,6 +13,7 @@ COPY datacharter ./datacharter
 COPY api ./api
 COPY gateways ./gateways
 COPY dashboards ./dashboards
+COPY experiments ./experiments
 RUN pip install --no-cache-dir ".[postgres]" && useradd --system --uid 10001 smartzone \
     && mkdir -p /var/lib/smartzone/peppers && chown -R smartzone /var/lib/smartzone \
     && chmod 700 /var/lib/smartzone/peppers
