@@ -25,11 +25,12 @@ from pathlib import Path
 
 import psutil
 
-from bench.run import REPO, counter_proc, mqtt_ceiling
+from bench.ceilings import counter_proc, mqtt_ceiling
 from bench.workloads import bench_registry, make_messages
 from cli import services
 from gateways.agent.spool import Spool
 
+REPO = Path(__file__).resolve().parent.parent
 GATEWAY = "bench-gw"
 
 
