@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 import re
 import secrets
 from collections.abc import Mapping, Sequence
@@ -41,6 +40,7 @@ from pathlib import Path
 
 from ingest.failover import status_topic
 from smartzone.errors import ConfigurationError
+from smartzone.files import write_atomic
 from smartzone.registry import Registry
 from smartzone.settings import EXAMPLE_SECRET
 
@@ -198,16 +198,6 @@ def passwords(
     return out
 
 
-def _write(path: Path, text: str, mode: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, mode)  # an existing file keeps its old mode through os.open
-    os.replace(tmp, path)
-
-
 @dataclass(frozen=True)
 class Written:
     passwd: Path
@@ -245,8 +235,8 @@ def write(
         if u.name in rotate or not (environ.get(env_name(u.name)) or known.get(env_name(u.name)))
     ]
     still_revoked = sorted((set(revoked(known)) | set(revoke)) - set(rotate))
-    _write(out_dir / "passwd", "".join(f"{u.name}:{password_hash(pws[u.name])}\n" for u in all_users), 0o640)
-    _write(out_dir / "acl", render_acl(all_users), 0o644)
+    write_atomic(out_dir / "passwd", "".join(f"{u.name}:{password_hash(pws[u.name])}\n" for u in all_users), 0o640)
+    write_atomic(out_dir / "acl", render_acl(all_users), 0o644)
     ours: dict[str, str] = {env_name(u.name): pws[u.name] for u in all_users}
     ours[REVOKED] = ",".join(still_revoked)
     gone = {env_name(n) for n in revoke}
@@ -264,5 +254,5 @@ def write(
     if ours:
         kept += ["# Broker passwords (`smartzone broker users`): one per broker user; keep private, never commit."]
         kept += [f"{k}={v}" for k, v in ours.items()]
-    _write(secrets_file, "\n".join(kept) + "\n", 0o600)
+    write_atomic(secrets_file, "\n".join(kept) + "\n", 0o600)
     return Written(out_dir / "passwd", out_dir / "acl", secrets_file, list(all_users), generated)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import tomllib
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from pathlib import Path
 import yaml
 
 from smartzone.errors import ConfigurationError
+from smartzone.files import write_atomic
 from smartzone.registry import Gateway, PiGateway, Registry
 
 HERE = Path(__file__).resolve().parent
@@ -429,15 +429,5 @@ def render(registry: Registry, gateway_id: str, out: Path, password: str, ca_fil
         warnings.append(f"{gw.id}: gateways/agent/ is missing: install.sh will not find the agent's code")
     put("user-data", user_data(gw, dict(files), dict(modes)), 0o600)
     for name, data in files.items():
-        _write(out / name, data, modes[name])
+        write_atomic(out / name, data, modes[name])
     return Rendered(out, modes, warnings)
-
-
-def _write(path: Path, data: bytes, mode: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.chmod(tmp, mode)  # an existing file keeps its old mode through os.open
-    os.replace(tmp, path)

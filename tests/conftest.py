@@ -106,20 +106,25 @@ def settings(tmp_path, mosquitto, influxd) -> Settings:
     return zone_settings(tmp_path / "data", influxd.url, mosquitto.port)
 
 
+def drop_zone_databases(client: Influx, s: Settings) -> None:
+    """Drop a test zone's four databases (raw, ops, pseudonymous, open); one a test made unreachable is skipped."""
+    for db in (
+        s.influx.raw_database,
+        s.influx.ops_database,
+        s.influx.pseudonymous_database,
+        s.charter.open_database,
+    ):
+        with contextlib.suppress(Exception):
+            client.drop_database(db)
+
+
 @pytest.fixture
 def influx(settings) -> Iterator[Influx]:
     client = Influx(settings.influx)
     try:
         yield client
     finally:
-        for db in (
-            settings.influx.raw_database,
-            settings.influx.ops_database,
-            settings.influx.pseudonymous_database,
-            settings.charter.open_database,
-        ):
-            with contextlib.suppress(Exception):  # cleanup of a database a test may have made unreachable
-                client.drop_database(db)
+        drop_zone_databases(client, settings)
         client.close()
 
 

@@ -19,7 +19,7 @@ from ingest.worker import ensure_databases
 from smartzone.registry import Registry
 from smartzone.settings import Settings
 from storage.influx import Influx
-from tests.conftest import REGISTRY, zone_settings
+from tests.conftest import REGISTRY, drop_zone_databases, zone_settings
 
 NOW = datetime.now(UTC)
 DAY = datetime(NOW.year, NOW.month, NOW.day, tzinfo=UTC) - timedelta(days=1)  # yesterday, UTC: published
@@ -44,13 +44,7 @@ def published(tmp_path_factory, influxd) -> Iterator[Settings]:
     job.run_once(now=DAY + timedelta(days=1, minutes=5))
     job.store.close()
     yield settings
-    for db in (
-        settings.influx.raw_database,
-        settings.influx.ops_database,
-        settings.influx.pseudonymous_database,
-        settings.charter.open_database,
-    ):
-        influx.drop_database(db)
+    drop_zone_databases(influx, settings)
     influx.close()
 
 

@@ -28,7 +28,7 @@ from ingest.worker import Worker, ensure_databases
 from smartzone.registry import Registry
 from smartzone.settings import Settings
 from storage.influx import Influx
-from tests.conftest import REGISTRY, wait_for, zone_settings
+from tests.conftest import REGISTRY, drop_zone_databases, wait_for, zone_settings
 
 NOW = datetime.now(UTC)
 LIVE_ROUNDS = 5
@@ -102,12 +102,6 @@ def loaded(tmp_path_factory, influxd) -> Iterator[Loaded]:
     finally:
         if worker is not None:
             worker.stop()
-        for db in (
-            settings.influx.raw_database,
-            settings.influx.ops_database,
-            settings.influx.pseudonymous_database,
-            settings.charter.open_database,
-        ):
-            influx.drop_database(db)
+        drop_zone_databases(influx, settings)
         influx.close()
         broker.stop()

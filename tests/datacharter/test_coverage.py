@@ -24,7 +24,7 @@ from ingest.pipeline import Pipeline
 from ingest.worker import ensure_databases
 from smartzone.registry import Registry
 from storage.influx import Influx
-from tests.conftest import REGISTRY, zone_settings
+from tests.conftest import REGISTRY, drop_zone_databases, zone_settings
 
 CHARTER = Charter.load()
 TODAY = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
@@ -52,13 +52,7 @@ def zone(tmp_path_factory, influxd):
     job = CharterJob(settings, CHARTER, registry, influx)
     reports = job.run_once(now=HALF + timedelta(days=1, minutes=5), datasets=DATASETS)
     yield {"settings": settings, "influx": influx, "job": job, "reports": reports}
-    for db in (
-        settings.influx.raw_database,
-        settings.influx.ops_database,
-        settings.influx.pseudonymous_database,
-        settings.charter.open_database,
-    ):
-        influx.drop_database(db)
+    drop_zone_databases(influx, settings)
     job.close()
 
 
@@ -188,13 +182,7 @@ def test_the_run_line_says_what_that_run_published(tmp_path, influxd, monkeypatc
             job.store.close()
         assert lines == ["charter 2026.12.0 run: nothing to publish"]
     finally:
-        for db in (
-            settings.influx.raw_database,
-            settings.influx.ops_database,
-            settings.influx.pseudonymous_database,
-            settings.charter.open_database,
-        ):
-            influx.drop_database(db)
+        drop_zone_databases(influx, settings)
         influx.close()
 
 

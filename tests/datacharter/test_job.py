@@ -24,7 +24,7 @@ from smartzone.quantities import QUANTITIES
 from smartzone.registry import Registry
 from smartzone.settings import Settings
 from storage.influx import Influx
-from tests.conftest import REGISTRY, zone_settings
+from tests.conftest import REGISTRY, drop_zone_databases, zone_settings
 
 CHARTER = Charter.load()
 NOW = datetime.now(UTC)
@@ -57,13 +57,7 @@ def zone(tmp_path_factory, influxd):
         "loaded": loaded,
         "tmp": tmp,
     }
-    for db in (
-        settings.influx.raw_database,
-        settings.influx.ops_database,
-        settings.influx.pseudonymous_database,
-        settings.charter.open_database,
-    ):
-        influx.drop_database(db)
+    drop_zone_databases(influx, settings)
     job.store.close()
     influx.close()
 

@@ -28,7 +28,7 @@ from ingest.worker import Worker
 from smartzone.quantities import CATEGORIES, QUANTITIES
 from smartzone.registry import Registry
 from storage.influx import Influx
-from tests.conftest import REGISTRY, settings_env, wait_for, zone_settings
+from tests.conftest import REGISTRY, drop_zone_databases, settings_env, wait_for, zone_settings
 
 # the demo starts 70 minutes before the wall clock (its live hour must not be in the future: the worker refuses
 # device times ahead of its own clock); the whole UTC day before it is the day the charter publishes
@@ -99,13 +99,7 @@ def demo(tmp_path_factory, influxd):
             worker.stop()
         broker.stop()
         with Influx(settings.influx) as influx:
-            for db in (
-                settings.influx.raw_database,
-                settings.influx.ops_database,
-                settings.influx.pseudonymous_database,
-                settings.charter.open_database,
-            ):
-                influx.drop_database(db)
+            drop_zone_databases(influx, settings)
 
 
 def _cars_at(influx, db: str, t_ns: int) -> int | None:

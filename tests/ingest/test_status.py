@@ -81,3 +81,9 @@ def test_status_explains_received_decoded_and_dead_letters(settings, worker_proc
     lines, why = figure("lines written")
     assert lines == 4 and "a sensor's readings at one time share a point" in why  # one point per message
     assert "dead-letter store: 3 pending" in out
+
+
+def test_every_figure_status_shows_says_what_it_counts():
+    from ingest import metrics
+
+    assert set(metrics.STATUS_FIELDS) <= set(metrics.MEANINGS)
