@@ -15,7 +15,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import JSON, CheckConstraint, DateTime, ForeignKey, Integer, String, Text, create_engine, event
+from sqlalchemy import JSON, Boolean, CheckConstraint, DateTime, ForeignKey, Integer, String, Text, create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
@@ -26,6 +26,8 @@ ROLES = ("experimenter", "operator")
 STATES = ("Waiting", "toLaunch", "Launching", "Running", "Finishing", "Terminated", "Stopped", "Error")
 RADIOS = ("ble", "zigbee", "wifi", "lora-experimental")
 ARTIFACT_KINDS = ("wheel", "script")
+# what a gateway's agent reports of one experiment (gw/<id>/experiments/reported, docs/parts/experiments.md)
+PHASES = ("fetching", "waiting", "running", "stopping", "finished", "failed", "stopped", "refused")
 
 
 def _one_of(column: str, values: tuple[str, ...]) -> str:
@@ -93,18 +95,31 @@ class Experiment(Base):
     parameters: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     artifact_sha256: Mapped[str | None] = mapped_column(ForeignKey("artifacts.sha256"), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)  # Running
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)  # a final state
 
 
 class ExperimentResource(Base):
-    """One (gateway, radio) an experiment takes."""
+    """One (gateway, radio) an experiment takes, and what that gateway's agent last reported of it."""
 
     __tablename__ = "experiment_resources"
-    __table_args__ = (CheckConstraint(_one_of("radio", RADIOS), name="ck_experiment_resources_radio"),)
+    __table_args__ = (
+        CheckConstraint(_one_of("radio", RADIOS), name="ck_experiment_resources_radio"),
+        CheckConstraint(f"phase IS NULL OR {_one_of('phase', PHASES)}", name="ck_experiment_resources_phase"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     experiment_id: Mapped[int] = mapped_column(ForeignKey("experiments.id", ondelete="CASCADE"), index=True)
     gateway: Mapped[str] = mapped_column(String(100), index=True)
     radio: Mapped[str] = mapped_column(String(20))
+    phase: Mapped[str | None] = mapped_column(String(12), nullable=True)  # None: nothing reported yet
+    pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    error: Mapped[str] = mapped_column(Text, default="", server_default="")
+    log_tail: Mapped[str] = mapped_column(Text, default="", server_default="")
+    reported_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    results_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)  # the uploaded tar.gz
+    results_size: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class Event(Base):
@@ -119,6 +134,20 @@ class Event(Base):
     from_state: Mapped[str | None] = mapped_column(String(12), nullable=True)
     to_state: Mapped[str] = mapped_column(String(12))
     reason: Mapped[str] = mapped_column(Text, default="")
+
+
+class Gateway(Base):
+    """A gateway's availability as the scheduler last heard it: status (online/offline) and self-test."""
+
+    __tablename__ = "gateways"
+
+    id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    online: Mapped[bool | None] = mapped_column(Boolean, nullable=True)  # None: never heard
+    status_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    health_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    selftest_failed: Mapped[int | None] = mapped_column(Integer, nullable=True)  # None: no self-test heard
+    selftest_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    selftest_detail: Mapped[str] = mapped_column(Text, default="", server_default="")
 
 
 def _sqlite_foreign_keys(dbapi_connection: Any, _record: Any) -> None:

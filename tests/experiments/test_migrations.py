@@ -9,7 +9,7 @@ from sqlalchemy import inspect
 
 from experiments.db import Base, alembic_config, current_revision, downgrade, engine_for, migrate, open_store
 
-TABLES = {"users", "tokens", "experiments", "experiment_resources", "events", "artifacts"}
+TABLES = {"users", "tokens", "experiments", "experiment_resources", "events", "artifacts", "gateways"}
 
 
 def _head() -> str | None:
@@ -22,7 +22,7 @@ def test_upgrade_from_empty_to_head_then_down_to_base_and_up_again(sql_url):
     try:
         assert current_revision(engine) is None and not set(inspect(engine).get_table_names()) & TABLES
         migrate(engine)
-        assert current_revision(engine) == _head() == "0001"
+        assert current_revision(engine) == _head() == "0002"
         assert set(inspect(engine).get_table_names()) == TABLES | {"alembic_version"}
         columns = {c["name"] for c in inspect(engine).get_columns("tokens")}
         assert {"prefix", "secret_sha256", "created_at", "revoked_at", "last_used_at"} <= columns
@@ -33,7 +33,7 @@ def test_upgrade_from_empty_to_head_then_down_to_base_and_up_again(sql_url):
         assert not set(inspect(engine).get_table_names()) & TABLES
 
         migrate(engine)
-        assert current_revision(engine) == "0001"
+        assert current_revision(engine) == "0002"
         assert set(inspect(engine).get_table_names()) >= TABLES
     finally:
         engine.dispose()
@@ -55,8 +55,8 @@ def test_first_use_migrates_and_a_second_use_is_a_no_op(sql_url):
     sessions = open_store(sql_url)
     engine = sessions.kw["bind"]
     try:
-        assert current_revision(engine) == "0001"
+        assert current_revision(engine) == "0002"
         open_store(sql_url).kw["bind"].dispose()
-        assert current_revision(engine) == "0001"
+        assert current_revision(engine) == "0002"
     finally:
         engine.dispose()
