@@ -103,16 +103,18 @@ class InfluxSettings(BaseModel):
     raw_database: str = "smartzone_raw"
     ops_database: str = "smartzone_ops"
     pseudonymous_database: str = "smartzone_pseudonymous"
+    experiments_database: str = "smartzone_experiments"  # experiments' metrics and events: never read by the charter
     ops_retention: str = "90d"
+    experiments_retention: str = "90d"
     timeout: float = Field(default=10.0, gt=0)
     gzip: bool = True
 
-    @field_validator("raw_database", "ops_database", "pseudonymous_database")
+    @field_validator("raw_database", "ops_database", "pseudonymous_database", "experiments_database")
     @classmethod
     def _identifier(cls, v: str) -> str:
         return check_identifier(v)
 
-    @field_validator("ops_retention")
+    @field_validator("ops_retention", "experiments_retention")
     @classmethod
     def _duration(cls, v: str) -> str:
         parse_duration(v)
@@ -260,6 +262,24 @@ class StorageSettings(BaseModel):
     sql_url: str = ""  # default: sqlite:///<data_dir>/smartzone.db
 
 
+class ExperimentSettings(BaseModel):
+    """Protocol experiments on gateways (docs/parts/experiments.md)."""
+
+    # the key of the HMACs that derive each (experiment, gateway)'s broker password and upload token, so nothing
+    # secret is stored and a restarted scheduler republishes the same credentials; default: a random key kept in
+    # <data_dir>/experiments/secret (0600), shared by the API and the scheduler through the data volume
+    secret: SecretStr | None = None
+    broker_username: str = "smartzone-experiments"  # the scheduler's broker user (and dynamic-security admin)
+    broker_password: SecretStr | None = None  # default: mqtt.password (development: one broker user for all)
+    artifact_max_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
+    results_max_bytes: int = Field(default=200 * 1024 * 1024, gt=0)
+    max_duration_s: int = Field(default=7 * 24 * 3600, gt=0)
+    launch_lead_s: float = Field(default=60.0, ge=0)  # desired state goes out this long before the start
+    start_grace_s: float = Field(default=300.0, gt=0)  # not Running this long after the start: Error
+    finish_grace_s: float = Field(default=120.0, gt=0)  # after the deadline: wait this long for final reports
+    tick_s: float = Field(default=1.0, gt=0)  # the scheduler's period
+
+
 class SimulatorSettings(BaseModel):
     seed: int = 42
     rate: float = Field(default=50.0, ge=0)
@@ -284,6 +304,7 @@ class Settings(BaseSettings):
     charter: CharterSettings = Field(default_factory=CharterSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     grafana: GrafanaSettings = Field(default_factory=GrafanaSettings)
+    experiments: ExperimentSettings = Field(default_factory=ExperimentSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -304,6 +325,8 @@ class Settings(BaseSettings):
                 ("mqtt.password", self.mqtt.password),
                 ("influx.password", self.influx.password),
                 ("chirpstack.api_token", self.chirpstack.api_token),
+                ("experiments.secret", self.experiments.secret),
+                ("experiments.broker_password", self.experiments.broker_password),
                 *((f"mqtt.peers {p.client_id} password", p.password) for p in self.mqtt.peers),
             ):
                 if secret is not None and secret.get_secret_value() == EXAMPLE_SECRET:
