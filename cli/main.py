@@ -23,6 +23,8 @@ smartzone gateway render GW      the Raspberry Pi reference gateway's files for 
 smartzone influx init            as InfluxDB's admin: databases, retention policies, one user per service
 smartzone gateway selftest       on a gateway: is it ready? (named checks; exit code = the number of failures)
 smartzone experiments migrate    upgrade the experiments store (settings.sql_url) to the newest schema
+smartzone experiments submit|list|status|wait|cancel|extend|logs|results
+                                 the experimenter's client of /v1/experiments (token: SMARTZONE_TOKEN)
 smartzone tokens create|list|revoke  bearer tokens of the experiments service (the secret is shown once)
 """
 
@@ -37,6 +39,8 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from cli import wiring
+from cli.client import CLIENT_ACTIONS
+from cli.client import add_arguments as client_arguments
 from smartzone.errors import ConfigurationError, DatabaseNotFound, InfluxError
 from smartzone.log import setup_logging
 from smartzone.settings import Settings, get_settings
@@ -654,6 +658,10 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_experiments(settings: Settings, args: argparse.Namespace) -> int:
+    if args.action != "migrate":
+        from cli import client
+
+        return client.run(settings, args)
     from experiments.db import current_revision, engine_for, migrate
 
     engine = engine_for(settings.sql_url)
@@ -887,8 +895,11 @@ def build_parser() -> argparse.ArgumentParser:
     ix.add_argument("--wait", type=float, default=60.0, help="seconds to wait for InfluxDB to answer")
     ix.set_defaults(func=cmd_influx)
 
-    ex = sub.add_parser("experiments", help="protocol experiments on gateways: the store")
-    ex.add_argument("action", choices=("migrate",))
+    ex = sub.add_parser(
+        "experiments", help="protocol experiments on gateways: submit, wait, results (the REST client); the store"
+    )
+    ex.add_argument("action", choices=("migrate", *CLIENT_ACTIONS))
+    client_arguments(ex)
     ex.set_defaults(func=cmd_experiments)
 
     tk = sub.add_parser("tokens", help="bearer tokens of the experiments service")
