@@ -86,6 +86,12 @@ class Store(StrEnum):
 
 FieldValue = float | int | bool | str
 
+# The phases a gateway agent reports for an experiment (``gw/<id>/experiments/reported``; the same as
+# ``experiments.db.PHASES``, which a test holds equal). The experiments store keeps each as a number too
+# (``PHASE_CODES``, 0 for a phase not listed here), which the operations dashboard's state timeline maps back.
+EXPERIMENT_PHASES = ("fetching", "waiting", "running", "stopping", "finished", "failed", "stopped", "refused")
+PHASE_CODES = {phase: n for n, phase in enumerate(EXPERIMENT_PHASES, start=1)}
+
 
 class Point(NamedTuple):
     """One point for storage: measurement, tags, fields, integer nanoseconds since the epoch, and its store.

@@ -15,11 +15,13 @@ API). No sensor of the registry stands behind them: their tags are their own.
 - ``smartzone/experiments/events``, from the scheduler: ``{"experiment": 42, "name": "rtt probe", "gateways":
   ["gw-a"], "from": "Waiting", "to": "toLaunch", "reason": "...", "time": "...Z", ...}`` -> measurement
   ``events``, one point per gateway (none named: one point without the tag), tags ``experiment``, ``gateway``,
-  ``to``; fields ``from``, ``reason``, ``name``.
+  ``to``; fields ``from``, ``reason``, ``name`` and ``text`` (``"<name>: <from> -> <to> (<reason>)"``, the
+  dashboard's annotation).
 - ``gw/<gateway>/experiments/reported``, from the gateway agent: ``{"version": 1, "time": "...Z",
   "experiments": [{"id": 42, "phase": "running", "exit_code": null, ...}]}`` -> measurement ``reported``, one
   point per experiment, tags ``experiment``, ``gateway``, ``phase``; fields ``running`` (1 when the phase is
-  ``running``, else 0) and ``exit_code`` (integer, left out while there is none).
+  ``running``, else 0), ``phase_code`` (``smartzone.model.PHASE_CODES``: the phase as a number, for a state
+  timeline) and ``exit_code`` (integer, left out while there is none).
 
 Times come from the message (or its receipt time, which the worker keeps across redeliveries), never from the
 clock at write time, so a redelivered message rewrites the same points (exactly once, like every reading).
@@ -37,7 +39,7 @@ from ingest.decoders import senml
 from ingest.decoders._json import load_json
 from ingest.decoders._time import parse_time
 from smartzone.errors import DecodeError
-from smartzone.model import Decoded, Message, Record, Store
+from smartzone.model import PHASE_CODES, Decoded, Message, Record, Store
 
 NAME = "experiments"
 
@@ -140,6 +142,9 @@ def events(msg: Message) -> Decoded:
         "name": _text(doc.get("name"), "event: name"),
     }
     to = _text(doc.get("to"), "event: to", required=True)
+    # what an annotation of the operations dashboard says: "rtt probe: Launching -> Running (all gateways running)"
+    text = f"{fields['name'] or 'experiment ' + exp}: {fields['from'] or '?'} -> {to}"
+    fields["text"] = f"{text} ({fields['reason']})" if fields["reason"] else text
     t = _time(doc, msg)
     return Decoded(
         [],
@@ -163,7 +168,7 @@ def reported(msg: Message) -> Decoded:
             raise DecodeError("malformed", f"reported: experiment {i} is not an object")
         exp = _experiment_id(entry.get("id"), f"reported experiment {i}")
         phase = _text(entry.get("phase"), f"reported experiment {exp}: phase", 32, required=True)
-        fields: dict[str, int] = {"running": int(phase == "running")}
+        fields: dict[str, int] = {"running": int(phase == "running"), "phase_code": PHASE_CODES.get(phase, 0)}
         code = entry.get("exit_code")
         if code is not None:
             if not isinstance(code, int) or isinstance(code, bool) or not -(2**31) <= code < 2**31:

@@ -138,12 +138,18 @@ def test_metrics_events_and_phases_land_in_the_experiments_database_only(exp_set
         ]
     )
     assert {r["experiment"] for r in _rows(influx, s, "metrics")} == {"42"}
-    events = sorted((r["gateway"], r["to"], r["from"], r["name"], r["reason"]) for r in _rows(influx, s, "events"))
-    assert events == [(g, "Running", "Launching", "rtt, probe", 'all gateways "running"') for g in sorted([GW, "gw-b"])]
-    reported = sorted(
-        (r["experiment"], r["gateway"], r["phase"], r["running"], r["exit_code"]) for r in _rows(influx, s, "reported")
+    events = sorted(
+        (r["gateway"], r["to"], r["from"], r["name"], r["reason"], r["text"]) for r in _rows(influx, s, "events")
     )
-    assert reported == [("41", GW, "failed", 0, 3), ("42", GW, "running", 1, None)]
+    text = 'rtt, probe: Launching -> Running (all gateways "running")'
+    assert events == [
+        (g, "Running", "Launching", "rtt, probe", 'all gateways "running"', text) for g in sorted([GW, "gw-b"])
+    ]
+    reported = sorted(
+        (r["experiment"], r["gateway"], r["phase"], r["running"], r["phase_code"], r["exit_code"])
+        for r in _rows(influx, s, "reported")
+    )
+    assert reported == [("41", GW, "failed", 0, 6, 3), ("42", GW, "running", 1, 3, None)]
 
     # nothing of it anywhere else; the self-test is the gateway's health, in ops
     for db in (s.influx.raw_database, s.influx.pseudonymous_database, s.charter.open_database):
@@ -224,3 +230,10 @@ def test_metrics_exactly_once_across_a_kill(settings, worker_process, tmp_path):
             store.close()
     finally:
         own.stop()
+
+
+def test_phase_codes_cover_the_agents_phases():
+    from experiments.db import PHASES
+    from smartzone.model import EXPERIMENT_PHASES, PHASE_CODES
+
+    assert EXPERIMENT_PHASES == PHASES and tuple(PHASE_CODES) == PHASES and 0 not in PHASE_CODES.values()
