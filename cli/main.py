@@ -527,6 +527,7 @@ def cmd_dashboards(settings: Settings, args: argparse.Namespace) -> int:
             args.influx_url or g.influx_url or settings.influx.url,
             settings.charter.open_database,
             settings.influx.ops_database,
+            settings.influx.experiments_database,
             user=g.influx_username,
             password=password,
         ),

@@ -6,8 +6,9 @@ suite) fails when the committed files differ from what this code builds.
 
 Public dashboards (overview map, air quality, mobility, noise, energy, living lab) read only the open
 database, i.e. what the data charter published; the operations dashboard reads the ops database
-(pipeline self-metrics, radio metadata, gateway health, charter job runs). No datasource for the raw or
-pseudonymous databases exists, so nothing the charter keeps private can be shown.
+(pipeline self-metrics, radio metadata, gateway health, charter job runs) and the experiments database (the
+phases the gateway agents report, the experiments' state changes as annotations). No datasource for the raw
+or pseudonymous databases exists, so nothing the charter keeps private can be shown.
 
 Every query is raw InfluxQL. Rules the query test enforces: columns are aliased to the field they show
 (``mean("pm2_5_mean") AS "pm2_5_mean"``) so the unit can be checked; identifiers are quoted; filters on
@@ -27,14 +28,26 @@ import h3
 import yaml
 from grafana_foundation_sdk.builders import common as common_b
 from grafana_foundation_sdk.builders import dashboard as dash
-from grafana_foundation_sdk.builders import geomap, stat, table, text, timeseries
+from grafana_foundation_sdk.builders import geomap, stat, statetimeline, table, text, timeseries
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as model
 from grafana_foundation_sdk.models.text import TextMode
 
-from dashboards.panels import OPEN, OPS, InfluxQL, Var, ref, thresholds, unit_of, unit_override
+from dashboards.panels import (
+    EXP,
+    OPEN,
+    OPS,
+    InfluxQL,
+    InfluxQLAnnotation,
+    Var,
+    ref,
+    thresholds,
+    unit_of,
+    unit_override,
+)
 from datacharter.charter import Charter
+from smartzone.model import PHASE_CODES
 from smartzone.registry import Registry
 
 HERE = Path(__file__).resolve().parent
@@ -841,12 +854,14 @@ def operations(z: DashboardZone) -> Board:
         "Operations",
         OPERATIONS,
         "For the operators: is every reading getting in, where does it get stuck, are gateways and LoRaWAN links "
-        "healthy, is the charter job keeping up. Reads the ops database only.",
+        "healthy, is the charter job keeping up, which protocol experiments run on which gateway. Reads the ops "
+        "and experiments databases.",
         "now-6h",
         "30s",
         ["ops"],
     )
     _variables(b, gateway_var(z), category_var(OPS, 'SHOW TAG VALUES FROM "sensors" WITH KEY = "category"'))
+    b.builder.annotation(experiment_events())
     b.row("Ingest")
     b.panel(
         _series(
@@ -983,6 +998,8 @@ def operations(z: DashboardZone) -> Board:
             width=12,
         )
     )
+    b.row("Experiments")
+    b.panel(experiments_per_gateway(z))
     b.row("LoRaWAN")
     b.panel(
         _series(
@@ -1103,6 +1120,73 @@ def operations(z: DashboardZone) -> Board:
     return b
 
 
+# The phases a gateway agent reports (smartzone.model.PHASE_CODES) and their colours on the state timeline.
+PHASE_COLOURS = {
+    "fetching": "blue",
+    "waiting": "light-blue",
+    "running": "green",
+    "stopping": "yellow",
+    "finished": "dark-green",
+    "failed": "red",
+    "stopped": "orange",
+    "refused": "dark-red",
+}
+EXPERIMENTS_PER_GATEWAY_QUERY = (
+    'SELECT last("phase_code") AS "phase_code" FROM "reported" WHERE $timeFilter AND "gateway" =~ /^$gateway$/ '
+    'GROUP BY time($__interval), "gateway", "experiment" fill(previous)'
+)
+EXPERIMENT_EVENTS_QUERY = (
+    'SELECT "text", "to", "gateway", "experiment" FROM "events" WHERE $timeFilter AND "gateway" =~ /^$gateway$/'
+)
+
+
+def experiments_per_gateway(z: DashboardZone) -> statetimeline.Panel:
+    """The phases each gateway's agent reported for each experiment, over time (experiments `reported`)."""
+    mappings = model.ValueMap(
+        {
+            str(code): model.ValueMappingResult(text=phase, color=PHASE_COLOURS[phase], index=code - 1)
+            for phase, code in PHASE_CODES.items()
+        }
+    )
+    return (
+        statetimeline.Panel()
+        .title("Experiments per gateway")
+        .description(
+            "The phase each gateway's agent reported for each protocol experiment (experiments database, "
+            "`reported`, from `gw/<id>/experiments/reported`): fetching, waiting, running, stopping, then finished, "
+            "failed, stopped or refused. One row per gateway and experiment. The experiments' state changes "
+            "(`smartzone/experiments/events`) are the dashboard's purple annotations."
+        )
+        .datasource(ref(EXP))
+        .with_target(InfluxQL(EXP, EXPERIMENTS_PER_GATEWAY_QUERY, alias="$tag_gateway #$tag_experiment"))
+        .unit(z.unit("reported", "phase_code"))
+        .mappings([mappings])
+        .thresholds(thresholds())
+        .show_value(common.VisibilityMode.AUTO)
+        .merge_values(True)
+        .fill_opacity(80)
+        .span(24)
+        .height(8)
+    )
+
+
+def experiment_events() -> dash.AnnotationQuery:
+    """The experiments' state changes (experiments `events`), as annotations: `<name>: <from> -> <to> (<reason>)`,
+    tagged with the new state, the gateway and the experiment id."""
+    return (
+        dash.AnnotationQuery()
+        .name("Experiment state changes")
+        .datasource(ref(EXP))
+        .enable(True)
+        .icon_color("purple")
+        .target(
+            InfluxQLAnnotation(
+                EXPERIMENT_EVENTS_QUERY, text_column="text", tags_columns=["to", "gateway", "experiment"]
+            )
+        )
+    )
+
+
 BOARDS: list[Callable[[DashboardZone], Board]] = [
     overview,
     air_quality,
@@ -1120,13 +1204,20 @@ def build(registry: Registry | None = None, charter: Charter | None = None) -> l
 
 
 def datasources(
-    influx_url: str, open_db: str, ops_db: str, *, user: str | None = None, password: str | None = None
+    influx_url: str,
+    open_db: str,
+    ops_db: str,
+    experiments_db: str = "smartzone_experiments",
+    *,
+    user: str | None = None,
+    password: str | None = None,
 ) -> list[dict]:
-    """The two InfluxQL datasources as Grafana's HTTP API takes them (``smartzone dashboards push``)."""
+    """The three InfluxQL datasources as Grafana's HTTP API takes them (``smartzone dashboards push``)."""
     out = []
     for uid, name, db, interval in (
         (OPEN, "Smart Zone open data", open_db, "15m"),
         (OPS, "Smart Zone operations", ops_db, "5s"),
+        (EXP, "Smart Zone experiments", experiments_db, "5s"),
     ):
         d = {
             "uid": uid,
@@ -1209,7 +1300,7 @@ def provisioning_files(boards: list[Board], z: DashboardZone, api_url: str = API
     """Relative path -> text of Grafana's file provisioning (datasources, dashboard provider, gazetteer) and
     of the dashboards, linking to the open-data API at ``api_url``."""
     ds_lines = [
-        "# Grafana file provisioning: Smart Zone's two InfluxQL datasources (generated by",
+        "# Grafana file provisioning: Smart Zone's three InfluxQL datasources (generated by",
         "# `smartzone dashboards build`; do not edit). Values in ${...} come from the Grafana container's",
         "# environment (docker-compose.yml). There is deliberately no datasource for the raw or",
         "# pseudonymous databases.",
@@ -1219,6 +1310,7 @@ def provisioning_files(boards: list[Board], z: DashboardZone, api_url: str = API
     for uid, name, env, interval in (
         (OPEN, "Smart Zone open data", "SMARTZONE_OPEN_DATABASE", "15m"),
         (OPS, "Smart Zone operations", "SMARTZONE_OPS_DATABASE", "5s"),
+        (EXP, "Smart Zone experiments", "SMARTZONE_EXPERIMENTS_DATABASE", "5s"),
     ):
         ds_lines += [
             f"  - name: {name}",

@@ -23,7 +23,8 @@ from smartzone.quantities import QUANTITIES
 
 OPEN = "smartzone-open"  # datasource uid: the charter's open database (what the public may see)
 OPS = "smartzone-ops"  # datasource uid: the ops database (pipeline self-metrics, radio, gateway health)
-DATASOURCES = {OPEN: "open", OPS: "ops"}
+EXP = "smartzone-experiments"  # datasource uid: the experiments database (metrics, state changes, reported phases)
+DATASOURCES = {OPEN: "open", OPS: "ops", EXP: "experiments"}
 
 # The vocabulary's units as Grafana unit ids (grafana-foundation-sdk models/units.py).
 GRAFANA_UNITS = {
@@ -101,6 +102,8 @@ OPS_UNITS: dict[str, dict[str, str]] = {
     "radio": {"rssi": "dBm", "snr": "dB", "uplinks": "count", "loss": "fraction", "lost": "count", "expected": "count"},
     "lorawan_events": {"count": "count"},
     "gateway_health": {"gateways": "count", "last_seen_s": "s"},
+    # the experiments database (ingest.decoders.experiments): the agents' reported phases, as numbers
+    "reported": {"phase_code": "/", "running": "count", "exit_code": "/"},
 }
 
 
@@ -207,3 +210,33 @@ class Var:
         if self.all_value:
             v = v.all_value(self.all_value)
         return v.current(model.VariableOption(selected=True, text=["All"], value=["$__all"]))
+
+
+class InfluxQLAnnotationTarget(model.AnnotationTarget):
+    """The target of an annotation query on Grafana's InfluxDB datasource (InfluxQL): the query, and which of the
+    columns it returns are the annotation's text and tags (Grafana's ``textColumn`` and ``tagsColumn``, a
+    comma-separated list). The SDK's ``AnnotationTarget`` is Grafana's built-in annotation store's: this one
+    takes its place and serialises as the InfluxDB datasource stores it."""
+
+    def __init__(self, query: str, text_column: str, tags_columns: list[str]) -> None:
+        super().__init__()
+        self.query, self.text_column, self.tags_columns = " ".join(query.split()), text_column, tags_columns
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "refId": "Anno",
+            "query": self.query,
+            "rawQuery": True,
+            "resultFormat": "table",
+            "fromAnnotations": True,
+            "textColumn": self.text_column,
+            "tagsColumn": ",".join(self.tags_columns),
+        }
+
+
+class InfluxQLAnnotation(cogbuilder.Builder[model.AnnotationTarget]):
+    def __init__(self, query: str, *, text_column: str, tags_columns: list[str]) -> None:
+        self._t = InfluxQLAnnotationTarget(query, text_column, tags_columns)
+
+    def build(self) -> InfluxQLAnnotationTarget:
+        return self._t

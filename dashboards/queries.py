@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from dashboards.macros import TimeRange, Variable, expand
-from dashboards.panels import OPEN, OPS
+from dashboards.panels import EXP, OPEN, OPS
 
-MIN_INTERVAL = {OPEN: "15m", OPS: "5s"}  # the datasources' timeInterval (provisioning, push)
+MIN_INTERVAL = {OPEN: "15m", OPS: "5s", EXP: "5s"}  # the datasources' timeInterval (provisioning, push)
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 # (datasource uid, query) -> the values of the first column (SHOW ... results), for query variables

@@ -138,10 +138,15 @@ class Content:
 EMPTY = Content({}, {})
 
 
+# The stores the charter job reads (raw, pseudonymous) and writes (open, its run metrics in ops): never the
+# experiments' database, on which it has no grant.
+STORES = (Store.RAW, Store.PSEUDONYMOUS, Store.OPEN, Store.OPS)
+
+
 def ensure_retention(influx: Influx, settings: Settings, charter: Charter) -> None:
-    """Every store's database, with the raw and pseudonymous retention policies from the charter
+    """The charter job's stores' databases, with the raw and pseudonymous retention policies from the charter
     (``storage.databases``)."""
-    ensure_databases(influx, settings, charter.doc.retention)
+    ensure_databases(influx, settings, charter.doc.retention, STORES)
 
 
 class CharterJob:

@@ -45,8 +45,8 @@ _CACHE_MAX = 100_000
 # Categories that describe the network itself (device batteries, gateway heartbeats), not the city: they go
 # to the ops database with the pipeline's self-metrics and radio metadata (DESIGN.md, Storage).
 OPS_CATEGORIES = frozenset({"gateway_health"})
-_RECORD_STORES = (Store.RAW, Store.OPS, Store.PSEUDONYMOUS)  # where a decoder's records may go
-_RAW, _OPS = Store.RAW, Store.OPS
+_RECORD_STORES = (Store.RAW, Store.OPS, Store.PSEUDONYMOUS, Store.EXPERIMENTS)  # where a decoder's records may go
+_RAW, _OPS, _EXPERIMENTS = Store.RAW, Store.OPS, Store.EXPERIMENTS
 _new_point = tuple.__new__  # Point(...) without the Python frame of NamedTuple.__new__ (hot path)
 WITHHELD_PAYLOAD = b'{"<withheld>": "the payload could not be scrubbed of identifiers, so it is not kept"}'
 
@@ -409,6 +409,9 @@ class Pipeline:
         ns = 0
         for rec in records:  # an uplink's radio records share their device and time: resolved and converted once
             try:
+                if rec.store is _EXPERIMENTS:  # an experiment's metric, state change or phase: no sensor behind it
+                    self._experiment_record(msg, rec, out, problems)
+                    continue
                 if rec.sensor_key is not last_key:
                     entry = resolved.get((gateway_id, rec.sensor_key)) or self._resolve((gateway_id, rec.sensor_key))
                     last_key = rec.sensor_key
@@ -451,6 +454,21 @@ class Pipeline:
                 out.append(_new_point(Point, (rec.measurement, tags, rec.fields, ns, rec.store)))
             except Exception as exc:  # a bug must cost this record, never the message's others
                 problems.append(_internal(f"{rec.measurement} of {rec.sensor_key!r}", exc))
+
+    def _experiment_record(self, msg: Message, rec: Record, out: list[Point], problems: list[DecodeError]) -> None:
+        """A record of the experiments store (``ingest.decoders.experiments``): its tags are its own (experiment,
+        gateway, metric ...), not a registered sensor's; time-checked like any other."""
+        received_ns = to_ns(msg.received_at)
+        ns = to_ns(rec.time)
+        if ns - received_ns > self._max_future_ns or received_ns - ns > self._max_age_ns:
+            problems.append(self._time_problem(rec.time, ns, msg.received_at, received_ns, rec.measurement))
+            return
+        try:
+            tags = TagSet(rec.tags)
+        except LineProtocolError as exc:
+            problems.append(DecodeError("bad_identifier", f"{rec.measurement}: {exc}"))
+            return
+        out.append(_new_point(Point, (rec.measurement, tags, rec.fields, ns, _EXPERIMENTS)))
 
     def _time_problem(self, t: datetime, ns: int, received: datetime, received_ns: int, what: str) -> DecodeError:
         if ns > received_ns:

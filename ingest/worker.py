@@ -11,9 +11,10 @@ The loop (Telegraf's mqtt_consumer, in paho terms):
 3. the writing thread journals receipt times, writes dead letters and lines durably (InfluxDB or
    the spool), and only then acks each message, in arrival order.
 
-Points go to three stores, each a database (``storage.databases``): raw readings, ops (operational events,
-self-metrics: ``ingest.metrics``) and pseudonymous (sightings of passers-by, pseudonymised with the daily
-peppers kept in ``<data_dir>/peppers``, ``ingest.pepper``).
+Points go to four stores, each a database (``storage.databases``): raw readings, ops (operational events,
+self-metrics: ``ingest.metrics``), pseudonymous (sightings of passers-by, pseudonymised with the daily
+peppers kept in ``<data_dir>/peppers``, ``ingest.pepper``) and experiments (protocol experiments' metrics,
+state changes and reported phases: ``ingest.decoders.experiments``).
 
 Messages of a connection that has since dropped are written but not acked: the broker redelivers
 them on the persistent session and the rewrite is idempotent. A ``ConfigurationError`` (e.g.
@@ -91,7 +92,7 @@ def _agent_stamp(user_properties: list[tuple[str, str]], now_ns: int, window: tu
 
 
 # the stores ingestion writes (the open one is the charter job's)
-STORES = (Store.RAW, Store.OPS, Store.PSEUDONYMOUS)
+STORES = (Store.RAW, Store.OPS, Store.PSEUDONYMOUS, Store.EXPERIMENTS)
 
 
 def ensure_databases(influx: Influx, settings: Settings, charter: Charter | None = None) -> None:

@@ -5,7 +5,7 @@
 - ``DeadLetter``: input that could not become Readings, kept whole with the reason.
 - ``Record``: a decoder's point that is not a Reading (radio metadata, positions, events, sightings).
 - ``Store`` and ``Point``: what every stage hands to storage. A Point names its logical store (raw, ops,
-  pseudonymous, open); which database that is, and how a Point becomes line protocol, is storage's business
+  pseudonymous, open, experiments); which database that is, and how a Point becomes line protocol, is storage's business
   (``storage.databases``, ``storage.lineprotocol``): the model knows no database.
 
 Immutable plain types inside; pydantic only at the edges (settings, registry file, API). ``Message``
@@ -81,9 +81,16 @@ class Store(StrEnum):
     OPS = "ops"  # the network itself: radio metadata, device health, operational events, self-metrics
     PSEUDONYMOUS = "pseudonymous"  # sightings of passers-by, identifiers already pseudonymised
     OPEN = "open"  # what the charter job publishes
+    EXPERIMENTS = "experiments"  # protocol experiments' metrics, state changes and phases: never read by the charter
 
 
 FieldValue = float | int | bool | str
+
+# The phases a gateway agent reports for an experiment (``gw/<id>/experiments/reported``; the same as
+# ``experiments.db.PHASES``, which a test holds equal). The experiments store keeps each as a number too
+# (``PHASE_CODES``, 0 for a phase not listed here), which the operations dashboard's state timeline maps back.
+EXPERIMENT_PHASES = ("fetching", "waiting", "running", "stopping", "finished", "failed", "stopped", "refused")
+PHASE_CODES = {phase: n for n, phase in enumerate(EXPERIMENT_PHASES, start=1)}
 
 
 class Point(NamedTuple):

@@ -124,6 +124,8 @@ _ROWS: tuple[Quantity, ...] = (
     _q("gateway_health.ble_heard_ago", "s", 0, 1e10, description="since the agent last relayed a BLE message"),
     _q("gateway_health.lora_present", "/", None, None, "bool", "the LoRa concentrator's SPI device exists"),
     _q("gateway_health.lora_heard_ago", "s", 0, 1e10, description="since the agent last relayed a LoRa event"),
+    # the gateway agent's self-test (gw/<id>/selftest, retained): how many of its checks failed
+    _q("gateway_health.selftest_failed", "count", 0, 1e6, "int", "checks the gateway's last self-test failed"),
     _q(
         "gateway_health.link_margin",
         "dB",

@@ -137,13 +137,18 @@ DEFAULT_ROUTES = [
     Route(filter="gw/+/sightings/#", decoder="sightings"),
     Route(filter="gw/+/health", decoder="gateway_agent"),  # the gateway agent's heartbeat and status
     Route(filter="gw/+/status", decoder="gateway_agent"),
+    Route(filter="gw/+/selftest", decoder="gateway_agent"),
+    # protocol experiments (ingest/decoders/experiments.py): into the experiments database only
+    Route(filter="gw/+/experiments/+/metrics", decoder="experiments"),
+    Route(filter="gw/+/experiments/reported", decoder="experiments"),
+    Route(filter="smartzone/experiments/events", decoder="experiments"),
     Route(filter="application/+/device/+/event/+", decoder="chirpstack"),
 ]
 # Subscribed besides the routes: a message here that no route matches is a ``no_route`` dead letter.
 DEFAULT_WATCH = ["gw/#", "application/#"]
 # Watched topics that are not readings and belong to someone else: acknowledged and dropped, not dead letters.
 DEFAULT_IGNORE = [
-    "gw/+/experiments/#",  # the experiments service and the gateway agent
+    "gw/+/experiments/#",  # an experiment's own traffic and the desired documents (metrics, reported: routed)
     "application/+/device/+/command/#",  # downlinks queued for ChirpStack
     "gw/+/tele/+/STATE",  # Tasmota's telemetry other than SENSOR, its last will, results and commands
     "gw/+/tele/+/LWT",

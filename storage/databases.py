@@ -2,8 +2,10 @@
 
 The one mapping from ``smartzone.model.Store`` to database names (from the settings), used by the worker,
 backfill, replay, the self-metrics and the charter job. Retention: raw and pseudonymous as the data charter
-sets them (the caller passes the charter's ``retention`` section: storage does not read the charter), ops
-and open from the settings.
+sets them (the caller passes the charter's ``retention`` section: storage does not read the charter), ops,
+open and experiments from the settings. The experiments database (protocol experiments' metrics, state
+changes and reported phases) is written by ingest and read by Grafana only: no role of the charter or the
+open-data API has a grant on it.
 
 In a deployment with InfluxDB authentication (docker-compose), an admin makes the databases, their retention
 policies and one user per service at start-up (``provision``, run by ``smartzone influx init``, compose's
@@ -43,6 +45,7 @@ def databases(settings: Settings) -> dict[Store, str]:
         Store.OPS: settings.influx.ops_database,
         Store.PSEUDONYMOUS: settings.influx.pseudonymous_database,
         Store.OPEN: settings.charter.open_database,
+        Store.EXPERIMENTS: settings.influx.experiments_database,
     }
 
 
@@ -53,6 +56,7 @@ def retentions(settings: Settings, charter: CharterRetention) -> dict[Store, str
         Store.OPS: settings.influx.ops_retention,
         Store.PSEUDONYMOUS: charter.pseudonymous,
         Store.OPEN: settings.charter.open_retention,
+        Store.EXPERIMENTS: settings.influx.experiments_retention,
     }
 
 
@@ -115,8 +119,8 @@ ROLES = (
         "ingest",
         "smartzone-ingest",
         "INFLUX_INGEST_PASSWORD",
-        ((Store.RAW, "WRITE"), (Store.OPS, "WRITE"), (Store.PSEUDONYMOUS, "WRITE")),
-        "writes readings, sightings and its self-metrics; reads nothing",
+        ((Store.RAW, "WRITE"), (Store.OPS, "WRITE"), (Store.PSEUDONYMOUS, "WRITE"), (Store.EXPERIMENTS, "WRITE")),
+        "writes readings, sightings, experiments' metrics and events and its self-metrics; reads nothing",
     ),
     Role(
         "charter",
@@ -131,8 +135,8 @@ ROLES = (
         "grafana",
         "grafana",
         "GRAFANA_INFLUX_PASSWORD",
-        ((Store.OPEN, "READ"), (Store.OPS, "READ")),
-        "the dashboards: open data and operations",
+        ((Store.OPEN, "READ"), (Store.OPS, "READ"), (Store.EXPERIMENTS, "READ")),
+        "the dashboards: open data, operations and the experiments on the gateways",
     ),
 )
 

@@ -28,6 +28,7 @@ from ingest.decoders import (
     ble_gateway,
     chirpstack,
     esphome,
+    experiments,
     gateway_agent,
     generic_json,
     senml,
@@ -44,7 +45,8 @@ if TYPE_CHECKING:
 Decoder = Callable[[Message], list[Reading] | Decoded]
 
 DECODERS: dict[str, Decoder] = {
-    m.NAME: m.decode for m in (senml, zigbee2mqtt, tasmota, ble_gateway, esphome, generic_json, gateway_agent)
+    m.NAME: m.decode
+    for m in (senml, zigbee2mqtt, tasmota, ble_gateway, esphome, generic_json, gateway_agent, experiments)
 }
 REGISTRY_DECODERS: dict[str, Callable[[Registry], Decoder]] = {chirpstack.NAME: chirpstack.make}
 PRIVATE_DECODERS: dict[str, Callable[[Registry, Pseudonymiser | None], Decoder]] = {sightings.NAME: sightings.make}

@@ -1,4 +1,5 @@
-"""The gateway agent's own topics: its heartbeat ``gw/<id>/health`` and its status ``gw/<id>/status``.
+"""The gateway agent's own topics: its heartbeat ``gw/<id>/health``, its status ``gw/<id>/status`` and its
+self-test ``gw/<id>/selftest``.
 
 Heartbeat (gateways/agent/health.py): a JSON object with ``time`` (epoch seconds, the gateway's clock), numbers
 that are ``gateway_health`` quantities under their leaf name (``uptime``, ``cpu_temperature``, ``backlog`` ...),
@@ -6,8 +7,11 @@ that are ``gateway_health`` quantities under their leaf name (``uptime``, ``cpu_
 each becoming ``<radio>_present`` and ``<radio>_heard_ago``) and ``versions`` (text: the agent's, Python's,
 paho-mqtt's, the OS's), which becomes one ``gateway_software`` record in the ops database. Status: ``online``
 (published retained on connect) or ``offline`` (its last will, or said on a clean stop), the quantity
-``gateway_health.online`` at receipt time. The device key is the gateway id: the registry's health sensor of the
-gateway (``keys: [<gateway id>]``, category ``gateway_health``) owns the readings.
+``gateway_health.online`` at receipt time. Self-test (retained, ``{"time": "...Z", "failed": 0, "checks":
+[{"name": ..., "ok": true, "detail": ...}]}``): the quantity ``gateway_health.selftest_failed`` (how many checks
+failed; counted from ``checks`` when ``failed`` is missing) at its ``time``. The device key is the gateway id:
+the registry's health sensor of the gateway (``keys: [<gateway id>]``, category ``gateway_health``) owns the
+readings.
 """
 
 from __future__ import annotations
@@ -32,6 +36,15 @@ def decode(msg: Message) -> list[Reading] | Decoded:
         if state not in ("online", "offline"):
             raise DecodeError("invalid_value", f"gateway status {state[:40]!r} is neither online nor offline")
         return [Reading(msg.received_at, gateway, "gateway_health.online", state == "online", gateway, NAME)]
+    if msg.native_topic == "selftest":
+        doc = load_json(msg.payload, dict, "gateway self-test")
+        failed = doc.get("failed")
+        if failed is None and isinstance(doc.get("checks"), list):  # counted from the checks when not given
+            failed = sum(1 for c in doc["checks"] if isinstance(c, dict) and c.get("ok") is False)
+        if failed is None:
+            raise DecodeError("malformed", 'gateway self-test has neither "failed" nor "checks"')
+        t = parse_time(doc["time"]) if doc.get("time") is not None else msg.received_at
+        return [Reading(t, gateway, "gateway_health.selftest_failed", failed, gateway, NAME)]
     if msg.native_topic != "health":
         raise DecodeError("not_a_reading", f"gateway agent topic {msg.native_topic!r} carries no health")
     doc = load_json(msg.payload, dict, "gateway health")

@@ -37,7 +37,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import TypeGuard
+from typing import NamedTuple, TypeGuard
 
 from ingest.decoders._json import load_json
 from smartzone.errors import DecodeError
@@ -243,3 +243,59 @@ def decode(msg: Message) -> list[Reading]:
             else:
                 readings.append(Reading(time, device, f"{field}_sum", total, msg.gateway_id, NAME))
     return readings
+
+
+class Resolved(NamedTuple):
+    """One resolved SenML record (RFC 8428 section 4.6): the full name ``bn + n``, its unit (``u``, else
+    ``bu``; "" for none), its value (``v`` plus ``bv``, ``vb``, ``vs`` or ``vd`` as sent) and its time."""
+
+    name: str
+    unit: str
+    value: object
+    time: datetime
+
+
+def resolve(pack: object, received_at: datetime) -> list[Resolved]:
+    """A SenML pack as resolved records, without the vocabulary's mapping (``decode`` maps names to quantities
+    and devices; the experiments' metrics keep the names as sent). Base fields, times and must-understand labels
+    as ``decode`` reads them; a record with no value (base fields only, or a sum alone) yields nothing.
+    Raises ``DecodeError("malformed" | "bad_timestamp")``."""
+    if not isinstance(pack, list):
+        raise DecodeError("malformed", "a SenML pack must be a JSON array")
+    base_name, base_unit, base_time, base_value = "", "", 0.0, None
+    out: list[Resolved] = []
+    for i, record in enumerate(pack):
+        if not isinstance(record, dict):
+            raise DecodeError("malformed", f"record {i} is not a JSON object")
+        for label in record:
+            if isinstance(label, str) and label.endswith("_"):
+                raise DecodeError("malformed", f"record {i}: unsupported must-understand label {label!r}")
+        if "bn" in record:
+            base_name = _text(record, "bn", i) or ""
+        if "bu" in record:
+            base_unit = _text(record, "bu", i) or ""
+        if "bt" in record:
+            base_time = _number(record, "bt", i, "bad_timestamp") or 0.0
+        if "bv" in record:
+            base_value = _number(record, "bv", i)
+        name = base_name + (_text(record, "n", i) or "")
+        unit = _text(record, "u", i) or base_unit
+        if "v" in record:
+            value = record["v"]
+            if base_value is not None and _is_number(value):
+                value = base_value + value
+        elif "vb" in record:
+            value = record["vb"]
+        elif "vs" in record:
+            value = record["vs"]
+        elif "vd" in record:
+            value = record["vd"]
+        elif base_value is not None and "s" not in record and "n" in record:
+            value = base_value
+        else:
+            continue
+        if not name:
+            raise DecodeError("malformed", f"record {i} has a value but no name (bn + n)")
+        seconds = base_time + (_number(record, "t", i, "bad_timestamp") or 0.0)
+        out.append(Resolved(name, unit, value, _resolve_time(seconds, received_at)))
+    return out

@@ -172,6 +172,8 @@ def test_one_wheel_holds_every_package(tmp_path):
         assert f"{pkg}/__init__.py" in names, pkg
     assert "ingest/broker/mosquitto.conf" in names and "gateways/registry/antwerp.yaml" in names
     assert "experiments/migrations/env.py" in names and "experiments/migrations/versions/0001_initial.py" in names
+    # the sample experiments, shipped as templates (data files: no __init__.py)
+    assert {"experiments/samples/mqtt_rtt_probe.py", "experiments/samples/ble_scan.py"} <= names
     assert any(n.endswith("entry_points.txt") for n in names)
 
 

@@ -51,7 +51,7 @@ def test_example_file_uncommented_is_valid(tmp_path, monkeypatch):
     tomllib.loads(path.read_text())
     monkeypatch.setenv("SMARTZONE_CONFIG", str(path))
     s = get_settings()
-    assert s.mqtt.username == "smartzone-ingest" and len(s.ingest.routes) == 11
+    assert s.mqtt.username == "smartzone-ingest" and len(s.ingest.routes) == 15
 
 
 def test_environment_beats_file_beats_defaults(tmp_path, monkeypatch):

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import orjson
 import pytest
 
 from cli import services
@@ -40,6 +41,43 @@ BAD = [
 ]
 
 
+EXPERIMENT_PHASES = ("fetching", "waiting", "running", "running", "finished")  # one per live round
+
+
+def experiment_messages(i: int) -> list[tuple[str, bytes]]:
+    """Live round ``i`` of experiment 42 on two gateways: the agents' reported phases and, when the phase changes,
+    the scheduler's state change (the operations dashboard's panel and annotations read them)."""
+    now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    phase = EXPERIMENT_PHASES[i % len(EXPERIMENT_PHASES)]
+    out = [
+        (
+            f"gw/{gw}/experiments/reported",
+            orjson.dumps(
+                {
+                    "version": 1,
+                    "time": now,
+                    "experiments": [{"id": 42, "phase": phase, "exit_code": 0 if i == 4 else None}],
+                }
+            ),
+        )
+        for gw in ("gw-volkstraat", "gw-egmont")
+    ]
+    states = {"fetching": "Launching", "waiting": "Launching", "running": "Running", "finished": "Terminated"}
+    before = "toLaunch" if i == 0 else states[EXPERIMENT_PHASES[i - 1]]
+    if states[phase] != before:
+        event = {
+            "experiment": 42,
+            "name": "rtt probe",
+            "gateways": ["gw-volkstraat", "gw-egmont"],
+            "from": before,
+            "to": states[phase],
+            "reason": f"the agents report {phase}",
+            "time": now,
+        }
+        out.append(("smartzone/experiments/events", orjson.dumps(event)))
+    return out
+
+
 @dataclass
 class Loaded:
     settings: Settings
@@ -49,9 +87,13 @@ class Loaded:
     live_start: datetime  # when the live traffic began
 
     def database(self, datasource_uid: str) -> str:
-        from dashboards.panels import OPEN, OPS
+        from dashboards.panels import EXP, OPEN, OPS
 
-        return {OPEN: self.settings.charter.open_database, OPS: self.settings.influx.ops_database}[datasource_uid]
+        return {
+            OPEN: self.settings.charter.open_database,
+            OPS: self.settings.influx.ops_database,
+            EXP: self.settings.influx.experiments_database,
+        }[datasource_uid]
 
 
 @pytest.fixture(scope="session")
@@ -59,6 +101,10 @@ def loaded(tmp_path_factory, influxd) -> Iterator[Loaded]:
     tmp = tmp_path_factory.mktemp("dashboards")
     broker = services.mosquitto(tmp / "mosquitto").start()
     settings = zone_settings(tmp / "data", influxd.url, broker.port, name="dash")
+    exp_db = f"exp_{settings.mqtt.share_group}"  # the zone's own experiments database (zone_settings names four)
+    settings = settings.model_copy(
+        update={"influx": settings.influx.model_copy(update={"experiments_database": exp_db})}
+    )
     charter = Charter.load()
     registry = Registry.load(REGISTRY)
     influx = Influx(settings.influx)
@@ -82,6 +128,7 @@ def loaded(tmp_path_factory, influxd) -> Iterator[Loaded]:
             batch = list(zone.messages(datetime.now(UTC), 1, step=3, first_round=2000 + i))
             if i == LIVE_ROUNDS // 2:
                 batch += [Emitted(t, p, ()) for t, p in BAD]
+            batch += [Emitted(t, p, ()) for t, p in experiment_messages(i)]
             sent += pub.publish(batch)
             time.sleep(3)
         assert pub.wait_acked(30)
@@ -103,5 +150,6 @@ def loaded(tmp_path_factory, influxd) -> Iterator[Loaded]:
         if worker is not None:
             worker.stop()
         drop_zone_databases(influx, settings)
+        influx.drop_database(exp_db)
         influx.close()
         broker.stop()

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from dashboards import build
-from dashboards.panels import DATASOURCES, OPEN, OPS, OPS_UNITS
+from dashboards.panels import DATASOURCES, EXP, OPEN, OPS, OPS_UNITS
 from datacharter.charter import Charter
 from smartzone.registry import Registry
 from tests.conftest import REGISTRY
@@ -140,7 +140,7 @@ def test_template_variables_category_cell_gateway():
 
 def test_datasources_referenced_are_provisioned_influxql():
     provisioned = {d["uid"]: d for d in PROVISIONED["datasources"]}
-    assert set(provisioned) == {OPEN, OPS}
+    assert set(provisioned) == {OPEN, OPS, EXP}
     for d in provisioned.values():
         assert d["type"] == "influxdb" and d["jsonData"]["version"] == "InfluxQL" and not d["editable"]
     for b in BOARDS.values():
@@ -214,6 +214,7 @@ def test_compose_provisions_grafana_from_these_files():
     defaults = Settings()
     assert g["environment"]["SMARTZONE_OPEN_DATABASE"] == defaults.charter.open_database
     assert g["environment"]["SMARTZONE_OPS_DATABASE"] == defaults.influx.ops_database
+    assert g["environment"]["SMARTZONE_EXPERIMENTS_DATABASE"] == defaults.influx.experiments_database
     # compose's `init` service makes Grafana's user (storage.databases.ROLES) from the same password variable
     from storage.databases import ROLES
 
@@ -224,8 +225,8 @@ def test_compose_provisions_grafana_from_these_files():
 
 
 def test_influxdb_init_creates_a_read_only_grafana_user(influxd, tmp_path):
-    """The init step (``smartzone influx init``) against the real influxd: READ on the open and ops databases,
-    nothing else (the production rehearsal proves it with authentication on)."""
+    """The init step (``smartzone influx init``) against the real influxd: READ on the open, ops and experiments
+    databases, nothing else (the production rehearsal proves it with authentication on)."""
     from smartzone.settings import InfluxSettings, Settings
     from storage.databases import provision
     from storage.influx import Influx
@@ -236,6 +237,7 @@ def test_influxdb_init_creates_a_read_only_grafana_user(influxd, tmp_path):
             "ops_database": "ops_init_test",
             "raw_database": "raw_init_test",
             "pseudonymous_database": "pseudo_init_test",
+            "experiments_database": "exp_init_test",
         },
         charter={"open_database": "open_init_test"},
     )
@@ -248,10 +250,11 @@ def test_influxdb_init_creates_a_read_only_grafana_user(influxd, tmp_path):
         assert {db: p for db, p in grants.items() if p != "NO PRIVILEGES"} == {
             "open_init_test": "READ",
             "ops_init_test": "READ",
+            "exp_init_test": "READ",
         }
     finally:
         ix.query('DROP USER "grafana"', write=True)
-        for db in ("open_init_test", "ops_init_test", "raw_init_test", "pseudo_init_test"):
+        for db in ("open_init_test", "ops_init_test", "raw_init_test", "pseudo_init_test", "exp_init_test"):
             ix.drop_database(db)
         ix.close()
 
@@ -353,7 +356,7 @@ def test_cli_pushes_the_real_dashboards_idempotently(monkeypatch, capsys):
         args = ["dashboards", "push", "--url", fake.url, "--token", token, "--influx-url", "http://influxdb:8086"]
         assert main(args) == 0
         out = capsys.readouterr().out
-        assert out.count("created") == 1 + 2 + len(BOARDS), out
+        assert out.count("created") == 1 + 3 + len(BOARDS), out
         posted = {r.body["dashboard"]["uid"]: r.body for r in fake.writes() if r.path == "/api/dashboards/db"}
         assert set(posted) == set(BOARDS)
         assert all(b["folderUid"] == build.FOLDER_UID and b["overwrite"] for b in posted.values())
@@ -363,6 +366,7 @@ def test_cli_pushes_the_real_dashboards_idempotently(monkeypatch, capsys):
         )
         ds = {r.body["uid"]: r.body for r in fake.writes() if r.path == "/api/datasources"}
         assert ds[OPEN]["jsonData"]["dbName"] == "smartzone_open" and ds[OPS]["jsonData"]["dbName"] == "smartzone_ops"
+        assert ds[EXP]["jsonData"]["dbName"] == "smartzone_experiments"
         assert ds[OPEN]["secureJsonData"] == {"password": "reader-secret"} and ds[OPEN]["user"] == "grafana"
         assert "reader-secret" not in out and token not in out
         fake.clear()

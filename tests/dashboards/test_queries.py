@@ -149,3 +149,61 @@ def test_panel_links_open_the_panels_data_in_the_api(loaded, api, uid, panel, li
             assert len(rows) and "cell" in rows and "n_contributors" in rows, url
         else:
             assert r.json()["id"] == dataset
+
+
+def _annotations():
+    for uid, board in BOARDS.items():
+        for anno in board.get("annotations", {}).get("list", []):
+            yield pytest.param(uid, anno, id=f"{uid}/annotation:{anno['name']}")
+
+
+@pytest.mark.parametrize(("uid", "anno"), list(_annotations()))
+def test_annotation_query_returns_the_text_and_tags_it_names(loaded, uid, anno):
+    """Each annotation query, expanded as Grafana expands it over the dashboard's default range, returns rows with
+    the columns Grafana reads: its text column (non-empty) and every tag column."""
+    board = BOARDS[uid]
+    target = anno["target"]
+    tr = time_range(board, {}, loaded.now)
+    query = expand(target["query"], tr, variables=variables(board, tr, _run(loaded)))
+    assert not unexpanded(query), query
+    rows = loaded.influx.rows(query, loaded.database(anno["datasource"]["uid"]))
+    assert rows, f"no rows: {query}"
+    tags = target["tagsColumn"].split(",")
+    for row in rows:
+        assert isinstance(row[target["textColumn"]], str) and row[target["textColumn"]], row
+        assert all(row.get(t) for t in tags), row
+
+
+def test_the_operations_dashboard_shows_experiments_per_gateway_and_their_state_changes(loaded):
+    """The experiments the loaded zone ran (tests/dashboards/conftest.py: experiment 42 on two gateways), as the
+    operations dashboard shows them: the phases per gateway over time, and the state changes as annotations."""
+    from smartzone.model import PHASE_CODES
+
+    board = BOARDS["smartzone-operations"]
+    panel = next(p for p in board["panels"] if p["title"] == "Experiments per gateway")
+    assert panel["type"] == "state-timeline" and panel["datasource"]["uid"] == "smartzone-experiments"
+    mapped = {int(k): v["text"] for k, v in panel["fieldConfig"]["defaults"]["mappings"][0]["options"].items()}
+    assert mapped == {code: phase for phase, code in PHASE_CODES.items()}
+    tr = time_range(board, panel, loaded.now)
+    known = variables(board, tr, _run(loaded))
+    (pq,) = panel_queries(board, panel, tr, known)
+    result = loaded.influx.query(pq.query, loaded.database(pq.datasource))
+    series = {s["tags"]["gateway"]: s for r in result for s in r.get("series", [])}
+    assert set(series) == {"gw-volkstraat", "gw-egmont"}
+    for s in series.values():
+        assert s["tags"]["experiment"] == "42"
+        codes = [v[1] for v in s["values"] if v[1] is not None]
+        seen = [mapped[c] for c in codes]
+        # the phases in the order the agents reported them (fill(previous) repeats a phase between reports; two
+        # reports 3 s apart may share an interval, whose last() keeps the later)
+        order = ["fetching", "waiting", "running", "finished"]
+        changes = [p for n, p in enumerate(seen) if n == 0 or p != seen[n - 1]]
+        assert changes == [p for p in order if p in changes] and changes[-1] == "finished" and "running" in changes
+    anno = board["annotations"]["list"][0]
+    query = expand(anno["target"]["query"], tr, variables=known)
+    texts = sorted({(r["gateway"], r["text"]) for r in loaded.influx.rows(query, loaded.database(EXP_UID))})
+    assert ("gw-egmont", "rtt probe: Running -> Terminated (the agents report finished)") in texts
+    assert len(texts) == 2 * 3  # three state changes, each on both gateways
+
+
+EXP_UID = "smartzone-experiments"

@@ -36,7 +36,21 @@ def test_services_log_in_without_admin_and_name_the_init_step_when_a_database_is
     passwords = {r.name: f"{r.name}-pw with ' and \\" for r in ROLES}  # quoting holds
     with Influx(admin_settings.influx) as admin:
         done = provision(admin, admin_settings, CHARTER.doc.retention, passwords)
-        assert "user smartzone-ingest: WRITE smartzone_raw, WRITE smartzone_ops, WRITE smartzone_pseudonymous" in done
+        assert (
+            "user smartzone-ingest: WRITE smartzone_raw, WRITE smartzone_ops, WRITE smartzone_pseudonymous, "
+            "WRITE smartzone_experiments" in done
+        )
+        # the experiments' database: written by ingest, read by Grafana, nobody else (charter, API) has a grant
+        rps = admin.rows('SHOW RETENTION POLICIES ON "smartzone_experiments"', "smartzone_experiments")
+        assert [r["duration"] for r in rps if r["default"]] == ["2160h0m0s"]  # influx.experiments_retention: 90d
+        for user, expected in (
+            ("smartzone-ingest", "WRITE"),
+            ("grafana", "READ"),
+            ("smartzone-charter", "NO PRIVILEGES"),
+            ("smartzone-api", "NO PRIVILEGES"),
+        ):
+            given = {r["database"]: r["privilege"] for r in admin.rows(f'SHOW GRANTS FOR "{user}"', "smartzone_raw")}
+            assert given.get("smartzone_experiments", "NO PRIVILEGES") == expected, (user, given)
         assert provision(admin, admin_settings, CHARTER.doc.retention, passwords) == done  # idempotent
         rps = admin.rows('SHOW RETENTION POLICIES ON "smartzone_raw"', "smartzone_raw")
         assert [(r["name"], r["default"]) for r in rps if r["default"]] == [("smartzone", True)]
@@ -56,7 +70,7 @@ def test_services_log_in_without_admin_and_name_the_init_step_when_a_database_is
     with Influx(ingest.influx) as client, pytest.raises(ConfigurationError) as err:
         ensure_databases(client, ingest, CHARTER)
     assert "smartzone_pseudonymous" in str(err.value) and "smartzone influx init" in str(err.value)
-    assert [s.value for s in STORES] == ["raw", "ops", "pseudonymous"]
+    assert [s.value for s in STORES] == ["raw", "ops", "pseudonymous", "experiments"]
 
 
 def test_a_grant_taken_away_is_revoked_on_the_next_init(auth_influxd):
