@@ -334,7 +334,14 @@ def write(
                     f"{dynsec}: not the plugin's JSON ({exc}); move it away to start afresh"
                 ) from None
         # 0640 like the password file (it holds hashes); the broker rewrites it (its own mode) on each change
-        write_atomic(dynsec, json.dumps(render_dynsec(existing, admin, pws[admin.name]), indent=2) + "\n", 0o640)
+        text = json.dumps(render_dynsec(existing, admin, pws[admin.name]), indent=2) + "\n"
+        try:
+            write_atomic(dynsec, text, 0o640)
+        except PermissionError:
+            raise ConfigurationError(
+                f"cannot write {dynsec}: the broker's container owns its folder once it ran (uid 1883); run this "
+                "command with sudo"
+            ) from None
     ours: dict[str, str] = {env_name(u.name): pws[u.name] for u in all_users}
     ours[REVOKED] = ",".join(still_revoked)
     gone = {env_name(n) for n in revoke}
