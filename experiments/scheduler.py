@@ -423,6 +423,7 @@ class Scheduler:
         self._users: set[tuple[int, str]] | None = None  # the experiments' users on the broker; None: not listed
         self._no_plugin_until = 0.0
         self._event_cursor: int | None = None
+        self._resync = threading.Event()
         self._sub_mid: int | None = None
         self.client = self._make_client()
         self.dynsec = Dynsec(self.client, self.dynsec_timeout)
@@ -446,8 +447,7 @@ class Scheduler:
         if rc.is_failure:
             log.error("broker refused the scheduler's login: %s", rc)
             return
-        self._published.clear()  # republish every desired document after each connect
-        self._users = None
+        self._resync.set()  # the loop republishes every desired document and lists the users again
         _, self._sub_mid = client.subscribe([(t, SubscribeOptions(qos=1)) for t in SUBSCRIPTIONS])
         self.dynsec.subscribe()
         self.connected.set()
@@ -492,6 +492,10 @@ class Scheduler:
             s.commit()
         if not self.connected.is_set():
             return actions
+        if self._resync.is_set():  # (re)connected: state the broker may have lost is sent again
+            self._resync.clear()
+            self._published.clear()
+            self._users = None
         with self.sessions() as s:
             self._publish_events(s, now)
             blocked = self._reconcile_users(s)
