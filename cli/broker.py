@@ -15,7 +15,13 @@ shipped ``mosquitto.conf``), so no client can take another's session:
 - ``chirpstack`` (its MQTT integration): writes ``application/#``, reads device commands;
 - ``chirpstack-gateways`` (its gateway backend for the region): reads every gateway's events and state,
   writes their commands;
-- ``healthcheck``: reads ``$SYS/broker/uptime`` (docker-compose's healthcheck of the broker).
+- ``healthcheck``: reads ``$SYS/broker/uptime`` (docker-compose's healthcheck of the broker);
+- ``smartzone-experiments`` (the experiments scheduler): reads the gateways' reported experiments, status,
+  self-test and health, writes their desired experiments and ``smartzone/experiments/events`` (which the ingest
+  users read), and administers the dynamic-security plugin (``$CONTROL/dynamic-security/#``). The plugin's
+  ``dynamic-security.json`` (written here, in ``<out>/dynsec/``, where compose mounts it writable: the plugin
+  saves its changes there) makes it the plugin's admin, with the same password; the scheduler creates one
+  client per (experiment, gateway) in it (docs/parts/experiments-scheduler.md).
 
 A gateway's credential can be revoked (``--revoke GW``: out of the password file and the ACL, its password
 forgotten, listed in ``MQTT_REVOKED`` of the secrets file so later runs keep it out) or rotated (``--rotate GW``:
@@ -32,6 +38,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import re
 import secrets
 from collections.abc import Mapping, Sequence
@@ -51,6 +58,12 @@ CHIRPSTACK = "chirpstack"
 CHIRPSTACK_GATEWAYS = "chirpstack-gateways"
 CHIRPSTACK_SHARE = "chirpstack"  # the share_name of ChirpStack's gateway backend (its default)
 HEALTHCHECK = "healthcheck"
+EXPERIMENTS = "smartzone-experiments"
+EXPERIMENT_EVENTS = "smartzone/experiments/events"
+DYNSEC_CONTROL = "$CONTROL/dynamic-security/#"
+DYNSEC_DIR = "dynsec"  # <out>/dynsec/dynamic-security.json: compose mounts the folder writable
+DYNSEC_FILE = "dynamic-security.json"
+DYNSEC_ADMIN_ROLE = "smartzone-experiments-admin"
 
 
 @dataclass(frozen=True)
@@ -81,12 +94,14 @@ def users(
     if workers < 1:
         raise ConfigurationError("at least one ingest worker")
     share = [f"$share/{share_group}/gw/#", f"$share/{share_group}/application/#"] if share_group else []
+    if share_group:
+        share.append(f"$share/{share_group}/{EXPERIMENT_EVENTS}")
     out = [
         BrokerUser(
             f"{INGEST_PREFIX}{n}",
             f"ingest worker {n} (client id = user)",
             # failover: its own retained status (and last will), its peers' status
-            read=("gw/#", "application/#", *share, status_topic("+")),
+            read=("gw/#", "application/#", EXPERIMENT_EVENTS, *share, status_topic("+")),
             write=(status_topic(f"{INGEST_PREFIX}{n}"),),
         )
         for n in range(1, workers + 1)
@@ -115,6 +130,21 @@ def users(
         )
     )
     out.append(BrokerUser(HEALTHCHECK, "docker-compose's healthcheck of the broker", read=("$SYS/broker/uptime",)))
+    out.append(
+        BrokerUser(
+            EXPERIMENTS,
+            "the experiments scheduler: gateways' reports in, desired experiments and events out; the admin of "
+            "the dynamic-security plugin (one client per experiment and gateway)",
+            read=(
+                "gw/+/experiments/reported",
+                "gw/+/status",
+                "gw/+/selftest",
+                "gw/+/health",
+                DYNSEC_CONTROL,
+            ),
+            write=("gw/+/experiments/desired", EXPERIMENT_EVENTS, DYNSEC_CONTROL),
+        )
+    )
     for g in registry.doc.gateways:
         if g.id in revoked:
             continue
@@ -198,6 +228,59 @@ def passwords(
     return out
 
 
+def _dynsec_acls(user: BrokerUser) -> list[dict[str, object]]:
+    """A password-file user's ACL as dynamic-security role ACLs (the plugin decides first for its own clients:
+    the admin's role must allow what the ACL file allows it)."""
+    acls: list[dict[str, object]] = []
+    for t in user.read:
+        acls += [
+            {"acltype": "subscribePattern", "topic": t, "allow": True},
+            {"acltype": "publishClientReceive", "topic": t, "allow": True},
+            {"acltype": "unsubscribePattern", "topic": t, "allow": True},
+        ]
+    acls += [{"acltype": "publishClientSend", "topic": t, "allow": True} for t in user.write]
+    return acls
+
+
+def render_dynsec(existing: Mapping[str, object] | None, admin: BrokerUser, password: str) -> dict[str, object]:
+    """The dynamic-security plugin's configuration: ``admin`` as its client (password hashed as the plugin reads
+    it: PBKDF2-SHA512, base64 salt and hash, iterations) in a role with ``admin``'s topics. The clients, roles
+    and groups of ``existing`` (the file the plugin saved) are kept; its admin client and role are replaced.
+    Default access: nothing for the plugin's clients beyond their roles."""
+    _, _, iterations, salt, digest = password_hash(password).split("$")
+    doc = dict(existing or {})
+
+    def others(key: str, name_key: str) -> list[object]:
+        items = doc.get(key)
+        keep = {admin.name} if key == "clients" else {DYNSEC_ADMIN_ROLE}
+        return (
+            [i for i in items if not (isinstance(i, dict) and i.get(name_key) in keep)]
+            if isinstance(items, list)
+            else []
+        )
+
+    client = {
+        "username": admin.name,
+        "textName": admin.what[:100],
+        "password": digest,
+        "salt": salt,
+        "iterations": int(iterations),
+        "roles": [{"rolename": DYNSEC_ADMIN_ROLE}],
+    }
+    role = {"rolename": DYNSEC_ADMIN_ROLE, "acls": _dynsec_acls(admin)}
+    return {
+        "clients": [client, *others("clients", "username")],
+        "roles": [role, *others("roles", "rolename")],
+        "groups": doc.get("groups", []) if isinstance(doc.get("groups"), list) else [],
+        "defaultACLAccess": {
+            "publishClientSend": False,
+            "publishClientReceive": False,
+            "subscribe": False,
+            "unsubscribe": True,
+        },
+    }
+
+
 @dataclass(frozen=True)
 class Written:
     passwd: Path
@@ -205,6 +288,7 @@ class Written:
     secrets: Path
     users: list[BrokerUser]
     generated: list[str]  # users whose password was made now
+    dynsec: Path | None = None  # the dynamic-security plugin's file (when the scheduler is among the users)
 
 
 def write(
@@ -237,6 +321,27 @@ def write(
     still_revoked = sorted((set(revoked(known)) | set(revoke)) - set(rotate))
     write_atomic(out_dir / "passwd", "".join(f"{u.name}:{password_hash(pws[u.name])}\n" for u in all_users), 0o640)
     write_atomic(out_dir / "acl", render_acl(all_users), 0o644)
+    dynsec = None
+    admin = next((u for u in all_users if u.name == EXPERIMENTS), None)
+    if admin is not None:
+        dynsec = out_dir / DYNSEC_DIR / DYNSEC_FILE
+        existing = None
+        if dynsec.exists():
+            try:
+                existing = json.loads(dynsec.read_text())
+            except ValueError as exc:
+                raise ConfigurationError(
+                    f"{dynsec}: not the plugin's JSON ({exc}); move it away to start afresh"
+                ) from None
+        # 0640 like the password file (it holds hashes); the broker rewrites it (its own mode) on each change
+        text = json.dumps(render_dynsec(existing, admin, pws[admin.name]), indent=2) + "\n"
+        try:
+            write_atomic(dynsec, text, 0o640)
+        except PermissionError:
+            raise ConfigurationError(
+                f"cannot write {dynsec}: the broker's container owns its folder once it ran (uid 1883); run this "
+                "command with sudo"
+            ) from None
     ours: dict[str, str] = {env_name(u.name): pws[u.name] for u in all_users}
     ours[REVOKED] = ",".join(still_revoked)
     gone = {env_name(n) for n in revoke}
@@ -255,4 +360,4 @@ def write(
         kept += ["# Broker passwords (`smartzone broker users`): one per broker user; keep private, never commit."]
         kept += [f"{k}={v}" for k, v in ours.items()]
     write_atomic(secrets_file, "\n".join(kept) + "\n", 0o600)
-    return Written(out_dir / "passwd", out_dir / "acl", secrets_file, list(all_users), generated)
+    return Written(out_dir / "passwd", out_dir / "acl", secrets_file, list(all_users), generated, dynsec)

@@ -23,6 +23,7 @@ smartzone gateway render GW      the Raspberry Pi reference gateway's files for 
 smartzone influx init            as InfluxDB's admin: databases, retention policies, one user per service
 smartzone gateway selftest       on a gateway: is it ready? (named checks; exit code = the number of failures)
 smartzone experiments migrate    upgrade the experiments store (settings.sql_url) to the newest schema
+smartzone experiments scheduler  run the experiments scheduler (launches, watches, ends experiments; SIGTERM stops)
 smartzone experiments submit|list|status|wait|cancel|extend|logs|results
                                  the experimenter's client of /v1/experiments (token: SMARTZONE_TOKEN)
 smartzone tokens create|list|revoke  bearer tokens of the experiments service (the secret is shown once)
@@ -576,6 +577,12 @@ def cmd_broker(settings: Settings, args: argparse.Namespace) -> int:
         print(f"{u.name:28} {'; '.join(rights)}")
     if revoked:
         print(f"revoked (no login): {', '.join(sorted(revoked))}")
+    if written.dynsec is not None:
+        print(
+            f"wrote {written.dynsec} (the dynamic-security plugin: {broker.EXPERIMENTS} its admin; its other "
+            "clients kept); the broker reads it at start: docker compose restart mosquitto after a change of "
+            f"{broker.env_name(broker.EXPERIMENTS)}"
+        )
     print(
         f"wrote {written.passwd} ({len(users)} users) and {written.acl}; passwords in {written.secrets} "
         f"(0600, variables MQTT_PASSWORD_<USER>): {len(written.generated)} new, "
@@ -659,12 +666,28 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_experiments(settings: Settings, args: argparse.Namespace) -> int:
-    if args.action != "migrate":
+    if args.action in CLIENT_ACTIONS:
         from cli import client
 
         return client.run(settings, args)
     from experiments.db import current_revision, engine_for, migrate
 
+    if args.action == "scheduler":
+        from experiments.scheduler import Scheduler
+
+        stop = threading.Event()
+        _on_signals(stop)
+        scheduler = Scheduler(settings)
+        log.info(
+            "experiments scheduler running: broker %s:%d as %s, store %s, every %g s",
+            settings.mqtt.host,
+            settings.mqtt.port,
+            settings.experiments.broker_username,
+            settings.sql_url.split("@")[-1],
+            settings.experiments.tick_s,
+        )
+        scheduler.run(stop)
+        return 0
     engine = engine_for(settings.sql_url)
     try:
         migrate(engine)
@@ -897,9 +920,10 @@ def build_parser() -> argparse.ArgumentParser:
     ix.set_defaults(func=cmd_influx)
 
     ex = sub.add_parser(
-        "experiments", help="protocol experiments on gateways: submit, wait, results (the REST client); the store"
+        "experiments",
+        help="protocol experiments on gateways: submit, wait, results (the REST client); the store, the scheduler",
     )
-    ex.add_argument("action", choices=("migrate", *CLIENT_ACTIONS))
+    ex.add_argument("action", choices=("migrate", "scheduler", *CLIENT_ACTIONS))
     client_arguments(ex)
     ex.set_defaults(func=cmd_experiments)
 

@@ -2,8 +2,8 @@
 
 Both start from PATH with their data in a folder of ours. Mosquitto runs the configuration we ship
 (``ingest/broker/mosquitto.conf``) with its listeners (and their TLS and client-id options), persistence
-folder and authentication replaced by one local, loopback-only, anonymous listener; influxd runs with
-``-config /dev/null`` and environment variables.
+folder and authentication (password file, ACL, dynamic-security plugin) replaced by one local, loopback-only,
+anonymous listener; influxd runs with ``-config /dev/null`` and environment variables.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ _LOCAL_OVERRIDES = (
     "persistence_location",
     "password_file",
     "acl_file",
+    "plugin",  # the dynamic-security plugin (and its plugin_opt_*): authentication, which local brokers lack
     "allow_anonymous",
     "log_dest",
     "protocol",

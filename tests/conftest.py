@@ -6,6 +6,10 @@
 - ``settings``: Settings pointing at both, a fresh data folder and unique database names.
 - ``run_worker``: an in-process worker; ``worker_process``: one in a subprocess (to SIGKILL it).
 - ``postgres``: one PostgreSQL server (Debian's ``postgresql`` package) for the session, on a free port.
+- ``dynsec_broker``: the central broker exactly as docker-compose configures it (the shipped mosquitto.conf,
+  password file, ACL and the dynamic-security plugin's file written by ``smartzone broker users``, TLS), with
+  ``.client(user)`` making logged-in MQTT v5 test clients; one per test module (``dynsec_broker_per_test``: one
+  per test).
 """
 
 from __future__ import annotations
@@ -22,8 +26,9 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -410,3 +415,62 @@ def postgres() -> Iterator[Postgres]:
             [*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"], capture_output=True
         )
         shutil.rmtree(root, ignore_errors=True)
+
+
+# -- the central broker as compose configures it ------------------------------------------------------
+@dataclass
+class ComposeBroker:
+    """A running ``tests.deploy.stack.Broker`` (password file, ACL, dynamic security) and its test clients."""
+
+    broker: Any  # tests.deploy.stack.Broker
+    clients: list = field(default_factory=list)
+
+    @property
+    def port(self) -> int:
+        return self.broker.plain_port
+
+    @property
+    def passwords(self) -> dict[str, str]:
+        return self.broker.passwords
+
+    @property
+    def folder(self) -> Path:
+        return self.broker.folder
+
+    def client(self, user: str, password: str | None = None, **kw: Any) -> Any:
+        """A paho MQTT v5 client (tests.deploy.stack.Client), not yet connected, closed at teardown."""
+        from tests.deploy.stack import Client
+
+        c = Client(user, self.passwords[user] if password is None else password, self.port, **kw)
+        self.clients.append(c)
+        return c
+
+    def close(self) -> None:
+        for c in self.clients:
+            with contextlib.suppress(Exception):
+                c.close()
+        self.broker.stop()
+
+
+def _compose_broker(tmp: Path) -> ComposeBroker:
+    from tests.deploy.stack import production_broker
+
+    return ComposeBroker(production_broker(tmp, Registry.load(REGISTRY), tmp / ".env"))
+
+
+@pytest.fixture(scope="module")
+def dynsec_broker(tmp_path_factory) -> Iterator[ComposeBroker]:
+    b = _compose_broker(tmp_path_factory.mktemp("dynsec-broker"))
+    try:
+        yield b
+    finally:
+        b.close()
+
+
+@pytest.fixture
+def dynsec_broker_per_test(tmp_path) -> Iterator[ComposeBroker]:
+    b = _compose_broker(tmp_path / "dynsec-broker")
+    try:
+        yield b
+    finally:
+        b.close()

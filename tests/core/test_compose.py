@@ -31,6 +31,7 @@ def test_full_stack_is_described():
         "ingest-2",
         "charter",
         "api",
+        "experiments",
         "chirpstack",
         "redis",
         "grafana",
@@ -143,6 +144,39 @@ def test_the_api_serves_on_all_container_interfaces_with_several_workers(monkeyp
     assert s.api.host == "0.0.0.0" and s.api.workers == 2
     assert svc["ports"] == [f"${{SMARTZONE_API_BIND:-127.0.0.1}}:{s.api.port}:{s.api.port}"]  # loopback by default
     assert "/readyz" in " ".join(svc["healthcheck"]["test"])
+
+
+def test_the_broker_loads_the_dynamic_security_plugin_on_a_writable_mount():
+    volumes = SERVICES["mosquitto"]["volumes"]
+    shipped = (REPO / "ingest/broker/mosquitto.conf").read_text()
+    plugin = re.search(r"^plugin (\S+)$", shipped, re.M)
+    config = re.search(r"^plugin_opt_config_file (\S+)$", shipped, re.M)
+    assert plugin and plugin.group(1) == "/usr/lib/mosquitto_dynamic_security.so"  # where the image has it
+    assert config and config.group(1) == "/mosquitto/dynsec/dynamic-security.json"
+    # the plugin rewrites its file on every change: its folder is mounted writable (no ":ro")
+    assert "./ingest/broker/dynsec:/mosquitto/dynsec" in volumes
+    assert "ingest/broker/dynsec/" in (REPO / ".gitignore").read_text().split()  # generated, never committed
+
+
+def test_the_experiments_scheduler_is_a_service_sharing_the_api_s_data(monkeypatch):
+    from cli.broker import EXPERIMENTS, env_name
+
+    svc = SERVICES["experiments"]
+    args = build_parser().parse_args(svc["command"])
+    assert (args.command, args.action) == ("experiments", "scheduler")
+    assert svc["depends_on"]["mosquitto"] == {"condition": "service_healthy"}
+    assert svc["depends_on"]["init"] == {"condition": "service_completed_successfully"}
+    monkeypatch.setenv("SMARTZONE_CONFIG", "/nonexistent.toml")
+    for k, v in _env(svc).items():
+        monkeypatch.setenv(k, v)
+    s = Settings()
+    assert s.experiments.broker_username == EXPERIMENTS and s.sql_url.startswith("postgresql+psycopg://")
+    assert svc["environment"]["SMARTZONE_EXPERIMENTS__BROKER_PASSWORD"].startswith("${" + env_name(EXPERIMENTS) + ":?")
+    # production: the artifact and upload URLs need the API's public URL, the same the API's links use
+    assert svc["environment"]["SMARTZONE_API__BASE_URL"] == SERVICES["api"]["environment"]["SMARTZONE_API__BASE_URL"]
+    # the HMAC key (<data_dir>/experiments/secret) is on the volume the API mounts too
+    data = f"experiments-data:{s.data_dir}"
+    assert data in svc["volumes"] and data in SERVICES["api"]["volumes"]
 
 
 def test_secrets_come_from_the_environment_only():

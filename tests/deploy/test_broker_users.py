@@ -179,6 +179,7 @@ def test_broker_users_command_keeps_passwords_other_lines_and_secrecy(tmp_path, 
     first = broker.read_secrets(dotenv)
     assert first["POSTGRES_PASSWORD"] == "mine" and first["MQTT_PASSWORD_GW_EGMONT"] == "from-the-environment"
     expected = {"smartzone-ingest-1", "smartzone-ingest-2", "smartzone-ingest-3", "chirpstack", "healthcheck"}
+    expected.add(broker.EXPERIMENTS)
     expected |= {broker.CHIRPSTACK_GATEWAYS, *(g.id for g in REG.doc.gateways)}
     assert {broker.env_name(u) for u in expected} <= set(first)
     users = {line.split(":", 1)[0] for line in (tmp_path / "broker" / "passwd").read_text().splitlines()}

@@ -15,7 +15,9 @@ folder (a named volume), and the API listens on 127.0.0.1 rather than 0.0.0.0.
 - ``postgres``: Debian's PostgreSQL 15 (compose runs postgres:15) with compose's role and database, and the
   init scripts compose mounts;
 - ``init``, ``ingest-1``, ``ingest-2``, ``charter`` (``charter run``: compose's loop, whose first pass runs at
-  start), ``api``: ``python -m cli <compose's command>`` with compose's environment.
+  start), ``api``, ``experiments`` (the scheduler): ``python -m cli <compose's command>`` with compose's
+  environment. The broker loads the dynamic-security plugin as compose configures it (its file written by
+  ``smartzone broker users``, its folder writable): the scheduler makes an experiment's broker user there.
 
 A publisher logs in as a gateway over TLS and publishes a simulated hour of yesterday; the readings come out
 of the API's ``/v1`` observations. Each InfluxDB user's grants are proven both ways.
@@ -53,7 +55,7 @@ NOT_HERE = {
     "redis": "ChirpStack's Redis: only ChirpStack uses it",
     "grafana": "Grafana: no binary here (its InfluxDB user's grants are proven below)",
 }
-RUN_HERE = ("mosquitto", "influxdb", "postgres", "init", "ingest-1", "ingest-2", "charter", "api")
+RUN_HERE = ("mosquitto", "influxdb", "postgres", "init", "ingest-1", "ingest-2", "charter", "api", "experiments")
 GATEWAY = "gw-kloosterstraat"  # the publisher logs in as this gateway
 DAY = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)
 START = DAY + timedelta(hours=10)  # a simulated hour of yesterday: closed windows, the charter publishes them
@@ -425,3 +427,65 @@ def test_the_ports_compose_publishes_are_loopback_unless_the_operator_says():
     assert [interpolate(p, {"SMARTZONE_MQTT_TLS_BIND": "0.0.0.0"}) for p in published["mosquitto"]] == [
         "0.0.0.0:8883:8883"
     ]
+
+
+def test_the_experiments_scheduler_gives_an_experiment_its_broker_user(rehearsal):
+    """The ``experiments`` service as compose runs it (PostgreSQL store, broker user smartzone-experiments, the
+    data volume with the HMAC key): an experiment launched in the store gets its dynamic-security user on the
+    compose broker, which may publish only under its prefix (over TLS, as on a gateway); ended, it is deleted."""
+    from sqlalchemy import select
+
+    from experiments import secrets
+    from experiments.db import Experiment, ExperimentResource, User, open_store, utc
+    from experiments.dynsec import user_name
+    from experiments.states import transition
+
+    s = rehearsal
+    env = service_env(s, "experiments")
+    assert env["SMARTZONE_EXPERIMENTS__BROKER_USERNAME"] == "smartzone-experiments"
+    proc = _start(s, "experiments")
+    assert wait_for(lambda: "MQTT subscribed" in s.log("experiments") or proc.poll() is not None, 30), s.log(
+        "experiments"
+    )
+    assert proc.poll() is None, s.log("experiments")[-3000:]
+    sessions = open_store(env["SMARTZONE_STORAGE__SQL_URL"])
+    now = datetime.now(UTC)
+    with sessions() as db:
+        owner = db.scalars(select(User).where(User.name == "rehearsal")).first()
+        if owner is None:
+            owner = User(name="rehearsal", role="experimenter", created_at=now)
+            db.add(owner)
+            db.flush()
+        exp = Experiment(
+            name="rehearsal", description="", owner_id=owner.id, state="Waiting", start=now, duration_s=600,
+            deadline=now + timedelta(seconds=600), parameters={}, artifact_sha256=None, created_at=now,
+        )  # fmt: skip
+        db.add(exp)
+        db.flush()
+        db.add(ExperimentResource(experiment_id=exp.id, gateway=GATEWAY, radio="ble"))
+        db.commit()
+        exp_id = exp.id
+    key = (s.tmp / "volumes" / "experiments-data" / "experiments" / "secret").read_text().strip().encode()
+    user, password = user_name(exp_id, GATEWAY), secrets.broker_password(key, exp_id, GATEWAY)
+
+    def login() -> Client:  # one at a time: the broker binds the session to the user name
+        return Client(user, password, s.broker.tls_port, ca=s.broker.ca).connect()
+
+    def logs_in() -> bool:
+        c = login()
+        c.close()
+        return c.connack == 0
+
+    assert wait_for(logs_in, 30), s.log("experiments")[-3000:]
+    c = login()
+    try:
+        assert c.publish(f"gw/{GATEWAY}/experiments/{exp_id}/probe", "ok") == 0
+        assert c.publish(f"gw/{GATEWAY}/health", "forged") == 0x87
+    finally:
+        c.close()
+    with sessions() as db:
+        e = db.get(Experiment, exp_id)
+        transition(db, e, "Error", "rehearsal", "ended by the rehearsal", utc(now) or now)
+        db.commit()
+    assert wait_for(lambda: not logs_in(), 30), s.log("experiments")[-3000:]
+    sessions.kw["bind"].dispose()
