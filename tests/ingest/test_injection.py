@@ -235,7 +235,7 @@ def test_every_rendered_line_reads_back_as_its_point(pipeline):
             unrepresentable += 1
             assert letter is not None and "unrepresentable" in letter.detail, case
         for store, ls in lines.items():
-            assert store in (Store.RAW, Store.OPS, Store.PSEUDONYMOUS), case
+            assert store in (Store.RAW, Store.OPS, Store.PSEUDONYMOUS, Store.EXPERIMENTS), case
             assert len(ls) == len([p for p in out.points if p.store == store]) or letter is not None, case
         # each line is exactly one of the Points, as influxd reads it back
         want = [_expected(p) for p in out.points]
