@@ -79,7 +79,7 @@ def zone_settings(
     charter: dict | None = None,
     **sections: dict,
 ) -> Settings:
-    """Settings of one test's own zone: its own databases (raw, ops, pseudonymous, open) on the shared influxd,
+    """Settings of one test's own zone: its own databases (raw, ops, pseudonymous, experiments, open) on the shared influxd,
     its own MQTT client id, share group and quick flushes when it has a broker; ``sections`` add or replace
     whole sections."""
     tag = uuid.uuid4().hex[:8]
@@ -100,6 +100,7 @@ def zone_settings(
             "raw_database": f"raw_{tag}",
             "ops_database": f"ops_{tag}",
             "pseudonymous_database": f"pseudo_{tag}",
+            "experiments_database": f"exp_{tag}",
         },
         charter={"open_database": f"open_{tag}", **(charter or {})},
         **{**extra, **sections},
@@ -112,11 +113,12 @@ def settings(tmp_path, mosquitto, influxd) -> Settings:
 
 
 def drop_zone_databases(client: Influx, s: Settings) -> None:
-    """Drop a test zone's four databases (raw, ops, pseudonymous, open); one a test made unreachable is skipped."""
+    """Drop a test zone's five databases (raw, ops, pseudonymous, experiments, open); one a test made unreachable is skipped."""
     for db in (
         s.influx.raw_database,
         s.influx.ops_database,
         s.influx.pseudonymous_database,
+        s.influx.experiments_database,
         s.charter.open_database,
     ):
         with contextlib.suppress(Exception):
@@ -169,6 +171,7 @@ def settings_env(s: Settings) -> dict[str, str]:
         "SMARTZONE_INFLUX__RAW_DATABASE": s.influx.raw_database,
         "SMARTZONE_INFLUX__OPS_DATABASE": s.influx.ops_database,
         "SMARTZONE_INFLUX__PSEUDONYMOUS_DATABASE": s.influx.pseudonymous_database,
+        "SMARTZONE_INFLUX__EXPERIMENTS_DATABASE": s.influx.experiments_database,
         "SMARTZONE_INGEST__FLUSH_INTERVAL": str(s.ingest.flush_interval),
         "SMARTZONE_INGEST__SPOOL_AFTER": str(s.ingest.spool_after),
         "SMARTZONE_LOG_LEVEL": "INFO",
