@@ -91,6 +91,7 @@ def agent_toml(
         lines.append(f'ca_file = "{ca}"')
     lines += ["[spool]", f'dir = "{spool}"', f"max_bytes = {max_bytes}"]
     lines += ["[health]", f"interval = {health_interval}"]
+    lines += ["[experiments]", f'state_dir = "{spool.parent / (spool.name + "-experiments")}"']
     path.write_text("\n".join(lines) + "\n")
     return path
 
