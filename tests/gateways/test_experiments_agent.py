@@ -24,6 +24,7 @@ import tarfile
 import tempfile
 import threading
 import time
+import zipfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -90,6 +91,8 @@ class Api:
         self.results: dict[tuple[int, str], bytes] = {}
         self.tokens: dict[int, str] = {}
         self.refused: list[str] = []
+        self.fail: dict[int, list[int]] = {}  # experiment id -> statuses to answer its next PUTs with
+        self.puts: dict[int, int] = {}
         api = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -127,6 +130,12 @@ class Api:
                     return
                 exp_id, parts = who
                 body = self.rfile.read(int(self.headers["Content-Length"]))
+                api.puts[exp_id] = api.puts.get(exp_id, 0) + 1
+                if api.fail.get(exp_id):
+                    self.send_response(api.fail[exp_id].pop(0))
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 api.results[(exp_id, parts[4])] = body
                 self.send_response(201)
                 self.send_header("Content-Length", "0")
@@ -159,17 +168,19 @@ class Gateway:
         etc.mkdir(mode=0o755)
         self.local = gateway_mosquitto(self.base / "local").start()
         self.state = self.base / "experiments"
-        self.config = agent_toml(
-            etc / "agent.toml", gid, self.local.port, central_port, self.base / "spool", password=PASSWORD
-        )
-        lines = ["[experiments]", f'state_dir = "{self.state}"', f'user = "{SANDBOX_USER}"', "kill_grace = 2"]
         # the suite's interpreter lives under /root (0700): the experiments' user could not run it (on a Pi the
         # agent's venv is under /opt, world-readable, and the default)
-        lines.append(f'python = "{EXPERIMENT_PYTHON}"')
-        lines += [f"{k} = {json.dumps(v)}" for k, v in experiments.items()]
-        lines += ["[experiments.radio_devices]", f'ble = "{self.base}/simulated-hci0"']
-        with self.config.open("a") as f:
-            f.write("\n".join(lines) + "\n")
+        settings = {"state_dir": str(self.state), "user": SANDBOX_USER, "kill_grace": 2, "python": EXPERIMENT_PYTHON}
+        self.config = agent_toml(
+            etc / "agent.toml",
+            gid,
+            self.local.port,
+            central_port,
+            self.base / "spool",
+            password=PASSWORD,
+            experiments=settings | experiments,
+            radio_devices={"ble": f"{self.base}/simulated-hci0"},
+        )
         self.agent = AgentProcess(self.config, fake_root(self.base / "root"), self.base / "agent.log")
         self.messages: list[tuple[str, bytes]] = []
         self.cond = threading.Condition()
@@ -579,3 +590,42 @@ def test_the_agent_publishes_its_selftest_retained_at_start(gateway):
     finally:
         c.loop_stop()
         c.disconnect()
+
+
+def wheel(module: str, source: str) -> bytes:
+    """A minimal PEP 427 wheel with the contract's entry point ``[smartzone.experiment] main``."""
+    info = "probe-1.0.dist-info"
+    files = {
+        f"{module}.py": source,
+        f"{info}/METADATA": "Metadata-Version: 2.1\nName: probe\nVersion: 1.0\n",
+        f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        f"{info}/entry_points.txt": f"[smartzone.experiment]\nmain = {module}:main\n",
+    }
+    files[f"{info}/RECORD"] = "".join(f"{n},,\n" for n in files) + f"{info}/RECORD,,\n"
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for name, text in files.items():
+            z.writestr(name, text)
+    return buf.getvalue()
+
+
+def test_a_wheel_runs_its_entry_point_and_uploads_are_retried_until_2xx_not_after_a_4xx(gateway, api):
+    gw = gateway()
+    source = (
+        "import os, pathlib\n"
+        "def main():\n"
+        "    pathlib.Path(os.environ['SZX_RESULTS_DIR'], 'w.txt').write_text('wheel')\n"
+    )
+    e = gw.entry(wheel("szx_probe", source), start_in=0.5, kind="wheel")
+    e["artifact"]["filename"] = "probe-1.0-py3-none-any.whl"
+    api.fail[e["id"]] = [503, 502]  # the API is briefly unwell: retried with backoff (1 s, 2 s)
+    refused = gw.entry(OK, start_in=0.5)
+    api.fail[refused["id"]] = [403]  # a 4xx is final: not retried
+    gw.desire(e, refused)
+    assert gw.wait_phase(e["id"], "finished")["exit_code"] == 0
+    assert gw.wait_uploaded(e["id"])["results/w.txt"] == b"wheel"
+    assert api.puts[e["id"]] == 3
+    assert wait_for(lambda: "results upload refused: HTTP 403" in gw.now(refused["id"])["error"], 10)
+    time.sleep(1.5)  # a retry would have come by now
+    assert api.puts[refused["id"]] == 1 and gw.now(refused["id"])["results_uploaded"] is False
+    assert gw.now(refused["id"])["phase"] == "finished"
