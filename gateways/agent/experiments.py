@@ -32,6 +32,7 @@ import re
 import resource
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tarfile
@@ -664,14 +665,27 @@ class Runner:
 
     # -- results -----------------------------------------------------------------------------------------
     def bundle(self, run: Run) -> bytes:
-        """tar.gz of results/, stdout.log and stderr.log (symbolic links kept as links, never followed)."""
+        """tar.gz of results/, stdout.log and stderr.log (symbolic links kept as links, never followed). Built
+        by the experiment's own user: its folder is its to rearrange (a link swapped in mid-walk), so the bundle
+        holds only what that user could read anyway, never a file of the agent's."""
         work = self.dir / str(run.id) / "run"
-        buf = io.BytesIO()
-        with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-            for name in ("results", "stdout.log", "stderr.log"):
-                if (work / name).exists() or (work / name).is_symlink():
-                    tar.add(work / name, arcname=name, filter=_plain)
-        return buf.getvalue()
+        if self.user is None:
+            return make_bundle(work)
+        done = subprocess.run(
+            [self.python, "-I", "-c", BUNDLER],
+            cwd=work,
+            env={"PATH": PATH, "LANG": "C.UTF-8"},
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=self.x.upload_timeout,
+            user=self.user.pw_uid,
+            group=self.user.pw_gid,
+            extra_groups=[],
+            check=False,
+        )
+        if done.returncode != 0:
+            raise OSError(f"building the results bundle failed: {done.stderr.decode(errors='replace')[-500:]}")
+        return done.stdout
 
     def _upload(self, run: Run) -> None:
         try:
@@ -720,16 +734,53 @@ def _plain(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
     return info
 
 
+def make_bundle(work: Path) -> bytes:
+    """The results bundle of the experiment folder ``work`` (see Runner.bundle)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name in ("results", "stdout.log", "stderr.log"):
+            if (work / name).exists() or (work / name).is_symlink():
+                tar.add(work / name, arcname=name, filter=_plain)
+    return buf.getvalue()
+
+
+# make_bundle, run by the experiment's user in its folder: the bundle on stdout
+BUNDLER = (
+    "import io, sys, tarfile\n"
+    "from pathlib import Path\n"
+    "def plain(i):\n"
+    "    if not (i.isfile() or i.isdir() or i.issym()):\n"
+    "        return None\n"
+    "    i.uid = i.gid = 0\n"
+    "    i.uname = i.gname = ''\n"
+    "    return i\n"
+    "buf = io.BytesIO()\n"
+    "with tarfile.open(fileobj=buf, mode='w:gz') as tar:\n"
+    "    for name in ('results', 'stdout.log', 'stderr.log'):\n"
+    "        if Path(name).exists() or Path(name).is_symlink():\n"
+    "            tar.add(name, arcname=name, filter=plain)\n"
+    "sys.stdout.buffer.write(buf.getvalue())\n"
+)
+
+
 def log_tail(stdout: Path, stderr: Path, limit: int = LOG_TAIL_BYTES) -> str:
-    """The last ``limit`` bytes of stdout then stderr, stderr first to be kept (it says why a process died)."""
+    """The last ``limit`` bytes of stdout then stderr, stderr first to be kept (it says why a process died).
+    Only regular files, never through a link: the experiment owns its folder and could put a link to a file of
+    the agent's, or a FIFO, in their place."""
     tails = []
     for path in (stderr, stdout):
         try:
-            with path.open("rb") as f:
-                f.seek(max(0, path.stat().st_size - limit))
-                tails.append(f.read())
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError:
             tails.append(b"")
+            continue
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                tails.append(b"")
+                continue
+            f.seek(max(0, st.st_size - limit))
+            tails.append(f.read(limit))
     err, out = tails
     out = out[-max(0, limit - len(err)) :] if len(err) < limit else b""
     return (out + err).decode("utf-8", errors="replace")

@@ -10,6 +10,7 @@ helper's). The suite runs as root, so experiments run as another user (``nobody`
 from __future__ import annotations
 
 import contextlib
+import gzip
 import hashlib
 import io
 import itertools
@@ -75,6 +76,11 @@ for key in ("password_file", "agent_environ", "desired", "state_dir"):
     except OSError as exc:
         out[key + "_error"] = type(exc).__name__
 pathlib.Path(os.environ["SZX_RESULTS_DIR"], "probe.json").write_text(json.dumps(out))
+# then it tries to have the agent (root) read the password for it: its logs and a result become links to it
+for name in ("stdout.log", "stderr.log", os.path.join(os.environ["SZX_RESULTS_DIR"], "pw")):
+    if os.path.lexists(name):
+        os.remove(name)
+    os.symlink(params["password_file"], name)
 """
 
 
@@ -497,7 +503,7 @@ def test_the_deadline_holds_with_the_central_broker_down(gateway, mosquitto):
     assert got["exit_code"] == -signal.SIGTERM
 
 
-def test_the_experiment_gets_only_its_environment_and_cannot_read_the_agents_credentials(gateway, tmp_path):
+def test_the_experiment_gets_only_its_environment_and_cannot_read_the_agents_credentials(gateway, api, tmp_path):
     gw = gateway()
     password_file = gw.config.parent / "central.password"
     params = {
@@ -508,8 +514,15 @@ def test_the_experiment_gets_only_its_environment_and_cannot_read_the_agents_cre
     }
     e = gw.entry(PROBE, start_in=0.5, parameters=params)
     gw.desire(e)
-    gw.wait_phase(e["id"], "finished")
-    probe = json.loads(gw.wait_uploaded(e["id"])["results/probe.json"])
+    done = gw.wait_phase(e["id"], "finished")
+    files = gw.wait_uploaded(e["id"])
+    probe = json.loads(files["results/probe.json"])
+    # the links it left: kept as links in the bundle, never followed by the agent (log tail, bundle)
+    bundle = api.results[(e["id"], gw.gid)]
+    with tarfile.open(fileobj=io.BytesIO(bundle), mode="r:gz") as tar:
+        links = {m.name: m.linkname for m in tar.getmembers() if m.issym()}
+    assert links == {n: str(password_file) for n in ("stdout.log", "stderr.log", "results/pw")}
+    assert PASSWORD not in done["log_tail"] and PASSWORD.encode() not in gzip.decompress(bundle)
     nobody = pwd.getpwnam(SANDBOX_USER)
     assert (probe["uid"], probe["gid"], probe["groups"]) == (nobody.pw_uid, nobody.pw_gid, [])
     env = probe["env"]
@@ -542,8 +555,9 @@ def test_the_experiment_gets_only_its_environment_and_cannot_read_the_agents_cre
     (tmp_path / "results").mkdir()
     (tmp_path / "params.json").write_text(json.dumps(params))
     control = {"SZX_PARAMETERS": str(tmp_path / "params.json"), "SZX_RESULTS_DIR": str(tmp_path / "results")}
-    subprocess.run([sys.executable, "-I", "-c", PROBE.decode()], env=control, check=True)
+    subprocess.run([sys.executable, "-I", "-c", PROBE.decode()], env=control, check=True, cwd=tmp_path)
     leaked = json.loads((tmp_path / "results/probe.json").read_text())
+    assert (tmp_path / "stdout.log").read_text().strip() == PASSWORD  # a root reader following its links leaks
     assert leaked["password_file"].strip() == PASSWORD and "agent_environ" in leaked
     assert f"pw-{e['id']}" in leaked["desired"] and str(e["id"]) in leaked["state_dir"]
 
