@@ -37,7 +37,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gateways.agent import config as agent_config
-from gateways.agent.experiments import Malformed, log_tail, proc_start_time, validate
+from gateways.agent.experiments import Malformed, Runner, log_tail, proc_start_time, validate
 from tests.conftest import wait_for
 from tests.gateways.agent_stack import AgentProcess, agent_toml, fake_root, gateway_mosquitto
 
@@ -643,3 +643,65 @@ def test_a_wheel_runs_its_entry_point_and_uploads_are_retried_until_2xx_not_afte
     time.sleep(1.5)  # a retry would have come by now
     assert api.puts[refused["id"]] == 1 and gw.now(refused["id"])["results_uploaded"] is False
     assert gw.now(refused["id"])["phase"] == "finished"
+
+
+def test_the_runner_keeps_time_by_the_clock_it_is_given(api):
+    """The runner in-process with a clock an hour ahead of the wall's, moved by hand: it starts the experiment
+    when that clock reaches the start and stops it when it reaches the deadline, whatever the wall says."""
+    base = Path(tempfile.mkdtemp(prefix="szx-clock-"))
+    base.chmod(0o755)
+    cfg = agent_config.parse(
+        {
+            "gateway_id": "gw-clock",
+            "central": {"host": "127.0.0.1", "port": 1883},
+            "experiments": {
+                "state_dir": str(base / "x"),
+                "user": SANDBOX_USER,
+                "python": EXPERIMENT_PYTHON,
+                "kill_grace": 1,
+            },
+        }
+    )
+    now = [time.time() + 3600.0]
+    sent: list[dict[str, Any]] = []
+    runner = Runner(cfg, lambda topic, payload: sent.append(json.loads(payload)), clock=lambda: now[0]).start()
+
+    def phase() -> str | None:
+        return sent[-1]["experiments"][0]["phase"] if sent and sent[-1]["experiments"] else None
+
+    exp_id = next(IDS)
+    api.artifacts[exp_id], api.tokens[exp_id] = SLEEP, f"token-{exp_id}"
+    entry = {
+        "id": exp_id,
+        "artifact": {
+            "url": f"{api.url}/v1/experiments/{exp_id}/artifact",
+            "sha256": hashlib.sha256(SLEEP).hexdigest(),
+            "size": len(SLEEP),
+            "kind": "script",
+            "filename": "sleep.py",
+        },
+        "start": rfc3339(now[0] + 10),
+        "deadline": rfc3339(now[0] + 20),
+        "radio": "ble",
+        "mqtt": {"username": "u", "password": "p", "prefix": "gw/gw-clock/experiments/1/"},
+        "upload": {"url": f"{api.url}/v1/experiments/{exp_id}/gateways/gw-clock/results", "token": api.tokens[exp_id]},
+    }
+    try:
+        runner.desired(json.dumps({"version": 1, "experiments": [entry]}).encode())
+        assert wait_for(lambda: phase() == "waiting", 10), sent
+        time.sleep(1.0)  # the wall moves on, the runner's clock does not: still waiting
+        assert phase() == "waiting" and sent[-1]["time"] == rfc3339(now[0])
+        now[0] += 10
+        assert wait_for(lambda: phase() == "running", 5), sent
+        pid = sent[-1]["experiments"][0]["pid"]
+        time.sleep(0.5)
+        assert phase() == "running"
+        now[0] += 10
+        assert wait_for(lambda: phase() == "finished", 5), sent
+        assert sent[-1]["experiments"][0]["exit_code"] == -signal.SIGTERM and gone(pid)
+    finally:
+        runner.stop()
+        for state in (base / "x").glob("*/state.json"):
+            with contextlib.suppress(ProcessLookupError, TypeError):
+                os.killpg(json.loads(state.read_text())["pid"], signal.SIGKILL)
+        shutil.rmtree(base, ignore_errors=True)
