@@ -391,8 +391,10 @@ class Agent:
 
     # -- periodic self-test -----------------------------------------------------------------------------
     def selftest(self) -> dict[str, object]:
-        """The self-test checks as the contract's ``gw/<id>/selftest`` document. The central broker check is the
-        agent's own connection (a second client with the gateway's id would take over the agent's session)."""
+        """The self-test checks as the contract's ``gw/<id>/selftest`` document. The two broker checks are the
+        agent's own connections: a second client with the gateway's id would take over the agent's central
+        session, and a round trip through the local broker would be relayed to the centre (under a ``#``
+        relay filter) where nobody reads it."""
         cfg = selftest.load_config(self.cfg.path) if self.cfg.path is not None else None
         if cfg is None:
             raise RuntimeError("no agent.toml path: the self-test needs it")
@@ -405,8 +407,17 @@ class Agent:
                 )
             return f"the agent is connected as {self.cfg.central.username or self.cfg.gateway_id}"
 
+        def local(ctx: selftest.Context) -> str:
+            if not self.local_up.is_set():
+                raise selftest.Failed(
+                    f"the agent is not connected to the local broker {self.cfg.local.host}:{self.cfg.local.port}",
+                    "`systemctl status mosquitto`; the agent's log (`journalctl -u smartzone-gateway-agent`)",
+                )
+            return f"the agent is connected to {self.cfg.local.host}:{self.cfg.local.port} ({self.relayed} relayed)"
+
+        own = {"central_broker": central, "local_broker": local}
         checks = tuple(
-            selftest.Check(c.name, c.what, central, c.applies, c.needs) if c.name == "central_broker" else c
+            selftest.Check(c.name, c.what, own[c.name], c.applies, c.needs) if c.name in own else c
             for c in selftest.CHECKS
         )
         result = selftest.run(cfg, self.root, checks)

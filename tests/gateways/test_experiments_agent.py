@@ -591,6 +591,9 @@ def test_the_agent_publishes_its_selftest_retained_at_start(gateway):
     assert doc["failed"] == sum(1 for c in doc["checks"] if not c["ok"])
     central = next(c for c in doc["checks"] if c["name"] == "central_broker")
     assert central["ok"] and "connected" in central["detail"]
+    local = next(c for c in doc["checks"] if c["name"] == "local_broker")
+    assert local["ok"] and "connected" in local["detail"]
+    assert not [t for t, _ in gw.messages if "selftest/" in t]  # nothing of the self-test relayed up
     assert datetime.fromisoformat(doc["time"]).tzinfo is not None
     # retained: the scheduler, subscribing later, reads the last result at once
     got: list[bytes] = []
