@@ -351,6 +351,7 @@ class Runner:
                 self._cancel(run, now)
             elif run.upload_done and not (run.worker and run.worker.is_alive()):
                 run.forgotten = True
+                run.spec = {}  # its broker password and upload token are of no more use: not kept on disk
                 shutil.rmtree(self.dir / str(run.id) / "run", ignore_errors=True)
                 self._save(run)
 
@@ -718,6 +719,8 @@ class Runner:
         self._wake.set()
 
     def _retry_upload(self, run: Run, why: str) -> None:
+        if self._stopping.is_set():
+            return  # the next start resumes it
         with self._lock:
             run.attempts += 1
             delay = BACKOFF_S[min(run.attempts, len(BACKOFF_S)) - 1]

@@ -411,6 +411,12 @@ def test_a_script_runs_at_its_start_finishes_and_uploads_its_results(gateway, ap
         c.loop_stop()
         c.disconnect()
     assert api.refused == []
+    # final, uploaded and no longer desired: forgotten, its folder and its credentials gone from the gateway
+    gw.desire()
+    assert wait_for(lambda: gw.reports()[-1]["experiments"] == [], 10), gw.reports()[-1]
+    assert not (gw.state / str(e["id"]) / "run").exists()
+    kept = (gw.state / str(e["id"]) / "state.json").read_text()
+    assert e["upload"]["token"] not in kept and e["mqtt"]["password"] not in kept
 
 
 def test_wrong_sha256_and_oversized_artifacts_are_refused(gateway, api):
@@ -702,6 +708,7 @@ def test_the_runner_keeps_time_by_the_clock_it_is_given(api):
         now[0] += 10
         assert wait_for(lambda: phase() == "finished", 5), sent
         assert sent[-1]["experiments"][0]["exit_code"] == -signal.SIGTERM and gone(pid)
+        assert wait_for(lambda: sent[-1]["experiments"][0]["results_uploaded"], 10), sent[-1]
     finally:
         runner.stop()
         for state in (base / "x").glob("*/state.json"):
