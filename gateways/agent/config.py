@@ -59,6 +59,31 @@ class SelfTest:
     hci: str = "hci0"
     min_disk_free_bytes: int = 536_870_912
     ble_heard_within: float = 300.0
+    interval: float = 21600.0  # the agent runs the checks at start and every interval s (gw/<id>/selftest)
+
+
+# the radios an experiment may ask for, and the device an experiment gets for it (SZX_RADIO_DEVICE) by default
+EXPERIMENT_RADIOS = ("ble", "zigbee", "wifi", "lora-experimental")
+
+
+@dataclass(frozen=True)
+class Experiments:
+    """``[experiments]``: where and how the agent runs the centre's experiments (docs/parts/gateway-agent.md)."""
+
+    state_dir: Path = Path("/var/lib/smartzone-experiments")
+    user: str = "smartzone-exp"  # the experiments' Unix user, when the agent can switch users (root)
+    python: str = ""  # the interpreter of experiments; empty: the agent's own (its venv has paho-mqtt)
+    cpu_s: int = 3600  # limits when the desired document gives none
+    memory_bytes: int = 268_435_456
+    file_bytes: int = 104_857_600
+    open_files: int = 256
+    processes: int = 64
+    artifact_max_bytes: int = 67_108_864
+    kill_grace: float = 10.0  # SIGTERM at the deadline, SIGKILL this many seconds later
+    upload_timeout: float = 60.0  # one HTTP request (artifact download, results upload)
+    mqtt_host: str = ""  # SZX_MQTT_HOST/PORT: the central broker by default
+    mqtt_port: int = 0
+    radio_devices: tuple[tuple[str, str], ...] = ()  # radio -> SZX_RADIO_DEVICE, over the defaults
 
 
 @dataclass(frozen=True)
@@ -71,6 +96,13 @@ class AgentConfig:
     selftest: SelfTest = field(default_factory=SelfTest)
     lora_eui: str | None = None
     path: Path | None = None
+    experiments: Experiments = field(default_factory=Experiments)
+
+    def radio_devices(self) -> dict[str, str]:
+        """radio -> the device an experiment on it gets (``SZX_RADIO_DEVICE``)."""
+        s = self.selftest
+        out = {"ble": s.hci, "zigbee": s.zigbee_serial, "wifi": "wlan0", "lora-experimental": s.spi_device}
+        return out | dict(self.experiments.radio_devices)
 
     def password(self) -> str | None:
         """The central password: the first line of ``central.password_file`` (None without one)."""
@@ -199,10 +231,51 @@ def parse(doc: dict[str, Any], path: Path | None = None) -> AgentConfig:
         hci=_take(t, "selftest", "hci", str, d.hci),
         min_disk_free_bytes=_take(t, "selftest", "min_disk_free_bytes", int, d.min_disk_free_bytes),
         ble_heard_within=float(_take(t, "selftest", "ble_heard_within", (int, float), d.ble_heard_within)),
+        interval=float(_take(t, "selftest", "interval", (int, float), d.interval)),
     )
+    if selftest.interval < 60:
+        raise ConfigError(f"selftest.interval: {selftest.interval} s is below the minimum of 60 s")
     _no_more(t, "selftest")
+    experiments = _experiments(_section(doc, "experiments"), central)
     _no_more(doc, "")
-    return AgentConfig(gateway_id, local, central, spool, health, selftest, lora_eui, path)
+    return AgentConfig(gateway_id, local, central, spool, health, selftest, lora_eui, path, experiments)
+
+
+def _experiments(t: dict[str, Any], central: Central) -> Experiments:
+    d = Experiments()
+    s = "experiments"
+    devices = _take(t, s, "radio_devices", dict, {})
+    for radio, device in devices.items():
+        if radio not in EXPERIMENT_RADIOS:
+            raise ConfigError(f"{s}.radio_devices.{radio}: not a radio ({', '.join(EXPERIMENT_RADIOS)})")
+        if not isinstance(device, str) or not device:
+            raise ConfigError(f"{s}.radio_devices.{radio}: {device!r} is not a device name or path")
+    e = Experiments(
+        state_dir=Path(_take(t, s, "state_dir", str, str(d.state_dir))),
+        user=_take(t, s, "user", str, d.user),
+        python=_take(t, s, "python", str, d.python),
+        cpu_s=_take(t, s, "cpu_s", int, d.cpu_s),
+        memory_bytes=_take(t, s, "memory_bytes", int, d.memory_bytes),
+        file_bytes=_take(t, s, "file_bytes", int, d.file_bytes),
+        open_files=_take(t, s, "open_files", int, d.open_files),
+        processes=_take(t, s, "processes", int, d.processes),
+        artifact_max_bytes=_take(t, s, "artifact_max_bytes", int, d.artifact_max_bytes),
+        kill_grace=float(_take(t, s, "kill_grace", (int, float), d.kill_grace)),
+        upload_timeout=float(_take(t, s, "upload_timeout", (int, float), d.upload_timeout)),
+        mqtt_host=_take(t, s, "mqtt_host", str, central.host),
+        mqtt_port=_port(_take(t, s, "mqtt_port", int, central.port), f"{s}.mqtt_port"),
+        radio_devices=tuple(sorted(devices.items())),
+    )
+    _no_more(t, s)
+    if not e.user:
+        raise ConfigError(f"{s}.user: empty (the Unix user experiments run as when the agent is root)")
+    for key in ("cpu_s", "memory_bytes", "file_bytes", "open_files", "processes", "artifact_max_bytes"):
+        if getattr(e, key) <= 0:
+            raise ConfigError(f"{s}.{key}: {getattr(e, key)} must be positive")
+    for key in ("kill_grace", "upload_timeout"):
+        if getattr(e, key) <= 0:
+            raise ConfigError(f"{s}.{key}: {getattr(e, key)} s must be positive")
+    return e
 
 
 def load(path: str | Path) -> AgentConfig:

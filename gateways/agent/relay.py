@@ -6,7 +6,11 @@ Three threads besides paho's two network loops:
 - the *sender* reads the spool oldest first and publishes each record centrally at QoS 1 with up to ``window``
   messages in flight on the one connection (in order per topic: MQTT keeps a connection's order), and gives
   the spool every PUBACK; paho re-sends what was in flight after a reconnect;
-- the *heartbeat* publishes ``gw/<id>/health`` every ``health.interval`` seconds.
+- the *heartbeat* publishes ``gw/<id>/health`` every ``health.interval`` seconds;
+- the *self-test* runs the checks of ``selftest.py`` at start and every ``selftest.interval`` seconds and publishes
+  the result, retained, on ``gw/<id>/selftest``;
+- the *experiments* runner (``experiments.py``) takes the centre's ``gw/<id>/experiments/desired`` documents and
+  reports on ``gw/<id>/experiments/reported``.
 
 Each relayed message carries the time the agent received it, in µs since the epoch, as the MQTT v5 user
 property ``smartzone-received``: the ingest worker takes it as the receipt time, so a copy re-sent after an
@@ -22,6 +26,7 @@ import ssl
 import threading
 import time
 from collections import deque
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +36,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from gateways.agent import health
+from gateways.agent import experiments, health, selftest
 from gateways.agent.config import AgentConfig
 from gateways.agent.spool import Spool
 
@@ -50,11 +55,10 @@ def central_topic(gateway_id: str, topic: str) -> str:
 
 
 def local_topic(gateway_id: str, topic: str) -> str | None:
-    """Where a central command goes locally (None: not one the agent relays down)."""
+    """Where a central command goes locally (None: not one the agent relays down; the experiments' desired
+    document is the agent's own business, see experiments.py)."""
     if topic.startswith(LORA_PREFIX):
         return topic
-    if topic == f"gw/{gateway_id}/experiments/desired":
-        return "experiments/desired"
     return None
 
 
@@ -98,9 +102,12 @@ class Agent:
         self.local_up = threading.Event()
         self.status_topic = f"gw/{cfg.gateway_id}/status"
         self.health_topic = f"gw/{cfg.gateway_id}/health"
+        self.selftest_topic = f"gw/{cfg.gateway_id}/selftest"
+        self.desired_topic = f"gw/{cfg.gateway_id}/experiments/desired"
         self._threads: list[threading.Thread] = []
         self.local = self._local_client()
         self.central = self._central_client()
+        self.experiments = experiments.Runner(cfg, self._publish_retained, clock=lambda: self._clock() / 1e9)
 
     # -- clients ---------------------------------------------------------------------------------------
     def _local_client(self) -> mqtt.Client:
@@ -144,7 +151,14 @@ class Agent:
             cfg.central.host, cfg.central.port, keepalive=cfg.central.keepalive, clean_start=True
         )
         self.central.loop_start()
-        for name, target in (("writer", self._writer), ("sender", self._sender), ("heartbeat", self._heartbeat)):
+        self.experiments.start()
+        threads = (
+            ("writer", self._writer),
+            ("sender", self._sender),
+            ("heartbeat", self._heartbeat),
+            ("selftest", self._selftester),
+        )
+        for name, target in threads:
             t = threading.Thread(target=target, name=f"agent-{name}", daemon=True)
             t.start()
             self._threads.append(t)
@@ -164,6 +178,7 @@ class Agent:
         """Finish: spool what has arrived, say offline, close the connections and the spool."""
         self.stopping.set()
         self._wake.set()
+        self.experiments.stop()  # their processes go on: the next start re-adopts them
         for t in self._threads:
             t.join(10)
         self.local.disconnect()
@@ -234,12 +249,13 @@ class Agent:
             log.error("central broker refused the agent: %s (check central.username and the password file)", rc)
             return
         client.publish(self.status_topic, b"online", qos=1, retain=True)
-        downward = [f"gw/{self.cfg.gateway_id}/experiments/desired"]
+        downward = [self.desired_topic]
         if self.cfg.lora_eui:
             # ChirpStack and its Gateway Bridge write gateway EUIs lower-case in topics (the config's is upper-case)
             downward.append(f"{LORA_PREFIX}{self.cfg.lora_eui.lower()}/command/#")
         client.subscribe([(f, SubscribeOptions(qos=1)) for f in downward])
         self._publish_health()  # at once, before the replay starts: the centre sees the backlog it is about to get
+        self.experiments.republish()
         self.central_up.set()
         self._wake.set()
         log.info("central broker connected backlog=%d", self.spool.backlog())
@@ -254,6 +270,9 @@ class Agent:
         self._wake.set()
 
     def _on_central_message(self, client: mqtt.Client, userdata: Any, m: mqtt.MQTTMessage) -> None:
+        if m.topic == self.desired_topic:
+            self.experiments.desired(bytes(m.payload))
+            return
         target = local_topic(self.cfg.gateway_id, m.topic)
         if target is None:
             return
@@ -365,3 +384,60 @@ class Agent:
             log.exception("heartbeat failed")
             return
         self.central.publish(self.health_topic, json.dumps(doc, separators=(",", ":")).encode(), qos=1)
+
+    def _publish_retained(self, topic: str, payload: bytes) -> None:
+        """QoS 1, retained; while the centre is away paho queues it and sends it on reconnect."""
+        self.central.publish(topic, payload, qos=1, retain=True)
+
+    # -- periodic self-test -----------------------------------------------------------------------------
+    def selftest(self) -> dict[str, object]:
+        """The self-test checks as the contract's ``gw/<id>/selftest`` document. The two broker checks are the
+        agent's own connections: a second client with the gateway's id would take over the agent's central
+        session, and a round trip through the local broker would be relayed to the centre (under a ``#``
+        relay filter) where nobody reads it."""
+        cfg = selftest.load_config(self.cfg.path) if self.cfg.path is not None else None
+        if cfg is None:
+            raise RuntimeError("no agent.toml path: the self-test needs it")
+
+        def central(ctx: selftest.Context) -> str:
+            if not self.central_up.is_set():
+                raise selftest.Failed(
+                    f"the agent is not connected to the central broker {self.cfg.central.host}:{self.cfg.central.port}",
+                    "see the agent's log (`journalctl -u smartzone-gateway-agent`)",
+                )
+            return f"the agent is connected as {self.cfg.central.username or self.cfg.gateway_id}"
+
+        def local(ctx: selftest.Context) -> str:
+            if not self.local_up.is_set():
+                raise selftest.Failed(
+                    f"the agent is not connected to the local broker {self.cfg.local.host}:{self.cfg.local.port}",
+                    "`systemctl status mosquitto`; the agent's log (`journalctl -u smartzone-gateway-agent`)",
+                )
+            return f"the agent is connected to {self.cfg.local.host}:{self.cfg.local.port} ({self.relayed} relayed)"
+
+        own = {"central_broker": central, "local_broker": local}
+        checks = tuple(
+            selftest.Check(c.name, c.what, own[c.name], c.applies, c.needs) if c.name in own else c
+            for c in selftest.CHECKS
+        )
+        result = selftest.run(cfg, self.root, checks)
+        out = [{"name": n, "ok": True, "detail": result["details"][n]} for n in result["success"]]
+        out += [{"name": e["check"], "ok": False, "detail": f"{e['problem']}; do: {e['fix']}"} for e in result["error"]]
+        out += [{"name": s["check"], "ok": True, "detail": f"skipped: {s['reason']}"} for s in result["skipped"]]
+        order = [c.name for c in checks]
+        out.sort(key=lambda c: order.index(str(c["name"])))
+        now = datetime.fromtimestamp(self._clock() / 1e9, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return {"time": now, "failed": result["ret"], "checks": out}
+
+    def _selftester(self) -> None:
+        self.central_up.wait(10)  # the first run at start, once connected (or 10 s later: it then says so)
+        while not self.stopping.is_set():
+            try:
+                doc = self.selftest()
+            except Exception:  # a check that breaks must not stop the agent
+                log.exception("self-test failed to run")
+            else:
+                log.info("self-test: %d failed", doc["failed"])
+                self._publish_retained(self.selftest_topic, json.dumps(doc, separators=(",", ":")).encode())
+            if self.stopping.wait(self.cfg.selftest.interval):
+                return

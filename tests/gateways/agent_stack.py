@@ -76,6 +76,8 @@ def agent_toml(
     health_interval: float = 3600,
     relay: tuple[str, ...] = ("#",),
     lora_eui: str | None = None,
+    experiments: dict[str, object] | None = None,
+    radio_devices: dict[str, str] | None = None,
 ) -> Path:
     lines = [f'gateway_id = "{gateway_id}"']
     if lora_eui:
@@ -91,6 +93,10 @@ def agent_toml(
         lines.append(f'ca_file = "{ca}"')
     lines += ["[spool]", f'dir = "{spool}"', f"max_bytes = {max_bytes}"]
     lines += ["[health]", f"interval = {health_interval}"]
+    x = {"state_dir": str(spool.parent / (spool.name + "-experiments"))} | (experiments or {})
+    lines += ["[experiments]"] + [f"{k} = {json.dumps(v)}" for k, v in x.items()]  # JSON scalars are TOML's
+    if radio_devices:
+        lines += ["[experiments.radio_devices]"] + [f"{k} = {json.dumps(v)}" for k, v in radio_devices.items()]
     path.write_text("\n".join(lines) + "\n")
     return path
 

@@ -84,7 +84,7 @@ def delivery(influx: Influx, dbs: tuple[str, ...], emitted: list[Emitted]) -> tu
 def test_topic_mapping_both_ways():
     assert central_topic("gw-a", "zigbee2mqtt/0x00158d0001a2b3c4") == "gw/gw-a/zigbee2mqtt/0x00158d0001a2b3c4"
     assert central_topic("gw-a", "eu868/gateway/0016C001F1500001/event/up") == "eu868/gateway/0016C001F1500001/event/up"
-    assert local_topic("gw-a", "gw/gw-a/experiments/desired") == "experiments/desired"
+    assert local_topic("gw-a", "gw/gw-a/experiments/desired") is None  # the agent's own (experiments.py)
     assert local_topic("gw-a", "eu868/gateway/0016C001F1500001/command/down") == (
         "eu868/gateway/0016C001F1500001/command/down"
     )
@@ -377,8 +377,10 @@ def test_a_200_readings_per_second_publisher_keeps_its_pace_through_an_outage(st
 
 
 def test_commands_are_relayed_down_and_lora_events_keep_their_topic(tmp_path):
-    """Central ``gw/<id>/experiments/desired`` -> local ``experiments/desired``, central ChirpStack commands of
-    the gateway's EUI -> the same topic locally; local ChirpStack events go up under their own topic."""
+    """Central ChirpStack commands of the gateway's EUI -> the same topic locally; local ChirpStack events go up
+    under their own topic. The central ``gw/<id>/experiments/desired`` is the agent's own business: it is not
+    relayed down (a local client could otherwise read every experiment's credentials), the agent answers it on
+    ``gw/<id>/experiments/reported``."""
     eui = "0016C001F1500001"  # agent.toml: upper-case; topics: lower-case, as the Gateway Bridge writes them
     central = services.mosquitto(tmp_path / "central").start()
     local = gateway_mosquitto(tmp_path / "local").start()
@@ -396,7 +398,7 @@ def test_commands_are_relayed_down_and_lora_events_keep_their_topic(tmp_path):
     clients = []
     for side, svc, topics in (
         ("local", local, ["experiments/desired", f"eu868/gateway/{eui.lower()}/command/#"]),
-        ("central", central, [f"eu868/gateway/{eui.lower()}/event/#", "gw/gw-a/status"]),
+        ("central", central, [f"eu868/gateway/{eui.lower()}/event/#", "gw/gw-a/status", "gw/gw-a/experiments/+"]),
     ):
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"watch-{side}", protocol=mqtt.MQTTv5)
         c.on_message = lambda c_, u, m, side=side: got[side].append((m.topic, m.payload, m.retain))
@@ -412,8 +414,12 @@ def test_commands_are_relayed_down_and_lora_events_keep_their_topic(tmp_path):
         clients[1].publish("gw/gw-a/experiments/desired", b'{"experiment": "x"}', qos=1, retain=True)
         clients[1].publish(f"eu868/gateway/{eui.lower()}/command/down", b"\x01\x02", qos=1)
         clients[0].publish(f"eu868/gateway/{eui.lower()}/event/up", b"\x0a", qos=1)
-        assert wait_for(lambda: len(got["local"]) == 2 and len(got["central"]) >= 2, 10), got
-        assert ("experiments/desired", b'{"experiment": "x"}') in [(t, p) for t, p, _ in got["local"]]
+        assert wait_for(lambda: len(got["local"]) == 1 and len(got["central"]) >= 2, 10), got
+        reported = "gw/gw-a/experiments/reported"
+        assert wait_for(lambda: any(t == reported for t, _, _ in got["central"]), 10), got
+        doc = json.loads(next(p for t, p, _ in reversed(got["central"]) if t == reported))
+        assert doc["experiments"] == [] and "not an object with an experiments list" in doc["errors"][0]
+        assert [t for t, _, _ in got["local"]] == [f"eu868/gateway/{eui.lower()}/command/down"]
         assert (f"eu868/gateway/{eui.lower()}/command/down", b"\x01\x02") in [(t, p) for t, p, _ in got["local"]]
         assert (f"eu868/gateway/{eui.lower()}/event/up", b"\x0a") in [(t, p) for t, p, _ in got["central"]]
         agent.proc.kill()  # no clean stop: the broker publishes the last will

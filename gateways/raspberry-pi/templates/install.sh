@@ -14,6 +14,8 @@ THEENGS_GATEWAY_VERSION=1.7.0      # TheengsGateway on PyPI
 # the suite runs this script under a folder with stub commands (SMARTZONE_GATEWAY_ROOT); on a Pi both are unset
 ROOT=${SMARTZONE_GATEWAY_ROOT:-}
 GW_USER=${SMARTZONE_GATEWAY_USER:-smartzone-gw}
+EXP_USER=${SMARTZONE_EXPERIMENTS_USER:-@experiments_user@}  # experiments run as this user (the agent, root, switches to it)
+EXP_STATE=$ROOT@experiments_state@
 ETC=$ROOT/etc/smartzone-gateway
 STATE=$ROOT/var/lib/smartzone-gateway
 OPT=$ROOT/opt/smartzone-gateway
@@ -35,7 +37,7 @@ put() {
 }
 
 # --- packages ---------------------------------------------------------------------------------------------
-PACKAGES="mosquitto python3-venv chrony"
+PACKAGES="mosquitto python3-venv chrony nftables"
 has smartzone-packet-forwarder.service && PACKAGES="$PACKAGES gpiod git build-essential"
 has smartzone-zigbee2mqtt.service && PACKAGES="$PACKAGES nodejs npm git"
 has smartzone-theengs-gateway.service && PACKAGES="$PACKAGES bluez"
@@ -74,6 +76,11 @@ done
 install -d -m 0755 "$ETC" "$OPT" "$OPT/lib"
 install -d -m 0750 -o "$GW_USER" -g "$GW_USER" "$STATE" "$STATE/spool" "$STATE/packet-forwarder" \
     "$STATE/zigbee2mqtt" "$STATE/theengs"
+# experiments: their own user (no home, no shell, in no group of the radios) and the agent's state folder,
+# 0711: an experiment walks through to its own run/ folder and lists nothing
+id "$EXP_USER" >/dev/null 2>&1 || \
+    useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin "$EXP_USER"
+install -d -m 0711 -o root -g root "$EXP_STATE"
 
 # --- software -------------------------------------------------------------------------------------------------
 [ -x "$OPT/venv/bin/python" ] || python3 -m venv "$OPT/venv"
@@ -96,6 +103,7 @@ fi
 # --- files ------------------------------------------------------------------------------------------------------
 put "$HERE/mosquitto.conf" "$ROOT/etc/mosquitto/mosquitto.conf" 644 root
 put "$HERE/agent.toml" "$ETC/agent.toml" 644 root
+put "$HERE/experiments.nft" "$ETC/experiments.nft" 644 root
 put "$HERE/central.password" "$ETC/central.password" 600 "$GW_USER"
 [ ! -f "$HERE/ca.crt" ] || put "$HERE/ca.crt" "$ETC/ca.crt" 644 root
 if [ -d "$HERE/agent/gateways" ]; then
