@@ -25,6 +25,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
@@ -59,6 +60,8 @@ bearer = HTTPBearer(
     bearerFormat="szx_<id>_<secret>",
     description="A token from `smartzone tokens create` (or, for a gateway's agent, its HMAC upload token).",
 )
+ExpId = Annotated[int, PathParam(ge=1, le=2**31 - 1, description="the experiment's id")]
+GatewayId = Annotated[str, PathParam(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$", description="a registry gateway id")]
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "no bearer token, or a wrong or revoked one", "content": {problems.PROBLEM: {}}},
@@ -378,7 +381,7 @@ def list_experiments(
     response_model=ExperimentOut,
     responses=_ERRORS,
 )
-def get_experiment(exp_id: int, user: CurrentUser, sessions: Sessions) -> ExperimentOut:
+def get_experiment(exp_id: ExpId, user: CurrentUser, sessions: Sessions) -> ExperimentOut:
     return _out(service.get(sessions, user, exp_id))
 
 
@@ -388,7 +391,7 @@ def get_experiment(exp_id: int, user: CurrentUser, sessions: Sessions) -> Experi
     response_model=ExperimentOut,
     responses={**_ERRORS, 409: {"description": "already final or finishing", "content": {problems.PROBLEM: {}}}},
 )
-def cancel_experiment(exp_id: int, user: CurrentUser, st: StateDep, sessions: Sessions) -> ExperimentOut:
+def cancel_experiment(exp_id: ExpId, user: CurrentUser, st: StateDep, sessions: Sessions) -> ExperimentOut:
     return _out(service.cancel(sessions, user, exp_id, st.clock()))
 
 
@@ -403,7 +406,7 @@ def cancel_experiment(exp_id: int, user: CurrentUser, st: StateDep, sessions: Se
     },
 )
 def extend_experiment(
-    exp_id: int, body: ExtendIn, user: CurrentUser, st: StateDep, sessions: Sessions
+    exp_id: ExpId, body: ExtendIn, user: CurrentUser, st: StateDep, sessions: Sessions
 ) -> ExperimentOut:
     return _out(service.extend(sessions, st.settings.experiments, user, exp_id, body.seconds, st.clock()))
 
@@ -414,7 +417,7 @@ def extend_experiment(
     response_class=Response,
     responses={**_ERRORS, 200: {"content": {"text/plain": {}}}},
 )
-def experiment_logs(exp_id: int, user: CurrentUser, sessions: Sessions) -> Response:
+def experiment_logs(exp_id: ExpId, user: CurrentUser, sessions: Sessions) -> Response:
     return Response(_logs_text(service.get(sessions, user, exp_id)), media_type="text/plain; charset=utf-8")
 
 
@@ -500,7 +503,7 @@ def _metrics_parquet(rows: list[tuple[str, str, str, str, float]]) -> bytes:
     responses={**_ERRORS, 200: {"content": {m: {} for m in METRICS_MEDIA.values()}}},
 )
 def experiment_metrics(
-    exp_id: int,
+    exp_id: ExpId,
     user: CurrentUser,
     st: StateDep,
     sessions: Sessions,
@@ -584,7 +587,7 @@ def _results_tar(st: State, v: service.ExperimentView, metrics: bytes) -> Iterat
     response_class=StreamingResponse,
     responses={**_ERRORS, 200: {"content": {TAR_GZ: {}}}},
 )
-def experiment_results(exp_id: int, user: CurrentUser, st: StateDep, sessions: Sessions) -> StreamingResponse:
+def experiment_results(exp_id: ExpId, user: CurrentUser, st: StateDep, sessions: Sessions) -> StreamingResponse:
     view = service.get(sessions, user, exp_id)
     metrics = metrics_csv(metric_rows(st, exp_id))
     return StreamingResponse(
@@ -614,7 +617,14 @@ def check_bundle(path: Path) -> None:
     status_code=201,
     response_model=ResultsOut,
     openapi_extra={
-        "requestBody": {"required": True, "content": {TAR_GZ: {"schema": {"type": "string", "format": "binary"}}}},
+        "requestBody": {
+            "required": True,
+            "description": "the bundle's bytes: a tar.gz of results/ and the logs",
+            "content": {
+                TAR_GZ: {"schema": {"type": "string", "format": "binary"}},
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            },
+        },
         "parameters": [{"name": GATEWAY_HEADER, "in": "header", "required": True, "schema": {"type": "string"}}],
     },
     responses={
@@ -623,7 +633,7 @@ def check_bundle(path: Path) -> None:
         422: {"description": "not a tar.gz of plain files", "content": {problems.PROBLEM: {}}},
     },
 )
-async def upload_results(exp_id: int, gateway: str, request: Request, credentials: Credentials) -> ResultsOut:
+async def upload_results(exp_id: ExpId, gateway: GatewayId, request: Request, credentials: Credentials) -> ResultsOut:
     st = state(request)
     sessions = await run_in_threadpool(st.experiments_store)
     sender = await run_in_threadpool(_agent, request, sessions, exp_id, credentials)
@@ -665,7 +675,7 @@ async def upload_results(exp_id: int, gateway: str, request: Request, credential
     response_class=FileResponse,
     responses={**_ERRORS, 200: {"content": {"application/octet-stream": {}}}},
 )
-def experiment_artifact(exp_id: int, request: Request, credentials: Credentials) -> Response:
+def experiment_artifact(exp_id: ExpId, request: Request, credentials: Credentials) -> Response:
     st = state(request)
     sessions = st.experiments_store()
     if _agent(request, sessions, exp_id, credentials) is None:
