@@ -2,12 +2,15 @@
 
 ``create_app(settings)`` builds the FastAPI application. Routers: ``catalogue`` (datasets, DCAT-AP),
 ``observations`` (the published points, JSON / CSV / Parquet / GeoJSON, cursor pages), ``space``
-(cells, zone, sensors). Health: ``/healthz``, ``/readyz``, ``/metrics`` (Prometheus). The state the
+(cells, zone, sensors), and ``experiments`` (the authenticated experiments API, issue 16). Health:
+``/healthz``, ``/readyz``, ``/metrics`` (Prometheus). The state the
 routers read (``api.deps.State``) is put on the app here; no router imports this module.
 
 Around every request: problem details for every error (RFC 9457), a per-client token-bucket rate limit
-(429 with Retry-After), a query-string size limit (414), a body size limit (413: the API takes no
-bodies), CORS for browser clients, gzip.
+(429 with Retry-After), a query-string size limit (414), a body size limit (413: the open-data API takes
+no bodies; the experiments API under ``/v1/experiments`` takes JSON up to 1 MiB and streams its uploads
+under their own limits), CORS for browser clients, gzip. Responses of the experiments API, and of any
+request carrying credentials, are never cached: ``Cache-Control: private, no-store``.
 
 No header a client sends is trusted: links are built on the configured public URL
 (``Settings.public_base_url``), and the client address the rate limit counts is the TCP peer, or what

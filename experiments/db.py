@@ -14,10 +14,8 @@ import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import (
     JSON,
     Boolean,
@@ -33,6 +31,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 logging.getLogger("alembic").setLevel(logging.WARNING)  # its INFO lines (plugins, DDL mode) are noise here
@@ -180,6 +181,8 @@ def engine_for(url: str) -> Engine:
 
 def alembic_config(engine: Engine) -> Config:
     """Alembic configured in code (no alembic.ini); env.py takes the engine from ``attributes``."""
+    from alembic.config import Config  # imported on use: the API's start-up does not pay for Alembic
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.attributes["engine"] = engine
@@ -221,10 +224,14 @@ def _migration_lock(engine: Engine) -> Iterator[None]:
 def migrate(engine: Engine, revision: str = "head") -> None:
     """Upgrade the store to ``revision`` under the migration lock (safe from several processes at once)."""
     with _migration_lock(engine):
+        from alembic import command
+
         command.upgrade(alembic_config(engine), revision)
 
 
 def downgrade(engine: Engine, revision: str = "base") -> None:
+    from alembic import command
+
     command.downgrade(alembic_config(engine), revision)
 
 
