@@ -244,9 +244,9 @@ def _agent(request: Request, sessions: sessionmaker[Session], exp_id: int, crede
     if credentials is None:
         raise Unauthenticated("a gateway's request needs its upload token: Authorization: Bearer <token>")
     settings = state(request).settings
-    _, member = service.experiment_for_gateway(sessions, exp_id, gateway)
-    if not check_upload_token(key(settings), exp_id, gateway, credentials.credentials):
+    if not check_upload_token(key(settings), exp_id, gateway, credentials.credentials):  # before any look-up
         raise Unauthenticated(f"wrong upload token for experiment {exp_id} on gateway {gateway}")
+    _, member = service.experiment_for_gateway(sessions, exp_id, gateway)
     if not member:
         raise Forbidden(f"gateway {gateway} is not part of experiment {exp_id}")
     return gateway

@@ -6,10 +6,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from experiments.db import current_revision, engine_for
+from tests.conftest import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 PROCESSES = 4
@@ -19,7 +19,8 @@ SCRIPT = """
 import os, sys, time
 from alembic import command
 from experiments.db import alembic_config, current_revision, engine_for, migrate
-url, go, mode = sys.argv[1:4]
+url, go, mode, ready = sys.argv[1:5]
+open(ready, "w").close()
 while not os.path.exists(go):
     time.sleep(0.001)
 engine = engine_for(url)
@@ -36,15 +37,17 @@ def run_concurrently(url: str, tmp_path: Path, mode: str = "locked") -> list[sub
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", SCRIPT, url, str(go), mode],
+            [sys.executable, "-c", SCRIPT, url, str(go), mode, str(tmp_path / f"ready-{i}")],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
-        for _ in range(PROCESSES)
+        for i in range(PROCESSES)
     ]
-    time.sleep(1.5)  # the interpreters start and import meanwhile; then they all wait for the file
+    # every process imported and waiting: then they all start at once
+    ready = lambda: all((tmp_path / f"ready-{i}").exists() for i in range(PROCESSES))  # noqa: E731
+    assert wait_for(ready, 60, 0.01)
     go.touch()
     out = []
     for p in procs:
