@@ -2,12 +2,15 @@
 
 ``create_app(settings)`` builds the FastAPI application. Routers: ``catalogue`` (datasets, DCAT-AP),
 ``observations`` (the published points, JSON / CSV / Parquet / GeoJSON, cursor pages), ``space``
-(cells, zone, sensors). Health: ``/healthz``, ``/readyz``, ``/metrics`` (Prometheus). The state the
+(cells, zone, sensors), and ``experiments`` (the authenticated experiments API, issue 16). Health:
+``/healthz``, ``/readyz``, ``/metrics`` (Prometheus). The state the
 routers read (``api.deps.State``) is put on the app here; no router imports this module.
 
 Around every request: problem details for every error (RFC 9457), a per-client token-bucket rate limit
-(429 with Retry-After), a query-string size limit (414), a body size limit (413: the API takes no
-bodies), CORS for browser clients, gzip.
+(429 with Retry-After), a query-string size limit (414), a body size limit (413: the open-data API takes
+no bodies; the experiments API under ``/v1/experiments`` takes JSON up to 1 MiB and streams its uploads
+under their own limits), CORS for browser clients, gzip. Responses of the experiments API, and of any
+request carrying credentials, are never cached: ``Cache-Control: private, no-store``.
 
 No header a client sends is trusted: links are built on the configured public URL
 (``Settings.public_base_url``), and the client address the rate limit counts is the TCP peer, or what
@@ -22,6 +25,8 @@ import logging
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -35,10 +40,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from swagger_ui_bundle import swagger_ui_path
 
-from api import catalogue, observations, problems, space
+from api import catalogue, experiments, observations, problems, space
 from api.deps import State
 from api.store import OpenData
 from datacharter.charter import Charter
+from experiments.errors import ServiceError
 from smartzone.registry import Registry
 from smartzone.settings import ApiSettings, Settings
 
@@ -134,11 +140,39 @@ def _ttl(cache_control: str) -> float:
     return 0.0
 
 
+def _private(path: str) -> bool:
+    return path == experiments.PREFIX or path.startswith(experiments.PREFIX + "/")
+
+
+def _upload(method: str, path: str) -> bool:
+    parts = path.split("/")  # "", "v1", "experiments", ...
+    return (method == "POST" and path == experiments.PREFIX + "/artifacts") or (
+        method == "PUT" and len(parts) == 7 and parts[4] == "gateways" and parts[6] == "results"
+    )
+
+
+def _never_stored(send):
+    """Mark every response ``Cache-Control: private, no-store`` (and ``Vary: Authorization``): neither this
+    server's cache nor any shared cache on the way may keep or reuse it."""
+
+    async def marked(message) -> None:
+        if message["type"] == "http.response.start":
+            raw = [(k, v) for k, v in message.get("headers", []) if k.lower() not in (b"cache-control", b"expires")]
+            raw.append((b"cache-control", experiments.PRIVATE.encode()))
+            if not any(k.lower() == b"vary" for k, _ in raw):
+                raw.append((b"vary", b"Authorization"))
+            message = {**message, "headers": raw}
+        await send(message)
+
+    return marked
+
+
 class Guard:
     """Pure ASGI middleware around every request: size limits (414, 413), the per-client rate limit (429),
     the immutable-response cache, a problem for any unhandled error, and the request metrics."""
 
     PROBES = ("/healthz", "/readyz", "/metrics")
+    JSON_BODY_MAX = 1 << 20  # the experiments API's JSON bodies (uploads: their own limits, streamed)
 
     def __init__(self, app, *, api, limiter, requests_total, latency, limited, cache) -> None:
         self.app = app
@@ -163,9 +197,13 @@ class Guard:
                 status["code"] = message["status"]
             await send(message)
 
+        # authenticated responses (the experiments API, anything with credentials) never meet the shared cache
+        private = _private(path) or b"authorization" in headers
+        if private:
+            send_counted = _never_stored(send_counted)
         response = self._refuse(scope, headers, path, query)
         key = (path, query, headers.get(b"accept", b"*/*"))
-        if response is None and scope["method"] in ("GET", "HEAD"):
+        if response is None and scope["method"] in ("GET", "HEAD") and not private:
             hit = self.cache.get(key)
             if hit is not None:
                 response = self._from_cache(hit, headers)
@@ -173,7 +211,7 @@ class Guard:
             await response(scope, receive, send_counted)
         else:
             try:
-                await self.app(scope, receive, self._capturing(send_counted, key))
+                await self.app(scope, receive, send_counted if private else self._capturing(send_counted, key))
             except Exception:  # a bug must answer as a problem, not a bare 500
                 log.exception("request failed: %s", path)
                 await problems.problem_response(
@@ -190,7 +228,11 @@ class Guard:
             return problems.problem_response(
                 None, 414, "query-too-long", f"the query string is over {api.max_query_bytes} bytes"
             )
-        if headers.get(b"content-length", b"0") not in (b"0", b"") or b"transfer-encoding" in headers:
+        if _private(path):
+            refused = self._refuse_body(scope, headers, path)
+            if refused is not None:
+                return refused
+        elif headers.get(b"content-length", b"0") not in (b"0", b"") or b"transfer-encoding" in headers:
             return problems.problem_response(
                 None, 413, "body-not-accepted", "this API reads query parameters only; send no request body"
             )
@@ -207,6 +249,21 @@ class Guard:
                 f"more than {api.rate_limit:g} requests per second (bursts of {api.rate_burst}) from this client; "
                 "retry later",
                 headers={"Retry-After": str(max(1, round(wait + 0.5)))},
+            )
+        return None
+
+    def _refuse_body(self, scope, headers: dict, path: str) -> Response | None:
+        """The experiments API takes bodies: uploads stream under their own limits (artifacts, results); a
+        JSON body must declare its length, at most ``JSON_BODY_MAX``."""
+        if _upload(scope["method"], path):
+            return None
+        length = headers.get(b"content-length", b"")
+        if b"transfer-encoding" in headers or (length and (not length.isdigit() or int(length) > self.JSON_BODY_MAX)):
+            return problems.problem_response(
+                None,
+                413,
+                "body-too-large",
+                f"a JSON body of at most {self.JSON_BODY_MAX} bytes, with its Content-Length, is accepted here",
             )
         return None
 
@@ -252,6 +309,7 @@ def create_app(
     charter: Charter | None = None,
     registry: Registry | None = None,
     store: OpenData | None = None,
+    clock: Callable[[], datetime] | None = None,
 ) -> FastAPI:
     base_url = settings.public_base_url()  # first: a ConfigurationError outside development when unset
     charter = charter or Charter.load(settings.charter.path)
@@ -273,6 +331,8 @@ def create_app(
         swagger_ui_parameters={"validatorUrl": None},  # no badge from the public validator
     )
     app.state.sz = State(settings, charter, registry, store, base_url)
+    if clock is not None:  # the experiments' "now" (tests); default: the wall clock
+        app.state.sz.clock = clock
     api = settings.api
     limiter = RateLimiter(api.rate_limit, api.rate_burst)
     metrics = CollectorRegistry()
@@ -307,6 +367,7 @@ def create_app(
     # FastAPI's exception_handler (it calls add_exception_handler): Starlette types a handler as taking any
     # Exception, FastAPI's decorator takes one of the class it is registered for
     app.exception_handler(problems.Problem)(problems.on_problem)
+    app.exception_handler(ServiceError)(experiments.on_service_error)
     app.exception_handler(RequestValidationError)(problems.on_validation)
     app.exception_handler(StarletteHTTPException)(problems.on_http)
     app.exception_handler(Exception)(problems.on_error)
@@ -348,6 +409,7 @@ def create_app(
     app.include_router(catalogue.router)
     app.include_router(observations.router)
     app.include_router(space.router)
+    app.include_router(experiments.router)
     return app
 
 

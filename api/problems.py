@@ -15,11 +15,15 @@ TYPES = "https://smartzone.example/problems/"  # each problem type: docs/parts/a
 
 TITLES = {
     400: "Bad request",
+    401: "Unauthorized",
+    403: "Forbidden",
     404: "Not found",
     405: "Method not allowed",
     406: "Not acceptable",
+    409: "Conflict",
     413: "Request too large",
     414: "Query string too long",
+    422: "Unprocessable content",
     429: "Too many requests",
     500: "Internal error",
     503: "Service unavailable",

@@ -1,8 +1,8 @@
-"""The experiments' HMAC key and what it derives: each (experiment, gateway)'s broker password and upload token.
+"""The HMAC key of the experiments service and what it derives: per-(experiment, gateway) broker passwords
+and upload tokens. Nothing derived is stored: the API and the scheduler compute the same values from the key.
 
-Nothing derived is stored: the API and the scheduler compute the same values from the key, so a restarted
-scheduler republishes the same credentials. The key is ``experiments.secret`` or, when unset, 32 random bytes
-kept (hex) in ``<data_dir>/experiments/secret`` (0600, made on first use, shared through the data volume).
+The key is ``settings.experiments.secret`` or, when unset, ``<data_dir>/experiments/secret``: 32 random
+bytes as hex, created 0600 on first use (``smartzone.files.write_atomic``) and shared through the data volume.
 """
 
 from __future__ import annotations
@@ -13,23 +13,34 @@ import os
 import secrets as _random
 from pathlib import Path
 
+from smartzone.files import write_atomic
 from smartzone.settings import Settings
 
 
+def key_file(settings: Settings) -> Path:
+    return settings.data_dir / "experiments" / "secret"
+
+
 def key(settings: Settings) -> bytes:
-    if settings.experiments.secret is not None:
-        return settings.experiments.secret.get_secret_value().encode()
-    path = Path(settings.data_dir) / "experiments" / "secret"
+    """The HMAC key: the configured secret, else the key file's (created 0600 with 32 random bytes if absent)."""
+    configured = settings.experiments.secret
+    if configured is not None and configured.get_secret_value():
+        return configured.get_secret_value().encode()
+    path = key_file(settings)
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # another process made it meanwhile
+        candidate = path.with_name(f"secret.{os.getpid()}.new")
+        write_atomic(candidate, _random.token_hex(32), 0o600)
+        try:  # two processes creating it at once: the first link wins, both read the winner
+            os.link(candidate, path)
+        except FileExistsError:
             pass
-        else:
-            with os.fdopen(fd, "w") as f:
-                f.write(_random.token_hex(32))
-    return path.read_text().strip().encode()
+        finally:
+            candidate.unlink(missing_ok=True)
+    text = path.read_text().strip()
+    if len(text) < 32:
+        raise ValueError(f"{path}: the experiments key is too short (expected 64 hex characters)")
+    return text.encode()
 
 
 def _mac(key: bytes, message: str) -> str:
@@ -37,12 +48,15 @@ def _mac(key: bytes, message: str) -> str:
 
 
 def broker_password(key: bytes, exp_id: int, gateway: str) -> str:
+    """The broker password of user ``exp-<exp_id>-<gateway>``: HMAC-SHA256 hex of ``broker:<exp_id>:<gateway>``."""
     return _mac(key, f"broker:{exp_id}:{gateway}")
 
 
 def upload_token(key: bytes, exp_id: int, gateway: str) -> str:
+    """The token a gateway's agent shows to fetch the artifact and upload results: HMAC of ``upload:...``."""
     return _mac(key, f"upload:{exp_id}:{gateway}")
 
 
 def check_upload_token(key: bytes, exp_id: int, gateway: str, token: str) -> bool:
-    return hmac.compare_digest(upload_token(key, exp_id, gateway).encode(), token.encode())
+    """Whether ``token`` is the upload token of (exp_id, gateway), compared in constant time."""
+    return hmac.compare_digest(upload_token(key, exp_id, gateway).encode(), token.encode("utf-8", "replace"))

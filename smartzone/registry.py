@@ -113,10 +113,13 @@ class ZigbeeAdapter(_Strict):
 
 
 class Radios(_Strict):
-    """The Pi's own radios the gateway uses: its Bluetooth adapter (BLE) and WiFi interface."""
+    """The Pi's own radios the gateway uses: its Bluetooth adapter (BLE) and WiFi interface, and optionally an
+    experimental LoRa radio for protocol experiments (``lora-experimental``: its device path, e.g. an SX1276
+    module on ``/dev/spidev1.0`` or a USB one on ``/dev/ttyACM0``), never the LoRaWAN service concentrator."""
 
     ble: str | None = Field(default=None, pattern=r"^hci[0-9]+$")
     wifi: str | None = Field(default=None, pattern=r"^wlan[0-9]+$")
+    lora_experimental: str | None = Field(default=None, alias="lora-experimental", pattern=r"^/dev/[A-Za-z0-9/_.:-]+$")
 
 
 class PiGateway(_Strict):
@@ -140,7 +143,24 @@ class PiGateway(_Strict):
         c = self.concentrator
         if c is not None and c.gpio_chip and self.hardware == "raspberry-pi-5" and c.gpio_chip != "gpiochip4":
             raise ValueError(f"concentrator.gpio_chip {c.gpio_chip!r}: a Raspberry Pi 5's header GPIOs are gpiochip4")
+        lora = self.radios.lora_experimental
+        if c is not None and lora is not None and lora == c.spi_device:
+            raise ValueError(
+                f"radios.lora-experimental {lora!r} is the LoRaWAN service concentrator's device: experiments "
+                "never get the service concentrator; give a separate LoRa radio"
+            )
         return self
+
+    @property
+    def experiment_radios(self) -> frozenset[str]:
+        """The radios protocol experiments may take: ble and wifi (``radios``), zigbee (``zigbee``), and
+        lora-experimental only where ``radios.lora-experimental`` declares one (never the concentrator)."""
+        out = {name for name in ("ble", "wifi") if getattr(self.radios, name) is not None}
+        if self.zigbee is not None:
+            out.add("zigbee")
+        if self.radios.lora_experimental is not None:
+            out.add("lora-experimental")
+        return frozenset(out)
 
 
 class Gateway(_Strict):
@@ -151,6 +171,13 @@ class Gateway(_Strict):
     technologies: tuple[str, ...] = ()
     eui: str | None = None  # LoRa gateways: the gateway id (EUI-64) ChirpStack knows it by
     pi: PiGateway | None = None  # the Raspberry Pi reference gateway's hardware and link (gateway render)
+    # the part of the zone the gateway stands in (an experiment may ask for gateways by zone: {count, radio, zone})
+    area: str | None = None
+
+    @field_validator("area")
+    @classmethod
+    def _area(cls, v: str | None) -> str | None:
+        return None if v is None else _identifier(v, "gateway area")
 
     @field_validator("eui")
     @classmethod
