@@ -250,7 +250,7 @@ def _row(exp: dict[str, Any]) -> str:
 def list_experiments(api: Api, args: argparse.Namespace, out: IO[str]) -> int:
     params = {k: v for k, v in (("state", args.state), ("owner", args.owner), ("gateway", args.gateway)) if v}
     doc = api.json("GET", "/v1/experiments", params=params)
-    items = doc["experiments"] if isinstance(doc, dict) else doc
+    items = doc["data"]
     print(f"{'id':>6}  {'state':<10} {'owner':<14} {'start':<26} {'gateways':<30} name", file=out)
     for exp in items:
         print(_row(exp), file=out)
@@ -272,7 +272,7 @@ def status(api: Api, exp_id: int, out: IO[str]) -> int:
         print(line, file=out)
     for ev in exp.get("events", [])[-10:]:
         print(
-            f"  {ev['at']}  {ev.get('from') or '-'} -> {ev['to']}  by {escape(str(ev.get('actor', '')))}"
+            f"  {ev['time']}  {ev.get('from') or '-'} -> {ev['to']}  by {escape(str(ev.get('actor', '')))}"
             f"  {escape(str(ev.get('reason', '')))}",
             file=out,
         )
