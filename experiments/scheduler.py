@@ -123,7 +123,10 @@ def _said(r: ExperimentResource) -> str:
 
 def _failure(r: ExperimentResource) -> str:
     code = "" if r.exit_code is None else f", exit code {r.exit_code}"
-    error = f": {r.error}" if r.error else ""
+    why = r.error
+    if r.exit_code is not None and why == f"exit code {r.exit_code}":  # the agent's words for a plain exit
+        why = next((ln.strip() for ln in reversed((r.log_tail or "").splitlines()) if ln.strip()), "")
+    error = f": {why}" if why else ""
     return f"{r.gateway} {r.phase}{code}{error}"
 
 
