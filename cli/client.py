@@ -33,6 +33,7 @@ FINAL = ("Terminated", "Stopped", "Error")
 ORDER = ("Waiting", "toLaunch", "Launching", "Running", "Finishing", "Terminated")
 DEFAULT_TOKEN_FILE = Path("~/.config/smartzone/token")
 CHUNK = 64 * 1024
+TAIL_LINES = 10  # status: the end of a failed gateway's output (the whole tail: `logs`)
 
 
 class ClientError(Exception):
@@ -267,9 +268,14 @@ def status(api: Api, exp_id: int, out: IO[str]) -> int:
         line = f"  gateway {escape(r['gateway'])} ({r['radio']}): {r.get('phase') or 'nothing reported'}"
         if r.get("exit_code") is not None:
             line += f", exit code {r['exit_code']}"
-        if r.get("error"):
+        if r.get("error") and r["error"] != f"exit code {r.get('exit_code')}":
             line += f", {escape(r['error'])}"
         print(line, file=out)
+        tail = (r.get("log_tail") or "").rstrip("\n").splitlines()[-TAIL_LINES:]
+        if tail and (r.get("phase") in ("failed", "refused") or exp["state"] == "Error"):
+            print(f"    last {len(tail)} lines of its output:", file=out)
+            for text in tail:
+                print(f"    | {escape(text)}", file=out)
     for ev in exp.get("events", [])[-10:]:
         print(
             f"  {ev['time']}  {ev.get('from') or '-'} -> {ev['to']}  by {escape(str(ev.get('actor', '')))}"
