@@ -367,13 +367,30 @@ def results(api: Api, exp_id: int, out_dir: Path, metrics: str | None, out: IO[s
 
 
 # -- the command line -----------------------------------------------------------------------------------------
-CLIENT_ACTIONS = ("submit", "list", "status", "wait", "cancel", "extend", "logs", "results")
+CLIENT_ACTIONS = ("submit", "list", "status", "wait", "cancel", "extend", "logs", "results", "sample")
+SAMPLES = Path(__file__).resolve().parents[1] / "experiments" / "samples"
+
+
+def sample(name: str | None, out: IO[str]) -> int:
+    """Print a shipped sample experiment (a template to copy); without a name, list them."""
+    names = sorted(p.stem for p in SAMPLES.glob("*.py"))
+    if not name:
+        for n in names:
+            doc = (SAMPLES / f"{n}.py").read_text().split('"""')[1].strip().splitlines()[0]
+            print(f"{n:<16} {doc}", file=out)
+        return 0
+    if name not in names:
+        raise ClientError(f"no sample {name!r}: one of {', '.join(names)}", 2)
+    out.write((SAMPLES / f"{name}.py").read_text())
+    return 0
 
 
 def add_arguments(ex: argparse.ArgumentParser) -> None:
     """The client's options on the ``experiments`` parser (the actions share one parser, like the rest of
     ``smartzone``: ``experiments <action> [id] [options]``)."""
-    ex.add_argument("id", nargs="?", type=int, default=None, help="status|wait|cancel|extend|logs|results: the id")
+    ex.add_argument(
+        "id", nargs="?", default=None, help="status|wait|cancel|extend|logs|results: the id; sample: its name"
+    )
     ex.add_argument("by", nargs="?", default=None, help="extend: how much longer (600, 10m, 1h)")
     ex.add_argument("--api", default=None, help="the API's URL (default: SMARTZONE_API_URL, else api.base_url)")
     ex.add_argument(
@@ -404,8 +421,12 @@ def run(settings: Settings, args: argparse.Namespace, out: IO[str] | None = None
     progress = Progress(enabled=True if args.progress else None)
     action = args.action
     try:
-        if action in ("status", "wait", "cancel", "extend", "logs", "results") and args.id is None:
-            raise ClientError(f"experiments {action} needs an experiment id", 2)
+        if action == "sample":
+            return sample(args.id, out)
+        if action in ("status", "wait", "cancel", "extend", "logs", "results"):
+            if args.id is None or not str(args.id).isdigit():
+                raise ClientError(f"experiments {action} needs an experiment id (a number)", 2)
+            args.id = int(args.id)
         if action == "submit":
             missing = [
                 o
