@@ -257,6 +257,20 @@ def list_experiments(api: Api, args: argparse.Namespace, out: IO[str]) -> int:
     return 0
 
 
+def gateways(api: Api, out: IO[str]) -> int:
+    """The gateways experiments can take: radios, whether each can be handed out now (and why not), bookings."""
+    doc = api.json("GET", "/v1/experiments/gateways")
+    print(f"{'gateway':<22} {'area':<14} {'radios':<28} available", file=out)
+    for g in doc["data"]:
+        ok = "yes" if g["available"] else f"no: {g['reason']}"
+        print(f"{escape(g['id']):<22} {escape(str(g.get('area') or '-')):<14} {','.join(g['radios']):<28} "
+              f"{escape(ok)}", file=out)  # fmt: skip
+        for b in g["bookings"]:
+            who = f"experiment {b['experiment']}" if b["experiment"] is not None else "booked"
+            print(f"{'':<22} {b['radio']:<14} {who} ({b['state']}) {b['start']} -> {b['deadline']}", file=out)
+    return 0
+
+
 def status(api: Api, exp_id: int, out: IO[str]) -> int:
     exp = api.json("GET", f"/v1/experiments/{exp_id}")
     print(f"experiment {exp['id']}: {escape(exp['name'])}  [{exp['state']}]", file=out)
@@ -367,7 +381,7 @@ def results(api: Api, exp_id: int, out_dir: Path, metrics: str | None, out: IO[s
 
 
 # -- the command line -----------------------------------------------------------------------------------------
-CLIENT_ACTIONS = ("submit", "list", "status", "wait", "cancel", "extend", "logs", "results", "sample")
+CLIENT_ACTIONS = ("submit", "list", "status", "wait", "cancel", "extend", "logs", "results", "sample", "gateways")
 SAMPLES = Path(__file__).resolve().parents[1] / "experiments" / "samples"
 
 
@@ -448,6 +462,8 @@ def run(settings: Settings, args: argparse.Namespace, out: IO[str] | None = None
                 return submit(api, args, out, progress)
             if action == "list":
                 return list_experiments(api, args, out)
+            if action == "gateways":
+                return gateways(api, out)
             if action == "status":
                 return status(api, args.id, out)
             if action == "wait":

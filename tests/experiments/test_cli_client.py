@@ -23,7 +23,7 @@ from experiments import secrets
 from experiments.db import Experiment
 from experiments.states import transition
 from tests.conftest import zone_settings
-from tests.experiments.world import hear_all, make_users
+from tests.experiments.world import hear_all, make_users, set_gateway
 
 T0 = datetime(2026, 12, 2, 17, 0, tzinfo=UTC)
 
@@ -254,3 +254,26 @@ def test_sample_lists_and_prints_the_shipped_templates(server, monkeypatch):
     assert code == 0 and "SZX_MQTT_PREFIX" in out
     compile(out, "mqtt_rtt_probe.py", "exec")
     assert run(server, monkeypatch, "sample", "nope")[0] == 2
+
+
+def test_gateways_show_radios_availability_and_bookings_without_others_ids(server, monkeypatch):
+    _, sessions, _, clock, _ = server
+    clock.now = T0 + timedelta(days=3)
+    exp_id = submit(server, monkeypatch)
+    set_gateway(sessions, "gw-egmont", online=False, status_at=clock.now)
+    try:
+        code, out, _ = run(server, monkeypatch, "gateways")
+        assert code == 0, out
+        rows = {ln.split()[0]: ln for ln in out.splitlines()[1:] if ln and not ln.startswith(" ")}
+        assert "gw-kmska-roof" not in rows  # no experiment radio: the LoRaWAN service gateway is never offered
+        assert "yes" in rows["gw-volkstraat"] and "ble" in rows["gw-volkstraat"]
+        assert "no: gateway gw-egmont is offline" in rows["gw-egmont"]
+        assert f"experiment {exp_id} (Waiting)" in out  # alice sees her own booking's id
+
+        code, out, _ = run(server, monkeypatch, "gateways", who="bob")
+        assert code == 0 and f"experiment {exp_id}" not in out and "booked (Waiting)" in out
+        code, out, _ = run(server, monkeypatch, "gateways", who="ops")
+        assert f"experiment {exp_id} (Waiting)" in out
+    finally:
+        set_gateway(sessions, "gw-egmont", online=True, status_at=clock.now)
+        run(server, monkeypatch, "cancel", str(exp_id))
