@@ -154,6 +154,34 @@ class ExperimentList(BaseModel):
     count: int
 
 
+class BookingOut(BaseModel):
+    experiment: int | None = Field(description="the experiment's id; null: another user's (shown to operators)")
+    radio: str
+    state: str
+    start: datetime
+    deadline: datetime
+
+
+class GatewayOut(BaseModel):
+    id: str
+    name: str
+    area: str | None
+    radios: list[str] = Field(description="the radios experiments may take (never the LoRaWAN concentrator)")
+    available: bool = Field(description="can be handed out now: online and its last self-test passed")
+    reason: str = Field(description="why not available; empty when it is")
+    online: bool | None
+    status_at: datetime | None
+    health_at: datetime | None
+    selftest_failed: int | None
+    selftest_at: datetime | None
+    bookings: list[BookingOut] = Field(description="experiments not final holding one of its radios from now on")
+
+
+class GatewayList(BaseModel):
+    data: list[GatewayOut]
+    count: int
+
+
 class ResultsOut(BaseModel):
     sha256: str
     size: int
@@ -373,6 +401,24 @@ def list_experiments(
 ) -> ExperimentList:
     views = service.list_experiments(sessions, user, state=state_, owner=owner, gateway=gateway)
     return ExperimentList(data=[_out(v) for v in views], count=len(views))
+
+
+@router.get(
+    "/gateways",
+    summary="The gateways experiments can take: radios, availability (status, self-test) and bookings",
+    response_model=GatewayList,
+    responses={401: _ERRORS[401]},
+)
+def list_gateways(user: CurrentUser, st: StateDep, sessions: Sessions) -> GatewayList:
+    views = service.gateways(sessions, st.registry, user, st.clock())
+    data = [
+        GatewayOut(
+            **{k: v for k, v in vars(g).items() if k != "bookings"},
+            bookings=[BookingOut(**vars(b)) for b in g.bookings],
+        )
+        for g in views
+    ]
+    return GatewayList(data=data, count=len(data))
 
 
 @router.get(

@@ -258,6 +258,20 @@ def list_experiments(api: Api, args: argparse.Namespace, out: IO[str]) -> int:
     return 0
 
 
+def gateways(api: Api, out: IO[str]) -> int:
+    """The gateways experiments can take: radios, whether each can be handed out now (and why not), bookings."""
+    doc = api.json("GET", "/v1/experiments/gateways")
+    print(f"{'gateway':<22} {'area':<14} {'radios':<28} available", file=out)
+    for g in doc["data"]:
+        ok = "yes" if g["available"] else f"no: {g['reason']}"
+        print(f"{escape(g['id']):<22} {escape(str(g.get('area') or '-')):<14} {','.join(g['radios']):<28} "
+              f"{escape(ok)}", file=out)  # fmt: skip
+        for b in g["bookings"]:
+            who = f"experiment {b['experiment']}" if b["experiment"] is not None else "booked"
+            print(f"{'':<22} {b['radio']:<14} {who} ({b['state']}) {b['start']} -> {b['deadline']}", file=out)
+    return 0
+
+
 def status(api: Api, exp_id: int, out: IO[str]) -> int:
     exp = api.json("GET", f"/v1/experiments/{exp_id}")
     print(f"experiment {exp['id']}: {escape(exp['name'])}  [{exp['state']}]", file=out)
@@ -373,13 +387,30 @@ def results(api: Api, exp_id: int, out_dir: Path, metrics: str | None, out: IO[s
 
 
 # -- the command line -----------------------------------------------------------------------------------------
-CLIENT_ACTIONS = ("submit", "list", "status", "wait", "cancel", "extend", "logs", "results")
+CLIENT_ACTIONS = ("submit", "list", "status", "wait", "cancel", "extend", "logs", "results", "sample", "gateways")
+SAMPLES = Path(__file__).resolve().parents[1] / "experiments" / "samples"
+
+
+def sample(name: str | None, out: IO[str]) -> int:
+    """Print a shipped sample experiment (a template to copy); without a name, list them."""
+    names = sorted(p.stem for p in SAMPLES.glob("*.py"))
+    if not name:
+        for n in names:
+            doc = (SAMPLES / f"{n}.py").read_text().split('"""')[1].strip().splitlines()[0]
+            print(f"{n:<16} {doc}", file=out)
+        return 0
+    if name not in names:
+        raise ClientError(f"no sample {name!r}: one of {', '.join(names)}", 2)
+    out.write((SAMPLES / f"{name}.py").read_text())
+    return 0
 
 
 def add_arguments(ex: argparse.ArgumentParser) -> None:
     """The client's options on the ``experiments`` parser (the actions share one parser, like the rest of
     ``smartzone``: ``experiments <action> [id] [options]``)."""
-    ex.add_argument("id", nargs="?", type=int, default=None, help="status|wait|cancel|extend|logs|results: the id")
+    ex.add_argument(
+        "id", nargs="?", default=None, help="status|wait|cancel|extend|logs|results: the id; sample: its name"
+    )
     ex.add_argument("by", nargs="?", default=None, help="extend: how much longer (600, 10m, 1h)")
     ex.add_argument("--api", default=None, help="the API's URL (default: SMARTZONE_API_URL, else api.base_url)")
     ex.add_argument(
@@ -410,8 +441,12 @@ def run(settings: Settings, args: argparse.Namespace, out: IO[str] | None = None
     progress = Progress(enabled=True if args.progress else None)
     action = args.action
     try:
-        if action in ("status", "wait", "cancel", "extend", "logs", "results") and args.id is None:
-            raise ClientError(f"experiments {action} needs an experiment id", 2)
+        if action == "sample":
+            return sample(args.id, out)
+        if action in ("status", "wait", "cancel", "extend", "logs", "results"):
+            if args.id is None or not str(args.id).isdigit():
+                raise ClientError(f"experiments {action} needs an experiment id (a number)", 2)
+            args.id = int(args.id)
         if action == "submit":
             missing = [
                 o
@@ -433,6 +468,8 @@ def run(settings: Settings, args: argparse.Namespace, out: IO[str] | None = None
                 return submit(api, args, out, progress)
             if action == "list":
                 return list_experiments(api, args, out)
+            if action == "gateways":
+                return gateways(api, out)
             if action == "status":
                 return status(api, args.id, out)
             if action == "wait":

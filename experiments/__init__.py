@@ -1,6 +1,7 @@
-"""Protocol experiments on gateways (issue 16): the store, tokens and the experiment state machine.
+"""Protocol experiments on gateways: book, schedule and account for researchers' code on the gateways' radios.
 
-This is the foundation: SQL tables through SQLAlchemy 2 with Alembic migrations shipped in the package
-(``experiments/migrations``), bearer tokens stored hashed, and the FIT IoT-LAB state machine. The REST
-layer, scheduling and the gateway side build on it.
+The store (SQLAlchemy 2, Alembic migrations shipped in ``experiments/migrations``), bearer tokens stored
+hashed, FIT IoT-LAB's state machine, the booking service the REST API calls, artifacts, the scheduler that
+moves experiments through time and talks to the gateways' agents over MQTT, and the broker's per-experiment
+users. The sample experiments in ``samples/`` run on gateways, not here (docs/parts/experiments.md).
 """

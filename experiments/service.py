@@ -208,6 +208,83 @@ def overlapping(
     return session.scalars(q).first()
 
 
+@dataclass(frozen=True)
+class Booking:
+    experiment: int | None  # None: not shown (another owner's, to an experimenter)
+    radio: str
+    state: str
+    start: datetime
+    deadline: datetime
+
+
+@dataclass(frozen=True)
+class GatewayView:
+    """One gateway as an experimenter chooses it: where, which radios, whether it can be handed out, booked when."""
+
+    id: str
+    name: str
+    area: str | None
+    radios: list[str]
+    available: bool
+    reason: str  # why not available ("" when it is)
+    online: bool | None
+    status_at: datetime | None
+    health_at: datetime | None
+    selftest_failed: int | None
+    selftest_at: datetime | None
+    bookings: list[Booking]
+
+
+def gateways(sessions: sessionmaker[Session], registry: Registry, user: User, now: datetime) -> list[GatewayView]:
+    """Every registry gateway that can take experiments (it has experiment radios), with its availability and
+    its bookings from ``now`` on (every radio; another owner's experiment id only to operators)."""
+    out = []
+    with sessions() as session:
+        for gid, g in sorted(registry.gateways.items()):
+            radios = radios_of(registry, gid)
+            if not radios:
+                continue
+            row = session.get(Gateway, gid)
+            reason = unavailable(session, gid) or ""
+            q = (
+                select(Experiment, ExperimentResource.radio)
+                .join(ExperimentResource, ExperimentResource.experiment_id == Experiment.id)
+                .where(
+                    ExperimentResource.gateway == gid,
+                    Experiment.state.not_in(sorted(FINAL)),
+                    Experiment.deadline > now,
+                )
+                .order_by(Experiment.start, Experiment.id)
+            )
+            bookings = [
+                Booking(
+                    exp.id if may_read(user, exp) else None,
+                    radio,
+                    exp.state,
+                    utc(exp.start) or now,
+                    utc(exp.deadline) or now,
+                )
+                for exp, radio in session.execute(q).all()
+            ]
+            out.append(
+                GatewayView(
+                    id=gid,
+                    name=g.name,
+                    area=g.area,
+                    radios=sorted(radios),
+                    available=not reason,
+                    reason=reason,
+                    online=row.online if row else None,
+                    status_at=utc(row.status_at) if row else None,
+                    health_at=utc(row.health_at) if row else None,
+                    selftest_failed=row.selftest_failed if row else None,
+                    selftest_at=utc(row.selftest_at) if row else None,
+                    bookings=bookings,
+                )
+            )
+    return out
+
+
 def _conflict_on(exp: Experiment, gateway: str, radio: str) -> Conflict:
     s, d = utc(exp.start), utc(exp.deadline)
     return Conflict(
