@@ -159,6 +159,10 @@ def test_a_failed_gateway_puts_it_in_error_with_exit_code_and_error(sql_url):
     e2 = _experiment(sessions, state="toLaunch")
     _report(sessions, e2, GW, "refused", error="sha256 mismatch")
     assert _tick(sessions, START)[0][1:] == ("Error", f"{GW} refused: sha256 mismatch")
+    # the agent says only "exit code N" for a plain exit: the last line of the output says why
+    e3 = _experiment(sessions, state="Running")
+    _report(sessions, e3, GW, "failed", exit_code=3, error="exit code 3", log_tail="setting up\nboom: no radio\n\n")
+    assert _tick(sessions, START)[0][1:] == ("Error", f"{GW} failed, exit code 3: boom: no radio")
 
 
 def test_not_running_after_the_start_grace_is_an_error(sql_url):
