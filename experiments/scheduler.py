@@ -62,6 +62,12 @@ def iso(t: datetime) -> str:
     return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def exact(t: datetime) -> str:
+    """RFC 3339 to the microsecond when there is a fraction: the agent stops at the same instant as the rules
+    (``iso`` cut an ASAP experiment's deadline up to a second short, and it 'ended before its deadline')."""
+    return iso(t) if t.microsecond == 0 else t.astimezone(UTC).isoformat(timespec="microseconds")[:-6] + "Z"
+
+
 @dataclass(frozen=True)
 class Config:
     """What the rules and the documents need of the settings (``from_settings``)."""
@@ -259,8 +265,8 @@ def desired(session: Session, now: datetime, cfg: Config) -> dict[str, dict[str,
                         "kind": artifact.kind,
                         "filename": artifact.filename,
                     },
-                    "start": iso(start),
-                    "deadline": iso(deadline),
+                    "start": exact(start),
+                    "deadline": exact(deadline),
                     "radio": r.radio,
                     "parameters": exp.parameters or {},
                     "gateways": gateways,

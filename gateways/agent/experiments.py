@@ -91,6 +91,13 @@ def rfc3339(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def rfc3339_exact(t: float) -> str:
+    """To the microsecond when there is a fraction: an experiment that stops itself at SZX_DEADLINE must not
+    stop before the agent's deadline (whole seconds cut it up to a second short)."""
+    d = datetime.fromtimestamp(t, UTC)
+    return rfc3339(t) if d.microsecond == 0 else d.isoformat(timespec="microseconds")[:-6] + "Z"
+
+
 def _time(entry: dict[str, Any], key: str, exp_id: int) -> float:
     value = entry.get(key)
     if not isinstance(value, str):
@@ -542,7 +549,7 @@ class Runner:
             "SZX_GATEWAY_ID": self.cfg.gateway_id,
             "SZX_RADIO": spec["radio"],
             "SZX_START": spec["start"],
-            "SZX_DEADLINE": rfc3339(run.deadline),
+            "SZX_DEADLINE": rfc3339_exact(run.deadline),
             "SZX_PARAMETERS": str(work / "parameters.json"),
             "SZX_RESULTS_DIR": str(work / "results"),
             "SZX_MQTT_HOST": self.x.mqtt_host,

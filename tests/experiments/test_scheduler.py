@@ -27,6 +27,7 @@ from experiments.scheduler import (
     Scheduler,
     apply_message,
     desired,
+    exact,
     tick,
     wanted_users,
 )
@@ -238,6 +239,8 @@ def test_desired_documents_from_sql(tmp_path):
         "filename": "probe.py",
     }
     assert (item["start"], item["deadline"]) == ("2026-12-02T17:05:00Z", "2026-12-02T17:15:00Z")
+    # an ASAP experiment's times have fractions: the agent gets them exactly, not cut to the second before
+    assert exact(START + timedelta(microseconds=870_001)) == "2026-12-02T17:05:00.870001Z"
     assert item["gateways"] == sorted([GW, GW2]) and item["radio"] == "ble" and item["parameters"] == {"interval_s": 1}
     assert item["mqtt"] == {
         "username": f"exp-{e}-{GW}",

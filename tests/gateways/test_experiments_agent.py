@@ -37,7 +37,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gateways.agent import config as agent_config
-from gateways.agent.experiments import Malformed, Runner, log_tail, proc_start_time, validate
+from gateways.agent.experiments import Malformed, Runner, log_tail, proc_start_time, rfc3339_exact, validate
 from tests.conftest import wait_for
 from tests.gateways.agent_stack import AgentProcess, agent_toml, fake_root, gateway_mosquitto
 
@@ -370,6 +370,12 @@ def test_validate_names_what_is_wrong(change, says, has_id):
         validate(entry | change)
     assert says in str(err.value)
     assert (err.value.id == 42) is has_id
+
+
+def test_the_experiments_deadline_keeps_its_fraction():
+    t = datetime(2026, 12, 2, 17, 15, 0, 870_001, tzinfo=UTC).timestamp()
+    assert rfc3339_exact(t) == "2026-12-02T17:15:00.870001Z"  # SZX_DEADLINE: never before the agent's own
+    assert rfc3339_exact(float(int(t))) == "2026-12-02T17:15:00Z"
 
 
 def test_log_tail_keeps_the_end_of_stderr_first(tmp_path):
