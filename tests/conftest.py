@@ -79,9 +79,9 @@ def zone_settings(
     charter: dict | None = None,
     **sections: dict,
 ) -> Settings:
-    """Settings of one test's own zone: its own databases (raw, ops, pseudonymous, experiments, open) on the shared influxd,
-    its own MQTT client id, share group and quick flushes when it has a broker; ``sections`` add or replace
-    whole sections."""
+    """Settings of one test's own zone: its own databases (raw, ops, pseudonymous, experiments, open) on the
+    shared influxd, its own MQTT client id, share group and quick flushes when it has a broker; ``sections`` add
+    or replace whole sections."""
     tag = uuid.uuid4().hex[:8]
     extra: dict = {}
     if mqtt_port is not None:  # a worker will run: quick flushes and self-metrics
@@ -113,7 +113,8 @@ def settings(tmp_path, mosquitto, influxd) -> Settings:
 
 
 def drop_zone_databases(client: Influx, s: Settings) -> None:
-    """Drop a test zone's five databases (raw, ops, pseudonymous, experiments, open); one a test made unreachable is skipped."""
+    """Drop a test zone's five databases (raw, ops, pseudonymous, experiments, open); one a test made
+    unreachable is skipped."""
     for db in (
         s.influx.raw_database,
         s.influx.ops_database,
