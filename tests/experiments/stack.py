@@ -206,6 +206,18 @@ class Stack:
         return list(self.influx.rows(query, self.settings.influx.experiments_database))
 
     # -- the gateways ----------------------------------------------------------------------------------
+    def online(self, gid: str) -> bool | None:
+        """What the scheduler last heard of the gateway (table ``gateways``): True online, False offline."""
+        from experiments.db import Gateway as GatewayRow
+
+        sessions = open_store(self.settings.sql_url)
+        try:
+            with sessions() as s:
+                row = s.get(GatewayRow, gid)
+                return None if row is None else row.online
+        finally:
+            sessions.kw["bind"].dispose()
+
     def start_agent(self, gid: str) -> None:
         g = self.gateways[gid]
         g.agent.start()

@@ -324,10 +324,17 @@ def test_the_gateways_readings_are_unaffected_by_a_misbehaving_experiment(stack,
     )
     assert ml <= 3 * mb + 0.05, (mb, ml)
 
-    # negative control: the same publish with the gateway's own credentials arrives
-    c = stack.broker.client(GW_A, client_id=f"{GW_A}-control").connect()
+    assert not stack.influx.rows(fake_q, stack.settings.influx.raw_database)
+
+    # negative control: the same publish with the gateway's own credentials arrives. The broker takes the user
+    # name as client id (use_username_as_clientid): this login throws the agent out until it reconnects.
+    agent = stack.gateways[GW_A].agent
+    c = stack.broker.client(GW_A).connect()
     assert c.publish(f"gw/{GW_A}/{params['fake_topic']}", params["fake_payload"]) == 0
+    c.close()
     assert wait_for(lambda: bool(stack.influx.rows(fake_q, stack.settings.influx.raw_database)), 10)
+    agent.wait_log("central broker connected", count=2, timeout=30)
+    assert wait_for(lambda: stack.online(GW_A) is True, 10, 0.1), stack.logs()
 
 
 # -- 2. refusals: a conflict, an offline gateway (last: it stops an agent) ---------------------------------
@@ -341,20 +348,10 @@ def test_a_conflict_and_an_offline_gateway_are_refused_with_409(stack, tmp_path)
     assert r.err.startswith("smartzone: 409 ") and f"taken by experiment {exp} ('holder')" in r.err, r.err
 
     # the agent of GW_B stops cleanly: it says offline, the scheduler hears it, the API refuses the gateway
-    from experiments.db import Gateway, open_store
-
-    gw_b = stack.gateways[GW_B]
-    assert gw_b.agent.stop() == 0
-    sessions = open_store(stack.settings.sql_url)
-
-    def offline() -> bool:
-        with sessions() as s:
-            row = s.get(Gateway, GW_B)
-            return row is not None and row.online is False
-
-    assert wait_for(offline, 10, 0.1), stack.logs()
+    assert stack.online(GW_B) is True
+    assert stack.gateways[GW_B].agent.stop() == 0
+    assert wait_for(lambda: stack.online(GW_B) is False, 10, 0.1), stack.logs()
     r = stack.cli(*argv, "--gateways", GW_B)
     assert r.code == 1 and r.err.startswith("smartzone: 409 "), r
     assert f"gateway {GW_B} is offline" in r.err, r.err
     assert stack.cli("cancel", str(exp)).code == 0
-    sessions.kw["bind"].dispose()
