@@ -144,7 +144,7 @@ def next_state(
     state = exp.state
     if state == "Waiting":
         if now >= start - timedelta(seconds=cfg.launch_lead_s):
-            return "toLaunch", f"launching {cfg.launch_lead_s:g} s before its start {iso(start)}"
+            return "toLaunch", f"launching {cfg.launch_lead_s:g} s before its start {exact(start)}"
         return None
     if state not in ACTIVE:
         return None
@@ -166,7 +166,7 @@ def next_state(
         return None
     if state == "Running":
         if now >= deadline:
-            return "Finishing", f"deadline {iso(deadline)} reached"
+            return "Finishing", f"deadline {exact(deadline)} reached"
         if resources and all(r.phase in FINAL_PHASES for r in resources):
             return "Finishing", "ended on every gateway before its deadline"
         return None

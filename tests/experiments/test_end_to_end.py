@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from experiments.scheduler import exact
 from tests.conftest import REPO, assert_exactly_once, count_points, wait_for
 from tests.experiments.stack import GATEWAYS, Stack, alive, running_stack
 
@@ -170,7 +171,7 @@ def test_extend_runs_past_the_first_deadline_and_stops_at_the_new_one(stack, tmp
     got = stack.get(exp)
     assert datetime.fromisoformat(got["ended_at"]) >= new
     reasons = [e["reason"] for e in got["events"] if e["to"] == "Finishing"]
-    assert reasons == [f"deadline {new.strftime('%Y-%m-%dT%H:%M:%SZ')} reached"], got["events"]
+    assert reasons == [f"deadline {exact(new)} reached"], got["events"]
 
 
 # -- 5. isolation: the gateway's readings while an experiment misbehaves -----------------------------------
