@@ -92,7 +92,8 @@ def test_the_rtt_probe_on_two_gateways_from_submit_to_downloaded_results(stack, 
         files = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}  # type: ignore[union-attr]
     assert {"metrics.csv", "events.csv"} <= set(files), sorted(files)
     for gw in (GW_A, GW_B):  # each gateway's bundle: the probe's results and its logs
-        assert {f"{gw}/results/rtt.csv", f"{gw}/results/summary.json", f"{gw}/stdout.log"} <= set(files), sorted(files)
+        wanted = {f"{gw}/results/rtt.csv", f"{gw}/results/summary.json", f"{gw}/stdout.log", f"{gw}/stderr.log"}
+        assert wanted <= set(files), sorted(files)
         rtts = list(csv.DictReader(io.StringIO(files[f"{gw}/results/rtt.csv"].decode())))
         assert rtts and {r["peer"] for r in rtts} == {GW_A, GW_B} - {gw}
         assert json.loads(files[f"{gw}/results/summary.json"])["metrics"]["probes_sent"] > 10
@@ -304,11 +305,17 @@ def test_the_gateways_readings_are_unaffected_by_a_misbehaving_experiment(stack,
         return max([r["value"] for r in stack.experiments_rows(q) if r["metric"] == "flooded"], default=0)
 
     assert wait_for(lambda: flooded() > 1000, 30, 0.2), (stack.experiments_rows(q)[-3:], stack.logs())
+    before = flooded()
     load = _run_readings(stack, load_msgs, rate)
     assert stack.get(exp)["state"] == "Running", "the misbehaving experiment stopped before the readings were in"
+    assert wait_for(lambda: flooded() > before + 2000, 5, 0.2), "it did not flood all along"
     total_flood = flooded()
     assert stack.cli("cancel", str(exp)).code == 0
     assert stack.cli("wait", str(exp), "--state", "Stopped", "--timeout", "30").code == 0, stack.logs()
+    assert stack.cli("results", str(exp), "--out", str(tmp_path)).code == 0
+    with tarfile.open(tmp_path / f"experiment-{exp}-results.tar.gz") as tar:
+        out = tar.extractfile(f"{GW_A}/stdout.log").read().decode()  # type: ignore[union-attr]
+    assert "fake reading PUBACK 135" in out and "fork refused" not in out, out  # it did spin its children
 
     # exactly once: every reading of both runs in the raw database, nothing else (the fake one neither)
     emitted = [Emitted(e.topic, e.payload, [t for t in e.truth if _raw(t)]) for e in baseline_msgs + load_msgs]
